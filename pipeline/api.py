@@ -1,0 +1,154 @@
+"""``sensitivity()``: the notebook entry point, and what every workflow job calls."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+from torch import nn
+
+from pipeline import __version__
+from pipeline.config import DEVICE_CHOICES, ConfigError
+from pipeline.dataset import build_dataset
+from pipeline.derivatives import METHODS
+from pipeline.routine import as_routine
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` is CUDA when available, else CPU; an unavailable CUDA is an error."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ConfigError(f"invalid device={device!r}: valid: {', '.join(DEVICE_CHOICES)}") from err
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"invalid device={str(device)!r}: CUDA is not available on this machine; "
+                          "use device=auto or device=cpu")
+    if resolved.type not in ("cpu", "cuda"):
+        raise ConfigError(f"invalid device={device!r}: valid: {', '.join(DEVICE_CHOICES)}")
+    return resolved
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, x: torch.Tensor) -> torch.dtype:
+    """``None`` keeps a floating ``x``'s dtype, else torch's default dtype."""
+    if dtype is None:
+        return x.dtype if x.is_floating_point() else torch.get_default_dtype()
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ConfigError(f"invalid dtype={dtype!r}: valid: {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def _swept_values(params: Mapping[str, Any]) -> tuple[str, np.ndarray]:
+    if not isinstance(params, Mapping) or len(params) != 1:
+        raise ConfigError(f"invalid params={params!r}: give one swept parameter, e.g. {{'C': values}}")
+    (name, values), = params.items()
+    values = np.asarray(values, dtype=np.float64)
+    if not name.isidentifier():
+        raise ConfigError(f"invalid parameter name {name!r}: must be a Python identifier such as C")
+    if values.ndim != 1 or values.size == 0:
+        raise ConfigError(f"invalid params[{name!r}]: need a non-empty 1-D sequence of values, got shape {values.shape}")
+    if not np.isfinite(values).all():
+        raise ConfigError(f"invalid params[{name!r}]: {int((~np.isfinite(values)).sum())} non-finite values")
+    return name, values
+
+
+def sensitivity(
+    model: Callable | nn.Module,
+    x: torch.Tensor | np.ndarray | Sequence[float],
+    params: Mapping[str, Any],
+    *,
+    method: str = "forward",
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype | None = None,
+    chunk_size: int | None = None,
+    bind: Mapping[str, str] | None = None,
+    max_memory_mb: int | None = None,
+    output_dims: Sequence[str] | None = None,
+    units: Mapping[str, str] | None = None,
+    title: str = "",
+    attrs: Mapping[str, Any] | None = None,
+) -> xr.Dataset:
+    """``y`` and ``dy/dC`` of ``model`` for every value of ``C``, every sample and output element.
+
+    Parameters
+    ----------
+    model : callable or nn.Module
+        A function ``f(x, C=...)`` or a module called as ``module(x)`` with ``bind``.
+    x : tensor or array
+        Inputs; the leading dim indexes samples.
+    params : dict
+        ``{"C": values}``: the swept parameter and its 1-D values.
+    method : {"forward"}, default: "forward"
+        ``forward``: ``torch.func.jvp`` vmapped over the values of a chunk.
+    device : {"auto", "cpu", "cuda", "cuda:<index>"}, default: "auto"
+        ``auto`` picks CUDA when available.
+    dtype : {"float32", "float64"} or torch.dtype, optional
+        Defaults to ``x``'s floating dtype, else torch's default.
+    chunk_size : int, optional
+        Values per batched pass; ``None`` picks the largest that fits ``max_memory_mb``.
+    bind : dict, optional
+        For a module: ``{"C": "branch_b.0.bias[1]"}``, the parameter (element) that plays C.
+    max_memory_mb : int, optional
+        Memory budget of one batched pass; ``None`` is a quarter of the free memory.
+    output_dims : list of str, optional
+        Names of y's dims after ``sample``; default: the model's ``output_dims`` or ``output``.
+    units : dict, optional
+        Units of ``x``, ``y``, the parameter and dims, e.g. ``{"y": "m", "C": "s-1"}``.
+    title, attrs : optional
+        Dataset title and extra global attributes.
+
+    Returns
+    -------
+    xarray.Dataset
+        Dims ``(C, sample, *output dims)``; variables ``y``, ``dy_dC`` and ``x``.
+
+    Examples
+    --------
+    >>> ds = sensitivity(lambda x, C: C * x, torch.arange(10.0), {"C": [-5.0, 1.0]})
+    >>> ds.dy_dC.sel(C=-5.0).values.tolist() == list(range(10))
+    True
+    """
+    if method not in METHODS:
+        raise ConfigError(f"invalid method={method!r}: valid: {', '.join(METHODS)}")
+    param, values = _swept_values(params)
+    x = torch.as_tensor(x)
+    if x.dim() == 0:
+        raise ConfigError("invalid x: need a leading sample dim, got a scalar")
+    run_device = resolve_device(device)
+    run_dtype = resolve_dtype(dtype, x)
+    routine = as_routine(model, param, bind=dict(bind) if bind else None, device=run_device, dtype=run_dtype,
+                         output_dims=output_dims, units=dict(units or {}))
+    x_run = x.to(run_device, run_dtype)
+    values_run = torch.as_tensor(values, dtype=run_dtype, device=run_device)
+
+    start = time.perf_counter()
+    result = METHODS[method](routine.fn, x_run, values_run, chunk_size=chunk_size, max_memory_mb=max_memory_mb)
+    wall = time.perf_counter() - start
+
+    if result.y.dim() < 2 or result.y.shape[1] != x.shape[0]:
+        raise ConfigError(f"invalid model output: expected a leading sample dim of {x.shape[0]}, "
+                          f"got y of shape {tuple(result.y.shape[1:])} for x of shape {tuple(x.shape)}")
+    return build_dataset(
+        routine, values_run, x_run, result.y, result.dy, title=title,
+        attrs={
+            "method": method,
+            "device": str(run_device),
+            "dtype": str(run_dtype).removeprefix("torch."),
+            "chunk_size": result.chunk_size,
+            "torch_version": torch.__version__,
+            "sensweep_version": __version__,
+            "wall_time_s": round(wall, 6),
+            "values_per_second": round(len(values) / wall, 3) if wall > 0 else math.inf,
+            **(attrs or {}),
+        },
+    )

@@ -1,0 +1,194 @@
+"""Structured configs: the schema every Hydra config in ``conf/`` is validated against.
+
+A wrong type or an unknown key fails at composition time, before any compute, and Hydra's
+message names the key. Checks that a type cannot express (ranges, consistency between keys)
+live in :func:`validate`, which the job calls right after composing.
+
+This module imports no torch, so the Snakefile can compose configs cheaply.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+"""The repository's Hydra config directory (``conf/``)."""
+
+JOB_CONFIG = "job"
+"""Primary config of a compute job (``conf/job.yaml``)."""
+
+
+class ConfigError(ValueError):
+    """A config value is invalid; the message names the key and the valid choices."""
+
+
+class SweepKind(str, Enum):
+    """How sweep values are generated."""
+
+    linear = "linear"
+    log = "log"
+    list = "list"
+
+
+class DType(str, Enum):
+    """Floating-point precision of the computation."""
+
+    float32 = "float32"
+    float64 = "float64"
+
+
+class MethodName(str, Enum):
+    """Derivative methods (SPEC §5)."""
+
+    forward = "forward"
+
+
+@dataclass
+class ModelConfig:
+    """The routine ``y = f(x; C)``.
+
+    ``_target_`` is a dotted path to a function ``f(x, C, **args)`` or to an ``nn.Module``
+    class built as ``cls(**args)`` and called as ``module(x)``; for a module, ``bind`` maps
+    each swept parameter to the dotted path of a module parameter (or one element of one),
+    e.g. ``{C: "branch_b.0.bias[1]"}``.
+    """
+
+    _target_: str = MISSING
+    args: Dict[str, Any] = field(default_factory=dict)
+    bind: Optional[Dict[str, str]] = None
+    output_dims: Optional[List[str]] = None
+    units: Dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class InputsConfig:
+    """The batch ``x`` (leading dim = samples): ``_target_(**args)`` returns it.
+
+    Built-ins live in :mod:`pipeline.inputs` (``arange``, ``random``, ``from_file``).
+    """
+
+    _target_: str = MISSING
+    args: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SweepConfig:
+    """Values of the swept parameter, and how many compute jobs share them."""
+
+    param: str = "C"
+    kind: SweepKind = SweepKind.linear
+    start: Optional[float] = None
+    stop: Optional[float] = None
+    num: Optional[int] = None
+    values: Optional[List[float]] = None
+    parts: int = 1
+
+
+@dataclass
+class MethodConfig:
+    """How derivatives are computed."""
+
+    name: MethodName = MethodName.forward
+    chunk_size: Optional[int] = None
+    max_memory_mb: Optional[int] = None
+
+
+@dataclass
+class JobConfig:
+    """One compute job: a study (model, inputs, sweep, method) and the run-wide settings."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    inputs: InputsConfig = field(default_factory=InputsConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    title: str = ""
+    device: str = "auto"
+    dtype: DType = DType.float32
+    seed: int = 0
+    threads: Optional[int] = None
+    part: Optional[int] = None
+    output: str = "sensitivity.nc"
+
+
+ConfigStore.instance().store(name="job_schema", node=JobConfig)
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:<index>")
+
+
+def _fail(key: str, value: Any, valid: str) -> None:
+    raise ConfigError(f"invalid {key}={value!r}: {valid}")
+
+
+def validate(cfg: DictConfig | JobConfig) -> None:
+    """Check what the schema's types cannot: ranges and consistency. Raises ConfigError."""
+    sweep = cfg.sweep
+    if not sweep.param.isidentifier():
+        _fail("sweep.param", sweep.param, "must be a Python identifier such as C")
+    if sweep.kind == SweepKind.list:
+        if not sweep.values:
+            _fail("sweep.values", sweep.values, "kind=list needs a non-empty list of numbers")
+        if not all(math.isfinite(v) for v in sweep.values):
+            _fail("sweep.values", list(sweep.values), "every value must be finite")
+        count = len(sweep.values)
+    else:
+        for key in ("start", "stop", "num"):
+            if sweep[key] is None:
+                _fail(f"sweep.{key}", None, f"kind={sweep.kind.value} needs start, stop and num")
+        for key in ("start", "stop"):
+            if not math.isfinite(sweep[key]):
+                _fail(f"sweep.{key}", sweep[key], "must be finite")
+        if sweep.num < 1:
+            _fail("sweep.num", sweep.num, "must be at least 1")
+        if sweep.num > 1 and sweep.stop <= sweep.start:
+            _fail("sweep.stop", sweep.stop, f"must be greater than sweep.start={sweep.start}")
+        if sweep.kind == SweepKind.log and sweep.start <= 0:
+            _fail("sweep.start", sweep.start, "a log sweep needs start > 0 (and stop > 0)")
+        count = sweep.num
+    if not 1 <= sweep.parts <= count:
+        _fail("sweep.parts", sweep.parts, f"must be between 1 and the number of values ({count})")
+    if cfg.part is not None and not 0 <= cfg.part < sweep.parts:
+        _fail("part", cfg.part, f"must be between 0 and sweep.parts-1 ({sweep.parts - 1})")
+    if cfg.method.chunk_size is not None and cfg.method.chunk_size < 1:
+        _fail("method.chunk_size", cfg.method.chunk_size, "must be null (automatic) or >= 1")
+    if cfg.method.max_memory_mb is not None and cfg.method.max_memory_mb < 1:
+        _fail("method.max_memory_mb", cfg.method.max_memory_mb, "must be null (automatic) or >= 1")
+    if cfg.threads is not None and cfg.threads < 1:
+        _fail("threads", cfg.threads, "must be null (torch's default) or >= 1")
+    device = cfg.device
+    if not (device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())):
+        _fail("device", device, f"valid: {', '.join(DEVICE_CHOICES)}")
+    if cfg.model.bind is not None:
+        for name in cfg.model.bind:
+            if name != sweep.param:
+                _fail(f"model.bind.{name}", cfg.model.bind[name], f"the swept parameter is {sweep.param!r}")
+
+
+def study_names(conf_dir: Path = CONF_DIR) -> list[str]:
+    """Names of the studies in ``conf/study/``."""
+    return sorted(p.stem for p in (conf_dir / "study").glob("*.yaml"))
+
+
+def compose_job(study: str, overrides: list[str] = (), conf_dir: Path = CONF_DIR) -> DictConfig:
+    """Compose and validate the config of ``study`` as the compute job would see it.
+
+    Used by the Snakefile (job parameters, rerun on change) and by tests.
+    """
+    if study not in study_names(conf_dir):
+        raise ConfigError(f"unknown study {study!r}: valid studies are {', '.join(study_names(conf_dir))}")
+    with initialize_config_dir(config_dir=str(conf_dir), version_base=None):
+        cfg = compose(config_name=JOB_CONFIG, overrides=[f"study={study}", *overrides])
+    validate(cfg)
+    return cfg
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    """The resolved config as YAML (stored in dataset attrs and used as a rerun trigger)."""
+    return OmegaConf.to_yaml(cfg, resolve=True)

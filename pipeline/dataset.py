@@ -1,0 +1,124 @@
+"""The sensitivity dataset (SPEC §6): named dims, coordinates for every dim, CF attributes.
+
+Dims are ``(<param>, sample, *output dims)`` for ``y`` and ``dy_d<param>``, and
+``(sample, *input dims)`` for ``x``. Attrs carry meaning (units, long_name, provenance);
+:func:`encoding` carries the on-disk choices (compression, chunking).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+
+from pipeline.routine import Routine
+
+CONVENTIONS = "CF-1.10"
+CHUNK_ELEMENTS = 2**18
+"""Target number of elements per NetCDF chunk (1 MiB of float32 before compression)."""
+
+
+def derivative_name(param: str) -> str:
+    """Name of the derivative variable of ``param``: ``dy_dC`` for ``C``."""
+    return f"dy_d{param}"
+
+
+def _dim_names(declared: Sequence[str] | None, ndim: int, default: str, what: str) -> list[str]:
+    if declared is not None:
+        if len(declared) != ndim:
+            raise ValueError(f"the model declares {what} dims {list(declared)} but its {what} has {ndim} "
+                             f"dims after the sample dim")
+        return list(declared)
+    return [default] if ndim == 1 else [f"{default}_{i}" for i in range(ndim)]
+
+
+def _coords(dims: list[str], shape: Sequence[int], given: dict[str, Any]) -> dict[str, Any]:
+    coords = {}
+    for dim, size in zip(dims, shape):
+        values = given.get(dim)
+        if values is None:
+            values = np.arange(size)
+        elif len(values) != size:
+            raise ValueError(f"coordinate {dim!r} has {len(values)} values for a dim of size {size}")
+        coords[dim] = np.asarray(values)
+    return coords
+
+
+def _derivative_units(y_units: str | None, param_units: str | None) -> str | None:
+    if y_units is None or param_units is None:
+        return None
+    if param_units == "1":
+        return y_units
+    return f"({y_units})/({param_units})"
+
+
+def build_dataset(
+    routine: Routine,
+    values: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    dy: torch.Tensor,
+    *,
+    title: str = "",
+    attrs: dict[str, Any] | None = None,
+) -> xr.Dataset:
+    """Assemble ``y``, ``dy/d<param>`` and ``x`` into the schema of SPEC §6."""
+    param = routine.param
+    out_dims = _dim_names(routine.output_dims, y.dim() - 2, "output", "output")
+    in_dims = _dim_names(routine.input_dims, x.dim() - 1, "feature", "input")
+    clash = set(out_dims) & set(in_dims)
+    if clash:
+        in_dims = [f"in_{d}" if d in clash else d for d in in_dims]
+    units = routine.units
+    coords = {
+        param: (param, values.cpu().double().numpy(), {"long_name": f"swept parameter {param}"}),
+        "sample": ("sample", np.arange(x.shape[0]), {"long_name": "sample index"}),
+    }
+    for dim, value in {**_coords(out_dims, y.shape[2:], routine.output_coords),
+                       **_coords(in_dims, x.shape[1:], routine.input_coords)}.items():
+        coords[dim] = (dim, value, {"long_name": dim.replace("_", " ")})
+    for dim in coords:
+        if dim in units:
+            coords[dim][2]["units"] = units[dim]
+    dims = [param, "sample", *out_dims]
+    variables = {
+        "y": (dims, y.cpu().numpy(), {"long_name": "model output y"}),
+        derivative_name(param): (dims, dy.cpu().numpy(), {"long_name": f"derivative of y with respect to {param}"}),
+        "x": (["sample", *in_dims], x.cpu().numpy(), {"long_name": "model input x"}),
+    }
+    for name, unit in (("y", units.get("y")), ("x", units.get("x")),
+                       (derivative_name(param), _derivative_units(units.get("y"), units.get(param)))):
+        if unit is not None:
+            variables[name][2]["units"] = unit
+    ds = xr.Dataset(variables, coords=coords)
+    ds.attrs = {
+        "Conventions": CONVENTIONS,
+        "title": title or f"Sensitivity of y to {param}",
+        "history": f"{dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}: {' '.join(sys.argv)}",
+        "source": "sensweep (pipeline.sensitivity)",
+        "swept_parameters": param,
+        **({"bound_to": routine.bound_to} if routine.bound_to else {}),
+        **(attrs or {}),
+    }
+    return ds
+
+
+def encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
+    """zlib compression and chunks of about :data:`CHUNK_ELEMENTS` for every numeric variable."""
+    enc = {}
+    for name, var in ds.variables.items():
+        if var.dtype.kind not in "fiu" or var.ndim == 0:
+            continue
+        chunks, room = [], CHUNK_ELEMENTS
+        for size in reversed(var.shape):  # keep trailing dims whole, cut leading ones
+            chunk = max(1, min(size, room))
+            chunks.append(chunk)
+            room = max(1, room // chunk)
+        enc[name] = {"zlib": True, "complevel": 4, "chunksizes": tuple(reversed(chunks))}
+    return enc
+

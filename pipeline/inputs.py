@@ -1,0 +1,62 @@
+"""Input batches ``x`` (leading dim = samples), generated from config or read from ``data/``.
+
+Each builder is referenced from ``conf/inputs/*.yaml`` by ``_target_`` and returns a float64
+tensor; the job casts it to the run's dtype. Reading never executes code from a data file
+(``.npy`` is loaded with ``allow_pickle=False``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import xarray as xr
+from torch import Tensor
+
+from pipeline.config import ConfigError
+
+SUFFIXES = (".npy", ".nc")
+
+
+def arange(num: int = 10) -> Tensor:
+    """``x = arange(num)``, one scalar per sample (seed 000)."""
+    if num < 1:
+        raise ConfigError(f"invalid inputs.args.num={num!r}: must be >= 1")
+    return torch.arange(num, dtype=torch.float64)
+
+
+def random(samples: int = 32, shape: list[int] = (), seed: int = 0) -> Tensor:
+    """Standard normal ``x`` of shape ``(samples, *shape)`` from a generator seeded with ``seed``."""
+    if samples < 1 or any(n < 1 for n in shape):
+        raise ConfigError(f"invalid inputs.args samples={samples!r}, shape={list(shape)!r}: sizes must be >= 1")
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(samples, *shape, generator=generator, dtype=torch.float64)
+
+
+def from_file(path: str) -> Tensor:
+    """Read ``x`` from a ``.npy`` array or a NetCDF file's variable ``x``."""
+    file = Path(path)
+    if file.suffix not in SUFFIXES:
+        raise ConfigError(f"invalid inputs.args.path={path!r}: supported file types are {', '.join(SUFFIXES)}")
+    if not file.is_file():
+        raise ConfigError(f"invalid inputs.args.path={path!r}: no such file")
+    try:
+        if file.suffix == ".npy":
+            array = np.load(file, allow_pickle=False)
+        else:
+            with xr.open_dataset(file) as ds:
+                if "x" not in ds:
+                    raise ConfigError(f"invalid inputs.args.path={path!r}: no variable 'x' (has {list(ds.data_vars)})")
+                array = ds["x"].values
+    except (OSError, ValueError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"invalid inputs.args.path={path!r}: cannot read it ({err})") from err
+    if array.ndim == 0 or not np.issubdtype(array.dtype, np.number):
+        raise ConfigError(f"invalid inputs.args.path={path!r}: need a numeric array with a sample dim, got "
+                          f"dtype {array.dtype}, shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise ConfigError(f"invalid inputs.args.path={path!r}: {np.size(array) - np.isfinite(array).sum()} "
+                          "non-finite values")
+    return torch.from_numpy(np.asarray(array, dtype=np.float64))

@@ -1,0 +1,109 @@
+"""Memory budget of one batched pass, and the chunk size that fits it.
+
+# NOTE [Choosing the chunk size]
+The peak memory of ``vmap(jvp(f))`` over ``n`` parameter values is close to ``a + b * n``:
+a fixed part (inputs, weights) and a part per value (activations, tangents, outputs). The
+first chunks of a sweep are probes of 1, 2 and 4 values whose results are kept, so probing
+costs no extra work: the first (warm-up, lazy initialisation) is ignored, ``b`` comes from
+the other two, and the rest of the sweep runs in chunks of the largest ``n`` with
+``a + b * n`` under the budget. Peak memory is read from the CUDA allocator on GPUs and from
+the process's peak resident set (``VmHWM``, reset through ``/proc/self/clear_refs``) on
+Linux CPUs. Probing stops early once the estimate so far (pessimistic after the warm-up
+alone) lets the rest of the sweep run in one chunk, so small sweeps cost one extra pass. Where neither is available, the probe's output size times
+:data:`FALLBACK_FACTOR` stands in for its footprint.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch.utils._pytree import tree_leaves
+
+BUDGET_FRACTION = 0.25
+"""Default budget: this fraction of the free RAM (CPU) or free GPU memory (CUDA)."""
+
+FALLBACK_FACTOR = 8
+"""Footprint / output size assumed where peak memory cannot be measured."""
+
+PROBE_SIZES = (1, 2, 4)
+"""Sizes of the probe chunks that start a sweep with automatic chunking."""
+
+_PROC_STATUS = Path("/proc/self/status")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def _proc_status_bytes(key: str) -> int:
+    for line in _PROC_STATUS.read_text().splitlines():
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+    raise OSError(f"{key} not in {_PROC_STATUS}")
+
+
+def measure_peak_bytes(run: Callable[[], object], device: torch.device) -> tuple[object, int | None]:
+    """Run ``run()``; return its result and the peak bytes it added (``None``: unmeasurable)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        result = run()
+        torch.cuda.synchronize(device)
+        return result, torch.cuda.max_memory_allocated(device) - before
+    try:
+        _CLEAR_REFS.write_text("5")  # resets VmHWM to the current resident set
+        before = _proc_status_bytes("VmRSS:")
+    except OSError:
+        return run(), None
+    result = run()
+    return result, max(_proc_status_bytes("VmHWM:") - before, 0)
+
+
+def available_bytes(device: torch.device) -> int:
+    """Free memory on ``device``: free GPU memory on CUDA, available RAM on CPU."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return free
+    try:
+        return _meminfo_available()
+    except OSError:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+
+def _meminfo_available() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    raise OSError("MemAvailable not in /proc/meminfo")
+
+
+def budget_bytes(device: torch.device, max_memory_mb: int | None) -> int:
+    """The budget of one batched pass: ``max_memory_mb`` or a fraction of free memory."""
+    if max_memory_mb is not None:
+        return max_memory_mb * 2**20
+    return int(available_bytes(device) * BUDGET_FRACTION)
+
+
+def output_bytes(result: object) -> int:
+    """Bytes of the tensors in ``result``."""
+    return sum(t.numel() * t.element_size() for t in tree_leaves(result) if isinstance(t, torch.Tensor))
+
+
+def fit_chunk_size(probes: list[tuple[int, int | None, int]], budget: int, remaining: int) -> int:
+    """Largest chunk whose estimated peak fits ``budget``, from ``(size, peak, output bytes)`` probes.
+
+    The first probe is a warm-up, ignored when others exist (see NOTE above); alone, it gives a
+    pessimistic estimate (all of its footprint counted per value).
+    """
+    usable = probes[1:] or probes
+    if any(peak is None for _, peak, _ in usable):
+        usable = [(n, FALLBACK_FACTOR * out, out) for n, _, out in usable]
+    points = sorted({n: peak for n, peak, _ in usable}.items())
+    (n1, p1), (n2, p2) = points[0], points[-1]
+    if n1 == n2:
+        per_value, fixed = max(p2 / n2, 1.0), 0.0
+    else:
+        per_value = max((p2 - p1) / (n2 - n1), p2 / n2 / 4, 1.0)
+        fixed = max(p2 - per_value * n2, 0.0)
+    return int(max(1, min(remaining, (budget - fixed) // per_value)))

@@ -1,0 +1,137 @@
+"""Built-in routines ``y = f(x; C)``, one per seed document (SPEC §4).
+
+Protocol: a model is either a function ``f(x, C, **kwargs)`` or an ``nn.Module`` called as
+``module(x)`` whose parameter (or one element of one) is bound to ``C``. Either may name
+its dims with ``input_dims`` / ``output_dims`` and give coordinates with ``input_coords`` /
+``output_coords`` (dicts of dim name -> 1-D values); unnamed dims get default names.
+All models take the whole batch: ``x`` has a leading sample dim, and so does ``y``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+def seed_linear(x: Tensor, C: Tensor) -> Tensor:
+    """``y = C * x`` (seed 000): ``dy/dC = x`` exactly."""
+    return C * x
+
+
+class Composite(nn.Module):
+    """Sub-models composed sequentially, in parallel and conditionally (seed 001).
+
+    ``y = cat[branch_a(h), branch_b(h), where(x_0 > 0, head_pos(h), head_neg(h))]`` with
+    ``h = encoder(x)``. A parameter bound to ``C`` inside ``branch_b`` moves only the
+    ``b`` outputs; inside ``head_pos`` only the ``head`` outputs of samples with ``x_0 > 0``.
+    ``detach=True`` cuts the graph after the encoder, so an encoder parameter no longer
+    reaches ``y`` at all (structural independence, not a numerically zero derivative).
+    """
+
+    input_dims = ("feature",)
+    output_dims = ("output",)
+
+    def __init__(self, in_features: int = 4, hidden: int = 8, out_features: int = 2, detach: bool = False):
+        super().__init__()
+        self.detach = detach
+        self.encoder = nn.Sequential(nn.Linear(in_features, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh())
+        self.branch_a = nn.Sequential(nn.Linear(hidden, out_features), nn.Tanh())
+        self.branch_b = nn.Sequential(nn.Linear(hidden, out_features), nn.Tanh())
+        self.head_pos = nn.Linear(hidden, out_features)
+        self.head_neg = nn.Linear(hidden, out_features)
+        part = [f"{name}{i}" for name in ("a", "b", "head") for i in range(out_features)]
+        self.output_coords = {"output": part}
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.encoder(x)
+        if self.detach:
+            h = h.detach()
+        head = torch.where(x[..., :1] > 0, self.head_pos(h), self.head_neg(h))
+        return torch.cat([self.branch_a(h), self.branch_b(h), head], dim=-1)
+
+
+class ConvSlice(nn.Module):
+    """``Conv1d`` whose output keeps the last ``last`` steps (seed 002).
+
+    ``slice="after"``: ``conv(x)[..., -last:]``; ``slice="before"``: ``conv(x[..., -last:])``.
+    With ``kernel_size=1`` both give the same y and dy/dC up to round-off; larger kernels
+    (``padding="same"``) differ at the left edge of the slice.
+    """
+
+    input_dims = ("in_channel", "step")
+    output_dims = ("out_channel", "last_step")
+
+    def __init__(
+        self, in_channels: int = 3, out_channels: int = 3, kernel_size: int = 1, last: int = 5, slice: str = "after"
+    ):
+        super().__init__()
+        if slice not in ("before", "after"):
+            raise ValueError(f"invalid model.args.slice={slice!r}: valid: before, after")
+        self.slice = slice
+        self.last = last
+        self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, padding="same")
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.slice == "before":
+            return self.conv(x[..., -self.last :])
+        return self.conv(x)[..., -self.last :]
+
+
+class Oscillator(nn.Module):
+    """Damped oscillator ``p'' + C p' + p = 0`` integrated with fixed-step RK4.
+
+    ``x`` holds initial states ``(position, velocity)`` per sample; ``y`` is the position at
+    times ``0, dt, ..., steps*dt``. ``C`` is bound to the ``damping`` parameter by default.
+    For ``0 < C < 2`` there is a closed form (see :func:`oscillator_exact`).
+    """
+
+    input_dims = ("state",)
+    output_dims = ("time",)
+
+    def __init__(self, dt: float = 0.05, steps: int = 200, damping: float = 0.5):
+        super().__init__()
+        if dt <= 0 or steps < 1:
+            raise ValueError(f"invalid model.args dt={dt}, steps={steps}: need dt > 0 and steps >= 1")
+        self.dt = dt
+        self.steps = steps
+        self.damping = nn.Parameter(torch.tensor(float(damping)))
+        self.input_coords = {"state": ["position", "velocity"]}
+        self.output_coords = {"time": [i * dt for i in range(steps + 1)]}
+        self.units = {"time": "s"}
+
+    def _rate(self, p: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        return v, -self.damping * v - p
+
+    def forward(self, x: Tensor) -> Tensor:
+        p, v = x[..., 0], x[..., 1]
+        h = self.dt
+        path = [p]
+        for _ in range(self.steps):
+            k1p, k1v = self._rate(p, v)
+            k2p, k2v = self._rate(p + h / 2 * k1p, v + h / 2 * k1v)
+            k3p, k3v = self._rate(p + h / 2 * k2p, v + h / 2 * k2v)
+            k4p, k4v = self._rate(p + h * k3p, v + h * k3v)
+            p = p + h / 6 * (k1p + 2 * k2p + 2 * k3p + k4p)
+            v = v + h / 6 * (k1v + 2 * k2v + 2 * k3v + k4v)
+            path.append(p)
+        return torch.stack(path, dim=-1)
+
+
+def oscillator_exact(x: Tensor, C: float, t: Tensor) -> tuple[Tensor, Tensor]:
+    """Closed-form position and d(position)/dC of the underdamped oscillator (``0 < C < 2``).
+
+    ``p(t) = e^{-Ct/2} (p0 cos wt + B sin wt)`` with ``w = sqrt(1 - C^2/4)`` and
+    ``B = (v0 + C p0 / 2) / w``; the derivative is differentiated by hand, term by term.
+    Returns tensors of shape ``(samples, len(t))``.
+    """
+    p0, v0 = x[:, :1], x[:, 1:2]
+    t = t[None, :]
+    w = (1 - C**2 / 4) ** 0.5
+    dw = -C / (4 * w)
+    B = (v0 + C * p0 / 2) / w
+    dB = p0 / (2 * w) - (v0 + C * p0 / 2) * dw / w**2
+    decay = torch.exp(-C * t / 2)
+    cos, sin = torch.cos(w * t), torch.sin(w * t)
+    p = decay * (p0 * cos + B * sin)
+    dp = -t / 2 * p + decay * (-p0 * sin * t * dw + dB * sin + B * cos * t * dw)
+    return p, dp

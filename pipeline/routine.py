@@ -1,0 +1,111 @@
+"""Turn a user's model into a pure function ``f(x, c) -> y`` of the swept parameter.
+
+A function model is called as ``f(x, **{param: c})``. An ``nn.Module`` is called as
+``module(x)`` through :func:`torch.func.functional_call`, with the bound parameter (or one
+element of it, ``"branch_b.0.bias[1]"``) replaced by ``c``. The module itself is never
+mutated: its tensors are detached and moved to the run's device and dtype in a copy.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from pipeline.config import ConfigError
+
+_PATH = re.compile(r"^(?P<name>[A-Za-z_][\w.]*?)(?:\[(?P<index>[\d,\s]+)\])?$")
+
+
+@dataclass
+class Routine:
+    """A pure ``fn(x, c) -> y`` plus what the dataset needs to name its dims."""
+
+    fn: Callable[[Tensor, Tensor], Tensor]
+    param: str
+    bound_to: str | None = None
+    input_dims: Sequence[str] | None = None
+    output_dims: Sequence[str] | None = None
+    input_coords: dict[str, Any] = field(default_factory=dict)
+    output_coords: dict[str, Any] = field(default_factory=dict)
+    units: dict[str, str] = field(default_factory=dict)
+
+
+def parse_bind_path(path: str) -> tuple[str, tuple[int, ...]]:
+    """Split ``"branch_b.0.bias[1]"`` into ``("branch_b.0.bias", (1,))``."""
+    match = _PATH.match(path.replace(" ", ""))
+    if match is None:
+        raise ConfigError(f"invalid bind path {path!r}: expected a dotted parameter name with an optional "
+                          "index, e.g. 'branch_b.0.bias[1]' or 'conv.weight[0,0,0]'")
+    index = match["index"]
+    return match["name"], tuple(int(i) for i in index.split(",")) if index else ()
+
+
+def _bind_module(module: nn.Module, param: str, path: str, device: torch.device, dtype: torch.dtype) -> Callable:
+    name, index = parse_bind_path(path)
+    tensors = {k: v.detach() for k, v in [*module.named_parameters(), *module.named_buffers()]}
+    if name not in tensors:
+        valid = ", ".join(f"{k} {tuple(v.shape)}" for k, v in module.named_parameters())
+        raise ConfigError(f"invalid bind {param}={path!r}: {type(module).__name__} has no parameter {name!r}; "
+                          f"its parameters are: {valid}")
+    tensors = {k: v.to(device, dtype) if v.is_floating_point() else v.to(device) for k, v in tensors.items()}
+    target = tensors[name]
+    in_range = len(index) == target.dim() and all(0 <= i < n for i, n in zip(index, target.shape))
+    if not in_range:
+        example = f"{name}[{','.join(['0'] * target.dim())}]" if target.dim() else name
+        raise ConfigError(f"invalid bind {param}={path!r}: {name} has shape {tuple(target.shape)}; "
+                          f"give one in-range index per dim, e.g. {example!r}")
+    mask = torch.zeros_like(target, dtype=torch.bool)
+    mask[index] = True
+
+    def fn(x: Tensor, c: Tensor) -> Tensor:
+        # where() keeps the value exactly c and its tangent exactly 1 at the bound element.
+        return functional_call(module, {**tensors, name: torch.where(mask, c, target)}, (x,))
+
+    return fn
+
+
+def as_routine(
+    model: Callable | nn.Module,
+    param: str,
+    *,
+    bind: dict[str, str] | None = None,
+    device: torch.device = torch.device("cpu"),
+    dtype: torch.dtype = torch.float32,
+    output_dims: Sequence[str] | None = None,
+    units: dict[str, str] | None = None,
+) -> Routine:
+    """Wrap ``model`` as a :class:`Routine` of the swept parameter ``param``."""
+    if isinstance(model, nn.Module):
+        if not bind or param not in bind:
+            names = ", ".join(n for n, _ in model.named_parameters())
+            raise ConfigError(f"missing bind for {param!r}: an nn.Module needs bind={{'{param}': '<parameter path>'}}; "
+                              f"its parameters are: {names}")
+        fn = _bind_module(model, param, bind[param], device, dtype)
+        bound_to = bind[param]
+    elif callable(model):
+        if bind:
+            raise ConfigError(f"invalid bind={dict(bind)!r}: bind applies to nn.Module models, "
+                              f"a function is called as f(x, {param}=value)")
+
+        def fn(x: Tensor, c: Tensor) -> Tensor:
+            return model(x, **{param: c})
+
+        bound_to = None
+    else:
+        raise ConfigError(f"invalid model {model!r}: expected a function f(x, {param}) or an nn.Module")
+    return Routine(
+        fn=fn,
+        param=param,
+        bound_to=bound_to,
+        input_dims=getattr(model, "input_dims", None),
+        output_dims=output_dims or getattr(model, "output_dims", None),
+        input_coords=dict(getattr(model, "input_coords", {})),
+        output_coords=dict(getattr(model, "output_coords", {})),
+        units={**getattr(model, "units", {}), **(units or {})},
+    )

@@ -1,0 +1,35 @@
+"""Atomic writes: a file appears under its final name complete, or not at all.
+
+Every output is written to a hidden temporary name in the same directory and renamed into
+place (``os.replace`` is atomic on POSIX), so a killed job never leaves a truncated file
+that Snakemake or a user could take for a finished one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import xarray as xr
+
+from pipeline.dataset import encoding
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
+    """Call ``write(tmp)`` then rename ``tmp`` to ``path``; on any error remove ``tmp``."""
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp{final.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return final
+
+
+def write_netcdf(ds: xr.Dataset, path: str | os.PathLike) -> Path:
+    """Write ``ds`` as compressed, chunked NetCDF-4, atomically."""
+    return write_atomic(path, lambda tmp: ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4",
+                                                         encoding=encoding(ds)))
