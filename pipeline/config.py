@@ -115,6 +115,7 @@ class JobConfig:
     seed: int = 0
     threads: Optional[int] = None
     part: Optional[int] = None
+    inputs_file: Optional[str] = None
     output: str = "sensitivity.nc"
 
 

@@ -57,6 +57,23 @@ def _derivative_units(y_units: str | None, param_units: str | None) -> str | Non
     return f"({y_units})/({param_units})"
 
 
+def _with_coord_attrs(da: xr.DataArray, units: dict[str, str]) -> xr.DataArray:
+    for dim in da.dims:
+        da[dim].attrs = {"long_name": "sample index" if dim == "sample" else dim.replace("_", " ")}
+        if dim in units:
+            da[dim].attrs["units"] = units[dim]
+    return da
+
+
+def input_variable(model: Any, x: torch.Tensor, units: dict[str, str]) -> xr.DataArray:
+    """``x`` with dims ``(sample, *input dims)`` named by the model (``input_dims``), and coords."""
+    dims = _dim_names(getattr(model, "input_dims", None), x.dim() - 1, "feature", "input")
+    coords = {"sample": np.arange(x.shape[0]), **_coords(dims, x.shape[1:], getattr(model, "input_coords", {}))}
+    attrs = {"long_name": "model input x", **({"units": units["x"]} if "x" in units else {})}
+    da = xr.DataArray(x.detach().cpu().numpy(), dims=["sample", *dims], coords=coords, attrs=attrs)
+    return _with_coord_attrs(da, units)
+
+
 def build_dataset(
     routine: Routine,
     values: torch.Tensor,
@@ -68,34 +85,30 @@ def build_dataset(
     attrs: dict[str, Any] | None = None,
 ) -> xr.Dataset:
     """Assemble ``y``, ``dy/d<param>`` and ``x`` into the schema of SPEC §6."""
-    param = routine.param
+    param, units = routine.param, routine.units
     out_dims = _dim_names(routine.output_dims, y.dim() - 2, "output", "output")
-    in_dims = _dim_names(routine.input_dims, x.dim() - 1, "feature", "input")
-    clash = set(out_dims) & set(in_dims)
-    if clash:
-        in_dims = [f"in_{d}" if d in clash else d for d in in_dims]
-    units = routine.units
     coords = {
-        param: (param, values.cpu().double().numpy(), {"long_name": f"swept parameter {param}"}),
-        "sample": ("sample", np.arange(x.shape[0]), {"long_name": "sample index"}),
+        param: values.detach().cpu().double().numpy(),
+        "sample": np.arange(x.shape[0]),
+        **_coords(out_dims, y.shape[2:], routine.output_coords),
     }
-    for dim, value in {**_coords(out_dims, y.shape[2:], routine.output_coords),
-                       **_coords(in_dims, x.shape[1:], routine.input_coords)}.items():
-        coords[dim] = (dim, value, {"long_name": dim.replace("_", " ")})
-    for dim in coords:
-        if dim in units:
-            coords[dim][2]["units"] = units[dim]
     dims = [param, "sample", *out_dims]
-    variables = {
-        "y": (dims, y.cpu().numpy(), {"long_name": "model output y"}),
-        derivative_name(param): (dims, dy.cpu().numpy(), {"long_name": f"derivative of y with respect to {param}"}),
-        "x": (["sample", *in_dims], x.cpu().numpy(), {"long_name": "model input x"}),
-    }
-    for name, unit in (("y", units.get("y")), ("x", units.get("x")),
-                       (derivative_name(param), _derivative_units(units.get("y"), units.get(param)))):
-        if unit is not None:
-            variables[name][2]["units"] = unit
-    ds = xr.Dataset(variables, coords=coords)
+    y_units = {"units": units["y"]} if "y" in units else {}
+    dy_units = _derivative_units(units.get("y"), units.get(param))
+    ds = xr.Dataset(
+        {
+            "y": (dims, y.cpu().numpy(), {"long_name": "model output y", **y_units}),
+            derivative_name(param): (dims, dy.cpu().numpy(), {
+                "long_name": f"derivative of y with respect to {param}",
+                **({"units": dy_units} if dy_units else {})}),
+        },
+        coords=coords,
+    )
+    x_var = input_variable(routine, x, units)
+    clash = set(x_var.dims[1:]) & set(out_dims)
+    ds["x"] = x_var.rename({d: f"in_{d}" for d in clash})
+    _with_coord_attrs(ds["y"], units)
+    ds[param].attrs["long_name"] = f"swept parameter {param}"
     ds.attrs = {
         "Conventions": CONVENTIONS,
         "title": title or f"Sensitivity of y to {param}",

@@ -36,27 +36,32 @@ def random(samples: int = 32, shape: list[int] = (), seed: int = 0) -> Tensor:
 
 def from_file(path: str) -> Tensor:
     """Read ``x`` from a ``.npy`` array or a NetCDF file's variable ``x``."""
+    return read_x(path, key="inputs.args.path")
+
+
+def read_x(path: str, key: str) -> Tensor:
+    """Read ``x`` from ``path``; errors name the config ``key`` that gave the path."""
     file = Path(path)
     if file.suffix not in SUFFIXES:
-        raise ConfigError(f"invalid inputs.args.path={path!r}: supported file types are {', '.join(SUFFIXES)}")
+        raise ConfigError(f"invalid {key}={path!r}: supported file types are {', '.join(SUFFIXES)}")
     if not file.is_file():
-        raise ConfigError(f"invalid inputs.args.path={path!r}: no such file")
+        raise ConfigError(f"invalid {key}={path!r}: no such file")
     try:
         if file.suffix == ".npy":
             array = np.load(file, allow_pickle=False)
         else:
             with xr.open_dataset(file) as ds:
                 if "x" not in ds:
-                    raise ConfigError(f"invalid inputs.args.path={path!r}: no variable 'x' (has {list(ds.data_vars)})")
+                    raise ConfigError(f"invalid {key}={path!r}: no variable 'x' (has {list(ds.data_vars)})")
                 array = ds["x"].values
     except (OSError, ValueError) as err:
         if isinstance(err, ConfigError):
             raise
-        raise ConfigError(f"invalid inputs.args.path={path!r}: cannot read it ({err})") from err
+        raise ConfigError(f"invalid {key}={path!r}: cannot read it ({err})") from err
     if array.ndim == 0 or not np.issubdtype(array.dtype, np.number):
-        raise ConfigError(f"invalid inputs.args.path={path!r}: need a numeric array with a sample dim, got "
+        raise ConfigError(f"invalid {key}={path!r}: need a numeric array with a sample dim, got "
                           f"dtype {array.dtype}, shape {array.shape}")
     if not np.isfinite(array).all():
-        raise ConfigError(f"invalid inputs.args.path={path!r}: {np.size(array) - np.isfinite(array).sum()} "
+        raise ConfigError(f"invalid {key}={path!r}: {np.size(array) - np.isfinite(array).sum()} "
                           "non-finite values")
     return torch.from_numpy(np.asarray(array, dtype=np.float64))

@@ -1,0 +1,123 @@
+# sensweep: sweep a parameter C of y = f(x; C), compute dy/dC with batched forward-mode AD,
+# store NetCDF, summarise, plot. Data flow, one rule per stage:
+#   prepare (x) -> compute (one job per part of the sweep) -> merge -> summarise -> plot
+# What each study computes is Hydra config (conf/); this file only wires the stages.
+import os
+
+from snakemake.utils import min_version
+
+min_version("8.0")
+
+
+configfile: "conf/workflow.yaml"
+
+
+report: "report/workflow.rst"
+
+
+include: "rules/common.smk"
+
+
+rule all:
+    input:
+        final_outputs,
+
+
+rule prepare:
+    output:
+        f"{OUT}/{{study}}/inputs.nc",
+    log:
+        f"{OUT}/logs/{{study}}/prepare.log",
+    conda:
+        "envs/sensweep.yaml"
+    params:
+        config=resolved_config,
+        overrides=overrides,
+    shell:
+        "python -m pipeline.prepare study={wildcards.study} {params.overrides}"
+        " output={output} > {log} 2>&1"
+
+
+rule compute:
+    input:
+        x=rules.prepare.output,
+    output:
+        f"{OUT}/{{study}}/parts/{{part}}.nc",
+    log:
+        f"{OUT}/logs/{{study}}/compute-{{part}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/{{study}}/compute-{{part}}.tsv"
+    conda:
+        "envs/sensweep.yaml"
+    threads: config["compute_threads"]
+    resources:
+        mem_mb=compute_mem_mb,
+        gpu=compute_gpus,
+    params:
+        config=resolved_config,
+        overrides=overrides,
+    shell:
+        "python -m pipeline.compute study={wildcards.study} {params.overrides}"
+        " inputs_file={input.x} part={wildcards.part} threads={threads}"
+        " output={output} > {log} 2>&1"
+
+
+rule merge:
+    input:
+        part_files,
+    output:
+        f"{OUT}/{{study}}/sensitivity.nc",
+    log:
+        f"{OUT}/logs/{{study}}/merge.log",
+    benchmark:
+        f"{OUT}/benchmarks/{{study}}/merge.tsv"
+    conda:
+        "envs/sensweep.yaml"
+    shell:
+        "python -m pipeline.merge {output} {input} > {log} 2>&1"
+
+
+rule summarise:
+    input:
+        rules.merge.output,
+    output:
+        f"{OUT}/{{study}}/summary.nc",
+    log:
+        f"{OUT}/logs/{{study}}/summarise.log",
+    benchmark:
+        f"{OUT}/benchmarks/{{study}}/summarise.tsv"
+    conda:
+        "envs/sensweep.yaml"
+    shell:
+        "python -m pipeline.aggregate {input} {output} > {log} 2>&1"
+
+
+rule plot:
+    input:
+        sensitivity=rules.merge.output,
+        summary=rules.summarise.output,
+    output:
+        report(
+            f"{OUT}/{{study}}/plots/derivative_vs_param.png",
+            caption="report/derivative_vs_param.rst",
+            category="{study}",
+        ),
+        report(
+            f"{OUT}/{{study}}/plots/derivative_heatmap.png",
+            caption="report/derivative_heatmap.rst",
+            category="{study}",
+        ),
+        report(
+            f"{OUT}/{{study}}/plots/output_vs_param.png",
+            caption="report/output_vs_param.rst",
+            category="{study}",
+        ),
+    log:
+        f"{OUT}/logs/{{study}}/plot.log",
+    conda:
+        "envs/sensweep.yaml"
+    params:
+        outdir=lambda wildcards, output: os.path.dirname(output[0]),
+    shell:
+        "python -m pipeline.plots {input.sensitivity} {input.summary}"
+        " {params.outdir} > {log} 2>&1"

@@ -1,0 +1,81 @@
+"""Workflow stage 4: reduce ``sensitivity.nc`` to ``summary.nc``.
+
+Per value of the swept parameter, reductions over samples; over the whole range, the
+derivative-based global sensitivity measure (DGSM, mean of ``(dy/dC)^2`` over the sweep
+points, Sobol' & Kucherenko 2009) and ``mu_star`` (mean ``|dy/dC|``, as in Morris screening).
+Averages over the sweep weight every sweep point equally: uniform in C for a linear sweep,
+uniform in log C for a log sweep. The input is opened lazily (dask), so the sweep need not
+fit in memory.
+
+``python -m pipeline.aggregate SENSITIVITY SUMMARY``
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+from collections.abc import Sequence
+
+import xarray as xr
+
+from pipeline.dataset import CONVENTIONS, derivative_name
+from pipeline.storage import write_netcdf
+
+
+def _units(da: xr.DataArray, power: int = 1) -> dict[str, str]:
+    units = da.attrs.get("units")
+    if units is None:
+        return {}
+    return {"units": units if power == 1 else f"({units})^{power}"}
+
+
+def summarise(ds: xr.Dataset) -> xr.Dataset:
+    """Summary statistics of a sensitivity dataset (see module docstring)."""
+    param = ds.attrs["swept_parameters"]
+    name = derivative_name(param)
+    y, dy = ds["y"], ds[name]
+    elasticity = (ds[param] / y * dy).where(y != 0)
+    variables = {
+        "y_mean": (y.mean("sample"), "mean over samples of y", _units(y)),
+        "y_std": (y.std("sample"), "standard deviation over samples of y", _units(y)),
+        f"{name}_mean": (dy.mean("sample"), f"mean over samples of dy/d{param}", _units(dy)),
+        f"{name}_std": (dy.std("sample"), f"standard deviation over samples of dy/d{param}", _units(dy)),
+        f"{name}_abs_mean": (abs(dy).mean("sample"), f"mean over samples of |dy/d{param}|", _units(dy)),
+        "elasticity_mean": (elasticity.mean("sample"),
+                            f"mean over samples of the elasticity {param}/y dy/d{param} (where y != 0)",
+                            {"units": "1"}),
+        "elasticity_defined": ((y != 0).sum("sample"), "number of samples where the elasticity is defined", {}),
+        "dgsm": ((dy**2).mean(param), f"DGSM: mean over the sweep of (dy/d{param})^2", _units(dy, 2)),
+        "dgsm_mean": ((dy**2).mean([param, "sample"]), "DGSM averaged over samples", _units(dy, 2)),
+        "mu_star": (abs(dy).mean([param, "sample"]), f"mean over sweep and samples of |dy/d{param}|", _units(dy)),
+    }
+    summary = xr.Dataset()
+    for key, (da, long_name, attrs) in variables.items():
+        summary[key] = da.assign_attrs(long_name=long_name, **attrs)
+    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    keep = ("title", "study", "swept_parameters", "method", "device", "dtype", "sweep_kind", "source")
+    summary.attrs = {
+        "Conventions": CONVENTIONS,
+        **{k: ds.attrs[k] for k in keep if k in ds.attrs},
+        "history": f"{now}: summary of the sensitivity dataset (pipeline.aggregate)",
+    }
+    return summary
+
+
+def summarise_file(sensitivity: str | os.PathLike, output: str | os.PathLike) -> None:
+    """Summarise a sensitivity NetCDF file into ``output``, out of core."""
+    with xr.open_dataset(sensitivity, chunks={}) as ds:
+        write_netcdf(summarise(ds), output)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.aggregate", description=__doc__.splitlines()[0])
+    parser.add_argument("sensitivity", help="sensitivity.nc written by pipeline.merge")
+    parser.add_argument("output", help="summary.nc to write")
+    args = parser.parse_args(argv)
+    summarise_file(args.sensitivity, args.output)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""Workflow stage 5: the plots of one study (PNG).
+
+For the output element with the largest DGSM (the most sensitive one): ``dy/dC`` against
+``C`` for a few samples with the mean and a one-standard-deviation band, a heatmap of
+``dy/dC`` over ``(C, sample)``, and ``y`` against ``C`` likewise.
+
+``python -m pipeline.plots SENSITIVITY SUMMARY OUTDIR``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import xarray as xr  # noqa: E402
+
+from pipeline.dataset import derivative_name  # noqa: E402
+from pipeline.storage import write_atomic  # noqa: E402
+
+PLOTS = ("derivative_vs_param.png", "derivative_heatmap.png", "output_vs_param.png")
+"""File names written by :func:`plot_study`, in ``OUTDIR``."""
+
+SAMPLES_SHOWN = 5
+
+
+def _label(da: xr.DataArray, name: str) -> str:
+    units = da.attrs.get("units")
+    return f"{name} [{units}]" if units else name
+
+
+def most_sensitive_element(summary: xr.Dataset) -> dict[str, object]:
+    """Output coordinates of the element with the largest DGSM (empty for scalar outputs)."""
+    dgsm = summary["dgsm_mean"]
+    if dgsm.ndim == 0:
+        return {}
+    flat = int(np.nanargmax(dgsm.values)) if np.isfinite(dgsm.values).any() else 0
+    index = np.unravel_index(flat, dgsm.shape)
+    return {dim: dgsm[dim].values[i].item() for dim, i in zip(dgsm.dims, index)}
+
+
+def _element_text(element: dict[str, object]) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in element.items())
+
+
+def _lines_with_band(ax, da: xr.DataArray, mean: xr.DataArray, std: xr.DataArray, param: str) -> None:
+    c = da[param].values
+    shown = np.unique(np.linspace(0, da.sizes["sample"] - 1, min(SAMPLES_SHOWN, da.sizes["sample"])).round())
+    for s in shown.astype(int):
+        ax.plot(c, da.isel(sample=s).values, lw=0.9, alpha=0.7, label=f"sample {s}")
+    ax.fill_between(c, (mean - std).values, (mean + std).values, color="0.5", alpha=0.25, label="mean ± 1 std")
+    ax.plot(c, mean.values, color="k", lw=2, label="mean over samples")
+
+
+def plot_study(sensitivity: xr.Dataset, summary: xr.Dataset, outdir: str | os.PathLike) -> list[Path]:
+    """Write the study's plots (:data:`PLOTS`) into ``outdir``; returns their paths."""
+    param = sensitivity.attrs["swept_parameters"]
+    name = derivative_name(param)
+    element = most_sensitive_element(summary)
+    where = _element_text(element)
+    study = sensitivity.attrs.get("study") or sensitivity.attrs.get("title", "")
+    log_x = sensitivity.attrs.get("sweep_kind") == "log"
+    dy = sensitivity[name].sel(element)
+    y = sensitivity["y"].sel(element)
+    mean, std = summary[f"{name}_mean"].sel(element), summary[f"{name}_std"].sel(element)
+    x_label = _label(sensitivity[param], param)
+    suffix = f"\n(most sensitive output: {where})" if where else ""
+    method = sensitivity.attrs.get("method", "")
+
+    figures = {}
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    _lines_with_band(ax, dy, mean, std, param)
+    ax.set(xlabel=x_label, ylabel=_label(sensitivity[name], f"dy/d{param}"),
+           title=f"{study}: dy/d{param} against {param} ({method}){suffix}")
+    figures[PLOTS[0]] = fig
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    values = dy.transpose("sample", param).values
+    limit = float(np.nanmax(np.abs(values))) or 1.0
+    mesh = ax.pcolormesh(dy[param].values, dy["sample"].values, values, cmap="RdBu_r", vmin=-limit, vmax=limit,
+                         shading="nearest")
+    fig.colorbar(mesh, ax=ax, label=_label(sensitivity[name], f"dy/d{param}"))
+    ax.set(xlabel=x_label, ylabel="sample", title=f"{study}: dy/d{param} over ({param}, sample){suffix}")
+    figures[PLOTS[1]] = fig
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    _lines_with_band(ax, y, summary["y_mean"].sel(element), summary["y_std"].sel(element), param)
+    ax.set(xlabel=x_label, ylabel=_label(sensitivity["y"], "y"), title=f"{study}: y against {param}{suffix}")
+    figures[PLOTS[2]] = fig
+
+    written = []
+    for filename, fig in figures.items():
+        for ax in fig.axes[:1]:
+            if log_x:
+                ax.set_xscale("log")
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7, loc="best")
+            ax.grid(alpha=0.3)
+        fig.tight_layout()
+        written.append(write_atomic(Path(outdir) / filename, lambda tmp, fig=fig: fig.savefig(tmp, dpi=110,
+                                                                                              format="png")))
+        plt.close(fig)
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.plots", description=__doc__.splitlines()[0])
+    parser.add_argument("sensitivity", help="sensitivity.nc")
+    parser.add_argument("summary", help="summary.nc")
+    parser.add_argument("outdir", help="folder for the PNG files")
+    args = parser.parse_args(argv)
+    with xr.open_dataset(args.sensitivity) as ds, xr.open_dataset(args.summary) as summary:
+        plot_study(ds, summary, args.outdir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""Workflow stage 1: write a study's input batch ``x`` to NetCDF, once for all its compute jobs.
+
+``python -m pipeline.prepare study=<name> output=outputs/<name>/inputs.nc``
+"""
+
+from __future__ import annotations
+
+import logging
+
+import hydra
+import xarray as xr
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from pipeline.build import build_inputs, build_model, run_cli
+from pipeline.config import to_yaml, validate
+from pipeline.dataset import input_variable
+from pipeline.storage import write_netcdf
+
+log = logging.getLogger("sensweep.prepare")
+
+
+def prepare(cfg: DictConfig, study: str = "") -> xr.Dataset:
+    """Build the study's ``x`` (named dims from the model) and write it to ``cfg.output``."""
+    validate(cfg)
+    x = build_inputs(cfg)
+    model = build_model(cfg)
+    ds = xr.Dataset({"x": input_variable(model, x, units=dict(cfg.model.units))},
+                    attrs={"Conventions": "CF-1.10", "title": f"Inputs of study {study}".strip(),
+                           "study": study, "config": to_yaml(cfg)})
+    write_netcdf(ds, cfg.output)
+    log.info("wrote %s: x of shape %s", cfg.output, tuple(x.shape))
+    return ds
+
+
+@hydra.main(version_base=None, config_path="../conf", config_name="job")
+def main(cfg: DictConfig) -> None:
+    run_cli(lambda: prepare(cfg, HydraConfig.get().runtime.choices.get("study", "")))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+# Shared by every rule: config validation, the studies to run, and input functions.
+import shlex
+
+from snakemake.utils import validate
+
+from pipeline.config import ConfigError, compose_job, study_names, to_yaml
+
+validate(config, schema="../conf/workflow.schema.yaml")
+
+OUT = config["outputs"]
+
+
+def _selected_studies():
+    studies = config["studies"]
+    if isinstance(studies, str):
+        studies = [s.strip() for s in studies.split(",") if s.strip()]
+    unknown = sorted(set(studies) - set(study_names()))
+    if unknown:
+        raise ConfigError(
+            f"unknown studies {unknown} in config 'studies': valid studies are {', '.join(study_names())}"
+        )
+    return list(dict.fromkeys(studies))
+
+
+STUDIES = _selected_studies()
+# Each study's Hydra config, composed and validated once, before any job runs.
+JOBS = {s: compose_job(s, config["overrides"].get(s, [])) for s in STUDIES}
+
+
+wildcard_constraints:
+    study="|".join(STUDIES),
+    part=r"\d+",
+
+
+def overrides(wildcards):
+    """The study's extra Hydra overrides, quoted for the shell."""
+    return shlex.join(config["overrides"].get(wildcards.study, []))
+
+
+def resolved_config(wildcards):
+    """The study's resolved config: a param, so that changing it reruns that study only."""
+    return to_yaml(JOBS[wildcards.study])
+
+
+def part_files(wildcards):
+    parts = JOBS[wildcards.study].sweep.parts
+    return [f"{OUT}/{wildcards.study}/parts/{i}.nc" for i in range(parts)]
+
+
+def compute_mem_mb(wildcards):
+    """Memory to reserve for one compute job: twice its budget plus 1 GiB, or 4 GiB (auto budget)."""
+    budget = JOBS[wildcards.study].method.max_memory_mb
+    return 2 * budget + 1024 if budget else 4096
+
+
+def compute_gpus(wildcards):
+    return 1 if JOBS[wildcards.study].device.startswith("cuda") else 0
+
+
+def final_outputs(wildcards):
+    """Every study's datasets and plots (an input function: evaluated once all rules exist)."""
+    targets = [*rules.merge.output, *rules.summarise.output, *rules.plot.output]
+    return expand(targets, study=STUDIES)
