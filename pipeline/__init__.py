@@ -21,7 +21,7 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 if TYPE_CHECKING:
     from pipeline.api import sensitivity
 
-__all__ = ["sensitivity", "__version__"]
+__all__ = ["__version__", "sensitivity"]
 
 
 def __getattr__(name: str):

@@ -35,7 +35,7 @@ def summarise(ds: xr.Dataset) -> xr.Dataset:
     param = ds.attrs["swept_parameters"]
     name = derivative_name(param)
     y, dy = ds["y"], ds[name]
-    elasticity = (ds[param] / y * dy).where(y != 0)
+    elasticity = ds[param] * dy / y.where(y != 0)  # NaN (skipped by the mean) where y == 0
     variables = {
         "y_mean": (y.mean("sample"), "mean over samples of y", _units(y)),
         "y_std": (y.std("sample"), "standard deviation over samples of y", _units(y)),
@@ -53,7 +53,7 @@ def summarise(ds: xr.Dataset) -> xr.Dataset:
     summary = xr.Dataset()
     for key, (da, long_name, attrs) in variables.items():
         summary[key] = da.assign_attrs(long_name=long_name, **attrs)
-    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     keep = ("title", "study", "swept_parameters", "method", "device", "dtype", "sweep_kind", "source")
     summary.attrs = {
         "Conventions": CONVENTIONS,

@@ -56,7 +56,8 @@ def _swept_values(params: Mapping[str, Any]) -> tuple[str, np.ndarray]:
     if not name.isidentifier():
         raise ConfigError(f"invalid parameter name {name!r}: must be a Python identifier such as C")
     if values.ndim != 1 or values.size == 0:
-        raise ConfigError(f"invalid params[{name!r}]: need a non-empty 1-D sequence of values, got shape {values.shape}")
+        raise ConfigError(f"invalid params[{name!r}]: need a non-empty 1-D sequence of values, "
+                          f"got shape {values.shape}")
     if not np.isfinite(values).all():
         raise ConfigError(f"invalid params[{name!r}]: {int((~np.isfinite(values)).sum())} non-finite values")
     return name, values

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
@@ -30,7 +30,7 @@ class ConfigError(ValueError):
     """A config value is invalid; the message names the key and the valid choices."""
 
 
-class SweepKind(str, Enum):
+class SweepKind(StrEnum):
     """How sweep values are generated."""
 
     linear = "linear"
@@ -38,14 +38,14 @@ class SweepKind(str, Enum):
     list = "list"
 
 
-class DType(str, Enum):
+class DType(StrEnum):
     """Floating-point precision of the computation."""
 
     float32 = "float32"
     float64 = "float64"
 
 
-class MethodName(str, Enum):
+class MethodName(StrEnum):
     """Derivative methods (SPEC §5)."""
 
     forward = "forward"
@@ -62,10 +62,10 @@ class ModelConfig:
     """
 
     _target_: str = MISSING
-    args: Dict[str, Any] = field(default_factory=dict)
-    bind: Optional[Dict[str, str]] = None
-    output_dims: Optional[List[str]] = None
-    units: Dict[str, str] = field(default_factory=dict)
+    args: dict[str, Any] = field(default_factory=dict)
+    bind: dict[str, str] | None = None
+    output_dims: list[str] | None = None
+    units: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -76,7 +76,7 @@ class InputsConfig:
     """
 
     _target_: str = MISSING
-    args: Dict[str, Any] = field(default_factory=dict)
+    args: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -85,10 +85,10 @@ class SweepConfig:
 
     param: str = "C"
     kind: SweepKind = SweepKind.linear
-    start: Optional[float] = None
-    stop: Optional[float] = None
-    num: Optional[int] = None
-    values: Optional[List[float]] = None
+    start: float | None = None
+    stop: float | None = None
+    num: int | None = None
+    values: list[float] | None = None
     parts: int = 1
 
 
@@ -97,8 +97,8 @@ class MethodConfig:
     """How derivatives are computed."""
 
     name: MethodName = MethodName.forward
-    chunk_size: Optional[int] = None
-    max_memory_mb: Optional[int] = None
+    chunk_size: int | None = None
+    max_memory_mb: int | None = None
 
 
 @dataclass
@@ -113,9 +113,9 @@ class JobConfig:
     device: str = "auto"
     dtype: DType = DType.float32
     seed: int = 0
-    threads: Optional[int] = None
-    part: Optional[int] = None
-    inputs_file: Optional[str] = None
+    threads: int | None = None
+    part: int | None = None
+    inputs_file: str | None = None
     output: str = "sensitivity.nc"
 
 
@@ -134,11 +134,11 @@ def validate(cfg: DictConfig | JobConfig) -> None:
     if not sweep.param.isidentifier():
         _fail("sweep.param", sweep.param, "must be a Python identifier such as C")
     if sweep.kind == SweepKind.list:
-        if not sweep.values:
-            _fail("sweep.values", sweep.values, "kind=list needs a non-empty list of numbers")
-        if not all(math.isfinite(v) for v in sweep.values):
-            _fail("sweep.values", list(sweep.values), "every value must be finite")
-        count = len(sweep.values)
+        if not sweep["values"]:
+            _fail("sweep.values", sweep["values"], "kind=list needs a non-empty list of numbers")
+        if not all(math.isfinite(v) for v in sweep["values"]):
+            _fail("sweep.values", list(sweep["values"]), "every value must be finite")
+        count = len(sweep["values"])
     else:
         for key in ("start", "stop", "num"):
             if sweep[key] is None:

@@ -39,7 +39,7 @@ def _dim_names(declared: Sequence[str] | None, ndim: int, default: str, what: st
 
 def _coords(dims: list[str], shape: Sequence[int], given: dict[str, Any]) -> dict[str, Any]:
     coords = {}
-    for dim, size in zip(dims, shape):
+    for dim, size in zip(dims, shape, strict=True):
         values = given.get(dim)
         if values is None:
             values = np.arange(size)
@@ -112,7 +112,7 @@ def build_dataset(
     ds.attrs = {
         "Conventions": CONVENTIONS,
         "title": title or f"Sensitivity of y to {param}",
-        "history": f"{dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}: {' '.join(sys.argv)}",
+        "history": f"{dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}: {' '.join(sys.argv)}",
         "source": "sensweep (pipeline.sensitivity)",
         "swept_parameters": param,
         **({"bound_to": routine.bound_to} if routine.bound_to else {}),

@@ -2,15 +2,17 @@
 
 # NOTE [Choosing the chunk size]
 The peak memory of ``vmap(jvp(f))`` over ``n`` parameter values is close to ``a + b * n``:
-a fixed part (inputs, weights) and a part per value (activations, tangents, outputs). The
-first chunks of a sweep are probes of 1, 2 and 4 values whose results are kept, so probing
-costs no extra work: the first (warm-up, lazy initialisation) is ignored, ``b`` comes from
-the other two, and the rest of the sweep runs in chunks of the largest ``n`` with
-``a + b * n`` under the budget. Peak memory is read from the CUDA allocator on GPUs and from
-the process's peak resident set (``VmHWM``, reset through ``/proc/self/clear_refs``) on
-Linux CPUs. Probing stops early once the estimate so far (pessimistic after the warm-up
-alone) lets the rest of the sweep run in one chunk, so small sweeps cost one extra pass. Where neither is available, the probe's output size times
-:data:`FALLBACK_FACTOR` stands in for its footprint.
+a fixed part (inputs, weights) and a part per value (activations, tangents, outputs). A
+sweep starts with probe chunks of 1, 2 and 4 values whose results are kept (probing wastes
+no values, only some batching). The first probe (warm-up, lazy initialisation) is ignored
+once there are others; ``b`` comes from the last two, and the rest of the sweep runs in
+chunks of the largest ``n`` with ``a + b * n`` under the budget. Probing stops as soon as
+the estimate so far (pessimistic after the warm-up alone: all of it counted per value) lets
+the rest run in one chunk, so a small sweep costs one extra pass.
+
+Peak memory is read from the CUDA allocator on GPUs and from the process's peak resident
+set (``VmHWM``, reset through ``/proc/self/clear_refs``) on Linux CPUs. Where neither is
+available, the probe's output size times :data:`FALLBACK_FACTOR` stands in for it.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ def merge_parts(paths: Sequence[str | os.PathLike], output: str | os.PathLike) -
     with open_parts(paths) as ds:
         for key in ("part", "values_per_second"):
             ds.attrs.pop(key, None)
-        now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         ds.attrs.update(
             wall_time_s=round(sum(times), 6),
             parts=len(paths),

@@ -17,12 +17,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import xarray as xr  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import xarray as xr
 
-from pipeline.dataset import derivative_name  # noqa: E402
-from pipeline.storage import write_atomic  # noqa: E402
+from pipeline.dataset import derivative_name
+from pipeline.storage import write_atomic
 
 PLOTS = ("derivative_vs_param.png", "derivative_heatmap.png", "output_vs_param.png")
 """File names written by :func:`plot_study`, in ``OUTDIR``."""
@@ -42,7 +42,7 @@ def most_sensitive_element(summary: xr.Dataset) -> dict[str, object]:
         return {}
     flat = int(np.nanargmax(dgsm.values)) if np.isfinite(dgsm.values).any() else 0
     index = np.unravel_index(flat, dgsm.shape)
-    return {dim: dgsm[dim].values[i].item() for dim, i in zip(dgsm.dims, index)}
+    return {dim: dgsm[dim].values[i].item() for dim, i in zip(dgsm.dims, index, strict=True)}
 
 
 def _element_text(element: dict[str, object]) -> str:

@@ -8,6 +8,7 @@ mutated: its tensors are detached and moved to the run's device and dtype in a c
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -51,11 +52,13 @@ def _bind_module(module: nn.Module, param: str, path: str, device: torch.device,
     tensors = {k: v.detach() for k, v in [*module.named_parameters(), *module.named_buffers()]}
     if name not in tensors:
         valid = ", ".join(f"{k} {tuple(v.shape)}" for k, v in module.named_parameters())
+        close = difflib.get_close_matches(name, list(tensors), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
         raise ConfigError(f"invalid bind {param}={path!r}: {type(module).__name__} has no parameter {name!r}; "
-                          f"its parameters are: {valid}")
+                          f"{hint}Its parameters are: {valid}")
     tensors = {k: v.to(device, dtype) if v.is_floating_point() else v.to(device) for k, v in tensors.items()}
     target = tensors[name]
-    in_range = len(index) == target.dim() and all(0 <= i < n for i, n in zip(index, target.shape))
+    in_range = len(index) == target.dim() and all(0 <= i < n for i, n in zip(index, target.shape, strict=True))
     if not in_range:
         example = f"{name}[{','.join(['0'] * target.dim())}]" if target.dim() else name
         raise ConfigError(f"invalid bind {param}={path!r}: {name} has shape {tuple(target.shape)}; "
@@ -75,12 +78,13 @@ def as_routine(
     param: str,
     *,
     bind: dict[str, str] | None = None,
-    device: torch.device = torch.device("cpu"),
+    device: torch.device | None = None,
     dtype: torch.dtype = torch.float32,
     output_dims: Sequence[str] | None = None,
     units: dict[str, str] | None = None,
 ) -> Routine:
     """Wrap ``model`` as a :class:`Routine` of the swept parameter ``param``."""
+    device = device or torch.device("cpu")
     if isinstance(model, nn.Module):
         if not bind or param not in bind:
             names = ", ".join(n for n, _ in model.named_parameters())

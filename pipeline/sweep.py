@@ -16,9 +16,10 @@ def sweep_values(sweep: SweepConfig) -> np.ndarray:
         return np.linspace(sweep.start, sweep.stop, sweep.num)
     if sweep.kind == SweepKind.log:
         return np.geomspace(sweep.start, sweep.stop, sweep.num)
-    values = np.sort(np.asarray(sweep.values, dtype=np.float64))
+    given = list(sweep["values"])  # item access: DictConfig.values is a method
+    values = np.sort(np.asarray(given, dtype=np.float64))
     if np.any(np.diff(values) == 0):
-        raise ConfigError(f"invalid sweep.values={list(sweep.values)}: values must be distinct")
+        raise ConfigError(f"invalid sweep.values={given}: values must be distinct")
     return values
 
 

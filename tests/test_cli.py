@@ -1,0 +1,54 @@
+"""The job entry points as a user or Snakemake runs them."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from conftest import ROOT, run
+
+
+def compute(*args: str, cwd=ROOT):
+    return run([sys.executable, "-m", "pipeline.compute", *args], cwd=cwd)
+
+
+def test_compute_writes_one_part(tmp_path):
+    out = tmp_path / "part.nc"
+    result = compute("study=seed_linear", "sweep.num=9", "sweep.parts=3", "part=1", f"output={out}")
+    assert result.returncode == 0, result.stderr
+    with xr.open_dataset(out) as ds:
+        np.testing.assert_allclose(ds.C, np.linspace(-5, 5, 9)[3:6])
+        np.testing.assert_array_equal(ds.dy_dC.values, np.tile(np.arange(10), (3, 1)))
+        assert ds.attrs["study"] == "seed_linear" and ds.attrs["part"] == 1 and ds.attrs["parts"] == 3
+        assert "sweep:" in ds.attrs["config"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["part.nc"]  # no Hydra run dirs or logs
+    assert not (ROOT / "outputs" / "2026").exists() and not list(ROOT.glob(".hydra"))
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("model=nope", "Could not find 'model/nope'"),
+        ("sweep.num=many", "sweep.num"),
+        ("sweep.parts=0", "invalid sweep.parts=0"),
+        ("model._target_=nowhere.model", "invalid model._target_='nowhere.model': cannot import it"),
+        ('model.bind.C="branch_b.0.bais[1]"', "did you mean 'branch_b.0.bias'?"),
+    ],
+)
+def test_bad_overrides_exit_non_zero_naming_the_key(tmp_path, override, message):
+    out = tmp_path / "part.nc"
+    result = compute("study=composite", override, f"output={out}")
+    assert result.returncode != 0
+    assert message in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_help_lists_the_config_groups():
+    result = compute("--help")
+    assert result.returncode == 0
+    for group in ("model:", "inputs:", "sweep:", "method:", "study:"):
+        assert group in result.stdout

@@ -1,0 +1,115 @@
+"""Every study composes and validates; bad values fail before compute, naming the key."""
+
+from __future__ import annotations
+
+import itertools
+import re
+
+import numpy as np
+import pytest
+import torch
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from pipeline.build import build_inputs, build_model
+from pipeline.config import ConfigError, compose_job, study_names
+from pipeline.sweep import part_bounds, part_values, sweep_values
+
+STUDIES = study_names()
+
+
+def test_the_four_seed_studies_exist():
+    assert {"seed_linear", "composite", "conv_slice", "oscillator"} <= set(STUDIES)
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_every_study_composes_and_builds(study):
+    cfg = compose_job(study)
+    model = build_model(cfg)
+    x = build_inputs(cfg)
+    assert x.dim() >= 1 and x.shape[0] >= 1 and torch.isfinite(x).all()
+    assert callable(model)
+    values = sweep_values(cfg.sweep)
+    assert len(values) >= cfg.sweep.parts and np.all(np.diff(values) > 0)
+
+
+def test_study_overrides_run_wide_defaults():
+    assert compose_job("oscillator").dtype.value == "float64"
+    assert compose_job("oscillator", ["dtype=float32"]).dtype.value == "float32"
+    assert compose_job("seed_linear").dtype.value == "float32"
+
+
+@pytest.mark.parametrize(
+    "overrides,error,message",
+    [
+        (["sweep.num=abc"], ConfigCompositionException, "sweep.num"),
+        (["sweep.nmu=3"], ConfigCompositionException, "sweep.nmu"),
+        (["sweep.kind=cubic"], ConfigCompositionException, "linear, log, list"),
+        (["dtype=float16"], ConfigCompositionException, "float32, float64"),
+        (["model=nope"], ConfigCompositionException, "seed_linear"),
+        (["sweep.start=2", "sweep.stop=1"], ConfigError, "sweep.stop=1.0: must be greater than sweep.start=2.0"),
+        (["sweep.num=0"], ConfigError, "sweep.num=0"),
+        (["sweep=log", "sweep.start=0"], ConfigError, "a log sweep needs start > 0"),
+        (["sweep=list", "sweep.values=[]"], ConfigError, "sweep.values"),
+        (["sweep=list", "sweep.values=[1,nan]"], ConfigError, "every value must be finite"),
+        (["sweep.parts=500"], ConfigError, "sweep.parts=500: must be between 1 and the number of values"),
+        (["part=7"], ConfigError, "part=7"),
+        (["device=gpu"], ConfigError, "device='gpu': valid: auto, cpu, cuda, cuda:<index>"),
+        (["method.chunk_size=0"], ConfigError, "method.chunk_size=0"),
+        (["sweep.param=1C"], ConfigError, "sweep.param"),
+    ],
+)
+def test_bad_values_are_named(overrides, error, message):
+    with pytest.raises(error) as err:
+        compose_job("seed_linear", overrides)
+    text = str(err.value) + str(getattr(err.value, "__cause__", ""))
+    assert message in text
+
+
+def test_unknown_study_lists_valid_ones():
+    with pytest.raises(ConfigError, match="unknown study 'nope': valid studies are composite, conv_slice"):
+        compose_job("nope")
+
+
+def test_model_and_inputs_args_are_checked_against_signatures():
+    with pytest.raises(ConfigError, match=r"model.args.hiden: .*takes .*hidden"):
+        build_model(compose_job("composite", ["+model.args.hiden=3"]))
+    with pytest.raises(ConfigError, match=r"inputs.args.size: .*takes num"):
+        build_inputs(compose_job("seed_linear", ["+inputs.args.size=3"]))
+    with pytest.raises(ConfigError, match=r"model._target_='pipeline.models.nope': cannot import it"):
+        build_model(compose_job("seed_linear", ["model._target_=pipeline.models.nope"]))
+
+
+def test_missing_input_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=re.escape("inputs.args.path='missing.npy': no such file")):
+        build_inputs(compose_job("oscillator", ["inputs.args.path=missing.npy"]))
+    np.save(tmp_path / "bad.npy", np.array([1.0, np.inf]))
+    with pytest.raises(ConfigError, match="1 non-finite values"):
+        build_inputs(compose_job("oscillator", [f"inputs.args.path={tmp_path / 'bad.npy'}"]))
+
+
+def test_typed_schema_rejects_unknown_top_level_key():
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_job("seed_linear", ["devise=cpu"])
+    assert isinstance(err.value.__cause__, ConfigKeyError | ValidationError) or "devise" in str(err.value)
+
+
+def test_sweep_kinds():
+    cfg = compose_job("seed_linear", ["sweep.start=-1", "sweep.stop=1", "sweep.num=5"])
+    np.testing.assert_array_equal(sweep_values(cfg.sweep), [-1, -0.5, 0, 0.5, 1])
+    cfg = compose_job("seed_linear", ["sweep=log", "sweep.start=0.01", "sweep.stop=100", "sweep.num=5"])
+    np.testing.assert_allclose(sweep_values(cfg.sweep), [0.01, 0.1, 1, 10, 100])
+    cfg = compose_job("seed_linear", ["sweep=list", "sweep.values=[3,-1,2]"])
+    np.testing.assert_array_equal(sweep_values(cfg.sweep), [-1, 2, 3])
+    with pytest.raises(ConfigError, match="distinct"):
+        sweep_values(compose_job("seed_linear", ["sweep=list", "sweep.values=[1,1]"]).sweep)
+
+
+@pytest.mark.parametrize("count,parts", [(10, 1), (10, 3), (41, 2), (7, 7), (100, 8)])
+def test_parts_cover_every_value_once(count, parts):
+    bounds = [part_bounds(count, parts, p) for p in range(parts)]
+    assert bounds[0][0] == 0 and bounds[-1][1] == count
+    assert all(a[1] == b[0] and a[0] < a[1] for a, b in itertools.pairwise(bounds))
+    cfg = compose_job("seed_linear", [f"sweep.num={count}", f"sweep.parts={parts}"])
+    joined = np.concatenate([part_values(cfg.sweep, p) for p in range(parts)])
+    np.testing.assert_array_equal(joined, part_values(cfg.sweep, None))

@@ -1,0 +1,63 @@
+"""Chunk sizes from measured memory: the arithmetic and the measurement."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline import sensitivity
+from pipeline.memory import FALLBACK_FACTOR, fit_chunk_size, measure_peak_bytes
+
+MB = 2**20
+
+
+def test_fit_ignores_warm_up_and_uses_the_slope():
+    probes = [(1, 500 * MB, MB), (2, 30 * MB, 2 * MB), (4, 50 * MB, 4 * MB)]  # 10 MB/value + 10 MB fixed
+    assert fit_chunk_size(probes, budget=110 * MB, remaining=1000) == 10
+    assert fit_chunk_size(probes, budget=110 * MB, remaining=7) == 7
+    assert fit_chunk_size(probes, budget=1 * MB, remaining=1000) == 1
+
+
+def test_fit_with_the_warm_up_alone_is_pessimistic():
+    assert fit_chunk_size([(1, 100 * MB, MB)], budget=1000 * MB, remaining=50) == 10
+
+
+def test_fit_without_measurements_uses_output_size():
+    probes = [(1, None, MB), (2, None, 2 * MB)]
+    assert fit_chunk_size(probes, budget=80 * MB, remaining=100) == 80 // FALLBACK_FACTOR
+
+
+def test_measure_sees_a_large_allocation():
+    _, peak = measure_peak_bytes(lambda: torch.ones(64 * MB // 4).sum(), torch.device("cpu"))
+    if peak is not None:  # None where /proc/self/clear_refs is not available
+        assert peak >= 60 * MB
+
+
+def test_small_budget_gives_small_chunks_and_same_results():
+    """A 1000 x 256 MLP-like routine: ~2 MB per value, so a 20 MB budget allows a handful per chunk."""
+    torch.manual_seed(0)
+    w = torch.randn(256, 256) / 16
+    x = torch.randn(1000, 256)
+
+    def f(x, C):
+        return torch.tanh(torch.tanh(x @ (w * C)) @ w)
+
+    values = np.linspace(0.5, 1.5, 40)
+    tight = sensitivity(f, x, {"C": values}, max_memory_mb=20)
+    loose = sensitivity(f, x, {"C": values}, chunk_size=40)
+    _, peak = measure_peak_bytes(lambda: None, torch.device("cpu"))
+    if peak is not None:
+        assert 1 <= tight.attrs["chunk_size"] <= 10
+    np.testing.assert_allclose(tight.dy_dC.values, loose.dy_dC.values, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("budget", [None, 1, 10_000])
+def test_every_value_is_computed_whatever_the_budget(budget):
+    ds = sensitivity(seed_linear_like, torch.arange(3.0), {"C": np.arange(11.0)}, max_memory_mb=budget)
+    np.testing.assert_array_equal(ds.C, np.arange(11.0))
+    np.testing.assert_array_equal(ds.dy_dC.values, np.tile([0, 1, 2], (11, 1)))
+
+
+def seed_linear_like(x, C):
+    return C * x

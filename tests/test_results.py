@@ -1,0 +1,83 @@
+"""NetCDF round trip, atomic writes, merging parts, summary statistics, plots."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from pipeline import sensitivity
+from pipeline.aggregate import summarise, summarise_file
+from pipeline.merge import merge_parts, open_parts
+from pipeline.models import Composite, seed_linear
+from pipeline.plots import PLOTS, most_sensitive_element, plot_study
+from pipeline.storage import write_atomic, write_netcdf
+
+
+@pytest.fixture
+def composite_ds():
+    torch.manual_seed(0)
+    return sensitivity(Composite(), torch.randn(12, 4), {"C": np.linspace(-1, 1, 9)},
+                       bind={"C": "branch_b.0.bias[1]"}, units={"y": "1", "C": "1"}, title="composite")
+
+
+def test_netcdf_round_trip_is_identical(tmp_path, composite_ds):
+    path = write_netcdf(composite_ds, tmp_path / "s.nc")
+    with xr.open_dataset(path) as back:
+        xr.testing.assert_identical(back.load(), composite_ds)
+        assert back.dy_dC.encoding["zlib"] and back.dy_dC.encoding["chunksizes"] == (9, 12, 6)
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.nc"
+    target.write_text("previous result")
+
+    def crash(tmp):
+        tmp.write_text("half written")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_atomic(target, crash)
+    assert target.read_text() == "previous result"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.nc"]
+
+
+def test_merged_parts_equal_one_job(tmp_path):
+    x = torch.arange(5.0, dtype=torch.float64)
+    values = np.linspace(-2, 2, 10)
+    whole = sensitivity(seed_linear, x, {"C": values})
+    paths = [write_netcdf(sensitivity(seed_linear, x, {"C": part}, attrs={"part": i}), tmp_path / f"{i}.nc")
+             for i, part in enumerate(np.array_split(values, 3))]
+    merge_parts(paths[::-1], tmp_path / "merged.nc")
+    with xr.open_dataset(tmp_path / "merged.nc") as merged:
+        xr.testing.assert_equal(merged[["y", "dy_dC", "x"]], whole[["y", "dy_dC", "x"]])
+        assert merged.attrs["parts"] == 3 and "part" not in merged.attrs
+    with open_parts(paths) as lazy:  # what users do with the part files
+        assert lazy.sizes["C"] == 10
+
+
+def test_summary_of_linear_model(tmp_path):
+    """y = C x: mean dy/dC = mean x, DGSM = x^2, elasticity = 1 wherever y != 0."""
+    x = torch.arange(6.0, dtype=torch.float64)
+    ds = sensitivity(seed_linear, x, {"C": [-2.0, -1.0, 0.5, 3.0]})
+    summary = summarise(ds)
+    np.testing.assert_allclose(summary.dy_dC_mean, 2.5)
+    np.testing.assert_allclose(summary.dy_dC_std, x.numpy().std())
+    np.testing.assert_allclose(summary.dgsm, x.numpy() ** 2)
+    np.testing.assert_allclose(summary.mu_star, 2.5)
+    np.testing.assert_allclose(summary.elasticity_mean, 1.0)
+    assert (summary.elasticity_defined == 5).all()  # x = 0 gives y = 0
+    write_netcdf(ds, tmp_path / "s.nc")
+    summarise_file(tmp_path / "s.nc", tmp_path / "summary.nc")
+    with xr.open_dataset(tmp_path / "summary.nc") as back:
+        xr.testing.assert_allclose(back.load(), summary.compute())
+
+
+def test_plots_are_written(tmp_path, composite_ds):
+    summary = summarise(composite_ds)
+    assert most_sensitive_element(summary) == {"output": "b1"}
+    paths = plot_study(composite_ds, summary, tmp_path / "plots")
+    assert sorted(p.name for p in paths) == sorted(PLOTS)
+    for path in paths:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000

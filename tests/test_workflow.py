@@ -1,0 +1,97 @@
+"""The Snakemake workflow end to end, in a temporary copy, on small versions of the studies."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import xarray as xr
+import yaml
+
+from conftest import run
+from pipeline.plots import PLOTS
+
+pytestmark = pytest.mark.slow
+
+SMALL = {
+    "studies": ["seed_linear", "oscillator"],
+    "overrides": {"oscillator": ["sweep.num=8", "sweep.parts=2", "model.args.steps=50"]},
+}
+
+
+def snakemake(workflow, *args, config=SMALL):
+    (workflow / "test-config.yaml").write_text(yaml.safe_dump(config))
+    return run(["snakemake", "--configfile", "test-config.yaml", *args], cwd=workflow)
+
+
+def planned_jobs(result) -> dict[str, int]:
+    """Job counts by rule from a dry run's 'Job stats' table."""
+    table = result.stdout.split("Job stats:")[1].split("total")[0]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, flags=re.M)}
+
+
+def test_workflow_end_to_end(workflow):
+    dry = snakemake(workflow, "-n")
+    assert dry.returncode == 0, dry.stderr
+    assert planned_jobs(dry) == {"all": 1, "prepare": 2, "compute": 4, "merge": 2, "summarise": 2, "plot": 2}
+    assert not (workflow / "outputs" / "seed_linear").exists()  # a dry run runs nothing
+
+    result = snakemake(workflow, "--cores", "2")
+    assert result.returncode == 0, result.stderr
+
+    out = workflow / "outputs"
+    for study in SMALL["studies"]:
+        for name in ("inputs.nc", "sensitivity.nc", "summary.nc", *(f"plots/{p}" for p in PLOTS)):
+            assert (out / study / name).stat().st_size > 0, name
+        for stage in ("prepare", "compute-0", "merge", "summarise", "plot"):
+            assert (out / "logs" / study / f"{stage}.log").exists()
+        assert (out / "benchmarks" / study / "compute-0.tsv").exists()
+
+    with xr.open_dataset(out / "seed_linear" / "sensitivity.nc") as ds:
+        assert ds.dy_dC.dims == ("C", "sample") and ds.sizes == {"C": 41, "sample": 10}
+        np.testing.assert_array_equal(ds.dy_dC.values, np.tile(np.arange(10.0), (41, 1)))
+        np.testing.assert_allclose(ds.C, np.linspace(-5, 5, 41))
+        assert ds.attrs["study"] == "seed_linear" and ds.attrs["parts"] == 2
+    with xr.open_dataset(out / "oscillator" / "sensitivity.nc") as ds:
+        assert ds.dy_dC.dims == ("C", "sample", "time") and ds.sizes["time"] == 51
+        assert ds.time.attrs["units"] == "s"
+        assert ds.attrs["dtype"] == "float64" and ds.dy_dC.dtype == np.float64
+        merged = ds.load()
+    with xr.open_mfdataset(sorted((out / "oscillator" / "parts").glob("*.nc")), combine="by_coords",
+                           data_vars="minimal", coords="minimal", compat="override") as parts:
+        xr.testing.assert_equal(parts[["y", "dy_dC"]].load(), merged[["y", "dy_dC"]])
+
+    again = snakemake(workflow, "--cores", "2")
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
+    # Changing one study's config reruns that study only.
+    changed = {**SMALL, "overrides": {"oscillator": ["sweep.num=10", "sweep.parts=2", "model.args.steps=50"]}}
+    plan = snakemake(workflow, "-n", config=changed)
+    assert plan.returncode == 0, plan.stderr
+    assert "seed_linear" not in plan.stdout.split("Job stats:")[0].replace("outputs/seed_linear/summary.nc", "")
+    assert planned_jobs(plan)["compute"] == 2 and planned_jobs(plan)["prepare"] == 1
+
+    report = snakemake(workflow, "--report", "outputs/report.html")
+    assert report.returncode == 0, report.stderr
+    assert (out / "report.html").stat().st_size > 100_000
+
+
+def test_lint_is_clean(workflow):
+    result = snakemake(workflow, "--lint")
+    assert result.returncode == 0
+    assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
+
+
+def test_unknown_study_is_named(workflow):
+    result = snakemake(workflow, "-n", config={"studies": ["oscilator"]})
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "unknown studies ['oscilator'] in config 'studies': valid studies are" in output
+    assert "oscillator, seed_linear" in output
+
+
+def test_bad_workflow_config_key_is_named(workflow):
+    result = snakemake(workflow, "-n", config={"studies": ["seed_linear"], "cores_per_job": 3})
+    assert result.returncode != 0
+    assert "cores_per_job" in result.stdout + result.stderr
