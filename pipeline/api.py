@@ -74,6 +74,7 @@ def sensitivity(
     chunk_size: int | None = None,
     bind: Mapping[str, str] | None = None,
     max_memory_mb: int | None = None,
+    step: float | None = None,
     output_dims: Sequence[str] | None = None,
     units: Mapping[str, str] | None = None,
     title: str = "",
@@ -89,8 +90,11 @@ def sensitivity(
         Inputs; the leading dim indexes samples.
     params : dict
         ``{"C": values}``: the swept parameter and its 1-D values.
-    method : {"forward"}, default: "forward"
-        ``forward``: ``torch.func.jvp`` vmapped over the values of a chunk.
+    method : {"forward", "forward_dual", "reverse", "loop", "finite_difference"}, default: "forward"
+        ``forward``: ``torch.func.jvp`` vmapped over the values of a chunk; ``forward_dual``:
+        ``torch.autograd.forward_ad`` dual tensors; ``reverse``: vmapped vector-Jacobian
+        products; ``loop``: one ``autograd.grad`` per output element (a slow reference);
+        ``finite_difference``: central differences.
     device : {"auto", "cpu", "cuda", "cuda:<index>"}, default: "auto"
         ``auto`` picks CUDA when available.
     dtype : {"float32", "float64"} or torch.dtype, optional
@@ -101,6 +105,8 @@ def sensitivity(
         For a module: ``{"C": "branch_b.0.bias[1]"}``, the parameter (element) that plays C.
     max_memory_mb : int, optional
         Memory budget of one batched pass; ``None`` is a quarter of the free memory.
+    step : float, optional
+        Step of ``finite_difference``; default ``eps^(1/3) * max(|C|, 1)``.
     output_dims : list of str, optional
         Names of y's dims after ``sample``; default: the model's ``output_dims`` or ``output``.
     units : dict, optional
@@ -121,6 +127,8 @@ def sensitivity(
     """
     if method not in METHODS:
         raise ConfigError(f"invalid method={method!r}: valid: {', '.join(METHODS)}")
+    if step is not None and method != "finite_difference":
+        raise ConfigError(f"invalid step={step!r}: only method='finite_difference' takes a step")
     param, values = _swept_values(params)
     x = torch.as_tensor(x)
     if x.dim() == 0:
@@ -133,7 +141,9 @@ def sensitivity(
     values_run = torch.as_tensor(values, dtype=run_dtype, device=run_device)
 
     start = time.perf_counter()
-    result = METHODS[method](routine.fn, x_run, values_run, chunk_size=chunk_size, max_memory_mb=max_memory_mb)
+    options = {"step": step} if step is not None else {}
+    result = METHODS[method](routine.fn, x_run, values_run, chunk_size=chunk_size, max_memory_mb=max_memory_mb,
+                             **options)
     wall = time.perf_counter() - start
 
     if result.y.dim() < 2 or result.y.shape[1] != x.shape[0]:

@@ -49,6 +49,10 @@ class MethodName(StrEnum):
     """Derivative methods (SPEC §5)."""
 
     forward = "forward"
+    forward_dual = "forward_dual"
+    reverse = "reverse"
+    loop = "loop"
+    finite_difference = "finite_difference"
 
 
 @dataclass
@@ -99,6 +103,7 @@ class MethodConfig:
     name: MethodName = MethodName.forward
     chunk_size: int | None = None
     max_memory_mb: int | None = None
+    step: float | None = None
 
 
 @dataclass
@@ -161,6 +166,8 @@ def validate(cfg: DictConfig | JobConfig) -> None:
         _fail("method.chunk_size", cfg.method.chunk_size, "must be null (automatic) or >= 1")
     if cfg.method.max_memory_mb is not None and cfg.method.max_memory_mb < 1:
         _fail("method.max_memory_mb", cfg.method.max_memory_mb, "must be null (automatic) or >= 1")
+    if cfg.method.step is not None and (cfg.method.name != MethodName.finite_difference or not cfg.method.step > 0):
+        _fail("method.step", cfg.method.step, "only for method=finite_difference, and > 0 (null: automatic)")
     if cfg.threads is not None and cfg.threads < 1:
         _fail("threads", cfg.threads, "must be null (torch's default) or >= 1")
     device = cfg.device

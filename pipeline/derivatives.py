@@ -12,8 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.autograd.forward_ad as fwAD
 from torch import Tensor
-from torch.func import jvp, vmap
+from torch.func import jacrev, jvp, vmap
 from tqdm.auto import tqdm
 
 from pipeline.memory import PROBE_SIZES, budget_bytes, fit_chunk_size, measure_peak_bytes, output_bytes
@@ -70,6 +71,14 @@ def _in_chunks(batched: Callable, values: Tensor, chunk_size: int | None, max_me
     return Derivatives(torch.cat([y for y, _ in done]), torch.cat([dy for _, dy in done]), chunk_size)
 
 
+def _no_forward_rule(err: Exception, method: str) -> DerivativeError | None:
+    text = str(err)
+    if any(marker in text for marker in ("forward AD", "forward mode AD", "forward-mode AD")):
+        return DerivativeError(f"method={method} failed: an op of the model has no forward-mode AD rule "
+                               f"({text.splitlines()[0]}); use method=reverse for this model")
+    return None
+
+
 def forward(
     fn: Routine, x: Tensor, values: Tensor, *, chunk_size: int | None = None, max_memory_mb: int | None = None
 ) -> Derivatives:
@@ -90,12 +99,109 @@ def forward(
     try:
         return _in_chunks(vmap(value_and_tangent), values, chunk_size, max_memory_mb)
     except (RuntimeError, NotImplementedError) as err:
-        text = str(err)
-        if "forward AD" in text or "forward-mode AD" in text or "jvp" in text.lower():
-            raise DerivativeError(f"method=forward failed: an op of the model has no forward-mode AD rule "
-                                  f"({text.splitlines()[0]}); use method=reverse for this model") from err
-        raise
+        raise (_no_forward_rule(err, "forward") or err) from err
 
 
-METHODS: dict[str, Callable[..., Derivatives]] = {"forward": forward}
+def forward_dual(
+    fn: Routine, x: Tensor, values: Tensor, *, chunk_size: int | None = None, max_memory_mb: int | None = None
+) -> Derivatives:
+    """Forward mode with ``torch.autograd.forward_ad`` dual tensors (the seed thread's first answer).
+
+    The chunk's values become one dual tensor (tangent 1) that ``vmap`` maps over; ``make_dual``
+    has no batching rule, so the dual is made outside ``vmap``.
+    """
+
+    def value_and_tangent(chunk: Tensor) -> tuple[Tensor, Tensor]:
+        with fwAD.dual_level():
+            dual = fwAD.make_dual(chunk, torch.ones_like(chunk))
+            y, dy = fwAD.unpack_dual(vmap(lambda c: fn(x, c))(dual))
+        return y, torch.zeros_like(y) if dy is None else dy
+
+    try:
+        return _in_chunks(value_and_tangent, values, chunk_size, max_memory_mb)
+    except (RuntimeError, NotImplementedError) as err:
+        raise (_no_forward_rule(err, "forward_dual") or err) from err
+
+
+def reverse(
+    fn: Routine, x: Tensor, values: Tensor, *, chunk_size: int | None = None, max_memory_mb: int | None = None
+) -> Derivatives:
+    """Reverse mode: one vector-Jacobian product per output element (``jacrev``), vmapped over values.
+
+    The cost grows with the number of output elements (samples x outputs), so this suits models
+    with few outputs per value, or ops that lack forward-mode rules.
+    """
+
+    def value_and_jacobian(c: Tensor) -> tuple[Tensor, Tensor]:
+        def both(c_: Tensor) -> tuple[Tensor, Tensor]:
+            y = fn(x, c_)
+            return y, y
+
+        dy, y = jacrev(both, has_aux=True)(c)
+        return y, dy
+
+    return _in_chunks(vmap(value_and_jacobian), values, chunk_size, max_memory_mb)
+
+
+def loop(
+    fn: Routine, x: Tensor, values: Tensor, *, chunk_size: int | None = None, max_memory_mb: int | None = None
+) -> Derivatives:
+    """The seed's baseline: one ``torch.autograd.grad`` per output element and value. Slow on purpose.
+
+    A reference for the batched methods on small problems; it runs one value at a time
+    (``chunk_size`` and ``max_memory_mb`` are accepted for a uniform signature and ignored).
+    """
+
+    def one_value(chunk: Tensor) -> tuple[Tensor, Tensor]:
+        ys, dys = [], []
+        for value in chunk:
+            c = value.detach().clone().requires_grad_(True)
+            with torch.enable_grad():
+                y = fn(x, c)
+                flat = y.reshape(-1)
+                grads = [torch.autograd.grad(yi, c, retain_graph=True, allow_unused=True)[0] for yi in flat]
+            dy = torch.stack([torch.zeros_like(c) if g is None else g for g in grads]).reshape(y.shape)
+            ys.append(y.detach())
+            dys.append(dy)
+        return torch.stack(ys), torch.stack(dys)
+
+    return _in_chunks(one_value, values, 1, None)
+
+
+def fd_step(values: Tensor) -> Tensor:
+    """Central-difference step: ``eps^(1/3) * max(|C|, 1)``, which balances truncation error
+    (``O(h^2)``) against round-off (``O(eps / h)``) for a smooth ``y``."""
+    eps = torch.finfo(values.dtype).eps
+    return eps ** (1 / 3) * values.abs().clamp(min=1.0)
+
+
+def finite_difference(
+    fn: Routine, x: Tensor, values: Tensor, *, chunk_size: int | None = None, max_memory_mb: int | None = None,
+    step: float | None = None,
+) -> Derivatives:
+    """Central differences ``(y(C+h) - y(C-h)) / 2h`` from batched primal passes.
+
+    ``h`` is :func:`fd_step` unless ``step`` is given. The divisor is the difference of the
+    two representable arguments, not ``2h``, so the step's own round-off does not bias it.
+    """
+    if step is not None and not step > 0:
+        raise ValueError(f"finite-difference step must be > 0, got {step}")
+    primal = vmap(lambda c: fn(x, c))
+
+    def value_and_difference(chunk: Tensor) -> tuple[Tensor, Tensor]:
+        h = fd_step(chunk) if step is None else torch.full_like(chunk, step)
+        up, down = chunk + h, chunk - h
+        shape = (-1,) + (1,) * (primal(chunk[:1]).dim() - 1)
+        return primal(chunk), (primal(up) - primal(down)) / (up - down).reshape(shape)
+
+    return _in_chunks(value_and_difference, values, chunk_size, max_memory_mb)
+
+
+METHODS: dict[str, Callable[..., Derivatives]] = {
+    "forward": forward,
+    "forward_dual": forward_dual,
+    "reverse": reverse,
+    "loop": loop,
+    "finite_difference": finite_difference,
+}
 """Derivative methods by their config name (``method.name``)."""

@@ -1,0 +1,129 @@
+"""Every derivative method against closed forms (float64) and against each other."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline import sensitivity
+from pipeline.config import ConfigError
+from pipeline.derivatives import METHODS, DerivativeError, fd_step
+from pipeline.models import Composite, ConvSlice, Oscillator, oscillator_exact, seed_linear
+
+METHOD_NAMES = list(METHODS)
+# Tolerances against exact references in float64; finite differences carry O(h^2) truncation.
+RTOL = {"forward": 1e-12, "forward_dual": 1e-12, "reverse": 1e-12, "loop": 1e-12, "finite_difference": 1e-7}
+
+
+def test_every_method_is_registered():
+    assert METHOD_NAMES == ["forward", "forward_dual", "reverse", "loop", "finite_difference"]
+
+
+@pytest.mark.parametrize("method", METHOD_NAMES)
+def test_seed_linear_every_method_gives_x(method):
+    x = torch.arange(10, dtype=torch.float64)
+    ds = sensitivity(seed_linear, x, {"C": [-5.0, 0.5, 3.0]}, method=method)
+    expected = np.tile(np.arange(10.0), (3, 1))
+    if method == "finite_difference":
+        np.testing.assert_allclose(ds.dy_dC.values, expected, rtol=1e-9)
+    else:
+        np.testing.assert_array_equal(ds.dy_dC.values, expected)
+    assert ds.attrs["method"] == method
+
+
+def test_seed_linear_loop_is_grads_batched_and_forward_agree_exactly():
+    """Seed 000: the per-element loop, is_grads_batched with identity grad outputs, and forward mode."""
+    x = torch.arange(10.0)
+    C = torch.tensor(-5.0, requires_grad=True)
+    y = C * x
+    batched = torch.autograd.grad(y, C, grad_outputs=torch.eye(10), is_grads_batched=True)[0]
+    loop = sensitivity(seed_linear, x, {"C": [-5.0]}, method="loop").dy_dC.values[0]
+    forward = sensitivity(seed_linear, x, {"C": [-5.0]}, method="forward").dy_dC.values[0]
+    assert torch.equal(batched, x)
+    np.testing.assert_array_equal(loop, forward)
+    np.testing.assert_array_equal(loop, batched.numpy())
+
+
+def decay(x, C):
+    t = torch.linspace(0, 2, 5, dtype=x.dtype)
+    return x[:, None] * torch.exp(-C * t)
+
+
+@pytest.mark.parametrize("method", METHOD_NAMES)
+def test_user_function_every_method(method):
+    """y = x exp(-C t): dy/dC = -t y."""
+    x = np.array([-1.0, 0.5, 2.0])
+    values = np.array([0.1, 1.0, 2.5])
+    ds = sensitivity(decay, x, {"C": values}, method=method, dtype="float64")
+    t = np.linspace(0, 2, 5)
+    y = x[None, :, None] * np.exp(-values[:, None, None] * t)
+    np.testing.assert_allclose(ds.y.values, y, rtol=1e-14)
+    np.testing.assert_allclose(ds.dy_dC.values, -t * y, rtol=RTOL[method], atol=1e-12)
+
+
+@pytest.mark.parametrize("method", METHOD_NAMES)
+def test_oscillator_every_method_against_closed_form(method):
+    model = Oscillator(dt=0.02, steps=100)
+    x = torch.tensor([[1.0, 0.0], [-0.4, 0.7]], dtype=torch.float64)
+    values = [0.3, 1.2]
+    ds = sensitivity(model, x, {"C": values}, bind={"C": "damping"}, method=method)
+    t = torch.tensor(ds.time.values)
+    for i, c in enumerate(values):
+        _, dp = oscillator_exact(x, c, t)
+        assert (torch.tensor(ds.dy_dC.values[i]) - dp).abs().max() / dp.abs().max() < 1e-7
+
+
+@pytest.mark.parametrize("model,bind", [
+    (Composite(), "encoder.0.weight[0,1]"),
+    (Composite(), "head_pos.bias[1]"),
+    (ConvSlice(kernel_size=3, slice="before"), "conv.weight[0,1,2]"),
+    (ConvSlice(kernel_size=1, slice="after"), "conv.bias[2]"),
+])
+def test_methods_agree_on_composite_and_conv_slice(model, bind):
+    torch.manual_seed(1)
+    x = torch.randn(5, 4) if isinstance(model, Composite) else torch.randn(5, 3, 8)
+    values = [-0.7, 0.2, 1.3]
+    results = {m: sensitivity(model, x, {"C": values}, bind={"C": bind}, method=m, dtype="float64").dy_dC.values
+               for m in METHOD_NAMES}
+    for method, dy in results.items():
+        np.testing.assert_allclose(dy, results["loop"], rtol=RTOL[method], atol=1e-9, err_msg=method)
+
+
+def test_fd_step_rule_and_explicit_step():
+    values = torch.tensor([0.0, 0.5, -4.0], dtype=torch.float64)
+    eps = torch.finfo(torch.float64).eps
+    torch.testing.assert_close(fd_step(values), eps ** (1 / 3) * torch.tensor([1.0, 1.0, 4.0], dtype=torch.float64))
+    assert fd_step(torch.tensor([2.0])).item() == pytest.approx(2 * torch.finfo(torch.float32).eps ** (1 / 3))
+    coarse = sensitivity(lambda x, C: x * C**2, torch.ones(1, dtype=torch.float64), {"C": [1.0]},
+                         method="finite_difference", step=0.1)
+    assert coarse.dy_dC.item() == pytest.approx(2.0, rel=1e-12)  # exact for a quadratic
+    with pytest.raises(ConfigError, match="only method='finite_difference' takes a step"):
+        sensitivity(seed_linear, torch.ones(1), {"C": [1.0]}, step=0.1)
+
+
+def test_op_without_forward_rule_names_it_and_suggests_reverse():
+    class NoForward(torch.autograd.Function):
+        """Doubles its input; has a backward but no jvp rule."""
+
+        generate_vmap_rule = True
+
+        @staticmethod
+        def forward(c):
+            return c * 2
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            pass
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad * 2
+
+    def f(x, C):
+        return x * NoForward.apply(C)
+
+    for method in ("forward", "forward_dual"):
+        with pytest.raises(DerivativeError, match=f"method={method} failed: .*forward mode AD.*use method=reverse"):
+            sensitivity(f, torch.ones(3), {"C": [1.0, 2.0]}, method=method)
+    np.testing.assert_array_equal(sensitivity(f, torch.ones(3), {"C": [1.0]}, method="reverse").dy_dC, [[2, 2, 2]])
