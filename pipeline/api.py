@@ -17,6 +17,7 @@ from pipeline.config import DEVICE_CHOICES, ConfigError
 from pipeline.dataset import build_dataset
 from pipeline.derivatives import METHODS
 from pipeline.routine import as_routine
+from pipeline.structure import connected
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -117,7 +118,9 @@ def sensitivity(
     Returns
     -------
     xarray.Dataset
-        Dims ``(C, sample, *output dims)``; variables ``y``, ``dy_dC`` and ``x``.
+        Dims ``(C, sample, *output dims)``; variables ``y``, ``dy_dC``, ``x`` and
+        ``dy_dC_connected`` (1 where C reaches the output at all, 0 where it is structurally
+        independent; see :mod:`pipeline.structure`).
 
     Examples
     --------
@@ -140,6 +143,7 @@ def sensitivity(
     x_run = x.to(run_device, run_dtype)
     values_run = torch.as_tensor(values, dtype=run_dtype, device=run_device)
 
+    reached = connected(routine.fn, x_run, values_run)
     start = time.perf_counter()
     options = {"step": step} if step is not None else {}
     result = METHODS[method](routine.fn, x_run, values_run, chunk_size=chunk_size, max_memory_mb=max_memory_mb,
@@ -150,7 +154,7 @@ def sensitivity(
         raise ConfigError(f"invalid model output: expected a leading sample dim of {x.shape[0]}, "
                           f"got y of shape {tuple(result.y.shape[1:])} for x of shape {tuple(x.shape)}")
     return build_dataset(
-        routine, values_run, x_run, result.y, result.dy, title=title,
+        routine, values_run, x_run, result.y, result.dy, connected=reached, title=title,
         attrs={
             "method": method,
             "device": str(run_device),

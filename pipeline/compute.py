@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from pipeline.api import sensitivity
 from pipeline.build import build_inputs, build_model, run_cli
 from pipeline.config import to_yaml, validate
+from pipeline.dataset import connected_name
 from pipeline.storage import write_netcdf
 from pipeline.sweep import part_values
 
@@ -41,6 +42,11 @@ def compute(cfg: DictConfig, study: str = "") -> xr.Dataset:
         title=cfg.title or study,
         attrs={"study": study, "sweep_kind": cfg.sweep.kind.value, "config": to_yaml(cfg), **part},
     )
+    independent = ds.attrs.get("structurally_independent_outputs", 0)
+    if independent:
+        log.warning("%d of %d outputs (sample x output element) are structurally independent of %s: no path in "
+                    "the graph reaches them (detach, unused parameter, unselected branch); see variable %s",
+                    independent, ds.attrs["outputs"], cfg.sweep.param, connected_name(cfg.sweep.param))
     write_netcdf(ds, cfg.output)
     log.info("wrote %s in %.2f s (chunk size %d, device %s)", cfg.output, ds.attrs["wall_time_s"],
              ds.attrs["chunk_size"], ds.attrs["device"])

@@ -28,6 +28,23 @@ def derivative_name(param: str) -> str:
     return f"dy_d{param}"
 
 
+def connected_name(param: str) -> str:
+    """Name of the variable that flags outputs ``param`` reaches: ``dy_dC_connected``."""
+    return f"{derivative_name(param)}_connected"
+
+
+def connected_variable(param: str, flags: np.ndarray, dims: list[str]) -> xr.DataArray:
+    """CF flag variable: 1 where ``param`` reaches the output, 0 where it is structurally independent."""
+    return xr.DataArray(flags.astype(np.int8), dims=dims, attrs={
+        "long_name": f"whether {param} reaches y through the computation graph",
+        "flag_values": np.array([0, 1], dtype=np.int8),
+        "flag_meanings": "structurally_independent connected",
+        "comment": "0: no path from the parameter to this output (detach, unused parameter, unselected "
+                   f"branch), so dy/d{param} is zero by structure, not by value; checked at the first, middle "
+                   "and last value of the sweep",
+    })
+
+
 def _dim_names(declared: Sequence[str] | None, ndim: int, default: str, what: str) -> list[str]:
     if declared is not None:
         if len(declared) != ndim:
@@ -81,6 +98,7 @@ def build_dataset(
     y: torch.Tensor,
     dy: torch.Tensor,
     *,
+    connected: torch.Tensor | None = None,
     title: str = "",
     attrs: dict[str, Any] | None = None,
 ) -> xr.Dataset:
@@ -107,6 +125,10 @@ def build_dataset(
     x_var = input_variable(routine, x, units)
     clash = set(x_var.dims[1:]) & set(out_dims)
     ds["x"] = x_var.rename({d: f"in_{d}" for d in clash})
+    structure = {}
+    if connected is not None:
+        ds[connected_name(param)] = connected_variable(param, connected.numpy(), dims[1:])
+        structure = {"structurally_independent_outputs": int((~connected).sum()), "outputs": int(connected.numel())}
     _with_coord_attrs(ds["y"], units)
     ds[param].attrs["long_name"] = f"swept parameter {param}"
     ds.attrs = {
@@ -116,6 +138,7 @@ def build_dataset(
         "source": "sensweep (pipeline.sensitivity)",
         "swept_parameters": param,
         **({"bound_to": routine.bound_to} if routine.bound_to else {}),
+        **structure,
         **(attrs or {}),
     }
     return ds

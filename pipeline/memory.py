@@ -11,12 +11,14 @@ the estimate so far (pessimistic after the warm-up alone: all of it counted per 
 the rest run in one chunk, so a small sweep costs one extra pass.
 
 Peak memory is read from the CUDA allocator on GPUs and from the process's peak resident
-set (``VmHWM``, reset through ``/proc/self/clear_refs``) on Linux CPUs. Where neither is
+set (``VmHWM``, reset through ``/proc/self/clear_refs``, after ``malloc_trim`` hands freed
+heap pages back, so reused memory counts) on Linux CPUs. Where neither is
 available, the probe's output size times :data:`FALLBACK_FACTOR` stands in for it.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -44,6 +46,21 @@ def _proc_status_bytes(key: str) -> int:
     raise OSError(f"{key} not in {_PROC_STATUS}")
 
 
+def _trim_heap() -> None:
+    """Return freed heap memory to the OS (glibc), so that reused pages show up in the peak RSS."""
+    global _LIBC
+    if _LIBC is None:
+        try:
+            _LIBC = ctypes.CDLL("libc.so.6")
+        except OSError:
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
+_LIBC: ctypes.CDLL | bool | None = None
+
+
 def measure_peak_bytes(run: Callable[[], object], device: torch.device) -> tuple[object, int | None]:
     """Run ``run()``; return its result and the peak bytes it added (``None``: unmeasurable)."""
     if device.type == "cuda":
@@ -54,6 +71,7 @@ def measure_peak_bytes(run: Callable[[], object], device: torch.device) -> tuple
         torch.cuda.synchronize(device)
         return result, torch.cuda.max_memory_allocated(device) - before
     try:
+        _trim_heap()
         _CLEAR_REFS.write_text("5")  # resets VmHWM to the current resident set
         before = _proc_status_bytes("VmRSS:")
     except OSError:

@@ -29,11 +29,17 @@ def open_parts(paths: Sequence[str | os.PathLike]) -> xr.Dataset:
 
 def merge_parts(paths: Sequence[str | os.PathLike], output: str | os.PathLike) -> None:
     """Write the parts of one study as a single dataset; attrs sum the parts' wall time."""
-    times = []
+    times, flags = [], []
     for path in paths:
         with xr.open_dataset(path) as part:
             times.append(float(part.attrs.get("wall_time_s", 0.0)))
+            flags += [part[k].load() for k in part.data_vars if k.endswith("_connected")]
     with open_parts(paths) as ds:
+        for flag in flags:  # connected anywhere in the sweep: the OR over parts
+            ds[flag.name] = xr.concat([f for f in flags if f.name == flag.name], "part").max("part") \
+                .assign_attrs(flag.attrs)
+        if flags:
+            ds.attrs["structurally_independent_outputs"] = int((ds[flags[0].name] == 0).sum())
         for key in ("part", "values_per_second"):
             ds.attrs.pop(key, None)
         now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

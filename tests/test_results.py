@@ -81,3 +81,20 @@ def test_plots_are_written(tmp_path, composite_ds):
     assert sorted(p.name for p in paths) == sorted(PLOTS)
     for path in paths:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+
+
+def test_merge_ors_connectivity_over_parts(tmp_path):
+    """C reaches y only where C > 0: the merged flag says connected if any part was."""
+
+    def gated(x, C):
+        return torch.where(C > 0, C * x, x)
+
+    x = torch.arange(3.0)
+    negative = sensitivity(gated, x, {"C": [-2.0, -1.0]})
+    positive = sensitivity(gated, x, {"C": [1.0, 2.0]})
+    assert (negative.dy_dC_connected == 0).all() and (positive.dy_dC_connected == 1).all()
+    paths = [write_netcdf(negative, tmp_path / "0.nc"), write_netcdf(positive, tmp_path / "1.nc")]
+    merge_parts(paths, tmp_path / "merged.nc")
+    with xr.open_dataset(tmp_path / "merged.nc") as merged:
+        assert (merged.dy_dC_connected == 1).all() and merged.attrs["structurally_independent_outputs"] == 0
+        assert merged.dy_dC_connected.attrs["flag_meanings"] == "structurally_independent connected"

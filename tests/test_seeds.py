@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch.autograd.functional import jacobian
@@ -167,3 +168,23 @@ def test_oscillator_closed_form_derivative_is_right():
         fd = (oscillator_exact(x, c + h, t)[0] - oscillator_exact(x, c - h, t)[0]) / (2 * h)
         torch.testing.assert_close(dp, fd, rtol=1e-6, atol=1e-8)
     assert math.isclose(float(oscillator_exact(x, 0.5, t[:1])[0][0, 0]), 1.0)
+
+
+def test_structural_independence_is_distinct_from_a_zero_derivative(tmp_path):
+    """Seed 001: detach (no path) vs a derivative that is numerically zero, told apart from the dataset."""
+    torch.manual_seed(0)
+    x = torch.randn(8, 4)
+    model, cut = Composite(detach=False), Composite(detach=True)
+    cut.load_state_dict(model.state_dict())
+    detached = sensitivity(cut, x, {"C": [0.1, 0.2]}, bind={"C": "encoder.0.bias[0]"})
+    assert (detached.dy_dC == 0).all() and (detached.dy_dC_connected == 0).all()
+    assert detached.attrs["structurally_independent_outputs"] == 8 * 6
+    # y = C * x at x = 0: connected, yet the derivative is exactly zero.
+    zero = sensitivity(seed_linear, torch.tensor([0.0, 1.0]), {"C": [2.0]})
+    assert zero.dy_dC.values[0, 0] == 0 and zero.dy_dC_connected.values[0] == 1
+    assert zero.attrs["structurally_independent_outputs"] == 0
+    # Parallel branches: only branch b's second output is reached; conditional head: only selected samples.
+    parallel = sensitivity(model, x, {"C": [0.5]}, bind={"C": "branch_b.0.bias[1]"})
+    assert parallel.dy_dC_connected.sum("sample").values.tolist() == [0, 0, 0, 8, 0, 0]
+    conditional = sensitivity(model, x, {"C": [0.5]}, bind={"C": "head_pos.bias[0]"})
+    np.testing.assert_array_equal(conditional.dy_dC_connected.sel(output="head0"), (x[:, 0] > 0).numpy())
