@@ -1,6 +1,7 @@
 # sensweep: sweep a parameter C of y = f(x; C), compute dy/dC with batched forward-mode AD,
 # store NetCDF, summarise, plot. Data flow, one rule per stage:
-#   prepare (x) -> compute (one job per part of the sweep) -> merge -> summarise -> plot
+#   prepare (x) -> compute (one job per part of the sweep) -> merge -> summarise -> plot,
+#   and verify (other methods on a sample of points) after merge
 # What each study computes is Hydra config (conf/); this file only wires the stages.
 import os
 
@@ -90,6 +91,26 @@ rule summarise:
         "envs/sensweep.yaml"
     shell:
         "python -m pipeline.aggregate {input} {output} > {log} 2>&1"
+
+
+rule verify:
+    input:
+        rules.merge.output,
+    output:
+        nc=f"{OUT}/{{study}}/verify.nc",
+        md=report(
+            f"{OUT}/{{study}}/verify.md",
+            caption="report/verify.rst",
+            category="{study}",
+        ),
+    log:
+        f"{OUT}/logs/{{study}}/verify.log",
+    benchmark:
+        f"{OUT}/benchmarks/{{study}}/verify.tsv"
+    conda:
+        "envs/sensweep.yaml"
+    shell:
+        "python -m pipeline.verify {input} {output.nc} {output.md} > {log} 2>&1"
 
 
 rule plot:

@@ -53,7 +53,9 @@ def _swept_values(params: Mapping[str, Any]) -> tuple[str, np.ndarray]:
     if not isinstance(params, Mapping) or len(params) != 1:
         raise ConfigError(f"invalid params={params!r}: give one swept parameter, e.g. {{'C': values}}")
     (name, values), = params.items()
-    values = np.asarray(values, dtype=np.float64)
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    values = np.array(values, dtype=np.float64)  # a copy: torch needs a writable array
     if not name.isidentifier():
         raise ConfigError(f"invalid parameter name {name!r}: must be a Python identifier such as C")
     if values.ndim != 1 or values.size == 0:

@@ -107,6 +107,19 @@ class MethodConfig:
 
 
 @dataclass
+class VerifyConfig:
+    """The verify step: other methods (float64) on a sample of values and samples."""
+
+    enabled: bool = True
+    values: int = 5
+    samples: int = 8
+    methods: list[MethodName] = field(
+        default_factory=lambda: [MethodName.forward, MethodName.reverse, MethodName.finite_difference]
+    )
+    compare_along: str | None = None
+
+
+@dataclass
 class JobConfig:
     """One compute job: a study (model, inputs, sweep, method) and the run-wide settings."""
 
@@ -114,6 +127,7 @@ class JobConfig:
     inputs: InputsConfig = field(default_factory=InputsConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
     title: str = ""
     device: str = "auto"
     dtype: DType = DType.float32
@@ -168,6 +182,9 @@ def validate(cfg: DictConfig | JobConfig) -> None:
         _fail("method.max_memory_mb", cfg.method.max_memory_mb, "must be null (automatic) or >= 1")
     if cfg.method.step is not None and (cfg.method.name != MethodName.finite_difference or not cfg.method.step > 0):
         _fail("method.step", cfg.method.step, "only for method=finite_difference, and > 0 (null: automatic)")
+    verify = cfg.verify
+    if verify["values"] < 1 or verify.samples < 1 or not verify.methods:
+        _fail("verify", OmegaConf.to_container(verify), "values >= 1, samples >= 1 and at least one method")
     if cfg.threads is not None and cfg.threads < 1:
         _fail("threads", cfg.threads, "must be null (torch's default) or >= 1")
     device = cfg.device

@@ -53,28 +53,33 @@ class Composite(nn.Module):
 class ConvSlice(nn.Module):
     """``Conv1d`` whose output keeps the last ``last`` steps (seed 002).
 
-    ``slice="after"``: ``conv(x)[..., -last:]``; ``slice="before"``: ``conv(x[..., -last:])``.
-    With ``kernel_size=1`` both give the same y and dy/dC up to round-off; larger kernels
-    (``padding="same"``) differ at the left edge of the slice.
+    ``slice="after"``: ``conv(x)[..., -last:]``; ``slice="before"``: ``conv(x[..., -last:])``;
+    ``slice="both"``: the two stacked along a leading output dim ``slice`` (before, after), so
+    one study computes both and the verify step compares them. With ``kernel_size=1`` both give
+    the same y and dy/dC up to round-off; larger kernels (``padding="same"``) differ at the left
+    edge of the slice.
     """
 
     input_dims = ("in_channel", "step")
-    output_dims = ("out_channel", "last_step")
 
     def __init__(
         self, in_channels: int = 3, out_channels: int = 3, kernel_size: int = 1, last: int = 5, slice: str = "after"
     ):
         super().__init__()
-        if slice not in ("before", "after"):
-            raise ValueError(f"invalid model.args.slice={slice!r}: valid: before, after")
+        if slice not in ("before", "after", "both"):
+            raise ValueError(f"invalid model.args.slice={slice!r}: valid: before, after, both")
         self.slice = slice
+        self.output_dims = ("out_channel", "last_step") if slice != "both" else ("slice", "out_channel", "last_step")
+        self.output_coords = {"slice": ["before", "after"]} if slice == "both" else {}
         self.last = last
         self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, padding="same")
 
     def forward(self, x: Tensor) -> Tensor:
         if self.slice == "before":
             return self.conv(x[..., -self.last :])
-        return self.conv(x)[..., -self.last :]
+        if self.slice == "after":
+            return self.conv(x)[..., -self.last :]
+        return torch.stack([self.conv(x[..., -self.last :]), self.conv(x)[..., -self.last :]], dim=-3)
 
 
 class Oscillator(nn.Module):

@@ -58,6 +58,7 @@ def compute_gpus(wildcards):
 
 
 def final_outputs(wildcards):
-    """Every study's datasets and plots (an input function: evaluated once all rules exist)."""
+    """Every study's datasets, plots and verify reports (an input function: runs once all rules exist)."""
     targets = [*rules.merge.output, *rules.summarise.output, *rules.plot.output]
-    return expand(targets, study=STUDIES)
+    verified = [s for s in STUDIES if JOBS[s].verify.enabled]
+    return expand(targets, study=STUDIES) + expand(rules.verify.output, study=verified)

@@ -34,7 +34,8 @@ def planned_jobs(result) -> dict[str, int]:
 def test_workflow_end_to_end(workflow):
     dry = snakemake(workflow, "-n")
     assert dry.returncode == 0, dry.stderr
-    assert planned_jobs(dry) == {"all": 1, "prepare": 2, "compute": 4, "merge": 2, "summarise": 2, "plot": 2}
+    assert planned_jobs(dry) == {"all": 1, "prepare": 2, "compute": 4, "merge": 2, "summarise": 2, "plot": 2,
+                                 "verify": 2}
     assert not (workflow / "outputs" / "seed_linear").exists()  # a dry run runs nothing
 
     result = snakemake(workflow, "--cores", "2")
@@ -42,9 +43,11 @@ def test_workflow_end_to_end(workflow):
 
     out = workflow / "outputs"
     for study in SMALL["studies"]:
-        for name in ("inputs.nc", "sensitivity.nc", "summary.nc", *(f"plots/{p}" for p in PLOTS)):
+        for name in ("inputs.nc", "sensitivity.nc", "summary.nc", "verify.nc", "verify.md",
+                     *(f"plots/{p}" for p in PLOTS)):
             assert (out / study / name).stat().st_size > 0, name
-        for stage in ("prepare", "compute-0", "merge", "summarise", "plot"):
+        assert "overall: PASS" in (out / study / "verify.md").read_text()
+        for stage in ("prepare", "compute-0", "merge", "summarise", "plot", "verify"):
             assert (out / "logs" / study / f"{stage}.log").exists()
         assert (out / "benchmarks" / study / "compute-0.tsv").exists()
 

@@ -1,0 +1,169 @@
+"""Workflow stage: check a study's derivatives against independent methods on a sample of points.
+
+On a few values of the swept parameter and a few samples, ``dy/dC`` is recomputed in float64
+with other methods (``forward``, ``reverse``, ``finite_difference`` by default) and compared
+with the study's result. Tolerances come from the study's dtype and the finite-difference step
+(see :func:`tolerance`). With ``verify.compare_along`` set, the first two entries along that
+output dim are compared with each other (the seed's slice-before-vs-after question): bitwise
+equal, ``allclose`` (torch's defaults), max abs/rel difference and where they differ.
+
+``python -m pipeline.verify SENSITIVITY VERIFY_NC VERIFY_MD`` writes both reports and exits 1
+when a comparison fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import xarray as xr
+from omegaconf import OmegaConf
+
+from pipeline.api import sensitivity
+from pipeline.build import build_model
+from pipeline.dataset import CONVENTIONS, derivative_name
+from pipeline.storage import write_atomic, write_netcdf
+
+FD_SAFETY = 100
+"""Multiple of the finite-difference error scale ``eps^(2/3)`` allowed for ``finite_difference``."""
+
+
+def tolerance(study_dtype: str, method: str) -> float:
+    """Relative tolerance (to the largest reference value) of a float64 ``method`` vs the study.
+
+    The study's own round-off allows ``sqrt(eps)`` of its dtype; central differences with step
+    ``eps^(1/3)`` carry truncation and round-off errors of order ``eps^(2/3)`` (float64).
+    """
+    tol = float(np.sqrt(np.finfo(study_dtype).eps))
+    if method == "finite_difference":
+        tol = max(tol, FD_SAFETY * float(np.finfo(np.float64).eps) ** (2 / 3))
+    return tol
+
+
+def _pick(count: int, size: int) -> np.ndarray:
+    return np.unique(np.linspace(0, size - 1, min(count, size)).round().astype(int))
+
+
+def _differences(actual: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    abs_diff = float(np.max(np.abs(actual - reference))) if actual.size else 0.0
+    scale = float(np.max(np.abs(reference))) if reference.size else 0.0
+    return abs_diff, abs_diff / scale if scale > 0 else abs_diff
+
+
+def verify(ds: xr.Dataset) -> xr.Dataset:
+    """Comparisons of ``ds`` (a sensitivity dataset with its config in attrs) with other methods."""
+    cfg = OmegaConf.create(ds.attrs["config"])
+    param = ds.attrs["swept_parameters"]
+    name = derivative_name(param)
+    opts = cfg.verify
+    sub = ds.isel({param: _pick(opts["values"], ds.sizes[param]), "sample": _pick(opts.samples, ds.sizes["sample"])})
+    model = build_model(cfg)
+    x = torch.from_numpy(sub["x"].values).double()
+    study = sub[name].values.astype(np.float64)
+    rows = []
+    for method in opts.methods:
+        ref = sensitivity(model, x, {param: sub[param].values}, method=method, dtype="float64", device="cpu",
+                          bind=cfg.model.bind, output_dims=list(sub[name].dims[2:]))[name].values
+        abs_diff, rel_diff = _differences(study, ref)
+        tol = tolerance(ds.attrs["dtype"], method)
+        rows.append({
+            "comparison": f"{ds.attrs['method']} ({ds.attrs['dtype']}) vs {method} (float64)",
+            "max_abs_diff": abs_diff, "max_rel_diff": rel_diff, "tolerance": tol,
+            "bitwise_equal": int(np.array_equal(study, ref)), "passed": int(rel_diff <= tol),
+        })
+    out = xr.Dataset(
+        {key: ("comparison", [row[key] for row in rows]) for key in rows[0] if key != "comparison"},
+        coords={"comparison": [row["comparison"] for row in rows]},
+    )
+    out["max_rel_diff"].attrs["long_name"] = "max |study - reference| / max |reference|"
+    out["tolerance"].attrs["long_name"] = "relative tolerance from the study's dtype (and step for differences)"
+    if opts.compare_along:
+        out = out.merge(compare_variants(ds, opts.compare_along, [name, "y"]))
+    out.attrs = {
+        "Conventions": CONVENTIONS, "title": f"Verification of {ds.attrs.get('study', '')}".strip(),
+        "study": ds.attrs.get("study", ""), "checked_values": sub.sizes[param],
+        "checked_samples": sub.sizes["sample"], "passed": int(all(row["passed"] for row in rows)),
+    }
+    return out
+
+
+def compare_variants(ds: xr.Dataset, dim: str, variables: list[str]) -> xr.Dataset:
+    """The first two entries along ``dim`` against each other, for each variable."""
+    if dim not in ds.dims or ds.sizes[dim] < 2:
+        raise ValueError(f"invalid verify.compare_along={dim!r}: need an output dim with two entries, "
+                         f"dims are {list(ds.dims)}")
+    first, second = (str(v) for v in ds[dim].values[:2])
+    result = {k: [] for k in ("variant_equal", "variant_allclose", "variant_max_abs_diff", "variant_max_rel_diff",
+                              "variant_differs_at")}
+    for var in variables:
+        a, b = ds[var].isel({dim: 0}), ds[var].isel({dim: 1})
+        ta, tb = torch.from_numpy(a.values), torch.from_numpy(b.values)
+        abs_diff, rel_diff = _differences(a.values, b.values)
+        result["variant_equal"].append(int(torch.equal(ta, tb)))
+        result["variant_allclose"].append(int(torch.allclose(ta, tb)))
+        result["variant_max_abs_diff"].append(abs_diff)
+        result["variant_max_rel_diff"].append(rel_diff)
+        far = ~xr.DataArray(np.isclose(a.values, b.values, rtol=1e-5, atol=1e-8), dims=a.dims)
+        where = far.any([d for d in a.dims if d not in ds[var].dims[-1:]])
+        last = a.dims[-1]
+        result["variant_differs_at"].append(", ".join(f"{last}={ds[last].values[i]}" for i in np.flatnonzero(where))
+                                            or "nowhere")
+    coords = {"variant_check": [f"{var}: {dim}={first} vs {dim}={second}" for var in variables]}
+    return xr.Dataset({k: ("variant_check", v) for k, v in result.items()}, coords=coords)
+
+
+def to_markdown(report: xr.Dataset) -> str:
+    """The verification tables as Markdown."""
+    lines = [f"# {report.attrs['title']}", "",
+             f"{report.attrs['checked_values']} parameter values x {report.attrs['checked_samples']} samples; "
+             f"overall: {'PASS' if report.attrs['passed'] else 'FAIL'}", "",
+             "| comparison | max abs diff | max rel diff | tolerance | bitwise equal | result |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for c in report.comparison.values:
+        row = report.sel(comparison=c)
+        lines.append(f"| {c} | {float(row.max_abs_diff):.3e} | {float(row.max_rel_diff):.3e} | "
+                     f"{float(row.tolerance):.1e} | {'yes' if row.bitwise_equal else 'no'} | "
+                     f"{'pass' if row.passed else 'FAIL'} |")
+    if "variant_check" in report.dims:
+        lines += ["", "| variants | bitwise equal | allclose | max abs diff | max rel diff | differ at |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for c in report.variant_check.values:
+            row = report.sel(variant_check=c)
+            lines.append(f"| {c} | {'yes' if row.variant_equal else 'no'} | {'yes' if row.variant_allclose else 'no'}"
+                         f" | {float(row.variant_max_abs_diff):.3e} | {float(row.variant_max_rel_diff):.3e} | "
+                         f"{row.variant_differs_at.item()} |")
+    return "\n".join(lines) + "\n"
+
+
+def verify_file(sensitivity_path: str | os.PathLike, output_nc: str | os.PathLike,
+                output_md: str | os.PathLike) -> xr.Dataset:
+    """Verify a sensitivity file; write the NetCDF and Markdown reports."""
+    with xr.open_dataset(sensitivity_path) as ds:
+        report = verify(ds.load())
+    write_netcdf(report, output_nc)
+    write_atomic(output_md, lambda tmp: Path(tmp).write_text(to_markdown(report)))
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.verify", description=__doc__.splitlines()[0])
+    parser.add_argument("sensitivity", help="sensitivity.nc")
+    parser.add_argument("output_nc", help="verify.nc to write")
+    parser.add_argument("output_md", help="verify.md to write")
+    args = parser.parse_args(argv)
+    report = verify_file(args.sensitivity, args.output_nc, args.output_md)
+    print(to_markdown(report))
+    if not report.attrs["passed"]:
+        failed = [c for c in report.comparison.values if not report.sel(comparison=c).passed]
+        print(f"sensweep: error: verification failed for {args.sensitivity}: {'; '.join(failed)} "
+              f"exceed their tolerance (see {args.output_md})", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
