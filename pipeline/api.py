@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -15,7 +16,7 @@ from torch import nn
 from pipeline import __version__
 from pipeline.config import DEVICE_CHOICES, ConfigError
 from pipeline.dataset import build_dataset
-from pipeline.derivatives import METHODS
+from pipeline.derivatives import METHODS, DerivativeError
 from pipeline.routine import as_routine
 from pipeline.structure import connected
 
@@ -66,6 +67,24 @@ def _swept_values(params: Mapping[str, Any]) -> tuple[str, np.ndarray]:
     return name, values
 
 
+NAN_POLICIES = ("warn", "raise")
+
+
+def _check_finite(y: torch.Tensor, dy: torch.Tensor, param: str, values: np.ndarray, policy: str) -> dict[str, int]:
+    """Count NaN/Inf in ``y`` and ``dy``; warn, or raise naming the first bad value and sample."""
+    counts = {"nonfinite_y": int((~torch.isfinite(y)).sum()), f"nonfinite_dy_d{param}": int((~torch.isfinite(dy)).sum())}
+    if not any(counts.values()):
+        return counts
+    bad = (~torch.isfinite(y) | ~torch.isfinite(dy)).reshape(y.shape[0], y.shape[1], -1).any(-1).nonzero()
+    first_value, first_sample = (int(i) for i in bad[0])
+    text = (f"non-finite results: {counts['nonfinite_y']} in y, {counts[f'nonfinite_dy_d{param}']} in dy/d{param}; "
+            f"first at {param}={values[first_value]:.6g} (index {first_value}), sample {first_sample}")
+    if policy == "raise":
+        raise DerivativeError(f"{text} (nan_policy=raise)")
+    warnings.warn(text, RuntimeWarning, stacklevel=3)
+    return counts
+
+
 def sensitivity(
     model: Callable | nn.Module,
     x: torch.Tensor | np.ndarray | Sequence[float],
@@ -78,6 +97,7 @@ def sensitivity(
     bind: Mapping[str, str] | None = None,
     max_memory_mb: int | None = None,
     step: float | None = None,
+    nan_policy: str = "warn",
     output_dims: Sequence[str] | None = None,
     units: Mapping[str, str] | None = None,
     title: str = "",
@@ -110,6 +130,9 @@ def sensitivity(
         Memory budget of one batched pass; ``None`` is a quarter of the free memory.
     step : float, optional
         Step of ``finite_difference``; default ``eps^(1/3) * max(|C|, 1)``.
+    nan_policy : {"warn", "raise"}, default: "warn"
+        NaN or Inf in ``y`` or ``dy/dC`` are counted (attrs ``nonfinite_y``, ``nonfinite_dy_dC``);
+        ``warn`` warns, ``raise`` raises naming the first bad value of C and sample.
     output_dims : list of str, optional
         Names of y's dims after ``sample``; default: the model's ``output_dims`` or ``output``.
     units : dict, optional
@@ -132,6 +155,8 @@ def sensitivity(
     """
     if method not in METHODS:
         raise ConfigError(f"invalid method={method!r}: valid: {', '.join(METHODS)}")
+    if nan_policy not in NAN_POLICIES:
+        raise ConfigError(f"invalid nan_policy={nan_policy!r}: valid: {', '.join(NAN_POLICIES)}")
     if step is not None and method != "finite_difference":
         raise ConfigError(f"invalid step={step!r}: only method='finite_difference' takes a step")
     param, values = _swept_values(params)
@@ -155,6 +180,7 @@ def sensitivity(
     if result.y.dim() < 2 or result.y.shape[1] != x.shape[0]:
         raise ConfigError(f"invalid model output: expected a leading sample dim of {x.shape[0]}, "
                           f"got y of shape {tuple(result.y.shape[1:])} for x of shape {tuple(x.shape)}")
+    nonfinite = _check_finite(result.y, result.dy, param, values, nan_policy)
     return build_dataset(
         routine, values_run, x_run, result.y, result.dy, connected=reached, title=title,
         attrs={
@@ -166,6 +192,7 @@ def sensitivity(
             "sensweep_version": __version__,
             "wall_time_s": round(wall, 6),
             "values_per_second": round(len(values) / wall, 3) if wall > 0 else math.inf,
+            **nonfinite,
             **(attrs or {}),
         },
     )

@@ -38,6 +38,7 @@ def compute(cfg: DictConfig, study: str = "") -> xr.Dataset:
         model, x, {cfg.sweep.param: values},
         method=cfg.method.name.value, device=cfg.device, dtype=cfg.dtype.value,
         chunk_size=cfg.method.chunk_size, max_memory_mb=cfg.method.max_memory_mb, step=cfg.method.step,
+        nan_policy=cfg.nan_policy.value,
         bind=cfg.model.bind, output_dims=cfg.model.output_dims, units=dict(cfg.model.units),
         title=cfg.title or study,
         attrs={"study": study, "sweep_kind": cfg.sweep.kind.value, "config": to_yaml(cfg), **part},

@@ -45,6 +45,10 @@ class DType(StrEnum):
     float64 = "float64"
 
 
+NanPolicy = StrEnum("NanPolicy", {"warn": "warn", "raise": "raise"})  # `raise` is a keyword: functional API
+NanPolicy.__doc__ = "What a job does with NaN or Inf in y or dy/dC."
+
+
 class MethodName(StrEnum):
     """Derivative methods (SPEC §5)."""
 
@@ -131,6 +135,7 @@ class JobConfig:
     title: str = ""
     device: str = "auto"
     dtype: DType = DType.float32
+    nan_policy: NanPolicy = NanPolicy["warn"]
     seed: int = 0
     threads: int | None = None
     part: int | None = None

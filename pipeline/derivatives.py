@@ -48,7 +48,15 @@ def _in_chunks(batched: Callable, values: Tensor, chunk_size: int | None, max_me
     with tqdm(total=len(values), desc="values", unit="value", disable=None, leave=False) as bar:
 
         def run(chunk: Tensor) -> tuple[Tensor, Tensor]:
-            y, dy = batched(chunk)
+            try:
+                y, dy = batched(chunk)
+            except RuntimeError as err:
+                if "randomness" in str(err):
+                    raise DerivativeError(
+                        "the model draws random numbers inside the batched pass (e.g. dropout in training mode); "
+                        "sensweep rejects this so that every value of C sees the same computation: call "
+                        "model.eval(), or draw the randomness into the inputs x") from err
+                raise
             done.append((y.cpu(), dy.cpu()))
             bar.update(len(chunk))
             return y, dy

@@ -20,7 +20,7 @@ from torch.func import functional_call
 
 from pipeline.config import ConfigError
 
-_PATH = re.compile(r"^(?P<name>[A-Za-z_][\w.]*?)(?:\[(?P<index>[\d,\s]+)\])?$")
+_PATH = re.compile(r"^(?P<name>\w[\w.]*?)(?:\[(?P<index>[\d,\s]+)\])?$")
 
 
 @dataclass

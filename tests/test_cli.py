@@ -52,3 +52,22 @@ def test_help_lists_the_config_groups():
     assert result.returncode == 0
     for group in ("model:", "inputs:", "sweep:", "method:", "study:"):
         assert group in result.stdout
+
+
+def test_nan_policy_raise_fails_the_job_without_output(tmp_path):
+    """A user model by `_target_`: log(C x) over x = 0..9, C in {-5, -2.5, 0, 2.5, 5}.
+
+    y is non-finite for C <= 0 (20 + 10) and at x = 0 for C > 0 (2): 32; dy/dC = x / (C x) is
+    non-finite at C = 0 (10) and at x = 0 otherwise (4): 14.
+    """
+    out = tmp_path / "part.nc"
+    args = ["study=seed_linear", "model._target_=tests.test_methods.log_model", "sweep.num=5", f"output={out}"]
+    failed = compute(*args, "nan_policy=raise")
+    assert failed.returncode == 1
+    assert "non-finite results: 32 in y, 14 in dy/dC; first at C=-5 (index 0), sample 0 (nan_policy=raise)" \
+        in failed.stderr
+    assert not out.exists()
+    warned = compute(*args)
+    assert warned.returncode == 0 and out.exists()
+    with xr.open_dataset(out) as ds:
+        assert ds.attrs["nonfinite_y"] == 32 and ds.attrs["nonfinite_dy_dC"] == 14

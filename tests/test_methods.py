@@ -127,3 +127,33 @@ def test_op_without_forward_rule_names_it_and_suggests_reverse():
         with pytest.raises(DerivativeError, match=f"method={method} failed: .*forward mode AD.*use method=reverse"):
             sensitivity(f, torch.ones(3), {"C": [1.0, 2.0]}, method=method)
     np.testing.assert_array_equal(sensitivity(f, torch.ones(3), {"C": [1.0]}, method="reverse").dy_dC, [[2, 2, 2]])
+
+
+def log_model(x, C):
+    """y = log(C x): NaN where x < 0, while dy/dC = 1/C stays finite."""
+    return torch.log(C * x)
+
+
+def test_nonfinite_results_are_counted_and_warned():
+    x = torch.tensor([1.0, -1.0, 2.0])
+    with pytest.warns(RuntimeWarning, match=r"non-finite results: 2 in y, 0 in dy/dC; first at C=1 \(index 0\), "
+                                            r"sample 1"):
+        ds = sensitivity(log_model, x, {"C": [1.0, 2.0]})
+    assert ds.attrs["nonfinite_y"] == 2 and ds.attrs["nonfinite_dy_dC"] == 0
+    clean = sensitivity(log_model, torch.tensor([1.0, 2.0]), {"C": [1.0]})
+    assert clean.attrs["nonfinite_y"] == 0
+
+
+def test_nan_policy_raise_names_the_first_bad_point(tmp_path):
+    with pytest.raises(DerivativeError, match=r"first at C=2 \(index 1\), sample 0 \(nan_policy=raise\)"):
+        sensitivity(lambda x, C: torch.sqrt(x - C), torch.tensor([1.5, 3.0]), {"C": [1.0, 2.0]}, nan_policy="raise")
+    with pytest.raises(ConfigError, match="invalid nan_policy='ignore': valid: warn, raise"):
+        sensitivity(seed_linear, torch.ones(2), {"C": [1.0]}, nan_policy="ignore")
+
+
+def test_randomness_inside_the_batched_pass_is_rejected_clearly():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Dropout(0.5))
+    with pytest.raises(DerivativeError, match=r"draws random numbers .*call model.eval\(\)"):
+        sensitivity(model.train(), torch.randn(4, 3), {"C": [1.0, 2.0]}, bind={"C": "0.bias[0]"})
+    ds = sensitivity(model.eval(), torch.randn(4, 3), {"C": [1.0, 2.0]}, bind={"C": "0.bias[0]"})
+    assert (ds.dy_dC.isel(output=0) == 1).all()
