@@ -72,10 +72,11 @@ NAN_POLICIES = ("warn", "raise")
 
 def _check_finite(y: torch.Tensor, dy: torch.Tensor, param: str, values: np.ndarray, policy: str) -> dict[str, int]:
     """Count NaN/Inf in ``y`` and ``dy``; warn, or raise naming the first bad value and sample."""
-    counts = {"nonfinite_y": int((~torch.isfinite(y)).sum()), f"nonfinite_dy_d{param}": int((~torch.isfinite(dy)).sum())}
+    bad_y, bad_dy = ~torch.isfinite(y), ~torch.isfinite(dy)
+    counts = {"nonfinite_y": int(bad_y.sum()), f"nonfinite_dy_d{param}": int(bad_dy.sum())}
     if not any(counts.values()):
         return counts
-    bad = (~torch.isfinite(y) | ~torch.isfinite(dy)).reshape(y.shape[0], y.shape[1], -1).any(-1).nonzero()
+    bad = (bad_y | bad_dy).reshape(y.shape[0], y.shape[1], -1).any(-1).nonzero()
     first_value, first_sample = (int(i) for i in bad[0])
     text = (f"non-finite results: {counts['nonfinite_y']} in y, {counts[f'nonfinite_dy_d{param}']} in dy/d{param}; "
             f"first at {param}={values[first_value]:.6g} (index {first_value}), sample {first_sample}")
