@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import xarray as xr
 
-from pipeline.dataset import CONVENTIONS, derivative_name
+from pipeline.dataset import CONVENTIONS, derivative_name, swept_parameters
 from pipeline.storage import write_netcdf
 
 
@@ -31,25 +31,31 @@ def _units(da: xr.DataArray, power: int = 1) -> dict[str, str]:
 
 
 def summarise(ds: xr.Dataset) -> xr.Dataset:
-    """Summary statistics of a sensitivity dataset (see module docstring)."""
-    param = ds.attrs["swept_parameters"]
-    name = derivative_name(param)
-    y, dy = ds["y"], ds[name]
-    elasticity = ds[param] * dy / y.where(y != 0)  # NaN (skipped by the mean) where y == 0
+    """Summary statistics of a sensitivity dataset (see module docstring), per swept parameter."""
+    params = swept_parameters(ds)
+    y = ds["y"]
     variables = {
         "y_mean": (y.mean("sample"), "mean over samples of y", _units(y)),
         "y_std": (y.std("sample"), "standard deviation over samples of y", _units(y)),
-        f"{name}_mean": (dy.mean("sample"), f"mean over samples of dy/d{param}", _units(dy)),
-        f"{name}_std": (dy.std("sample"), f"standard deviation over samples of dy/d{param}", _units(dy)),
-        f"{name}_abs_mean": (abs(dy).mean("sample"), f"mean over samples of |dy/d{param}|", _units(dy)),
-        "elasticity_mean": (elasticity.mean("sample"),
-                            f"mean over samples of the elasticity {param}/y dy/d{param} (where y != 0)",
-                            {"units": "1"}),
-        "elasticity_defined": ((y != 0).sum("sample"), "number of samples where the elasticity is defined", {}),
-        "dgsm": ((dy**2).mean(param), f"DGSM: mean over the sweep of (dy/d{param})^2", _units(dy, 2)),
-        "dgsm_mean": ((dy**2).mean([param, "sample"]), "DGSM averaged over samples", _units(dy, 2)),
-        "mu_star": (abs(dy).mean([param, "sample"]), f"mean over sweep and samples of |dy/d{param}|", _units(dy)),
+        "elasticity_defined": ((y != 0).sum("sample"), "number of samples where elasticities are defined", {}),
     }
+    for p in params:
+        name = derivative_name(p)
+        dy = ds[name]
+        elasticity = ds[p] * dy / y.where(y != 0)  # NaN (skipped by the mean) where y == 0
+        variables.update({
+            f"{name}_mean": (dy.mean("sample"), f"mean over samples of dy/d{p}", _units(dy)),
+            f"{name}_std": (dy.std("sample"), f"standard deviation over samples of dy/d{p}", _units(dy)),
+            f"{name}_abs_mean": (abs(dy).mean("sample"), f"mean over samples of |dy/d{p}|", _units(dy)),
+            f"elasticity_{p}_mean": (elasticity.mean("sample"),
+                                     f"mean over samples of the elasticity {p}/y dy/d{p} (where y != 0)",
+                                     {"units": "1"}),
+            f"dgsm_{p}": ((dy**2).mean(params), f"DGSM: mean over the sweep of (dy/d{p})^2", _units(dy, 2)),
+            f"dgsm_{p}_mean": ((dy**2).mean([*params, "sample"]), f"DGSM of {p} averaged over samples",
+                               _units(dy, 2)),
+            f"mu_star_{p}": (abs(dy).mean([*params, "sample"]), f"mean over sweep and samples of |dy/d{p}|",
+                             _units(dy)),
+        })
     summary = xr.Dataset()
     for key, (da, long_name, attrs) in variables.items():
         summary[key] = da.assign_attrs(long_name=long_name, **attrs)

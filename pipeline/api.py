@@ -50,36 +50,49 @@ def resolve_dtype(dtype: str | torch.dtype | None, x: torch.Tensor) -> torch.dty
     return DTYPES[dtype]
 
 
-def _swept_values(params: Mapping[str, Any]) -> tuple[str, np.ndarray]:
-    if not isinstance(params, Mapping) or len(params) != 1:
-        raise ConfigError(f"invalid params={params!r}: give one swept parameter, e.g. {{'C': values}}")
-    (name, values), = params.items()
-    if isinstance(values, torch.Tensor):
-        values = values.detach().cpu().numpy()
-    values = np.array(values, dtype=np.float64)  # a copy: torch needs a writable array
-    if not name.isidentifier():
-        raise ConfigError(f"invalid parameter name {name!r}: must be a Python identifier such as C")
-    if values.ndim != 1 or values.size == 0:
-        raise ConfigError(f"invalid params[{name!r}]: need a non-empty 1-D sequence of values, "
-                          f"got shape {values.shape}")
-    if not np.isfinite(values).all():
-        raise ConfigError(f"invalid params[{name!r}]: {int((~np.isfinite(values)).sum())} non-finite values")
-    return name, values
+def _swept_grid(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Validated 1-D values per swept parameter (several parameters form a grid)."""
+    if not isinstance(params, Mapping) or not params:
+        raise ConfigError(f"invalid params={params!r}: give the swept parameters and their values, "
+                          "e.g. {'C': values}")
+    grid = {}
+    for name, values in params.items():
+        if isinstance(values, torch.Tensor):
+            values = values.detach().cpu().numpy()
+        values = np.array(values, dtype=np.float64)  # a copy: torch needs a writable array
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ConfigError(f"invalid parameter name {name!r}: must be a Python identifier such as C")
+        if values.ndim != 1 or values.size == 0:
+            raise ConfigError(f"invalid params[{name!r}]: need a non-empty 1-D sequence of values, "
+                              f"got shape {values.shape}")
+        if not np.isfinite(values).all():
+            raise ConfigError(f"invalid params[{name!r}]: {int((~np.isfinite(values)).sum())} non-finite values")
+        grid[name] = values
+    return grid
+
+
+def _grid_points(grid: dict[str, np.ndarray]) -> np.ndarray:
+    """All points of the grid, ``(N, P)``, first parameter slowest (C order)."""
+    mesh = np.meshgrid(*grid.values(), indexing="ij")
+    return np.stack([m.reshape(-1) for m in mesh], axis=-1)
 
 
 NAN_POLICIES = ("warn", "raise")
 
 
-def _check_finite(y: torch.Tensor, dy: torch.Tensor, param: str, values: np.ndarray, policy: str) -> dict[str, int]:
-    """Count NaN/Inf in ``y`` and ``dy``; warn, or raise naming the first bad value and sample."""
+def _check_finite(y: torch.Tensor, dy: torch.Tensor, grid: dict[str, np.ndarray], policy: str) -> dict[str, int]:
+    """Count NaN/Inf in ``y`` and each ``dy/dp``; warn, or raise naming the first bad point and sample."""
     bad_y, bad_dy = ~torch.isfinite(y), ~torch.isfinite(dy)
-    counts = {"nonfinite_y": int(bad_y.sum()), f"nonfinite_dy_d{param}": int(bad_dy.sum())}
+    counts = {"nonfinite_y": int(bad_y.sum())}
+    counts.update({f"nonfinite_dy_d{p}": int(bad_dy[..., i].sum()) for i, p in enumerate(grid)})
     if not any(counts.values()):
         return counts
-    bad = (bad_y | bad_dy).reshape(y.shape[0], y.shape[1], -1).any(-1).nonzero()
-    first_value, first_sample = (int(i) for i in bad[0])
-    text = (f"non-finite results: {counts['nonfinite_y']} in y, {counts[f'nonfinite_dy_d{param}']} in dy/d{param}; "
-            f"first at {param}={values[first_value]:.6g} (index {first_value}), sample {first_sample}")
+    bad = (bad_y | bad_dy.any(-1)).reshape(y.shape[0], y.shape[1], -1).any(-1).nonzero()
+    first_point, first_sample = (int(i) for i in bad[0])
+    index = np.unravel_index(first_point, [len(v) for v in grid.values()])
+    where = ", ".join(f"{p}={grid[p][i]:.6g} (index {i})" for p, i in zip(grid, index, strict=True))
+    found = ", ".join(f"{n} in {k.removeprefix('nonfinite_').replace('_d', '/d', 1)}" for k, n in counts.items())
+    text = f"non-finite results: {found}; first at {where}, sample {first_sample}"
     if policy == "raise":
         raise DerivativeError(f"{text} (nan_policy=raise)")
     warnings.warn(text, RuntimeWarning, stacklevel=3)
@@ -99,6 +112,7 @@ def sensitivity(
     max_memory_mb: int | None = None,
     step: float | None = None,
     nan_policy: str = "warn",
+    order: int = 1,
     output_dims: Sequence[str] | None = None,
     units: Mapping[str, str] | None = None,
     title: str = "",
@@ -113,7 +127,8 @@ def sensitivity(
     x : tensor or array
         Inputs; the leading dim indexes samples.
     params : dict
-        ``{"C": values}``: the swept parameter and its 1-D values.
+        ``{"C": values}``: the swept parameter and its 1-D values. Several parameters form a
+        grid (one dim each, in the given order) and give one ``dy_d<name>`` each.
     method : {"forward", "forward_dual", "reverse", "loop", "finite_difference"}, default: "forward"
         ``forward``: ``torch.func.jvp`` vmapped over the values of a chunk; ``forward_dual``:
         ``torch.autograd.forward_ad`` dual tensors; ``reverse``: vmapped vector-Jacobian
@@ -126,7 +141,8 @@ def sensitivity(
     chunk_size : int, optional
         Values per batched pass; ``None`` picks the largest that fits ``max_memory_mb``.
     bind : dict, optional
-        For a module: ``{"C": "branch_b.0.bias[1]"}``, the parameter (element) that plays C.
+        For a module: ``{"C": "branch_b.0.bias[1]"}``, the parameter (element) that plays each
+        swept parameter.
     max_memory_mb : int, optional
         Memory budget of one batched pass; ``None`` is a quarter of the free memory.
     step : float, optional
@@ -134,6 +150,8 @@ def sensitivity(
     nan_policy : {"warn", "raise"}, default: "warn"
         NaN or Inf in ``y`` or ``dy/dC`` are counted (attrs ``nonfinite_y``, ``nonfinite_dy_dC``);
         ``warn`` warns, ``raise`` raises naming the first bad value of C and sample.
+    order : {1, 2}, default: 1
+        ``2`` adds ``d2y_dC2`` (forward-over-forward; one swept parameter, ``method="forward"``).
     output_dims : list of str, optional
         Names of y's dims after ``sample``; default: the model's ``output_dims`` or ``output``.
     units : dict, optional
@@ -144,7 +162,8 @@ def sensitivity(
     Returns
     -------
     xarray.Dataset
-        Dims ``(C, sample, *output dims)``; variables ``y``, ``dy_dC``, ``x`` and
+        Dims ``(C, sample, *output dims)`` (one leading dim per swept parameter); variables
+        ``y``, ``dy_dC``, ``x`` and
         ``dy_dC_connected`` (1 where C reaches the output at all, 0 where it is structurally
         independent; see :mod:`pipeline.structure`).
 
@@ -160,30 +179,34 @@ def sensitivity(
         raise ConfigError(f"invalid nan_policy={nan_policy!r}: valid: {', '.join(NAN_POLICIES)}")
     if step is not None and method != "finite_difference":
         raise ConfigError(f"invalid step={step!r}: only method='finite_difference' takes a step")
-    param, values = _swept_values(params)
+    grid = _swept_grid(params)
+    if order not in (1, 2) or (order == 2 and (method != "forward" or len(grid) != 1)):
+        raise ConfigError(f"invalid order={order!r}: 1, or 2 with method='forward' and one swept parameter")
     x = torch.as_tensor(x)
     if x.dim() == 0:
         raise ConfigError("invalid x: need a leading sample dim, got a scalar")
     run_device = resolve_device(device)
     run_dtype = resolve_dtype(dtype, x)
-    routine = as_routine(model, param, bind=dict(bind) if bind else None, device=run_device, dtype=run_dtype,
+    routine = as_routine(model, list(grid), bind=dict(bind) if bind else None, device=run_device, dtype=run_dtype,
                          output_dims=output_dims, units=dict(units or {}))
     x_run = x.to(run_device, run_dtype)
-    values_run = torch.as_tensor(values, dtype=run_dtype, device=run_device)
+    points = torch.as_tensor(_grid_points(grid), dtype=run_dtype, device=run_device)
 
-    reached = connected(routine.fn, x_run, values_run)
+    reached = connected(routine.fn, x_run, points)
     start = time.perf_counter()
     options = {"step": step} if step is not None else {}
-    result = METHODS[method](routine.fn, x_run, values_run, chunk_size=chunk_size, max_memory_mb=max_memory_mb,
+    if order == 2:
+        options["order"] = 2
+    result = METHODS[method](routine.fn, x_run, points, chunk_size=chunk_size, max_memory_mb=max_memory_mb,
                              **options)
     wall = time.perf_counter() - start
 
     if result.y.dim() < 2 or result.y.shape[1] != x.shape[0]:
         raise ConfigError(f"invalid model output: expected a leading sample dim of {x.shape[0]}, "
                           f"got y of shape {tuple(result.y.shape[1:])} for x of shape {tuple(x.shape)}")
-    nonfinite = _check_finite(result.y, result.dy, param, values, nan_policy)
+    nonfinite = _check_finite(result.y, result.dy, grid, nan_policy)
     return build_dataset(
-        routine, values_run, x_run, result.y, result.dy, connected=reached, title=title,
+        routine, grid, x_run.cpu(), result.y, result.dy, d2y=result.d2y, connected=reached, title=title,
         attrs={
             "method": method,
             "device": str(run_device),
@@ -192,7 +215,7 @@ def sensitivity(
             "torch_version": torch.__version__,
             "sensweep_version": __version__,
             "wall_time_s": round(wall, 6),
-            "values_per_second": round(len(values) / wall, 3) if wall > 0 else math.inf,
+            "points_per_second": round(len(points) / wall, 3) if wall > 0 else math.inf,
             **nonfinite,
             **(attrs or {}),
         },

@@ -16,9 +16,9 @@ from omegaconf import DictConfig
 from pipeline.api import sensitivity
 from pipeline.build import build_inputs, build_model, run_cli
 from pipeline.config import to_yaml, validate
-from pipeline.dataset import connected_name
+from pipeline.dataset import connected_name, swept_parameters
 from pipeline.storage import write_netcdf
-from pipeline.sweep import part_values
+from pipeline.sweep import part_grid
 
 log = logging.getLogger("sensweep.compute")
 
@@ -28,26 +28,28 @@ def compute(cfg: DictConfig, study: str = "") -> xr.Dataset:
     validate(cfg)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    values = part_values(cfg.sweep, cfg.part)
+    grid = part_grid(cfg.sweep, cfg.part)
     x = build_inputs(cfg)
     model = build_model(cfg)
     part = {} if cfg.part is None else {"part": cfg.part, "parts": cfg.sweep.parts}
-    log.info("study %s: %d values of %s x %d samples, method=%s, device=%s, dtype=%s",
-             study, len(values), cfg.sweep.param, x.shape[0], cfg.method.name.value, cfg.device, cfg.dtype.value)
+    log.info("study %s: %s x %d samples, method=%s, device=%s, dtype=%s", study,
+             " x ".join(f"{len(v)} values of {p}" for p, v in grid.items()), x.shape[0], cfg.method.name.value,
+             cfg.device, cfg.dtype.value)
     ds = sensitivity(
-        model, x, {cfg.sweep.param: values},
+        model, x, grid,
         method=cfg.method.name.value, device=cfg.device, dtype=cfg.dtype.value,
         chunk_size=cfg.method.chunk_size, max_memory_mb=cfg.method.max_memory_mb, step=cfg.method.step,
-        nan_policy=cfg.nan_policy.value,
+        nan_policy=cfg.nan_policy.value, order=cfg.method.order,
         bind=cfg.model.bind, output_dims=cfg.model.output_dims, units=dict(cfg.model.units),
         title=cfg.title or study,
         attrs={"study": study, "sweep_kind": cfg.sweep.kind.value, "config": to_yaml(cfg), **part},
     )
     independent = ds.attrs.get("structurally_independent_outputs", 0)
     if independent:
-        log.warning("%d of %d outputs (sample x output element) are structurally independent of %s: no path in "
-                    "the graph reaches them (detach, unused parameter, unselected branch); see variable %s",
-                    independent, ds.attrs["outputs"], cfg.sweep.param, connected_name(cfg.sweep.param))
+        log.warning("%d (output, parameter) pairs of %d outputs (sample x output element) are structurally "
+                    "independent: no path in the graph reaches them (detach, unused parameter, unselected branch); "
+                    "see variables %s", independent, ds.attrs["outputs"],
+                    ", ".join(connected_name(p) for p in swept_parameters(ds)))
     write_netcdf(ds, cfg.output)
     log.info("wrote %s in %.2f s (chunk size %d, device %s)", cfg.output, ds.attrs["wall_time_s"],
              ds.attrs["chunk_size"], ds.attrs["device"])

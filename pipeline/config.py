@@ -88,15 +88,26 @@ class InputsConfig:
 
 
 @dataclass
-class SweepConfig:
-    """Values of the swept parameter, and how many compute jobs share them."""
+class RangeConfig:
+    """Values of one swept parameter: a linear or log range, or an explicit list."""
 
-    param: str = "C"
     kind: SweepKind = SweepKind.linear
     start: float | None = None
     stop: float | None = None
     num: int | None = None
     values: list[float] | None = None
+
+
+@dataclass
+class SweepConfig(RangeConfig):
+    """The swept parameter ``param`` (its range inline), further parameters of a grid, and parts.
+
+    ``grid`` adds parameters, each its own dim: ``{k: {kind: log, start: 0.1, stop: 10, num: 5}}``.
+    The sweep is split into ``parts`` compute jobs along the first parameter.
+    """
+
+    param: str = "C"
+    grid: dict[str, RangeConfig] = field(default_factory=dict)
     parts: int = 1
 
 
@@ -108,6 +119,7 @@ class MethodConfig:
     chunk_size: int | None = None
     max_memory_mb: int | None = None
     step: float | None = None
+    order: int = 1
 
 
 @dataclass
@@ -152,33 +164,44 @@ def _fail(key: str, value: Any, valid: str) -> None:
     raise ConfigError(f"invalid {key}={value!r}: {valid}")
 
 
+def _check_range(key: str, spec: DictConfig) -> int:
+    """Check one parameter's range; return its number of values."""
+    if spec.kind == SweepKind.list:
+        values = spec["values"]  # item access: DictConfig.values is a method
+        if not values:
+            _fail(f"{key}.values", values, "kind=list needs a non-empty list of numbers")
+        if not all(math.isfinite(v) for v in values):
+            _fail(f"{key}.values", list(values), "every value must be finite")
+        return len(values)
+    for field_name in ("start", "stop", "num"):
+        if spec[field_name] is None:
+            _fail(f"{key}.{field_name}", None, f"kind={spec.kind.value} needs start, stop and num")
+    for field_name in ("start", "stop"):
+        if not math.isfinite(spec[field_name]):
+            _fail(f"{key}.{field_name}", spec[field_name], "must be finite")
+    if spec.num < 1:
+        _fail(f"{key}.num", spec.num, "must be at least 1")
+    if spec.num > 1 and spec.stop <= spec.start:
+        _fail(f"{key}.stop", spec.stop, f"must be greater than {key}.start={spec.start}")
+    if spec.kind == SweepKind.log and spec.start <= 0:
+        _fail(f"{key}.start", spec.start, "a log sweep needs start > 0 (and stop > 0)")
+    return spec.num
+
+
 def validate(cfg: DictConfig | JobConfig) -> None:
     """Check what the schema's types cannot: ranges and consistency. Raises ConfigError."""
     sweep = cfg.sweep
-    if not sweep.param.isidentifier():
-        _fail("sweep.param", sweep.param, "must be a Python identifier such as C")
-    if sweep.kind == SweepKind.list:
-        if not sweep["values"]:
-            _fail("sweep.values", sweep["values"], "kind=list needs a non-empty list of numbers")
-        if not all(math.isfinite(v) for v in sweep["values"]):
-            _fail("sweep.values", list(sweep["values"]), "every value must be finite")
-        count = len(sweep["values"])
-    else:
-        for key in ("start", "stop", "num"):
-            if sweep[key] is None:
-                _fail(f"sweep.{key}", None, f"kind={sweep.kind.value} needs start, stop and num")
-        for key in ("start", "stop"):
-            if not math.isfinite(sweep[key]):
-                _fail(f"sweep.{key}", sweep[key], "must be finite")
-        if sweep.num < 1:
-            _fail("sweep.num", sweep.num, "must be at least 1")
-        if sweep.num > 1 and sweep.stop <= sweep.start:
-            _fail("sweep.stop", sweep.stop, f"must be greater than sweep.start={sweep.start}")
-        if sweep.kind == SweepKind.log and sweep.start <= 0:
-            _fail("sweep.start", sweep.start, "a log sweep needs start > 0 (and stop > 0)")
-        count = sweep.num
+    for name in (sweep.param, *sweep.grid):
+        if not name.isidentifier():
+            _fail("sweep.param" if name == sweep.param else f"sweep.grid.{name}", name,
+                  "parameter names must be Python identifiers such as C")
+    if sweep.param in sweep.grid:
+        _fail(f"sweep.grid.{sweep.param}", "...", f"{sweep.param} is already the first swept parameter")
+    count = _check_range("sweep", sweep)
+    for name, spec in sweep.grid.items():
+        _check_range(f"sweep.grid.{name}", spec)
     if not 1 <= sweep.parts <= count:
-        _fail("sweep.parts", sweep.parts, f"must be between 1 and the number of values ({count})")
+        _fail("sweep.parts", sweep.parts, f"must be between 1 and the number of values of {sweep.param} ({count})")
     if cfg.part is not None and not 0 <= cfg.part < sweep.parts:
         _fail("part", cfg.part, f"must be between 0 and sweep.parts-1 ({sweep.parts - 1})")
     if cfg.method.chunk_size is not None and cfg.method.chunk_size < 1:
@@ -196,9 +219,13 @@ def validate(cfg: DictConfig | JobConfig) -> None:
     if not (device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())):
         _fail("device", device, f"valid: {', '.join(DEVICE_CHOICES)}")
     if cfg.model.bind is not None:
+        swept = [sweep.param, *sweep.grid]
         for name in cfg.model.bind:
-            if name != sweep.param:
-                _fail(f"model.bind.{name}", cfg.model.bind[name], f"the swept parameter is {sweep.param!r}")
+            if name not in swept:
+                _fail(f"model.bind.{name}", cfg.model.bind[name], f"swept parameters are {', '.join(swept)}")
+    if cfg.method.order not in (1, 2) or (cfg.method.order == 2 and (
+            cfg.method.name != MethodName.forward or sweep.grid)):
+        _fail("method.order", cfg.method.order, "1, or 2 with method=forward and one swept parameter")
 
 
 def study_names(conf_dir: Path = CONF_DIR) -> list[str]:

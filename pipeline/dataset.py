@@ -91,57 +91,77 @@ def input_variable(model: Any, x: torch.Tensor, units: dict[str, str]) -> xr.Dat
     return _with_coord_attrs(da, units)
 
 
+def second_derivative_name(param: str) -> str:
+    """Name of the second-derivative variable of ``param``: ``d2y_dC2`` for ``C``."""
+    return f"d2y_d{param}2"
+
+
 def build_dataset(
     routine: Routine,
-    values: torch.Tensor,
+    grid: dict[str, np.ndarray],
     x: torch.Tensor,
     y: torch.Tensor,
     dy: torch.Tensor,
     *,
+    d2y: torch.Tensor | None = None,
     connected: torch.Tensor | None = None,
     title: str = "",
     attrs: dict[str, Any] | None = None,
 ) -> xr.Dataset:
-    """Assemble ``y``, ``dy/d<param>`` and ``x`` into the schema of SPEC §6."""
-    param, units = routine.param, routine.units
+    """Assemble ``y``, ``dy/d<param>`` per parameter and ``x`` into the schema of SPEC §6.
+
+    ``grid`` maps each swept parameter to its values; ``y`` and ``dy`` hold the grid's points
+    flattened in C order (first parameter slowest), ``dy`` with one trailing entry per parameter.
+    """
+    params, units = list(grid), routine.units
+    shape = [len(v) for v in grid.values()]
     out_dims = _dim_names(routine.output_dims, y.dim() - 2, "output", "output")
     coords = {
-        param: values.detach().cpu().double().numpy(),
+        **{p: np.asarray(v, dtype=np.float64) for p, v in grid.items()},
         "sample": np.arange(x.shape[0]),
         **_coords(out_dims, y.shape[2:], routine.output_coords),
     }
-    dims = [param, "sample", *out_dims]
+    dims = [*params, "sample", *out_dims]
     y_units = {"units": units["y"]} if "y" in units else {}
-    dy_units = _derivative_units(units.get("y"), units.get(param))
-    ds = xr.Dataset(
-        {
-            "y": (dims, y.cpu().numpy(), {"long_name": "model output y", **y_units}),
-            derivative_name(param): (dims, dy.cpu().numpy(), {
-                "long_name": f"derivative of y with respect to {param}",
-                **({"units": dy_units} if dy_units else {})}),
-        },
-        coords=coords,
-    )
+    variables = {"y": (dims, y.reshape(*shape, *y.shape[1:]).numpy(), {"long_name": "model output y", **y_units})}
+    for i, param in enumerate(params):
+        dy_units = _derivative_units(units.get("y"), units.get(param))
+        variables[derivative_name(param)] = (dims, dy[..., i].reshape(*shape, *y.shape[1:]).numpy(), {
+            "long_name": f"derivative of y with respect to {param}", **({"units": dy_units} if dy_units else {})})
+    if d2y is not None:
+        (param,) = params
+        variables[second_derivative_name(param)] = (dims, d2y.reshape(*shape, *y.shape[1:]).numpy(), {
+            "long_name": f"second derivative of y with respect to {param}"})
+    ds = xr.Dataset(variables, coords=coords)
     x_var = input_variable(routine, x, units)
     clash = set(x_var.dims[1:]) & set(out_dims)
     ds["x"] = x_var.rename({d: f"in_{d}" for d in clash})
     structure = {}
     if connected is not None:
-        ds[connected_name(param)] = connected_variable(param, connected.numpy(), dims[1:])
-        structure = {"structurally_independent_outputs": int((~connected).sum()), "outputs": int(connected.numel())}
+        for i, param in enumerate(params):
+            ds[connected_name(param)] = connected_variable(param, connected[..., i].numpy(), dims[len(params):])
+        structure = {"structurally_independent_outputs": int((~connected).sum()),
+                     "outputs": int(connected[..., 0].numel())}
     _with_coord_attrs(ds["y"], units)
-    ds[param].attrs["long_name"] = f"swept parameter {param}"
+    for param in params:
+        ds[param].attrs["long_name"] = f"swept parameter {param}"
+    bound = "; ".join(f"{p}={path}" for p, path in routine.bound_to.items())
     ds.attrs = {
         "Conventions": CONVENTIONS,
-        "title": title or f"Sensitivity of y to {param}",
+        "title": title or f"Sensitivity of y to {', '.join(params)}",
         "history": f"{dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}: {' '.join(sys.argv)}",
         "source": "sensweep (pipeline.sensitivity)",
-        "swept_parameters": param,
-        **({"bound_to": routine.bound_to} if routine.bound_to else {}),
+        "swept_parameters": " ".join(params),
+        **({"bound_to": bound} if bound else {}),
         **structure,
         **(attrs or {}),
     }
     return ds
+
+
+def swept_parameters(ds: xr.Dataset) -> list[str]:
+    """The swept parameters of a sensitivity dataset, in grid order."""
+    return ds.attrs["swept_parameters"].split()
 
 
 def encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:

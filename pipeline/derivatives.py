@@ -1,9 +1,11 @@
-"""Batched derivatives ``dy/dC`` of a routine ``fn(x, c)`` for many values of ``c``.
+"""Batched derivatives of a routine ``fn(x, theta)`` at many points ``theta`` of a parameter sweep.
 
-Every method has the signature ``method(fn, x, values, *, chunk_size, max_memory_mb)`` and
-returns :class:`Derivatives` with ``y`` and ``dy`` of shape ``(len(values), *y.shape)``, on
-the CPU. ``chunk_size`` means what it means for :func:`torch.func.vmap`: the number of
-values per batched pass; ``None`` picks the largest that fits the memory budget.
+Every method has the signature ``method(fn, x, points, *, chunk_size, max_memory_mb, ...)``
+where ``points`` is ``(N, P)``: N points of P swept parameters. It returns
+:class:`Derivatives` with ``y`` of shape ``(N, *y.shape)`` and ``dy`` of shape
+``(N, *y.shape, P)`` (one derivative per parameter), on the CPU. ``chunk_size`` means what it
+means for :func:`torch.func.vmap`: the number of points per batched pass; ``None`` picks the
+largest that fits the memory budget (:mod:`pipeline.memory`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.autograd.forward_ad as fwAD
 from torch import Tensor
-from torch.func import jacrev, jvp, vmap
+from torch.func import jacfwd, jacrev, jvp, vmap
 from tqdm.auto import tqdm
 
 from pipeline.memory import PROBE_SIZES, budget_bytes, fit_chunk_size, measure_peak_bytes, output_bytes
@@ -28,28 +30,30 @@ class DerivativeError(RuntimeError):
 
 @dataclass
 class Derivatives:
-    """``y`` and ``dy/dC`` per value (leading dim), and the chunk size that was used."""
+    """``y``, ``dy/dtheta`` (last dim: parameter) and optionally ``d2y/dtheta^2``, per point."""
 
     y: Tensor
     dy: Tensor
     chunk_size: int
+    d2y: Tensor | None = None
 
 
-def _in_chunks(batched: Callable, values: Tensor, chunk_size: int | None, max_memory_mb: int | None) -> Derivatives:
-    """Run ``batched`` over ``values`` chunk by chunk, moving each result to the CPU.
+def _in_chunks(batched: Callable, points: Tensor, chunk_size: int | None, max_memory_mb: int | None) -> Derivatives:
+    """Run ``batched`` over ``points`` chunk by chunk, moving each result to the CPU.
 
-    With ``chunk_size=None`` the first chunks are memory probes whose results are kept
+    ``batched(chunk)`` returns a tuple of tensors with a leading chunk dim. With
+    ``chunk_size=None`` the first chunks are memory probes whose results are kept
     (NOTE [Choosing the chunk size] in :mod:`pipeline.memory`).
     """
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be None or >= 1, got {chunk_size}")
-    done: list[tuple[Tensor, Tensor]] = []
+    done: list[tuple[Tensor, ...]] = []
     start = 0
-    with tqdm(total=len(values), desc="values", unit="value", disable=None, leave=False) as bar:
+    with tqdm(total=len(points), desc="points", unit="point", disable=None, leave=False) as bar:
 
-        def run(chunk: Tensor) -> tuple[Tensor, Tensor]:
+        def run(chunk: Tensor) -> tuple[Tensor, ...]:
             try:
-                y, dy = batched(chunk)
+                result = batched(chunk)
             except RuntimeError as err:
                 if "randomness" in str(err):
                     raise DerivativeError(
@@ -57,26 +61,27 @@ def _in_chunks(batched: Callable, values: Tensor, chunk_size: int | None, max_me
                         "sensweep rejects this so that every value of C sees the same computation: call "
                         "model.eval(), or draw the randomness into the inputs x") from err
                 raise
-            done.append((y.cpu(), dy.cpu()))
+            done.append(tuple(t.cpu() for t in result))
             bar.update(len(chunk))
-            return y, dy
+            return result
 
         if chunk_size is None:
-            budget = budget_bytes(values.device, max_memory_mb)
+            budget = budget_bytes(points.device, max_memory_mb)
             probes = []
             for size in PROBE_SIZES:
-                chunk = values[start : start + size]
+                chunk = points[start : start + size]
                 if len(chunk) == 0:
                     break
-                result, peak = measure_peak_bytes(lambda chunk=chunk: run(chunk), values.device)
+                result, peak = measure_peak_bytes(lambda chunk=chunk: run(chunk), points.device)
                 probes.append((len(chunk), peak, output_bytes(result)))
                 start += len(chunk)
-                chunk_size = fit_chunk_size(probes, budget, max(len(values) - start, 1))
-                if chunk_size >= len(values) - start:
+                chunk_size = fit_chunk_size(probes, budget, max(len(points) - start, 1))
+                if chunk_size >= len(points) - start:
                     break
-        for chunk in values[start:].split(chunk_size) if start < len(values) else ():
+        for chunk in points[start:].split(chunk_size) if start < len(points) else ():
             run(chunk)
-    return Derivatives(torch.cat([y for y, _ in done]), torch.cat([dy for _, dy in done]), chunk_size)
+    y, dy, *d2y = (torch.cat(parts) for parts in zip(*done, strict=True))
+    return Derivatives(y, dy, chunk_size, d2y[0] if d2y else None)
 
 
 def _no_forward_rule(err: Exception, method: str) -> DerivativeError | None:
@@ -88,92 +93,115 @@ def _no_forward_rule(err: Exception, method: str) -> DerivativeError | None:
 
 
 def forward(
-    fn: Routine, x: Tensor, values: Tensor, *, chunk_size: int | None = None, max_memory_mb: int | None = None
+    fn: Routine, x: Tensor, points: Tensor, *, chunk_size: int | None = None, max_memory_mb: int | None = None,
+    order: int = 1,
 ) -> Derivatives:
-    """Forward mode: ``torch.func.jvp`` with tangent 1, vmapped over the values of a chunk.
+    """Forward mode: ``torch.func.jvp`` along each parameter direction, vmapped over the points of a chunk.
 
     One pass gives ``dy/dC`` for every sample and output element at once (the seed thread's
-    "forward mode, batched"): the cost is a small multiple of evaluating ``y``.
+    "forward mode, batched"); with several parameters the directions are vmapped too
+    (``jacfwd``). ``order=2`` (one parameter) nests a second ``jvp`` (forward-over-forward)
+    and also returns ``d2y/dC^2``.
 
-    >>> d = forward(lambda x, c: c * x, torch.arange(3.0), torch.tensor([1.0, 2.0]))
-    >>> d.dy  # dy/dC = x for every C
+    >>> d = forward(lambda x, t: t[0] * x, torch.arange(3.0), torch.tensor([[1.0], [2.0]]))
+    >>> d.dy[..., 0]  # dy/dC = x at every C
     tensor([[0., 1., 2.],
             [0., 1., 2.]])
     """
+    n_params = points.shape[1]
+    if order not in (1, 2) or (order == 2 and n_params != 1):
+        raise ValueError(f"order must be 1, or 2 with one swept parameter; got order={order} with {n_params}")
 
-    def value_and_tangent(c: Tensor) -> tuple[Tensor, Tensor]:
-        return jvp(lambda c_: fn(x, c_), (c,), (torch.ones_like(c),))
+    def f(theta: Tensor) -> Tensor:
+        return fn(x, theta)
+
+    def first(theta: Tensor) -> tuple[Tensor, Tensor]:
+        if n_params == 1:
+            y, dy = jvp(f, (theta,), (torch.ones_like(theta),))
+            return y, dy.unsqueeze(-1)
+        dy, y = jacfwd(lambda t: (f(t), f(t)), has_aux=True)(theta)
+        return y, dy
+
+    def second(theta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        one = torch.ones_like(theta)
+        (y, dy), (_, d2y) = jvp(lambda t: jvp(f, (t,), (one,)), (theta,), (one,))
+        return y, dy.unsqueeze(-1), d2y
 
     try:
-        return _in_chunks(vmap(value_and_tangent), values, chunk_size, max_memory_mb)
+        return _in_chunks(vmap(first if order == 1 else second), points, chunk_size, max_memory_mb)
     except (RuntimeError, NotImplementedError) as err:
         raise (_no_forward_rule(err, "forward") or err) from err
 
 
 def forward_dual(
-    fn: Routine, x: Tensor, values: Tensor, *, chunk_size: int | None = None, max_memory_mb: int | None = None
+    fn: Routine, x: Tensor, points: Tensor, *, chunk_size: int | None = None, max_memory_mb: int | None = None
 ) -> Derivatives:
     """Forward mode with ``torch.autograd.forward_ad`` dual tensors (the seed thread's first answer).
 
-    The chunk's values become one dual tensor (tangent 1) that ``vmap`` maps over; ``make_dual``
-    has no batching rule, so the dual is made outside ``vmap``.
+    The chunk's points become one dual tensor per parameter direction that ``vmap`` maps over;
+    ``make_dual`` has no batching rule, so the dual is made outside ``vmap``.
     """
+    primal = vmap(lambda theta: fn(x, theta))
 
-    def value_and_tangent(chunk: Tensor) -> tuple[Tensor, Tensor]:
-        with fwAD.dual_level():
-            dual = fwAD.make_dual(chunk, torch.ones_like(chunk))
-            y, dy = fwAD.unpack_dual(vmap(lambda c: fn(x, c))(dual))
-        return y, torch.zeros_like(y) if dy is None else dy
+    def value_and_tangents(chunk: Tensor) -> tuple[Tensor, Tensor]:
+        tangents = []
+        for i in range(chunk.shape[1]):
+            direction = torch.zeros_like(chunk)
+            direction[:, i] = 1
+            with fwAD.dual_level():
+                y, dy = fwAD.unpack_dual(primal(fwAD.make_dual(chunk, direction)))
+            tangents.append(torch.zeros_like(y) if dy is None else dy)
+        return y, torch.stack(tangents, dim=-1)
 
     try:
-        return _in_chunks(value_and_tangent, values, chunk_size, max_memory_mb)
+        return _in_chunks(value_and_tangents, points, chunk_size, max_memory_mb)
     except (RuntimeError, NotImplementedError) as err:
         raise (_no_forward_rule(err, "forward_dual") or err) from err
 
 
 def reverse(
-    fn: Routine, x: Tensor, values: Tensor, *, chunk_size: int | None = None, max_memory_mb: int | None = None
+    fn: Routine, x: Tensor, points: Tensor, *, chunk_size: int | None = None, max_memory_mb: int | None = None
 ) -> Derivatives:
-    """Reverse mode: one vector-Jacobian product per output element (``jacrev``), vmapped over values.
+    """Reverse mode: one vector-Jacobian product per output element (``jacrev``), vmapped over points.
 
     The cost grows with the number of output elements (samples x outputs), so this suits models
-    with few outputs per value, or ops that lack forward-mode rules.
+    with few outputs per point, or ops that lack forward-mode rules.
     """
 
-    def value_and_jacobian(c: Tensor) -> tuple[Tensor, Tensor]:
-        def both(c_: Tensor) -> tuple[Tensor, Tensor]:
-            y = fn(x, c_)
+    def value_and_jacobian(theta: Tensor) -> tuple[Tensor, Tensor]:
+        def both(t: Tensor) -> tuple[Tensor, Tensor]:
+            y = fn(x, t)
             return y, y
 
-        dy, y = jacrev(both, has_aux=True)(c)
+        dy, y = jacrev(both, has_aux=True)(theta)
         return y, dy
 
-    return _in_chunks(vmap(value_and_jacobian), values, chunk_size, max_memory_mb)
+    return _in_chunks(vmap(value_and_jacobian), points, chunk_size, max_memory_mb)
 
 
 def loop(
-    fn: Routine, x: Tensor, values: Tensor, *, chunk_size: int | None = None, max_memory_mb: int | None = None
+    fn: Routine, x: Tensor, points: Tensor, *, chunk_size: int | None = None, max_memory_mb: int | None = None
 ) -> Derivatives:
-    """The seed's baseline: one ``torch.autograd.grad`` per output element and value. Slow on purpose.
+    """The seed's baseline: one ``torch.autograd.grad`` per output element and point. Slow on purpose.
 
-    A reference for the batched methods on small problems; it runs one value at a time
+    A reference for the batched methods on small problems; it runs one point at a time
     (``chunk_size`` and ``max_memory_mb`` are accepted for a uniform signature and ignored).
     """
 
-    def one_value(chunk: Tensor) -> tuple[Tensor, Tensor]:
+    def one_point(chunk: Tensor) -> tuple[Tensor, Tensor]:
         ys, dys = [], []
-        for value in chunk:
-            c = value.detach().clone().requires_grad_(True)
+        for point in chunk:
+            theta = point.detach().clone().requires_grad_(True)
             with torch.enable_grad():
-                y = fn(x, c)
-                flat = y.reshape(-1)
-                grads = [torch.autograd.grad(yi, c, retain_graph=True, allow_unused=True)[0] for yi in flat]
-            dy = torch.stack([torch.zeros_like(c) if g is None else g for g in grads]).reshape(y.shape)
+                y = fn(x, theta)
+                grads = [torch.autograd.grad(yi, theta, retain_graph=True, allow_unused=True)[0]
+                         for yi in y.reshape(-1)]
+            dy = torch.stack([torch.zeros_like(theta) if g is None else g for g in grads])
             ys.append(y.detach())
-            dys.append(dy)
+            dys.append(dy.reshape(*y.shape, len(theta)))
         return torch.stack(ys), torch.stack(dys)
 
-    return _in_chunks(one_value, values, 1, None)
+    return _in_chunks(one_point, points, 1, None)
 
 
 def fd_step(values: Tensor) -> Tensor:
@@ -184,25 +212,31 @@ def fd_step(values: Tensor) -> Tensor:
 
 
 def finite_difference(
-    fn: Routine, x: Tensor, values: Tensor, *, chunk_size: int | None = None, max_memory_mb: int | None = None,
+    fn: Routine, x: Tensor, points: Tensor, *, chunk_size: int | None = None, max_memory_mb: int | None = None,
     step: float | None = None,
 ) -> Derivatives:
-    """Central differences ``(y(C+h) - y(C-h)) / 2h`` from batched primal passes.
+    """Central differences ``(y(C+h) - y(C-h)) / 2h`` per parameter, from batched primal passes.
 
     ``h`` is :func:`fd_step` unless ``step`` is given. The divisor is the difference of the
     two representable arguments, not ``2h``, so the step's own round-off does not bias it.
     """
     if step is not None and not step > 0:
         raise ValueError(f"finite-difference step must be > 0, got {step}")
-    primal = vmap(lambda c: fn(x, c))
+    primal = vmap(lambda theta: fn(x, theta))
 
-    def value_and_difference(chunk: Tensor) -> tuple[Tensor, Tensor]:
-        h = fd_step(chunk) if step is None else torch.full_like(chunk, step)
-        up, down = chunk + h, chunk - h
-        shape = (-1,) + (1,) * (primal(chunk[:1]).dim() - 1)
-        return primal(chunk), (primal(up) - primal(down)) / (up - down).reshape(shape)
+    def value_and_differences(chunk: Tensor) -> tuple[Tensor, Tensor]:
+        y = primal(chunk)
+        shape = (-1,) + (1,) * (y.dim() - 1)
+        differences = []
+        for i in range(chunk.shape[1]):
+            h = fd_step(chunk[:, i]) if step is None else torch.full_like(chunk[:, i], step)
+            up, down = chunk.clone(), chunk.clone()
+            up[:, i] += h
+            down[:, i] -= h
+            differences.append((primal(up) - primal(down)) / (up[:, i] - down[:, i]).reshape(shape))
+        return y, torch.stack(differences, dim=-1)
 
-    return _in_chunks(value_and_difference, values, chunk_size, max_memory_mb)
+    return _in_chunks(value_and_differences, points, chunk_size, max_memory_mb)
 
 
 METHODS: dict[str, Callable[..., Derivatives]] = {

@@ -39,8 +39,9 @@ def merge_parts(paths: Sequence[str | os.PathLike], output: str | os.PathLike) -
             ds[flag.name] = xr.concat([f for f in flags if f.name == flag.name], "part").max("part") \
                 .assign_attrs(flag.attrs)
         if flags:
-            ds.attrs["structurally_independent_outputs"] = int((ds[flags[0].name] == 0).sum())
-        for key in ("part", "values_per_second"):
+            names = {flag.name for flag in flags}
+            ds.attrs["structurally_independent_outputs"] = sum(int((ds[name] == 0).sum()) for name in names)
+        for key in ("part", "points_per_second"):
             ds.attrs.pop(key, None)
         now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         ds.attrs.update(

@@ -83,29 +83,31 @@ class ConvSlice(nn.Module):
 
 
 class Oscillator(nn.Module):
-    """Damped oscillator ``p'' + C p' + p = 0`` integrated with fixed-step RK4.
+    """Damped oscillator ``p'' + C p' + K p = 0`` integrated with fixed-step RK4.
 
     ``x`` holds initial states ``(position, velocity)`` per sample; ``y`` is the position at
-    times ``0, dt, ..., steps*dt``. ``C`` is bound to the ``damping`` parameter by default.
-    For ``0 < C < 2`` there is a closed form (see :func:`oscillator_exact`).
+    times ``0, dt, ..., steps*dt``. ``C`` is bound to the ``damping`` parameter, ``K`` (a grid
+    study) to ``stiffness``. For ``K = 1`` and ``0 < C < 2`` there is a closed form
+    (see :func:`oscillator_exact`).
     """
 
     input_dims = ("state",)
     output_dims = ("time",)
 
-    def __init__(self, dt: float = 0.05, steps: int = 200, damping: float = 0.5):
+    def __init__(self, dt: float = 0.05, steps: int = 200, damping: float = 0.5, stiffness: float = 1.0):
         super().__init__()
         if dt <= 0 or steps < 1:
             raise ValueError(f"invalid model.args dt={dt}, steps={steps}: need dt > 0 and steps >= 1")
         self.dt = dt
         self.steps = steps
         self.damping = nn.Parameter(torch.tensor(float(damping)))
+        self.stiffness = nn.Parameter(torch.tensor(float(stiffness)))
         self.input_coords = {"state": ["position", "velocity"]}
         self.output_coords = {"time": [i * dt for i in range(steps + 1)]}
         self.units = {"time": "s"}
 
     def _rate(self, p: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        return v, -self.damping * v - p
+        return v, -self.damping * v - self.stiffness * p
 
     def forward(self, x: Tensor) -> Tensor:
         p, v = x[..., 0], x[..., 1]

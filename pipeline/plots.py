@@ -1,6 +1,7 @@
 """Workflow stage 5: the plots of one study (PNG).
 
-For the output element with the largest DGSM (the most sensitive one): ``dy/dC`` against
+For the first swept parameter ``C`` and the output element with the largest DGSM of ``C``
+(further grid parameters at their middle value): ``dy/dC`` against
 ``C`` for a few samples with the mean and a one-standard-deviation band, a heatmap of
 ``dy/dC`` over ``(C, sample)``, and ``y`` against ``C`` likewise.
 
@@ -21,7 +22,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
-from pipeline.dataset import derivative_name
+from pipeline.dataset import derivative_name, swept_parameters
 from pipeline.storage import write_atomic
 
 PLOTS = ("derivative_vs_param.png", "derivative_heatmap.png", "output_vs_param.png")
@@ -35,9 +36,9 @@ def _label(da: xr.DataArray, name: str) -> str:
     return f"{name} [{units}]" if units else name
 
 
-def most_sensitive_element(summary: xr.Dataset) -> dict[str, object]:
-    """Output coordinates of the element with the largest DGSM (empty for scalar outputs)."""
-    dgsm = summary["dgsm_mean"]
+def most_sensitive_element(summary: xr.Dataset, param: str) -> dict[str, object]:
+    """Output coordinates of the element with the largest DGSM of ``param`` (empty for scalar outputs)."""
+    dgsm = summary[f"dgsm_{param}_mean"]
     if dgsm.ndim == 0:
         return {}
     flat = int(np.nanargmax(dgsm.values)) if np.isfinite(dgsm.values).any() else 0
@@ -60,9 +61,12 @@ def _lines_with_band(ax, da: xr.DataArray, mean: xr.DataArray, std: xr.DataArray
 
 def plot_study(sensitivity: xr.Dataset, summary: xr.Dataset, outdir: str | os.PathLike) -> list[Path]:
     """Write the study's plots (:data:`PLOTS`) into ``outdir``; returns their paths."""
-    param = sensitivity.attrs["swept_parameters"]
+    param, *others = swept_parameters(sensitivity)
     name = derivative_name(param)
-    element = most_sensitive_element(summary)
+    element = most_sensitive_element(summary, param)
+    # Further parameters of a grid are held at their middle value.
+    fixed = {p: sensitivity[p].values[sensitivity.sizes[p] // 2].item() for p in others}
+    element = {**element, **fixed}
     where = _element_text(element)
     study = sensitivity.attrs.get("study") or sensitivity.attrs.get("title", "")
     log_x = sensitivity.attrs.get("sweep_kind") == "log"
@@ -70,7 +74,7 @@ def plot_study(sensitivity: xr.Dataset, summary: xr.Dataset, outdir: str | os.Pa
     y = sensitivity["y"].sel(element)
     mean, std = summary[f"{name}_mean"].sel(element), summary[f"{name}_std"].sel(element)
     x_label = _label(sensitivity[param], param)
-    suffix = f"\n(most sensitive output: {where})" if where else ""
+    suffix = f"\n(most sensitive output of {param}; {where})" if where else ""
     method = sensitivity.attrs.get("method", "")
 
     figures = {}

@@ -1,9 +1,11 @@
-"""Turn a user's model into a pure function ``f(x, c) -> y`` of the swept parameter.
+"""Turn a user's model into a pure function ``f(x, theta) -> y`` of the swept parameters.
 
-A function model is called as ``f(x, **{param: c})``. An ``nn.Module`` is called as
-``module(x)`` through :func:`torch.func.functional_call`, with the bound parameter (or one
-element of it, ``"branch_b.0.bias[1]"``) replaced by ``c``. The module itself is never
-mutated: its tensors are detached and moved to the run's device and dtype in a copy.
+``theta`` is a 1-D tensor holding one value per swept parameter, in the order of
+``Routine.params``. A function model is called as ``f(x, **{name: theta[i]})``. An
+``nn.Module`` is called as ``module(x)`` through :func:`torch.func.functional_call`, with each
+bound parameter (or one element of one, ``"branch_b.0.bias[1]"``) replaced by its value. The
+module itself is never mutated: its tensors are detached and moved to the run's device and
+dtype in a copy.
 """
 
 from __future__ import annotations
@@ -25,11 +27,11 @@ _PATH = re.compile(r"^(?P<name>\w[\w.]*?)(?:\[(?P<index>[\d,\s]+)\])?$")
 
 @dataclass
 class Routine:
-    """A pure ``fn(x, c) -> y`` plus what the dataset needs to name its dims."""
+    """A pure ``fn(x, theta) -> y`` plus what the dataset needs to name its dims."""
 
     fn: Callable[[Tensor, Tensor], Tensor]
-    param: str
-    bound_to: str | None = None
+    params: list[str]
+    bound_to: dict[str, str] = field(default_factory=dict)
     input_dims: Sequence[str] | None = None
     output_dims: Sequence[str] | None = None
     input_coords: dict[str, Any] = field(default_factory=dict)
@@ -47,35 +49,43 @@ def parse_bind_path(path: str) -> tuple[str, tuple[int, ...]]:
     return match["name"], tuple(int(i) for i in index.split(",")) if index else ()
 
 
-def _bind_module(module: nn.Module, param: str, path: str, device: torch.device, dtype: torch.dtype) -> Callable:
-    name, index = parse_bind_path(path)
+def _bind_module(module: nn.Module, bind: dict[str, str], params: list[str], device: torch.device,
+                 dtype: torch.dtype) -> Callable:
     tensors = {k: v.detach() for k, v in [*module.named_parameters(), *module.named_buffers()]}
-    if name not in tensors:
-        valid = ", ".join(f"{k} {tuple(v.shape)}" for k, v in module.named_parameters())
-        close = difflib.get_close_matches(name, list(tensors), n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        raise ConfigError(f"invalid bind {param}={path!r}: {type(module).__name__} has no parameter {name!r}; "
-                          f"{hint}Its parameters are: {valid}")
     tensors = {k: v.to(device, dtype) if v.is_floating_point() else v.to(device) for k, v in tensors.items()}
-    target = tensors[name]
-    in_range = len(index) == target.dim() and all(0 <= i < n for i, n in zip(index, target.shape, strict=True))
-    if not in_range:
-        example = f"{name}[{','.join(['0'] * target.dim())}]" if target.dim() else name
-        raise ConfigError(f"invalid bind {param}={path!r}: {name} has shape {tuple(target.shape)}; "
-                          f"give one in-range index per dim, e.g. {example!r}")
-    mask = torch.zeros_like(target, dtype=torch.bool)
-    mask[index] = True
+    targets = []  # (tensor name, mask, index in theta), applied in order: two may share a tensor
+    for i, param in enumerate(params):
+        path = bind[param]
+        name, index = parse_bind_path(path)
+        if name not in tensors:
+            valid = ", ".join(f"{k} {tuple(v.shape)}" for k, v in module.named_parameters())
+            close = difflib.get_close_matches(name, list(tensors), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(f"invalid bind {param}={path!r}: {type(module).__name__} has no parameter {name!r}; "
+                              f"{hint}Its parameters are: {valid}")
+        target = tensors[name]
+        in_range = len(index) == target.dim() and all(0 <= i < n for i, n in zip(index, target.shape, strict=True))
+        if not in_range:
+            example = f"{name}[{','.join(['0'] * target.dim())}]" if target.dim() else name
+            raise ConfigError(f"invalid bind {param}={path!r}: {name} has shape {tuple(target.shape)}; "
+                              f"give one in-range index per dim, e.g. {example!r}")
+        mask = torch.zeros_like(target, dtype=torch.bool)
+        mask[index] = True
+        targets.append((name, mask, i))
 
-    def fn(x: Tensor, c: Tensor) -> Tensor:
-        # where() keeps the value exactly c and its tangent exactly 1 at the bound element.
-        return functional_call(module, {**tensors, name: torch.where(mask, c, target)}, (x,))
+    def fn(x: Tensor, theta: Tensor) -> Tensor:
+        replaced = dict(tensors)
+        for name, mask, i in targets:
+            # where() keeps the value exactly theta[i] and its tangent exactly 1 at the bound element.
+            replaced[name] = torch.where(mask, theta[i], replaced[name])
+        return functional_call(module, replaced, (x,))
 
     return fn
 
 
 def as_routine(
     model: Callable | nn.Module,
-    param: str,
+    params: Sequence[str],
     *,
     bind: dict[str, str] | None = None,
     device: torch.device | None = None,
@@ -83,29 +93,35 @@ def as_routine(
     output_dims: Sequence[str] | None = None,
     units: dict[str, str] | None = None,
 ) -> Routine:
-    """Wrap ``model`` as a :class:`Routine` of the swept parameter ``param``."""
+    """Wrap ``model`` as a :class:`Routine` of the swept parameters ``params``."""
     device = device or torch.device("cpu")
+    params = list(params)
     if isinstance(model, nn.Module):
-        if not bind or param not in bind:
+        missing = [p for p in params if not bind or p not in bind]
+        if missing:
             names = ", ".join(n for n, _ in model.named_parameters())
-            raise ConfigError(f"missing bind for {param!r}: an nn.Module needs bind={{'{param}': '<parameter path>'}}; "
-                              f"its parameters are: {names}")
-        fn = _bind_module(model, param, bind[param], device, dtype)
-        bound_to = bind[param]
+            raise ConfigError(f"missing bind for {missing[0]!r}: an nn.Module needs bind={{'{missing[0]}': "
+                              f"'<parameter path>'}}; its parameters are: {names}")
+        extra = sorted(set(bind) - set(params))
+        if extra:
+            raise ConfigError(f"invalid bind {extra[0]}={bind[extra[0]]!r}: {extra[0]!r} is not swept; "
+                              f"swept parameters: {', '.join(params)}")
+        fn = _bind_module(model, bind, params, device, dtype)
+        bound_to = {p: bind[p] for p in params}
     elif callable(model):
         if bind:
             raise ConfigError(f"invalid bind={dict(bind)!r}: bind applies to nn.Module models, "
-                              f"a function is called as f(x, {param}=value)")
+                              f"a function is called as f(x, {', '.join(f'{p}=value' for p in params)})")
 
-        def fn(x: Tensor, c: Tensor) -> Tensor:
-            return model(x, **{param: c})
+        def fn(x: Tensor, theta: Tensor) -> Tensor:
+            return model(x, **{p: theta[i] for i, p in enumerate(params)})
 
-        bound_to = None
+        bound_to = {}
     else:
-        raise ConfigError(f"invalid model {model!r}: expected a function f(x, {param}) or an nn.Module")
+        raise ConfigError(f"invalid model {model!r}: expected a function f(x, {', '.join(params)}) or an nn.Module")
     return Routine(
         fn=fn,
-        param=param,
+        params=params,
         bound_to=bound_to,
         input_dims=getattr(model, "input_dims", None),
         output_dims=output_dims or getattr(model, "output_dims", None),

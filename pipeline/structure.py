@@ -6,8 +6,9 @@ numerically zero there, or no path exists (a ``detach()``, a parameter the model
 the branch a ``where``/``if`` did not select, an inactive ReLU). To tell them apart we push a
 NaN tangent through the model with ``torch.func.jvp``: every op on a path multiplies or adds
 it, and ``NaN * 0`` is still NaN, so an output is NaN exactly when some path carries C's
-tangent to it; selections and cut paths leave 0. The check runs at a few values of ``C``
-(first, middle, last of those given) and an output counts as connected if any of them reaches it.
+tangent to it; selections and cut paths leave 0. The check runs once per swept parameter (a NaN
+in that direction only), at a few points of the sweep (first, middle, last of those given), and
+an output counts as connected if any of them reaches it.
 """
 
 from __future__ import annotations
@@ -22,23 +23,28 @@ PROBES = 3
 """How many values of ``C`` the check uses."""
 
 
-def probe_values(values: Tensor) -> Tensor:
-    """The first, middle and last value (fewer when there are fewer)."""
-    index = torch.linspace(0, len(values) - 1, min(PROBES, len(values))).round().long().unique()
-    return values[index.to(values.device)]
+def probe_points(points: Tensor) -> Tensor:
+    """The first, middle and last point (fewer when there are fewer)."""
+    index = torch.linspace(0, len(points) - 1, min(PROBES, len(points))).round().long().unique()
+    return points[index.to(points.device)]
 
 
-def connected(fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, values: Tensor) -> Tensor | None:
-    """Boolean tensor shaped like ``y``: True where C reaches the output (NOTE above).
+def connected(fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, points: Tensor) -> Tensor | None:
+    """Boolean tensor ``(*y.shape, P)``: True where parameter ``i`` reaches the output (NOTE above).
 
     Returns ``None`` when the model has no forward-mode rule for some op (no check possible).
     """
+    reached = []
+    for i in range(points.shape[1]):
 
-    def nan_tangent(c: Tensor) -> Tensor:
-        return jvp(lambda c_: fn(x, c_), (c,), (torch.full_like(c, float("nan")),))[1]
+        def nan_tangent(theta: Tensor, i: int = i) -> Tensor:
+            direction = torch.zeros_like(theta)
+            direction[i] = float("nan")
+            return jvp(lambda t: fn(x, t), (theta,), (direction,))[1]
 
-    try:
-        tangents = vmap(nan_tangent)(probe_values(values))
-    except (RuntimeError, NotImplementedError):
-        return None
-    return tangents.isnan().any(dim=0).cpu()
+        try:
+            tangents = vmap(nan_tangent)(probe_points(points))
+        except (RuntimeError, NotImplementedError):
+            return None
+        reached.append(tangents.isnan().any(dim=0).cpu())
+    return torch.stack(reached, dim=-1)

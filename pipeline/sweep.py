@@ -1,25 +1,26 @@
-"""Values of the swept parameter, and the part of them one compute job takes."""
+"""Values of the swept parameters, and the part of them one compute job takes."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from pipeline.config import ConfigError, SweepConfig, SweepKind
+from pipeline.config import ConfigError, RangeConfig, SweepConfig, SweepKind
 
 
-def sweep_values(sweep: SweepConfig) -> np.ndarray:
-    """All values of the sweep, strictly increasing (an explicit list is sorted).
+def sweep_values(spec: RangeConfig) -> np.ndarray:
+    """The values of one parameter's range, strictly increasing (an explicit list is sorted).
 
-    Increasing values make ``C`` a monotonic coordinate, so part files combine by coordinates.
+    Increasing values make each parameter a monotonic coordinate, so part files combine by
+    coordinates.
     """
-    if sweep.kind == SweepKind.linear:
-        return np.linspace(sweep.start, sweep.stop, sweep.num)
-    if sweep.kind == SweepKind.log:
-        return np.geomspace(sweep.start, sweep.stop, sweep.num)
-    given = list(sweep["values"])  # item access: DictConfig.values is a method
+    if spec.kind == SweepKind.linear:
+        return np.linspace(spec.start, spec.stop, spec.num)
+    if spec.kind == SweepKind.log:
+        return np.geomspace(spec.start, spec.stop, spec.num)
+    given = list(spec["values"])  # item access: DictConfig.values is a method
     values = np.sort(np.asarray(given, dtype=np.float64))
     if np.any(np.diff(values) == 0):
-        raise ConfigError(f"invalid sweep.values={given}: values must be distinct")
+        raise ConfigError(f"invalid sweep values {given}: values must be distinct")
     return values
 
 
@@ -31,10 +32,13 @@ def part_bounds(count: int, parts: int, part: int) -> tuple[int, int]:
     return int(edges[part]), int(edges[part + 1])
 
 
-def part_values(sweep: SweepConfig, part: int | None) -> np.ndarray:
-    """The values one job computes: part ``part`` of ``sweep.parts``, or all when ``part`` is None."""
-    values = sweep_values(sweep)
-    if part is None:
-        return values
-    start, stop = part_bounds(len(values), sweep.parts, part)
-    return values[start:stop]
+def part_grid(sweep: SweepConfig, part: int | None) -> dict[str, np.ndarray]:
+    """The grid one job computes: every parameter's values, the first one cut to part ``part``.
+
+    ``part=None`` is the whole grid.
+    """
+    grid = {sweep.param: sweep_values(sweep), **{name: sweep_values(spec) for name, spec in sweep.grid.items()}}
+    if part is not None:
+        start, stop = part_bounds(len(grid[sweep.param]), sweep.parts, part)
+        grid[sweep.param] = grid[sweep.param][start:stop]
+    return grid

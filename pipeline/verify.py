@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 
 from pipeline.api import sensitivity
 from pipeline.build import build_model
-from pipeline.dataset import CONVENTIONS, derivative_name
+from pipeline.dataset import CONVENTIONS, derivative_name, swept_parameters
 from pipeline.storage import write_atomic, write_netcdf
 
 FD_SAFETY = 100
@@ -58,24 +58,28 @@ def _differences(actual: np.ndarray, reference: np.ndarray) -> tuple[float, floa
 def verify(ds: xr.Dataset) -> xr.Dataset:
     """Comparisons of ``ds`` (a sensitivity dataset with its config in attrs) with other methods."""
     cfg = OmegaConf.create(ds.attrs["config"])
-    param = ds.attrs["swept_parameters"]
-    name = derivative_name(param)
+    params = swept_parameters(ds)
     opts = cfg.verify
-    sub = ds.isel({param: _pick(opts["values"], ds.sizes[param]), "sample": _pick(opts.samples, ds.sizes["sample"])})
+    sub = ds.isel({**{p: _pick(opts["values"], ds.sizes[p]) for p in params},
+                   "sample": _pick(opts.samples, ds.sizes["sample"])})
     model = build_model(cfg)
     x = torch.from_numpy(sub["x"].values).double()
-    study = sub[name].values.astype(np.float64)
+    out_dims = list(sub["y"].dims[len(params) + 1:])
     rows = []
     for method in opts.methods:
-        ref = sensitivity(model, x, {param: sub[param].values}, method=method, dtype="float64", device="cpu",
-                          bind=cfg.model.bind, output_dims=list(sub[name].dims[2:]))[name].values
-        abs_diff, rel_diff = _differences(study, ref)
-        tol = tolerance(ds.attrs["dtype"], method)
-        rows.append({
-            "comparison": f"{ds.attrs['method']} ({ds.attrs['dtype']}) vs {method} (float64)",
-            "max_abs_diff": abs_diff, "max_rel_diff": rel_diff, "tolerance": tol,
-            "bitwise_equal": int(np.array_equal(study, ref)), "passed": int(rel_diff <= tol),
-        })
+        ref = sensitivity(model, x, {p: sub[p].values for p in params}, method=method, dtype="float64",
+                          device="cpu", bind=cfg.model.bind, output_dims=out_dims)
+        for p in params:
+            name = derivative_name(p)
+            study, expected = sub[name].values.astype(np.float64), ref[name].values
+            abs_diff, rel_diff = _differences(study, expected)
+            tol = tolerance(ds.attrs["dtype"], method)
+            label = f"{ds.attrs['method']} ({ds.attrs['dtype']}) vs {method} (float64)"
+            rows.append({
+                "comparison": label if len(params) == 1 else f"{name}: {label}",
+                "max_abs_diff": abs_diff, "max_rel_diff": rel_diff, "tolerance": tol,
+                "bitwise_equal": int(np.array_equal(study, expected)), "passed": int(rel_diff <= tol),
+            })
     out = xr.Dataset(
         {key: ("comparison", [row[key] for row in rows]) for key in rows[0] if key != "comparison"},
         coords={"comparison": [row["comparison"] for row in rows]},
@@ -83,10 +87,10 @@ def verify(ds: xr.Dataset) -> xr.Dataset:
     out["max_rel_diff"].attrs["long_name"] = "max |study - reference| / max |reference|"
     out["tolerance"].attrs["long_name"] = "relative tolerance from the study's dtype (and step for differences)"
     if opts.compare_along:
-        out = out.merge(compare_variants(ds, opts.compare_along, [name, "y"]))
+        out = out.merge(compare_variants(ds, opts.compare_along, [*map(derivative_name, params), "y"]))
     out.attrs = {
         "Conventions": CONVENTIONS, "title": f"Verification of {ds.attrs.get('study', '')}".strip(),
-        "study": ds.attrs.get("study", ""), "checked_values": sub.sizes[param],
+        "study": ds.attrs.get("study", ""), "checked_points": int(np.prod([sub.sizes[p] for p in params])),
         "checked_samples": sub.sizes["sample"], "passed": int(all(row["passed"] for row in rows)),
     }
     return out
@@ -120,7 +124,7 @@ def compare_variants(ds: xr.Dataset, dim: str, variables: list[str]) -> xr.Datas
 def to_markdown(report: xr.Dataset) -> str:
     """The verification tables as Markdown."""
     lines = [f"# {report.attrs['title']}", "",
-             f"{report.attrs['checked_values']} parameter values x {report.attrs['checked_samples']} samples; "
+             f"{report.attrs['checked_points']} parameter points x {report.attrs['checked_samples']} samples; "
              f"overall: {'PASS' if report.attrs['passed'] else 'FAIL'}", "",
              "| comparison | max abs diff | max rel diff | tolerance | bitwise equal | result |",
              "| --- | --- | --- | --- | --- | --- |"]

@@ -113,7 +113,7 @@ def test_bad_arguments_name_the_problem(kwargs, message):
 @pytest.mark.parametrize(
     "params,message",
     [
-        ({"C": [1.0], "D": [2.0]}, "give one swept parameter"),
+        ({}, "give the swept parameters and their values"),
         ({"C": []}, "non-empty 1-D"),
         ({"C": [1.0, float("nan")]}, "1 non-finite values"),
         ({"not a name": [1.0]}, "must be a Python identifier"),

@@ -13,7 +13,7 @@ from omegaconf.errors import ConfigKeyError, ValidationError
 
 from pipeline.build import build_inputs, build_model
 from pipeline.config import ConfigError, compose_job, study_names
-from pipeline.sweep import part_bounds, part_values, sweep_values
+from pipeline.sweep import part_bounds, part_grid, sweep_values
 
 STUDIES = study_names()
 
@@ -111,5 +111,5 @@ def test_parts_cover_every_value_once(count, parts):
     assert bounds[0][0] == 0 and bounds[-1][1] == count
     assert all(a[1] == b[0] and a[0] < a[1] for a, b in itertools.pairwise(bounds))
     cfg = compose_job("seed_linear", [f"sweep.num={count}", f"sweep.parts={parts}"])
-    joined = np.concatenate([part_values(cfg.sweep, p) for p in range(parts)])
-    np.testing.assert_array_equal(joined, part_values(cfg.sweep, None))
+    joined = np.concatenate([part_grid(cfg.sweep, p)["C"] for p in range(parts)])
+    np.testing.assert_array_equal(joined, part_grid(cfg.sweep, None)["C"])

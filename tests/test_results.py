@@ -64,9 +64,10 @@ def test_summary_of_linear_model(tmp_path):
     summary = summarise(ds)
     np.testing.assert_allclose(summary.dy_dC_mean, 2.5)
     np.testing.assert_allclose(summary.dy_dC_std, x.numpy().std())
-    np.testing.assert_allclose(summary.dgsm, x.numpy() ** 2)
-    np.testing.assert_allclose(summary.mu_star, 2.5)
-    np.testing.assert_allclose(summary.elasticity_mean, 1.0)
+    np.testing.assert_allclose(summary.dgsm_C, x.numpy() ** 2)
+    np.testing.assert_allclose(summary.dgsm_C_mean, (x.numpy() ** 2).mean())
+    np.testing.assert_allclose(summary.mu_star_C, 2.5)
+    np.testing.assert_allclose(summary.elasticity_C_mean, 1.0)
     assert (summary.elasticity_defined == 5).all()  # x = 0 gives y = 0
     write_netcdf(ds, tmp_path / "s.nc")
     summarise_file(tmp_path / "s.nc", tmp_path / "summary.nc")
@@ -76,7 +77,7 @@ def test_summary_of_linear_model(tmp_path):
 
 def test_plots_are_written(tmp_path, composite_ds):
     summary = summarise(composite_ds)
-    assert most_sensitive_element(summary) == {"output": "b1"}
+    assert most_sensitive_element(summary, "C") == {"output": "b1"}
     paths = plot_study(composite_ds, summary, tmp_path / "plots")
     assert sorted(p.name for p in paths) == sorted(PLOTS)
     for path in paths:
