@@ -91,7 +91,7 @@ def test_unknown_study_is_named(workflow):
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "unknown studies ['oscilator'] in config 'studies': valid studies are" in output
-    assert "oscillator, seed_linear" in output
+    assert "conv_slice_k3, oscillator, oscillator_grid, seed_linear" in output
 
 
 def test_bad_workflow_config_key_is_named(workflow):
