@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+from importlib.metadata import PackageNotFoundError, version
 
 import hydra
 import torch
@@ -21,6 +23,23 @@ from pipeline.storage import write_netcdf
 from pipeline.sweep import part_grid
 
 log = logging.getLogger("sensweep.compute")
+
+
+def provenance() -> dict[str, str]:
+    """Versions of snakemake and the workflow's git commit, where available (netCDF-safe strings)."""
+    found = {}
+    try:
+        found["snakemake_version"] = version("snakemake")
+    except PackageNotFoundError:
+        pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, timeout=5, check=True).stdout.strip()
+        found["git_commit"] = commit.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return found
 
 
 def compute(cfg: DictConfig, study: str = "") -> xr.Dataset:
@@ -42,7 +61,7 @@ def compute(cfg: DictConfig, study: str = "") -> xr.Dataset:
         nan_policy=cfg.nan_policy.value, order=cfg.method.order,
         bind=cfg.model.bind, output_dims=cfg.model.output_dims, units=dict(cfg.model.units),
         title=cfg.title or study,
-        attrs={"study": study, "sweep_kind": cfg.sweep.kind.value, "config": to_yaml(cfg), **part},
+        attrs={"study": study, "sweep_kind": cfg.sweep.kind.value, "config": to_yaml(cfg), **provenance(), **part},
     )
     independent = ds.attrs.get("structurally_independent_outputs", 0)
     if independent:

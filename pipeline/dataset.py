@@ -76,7 +76,7 @@ def _derivative_units(y_units: str | None, param_units: str | None) -> str | Non
 
 def _with_coord_attrs(da: xr.DataArray, units: dict[str, str]) -> xr.DataArray:
     for dim in da.dims:
-        da[dim].attrs = {"long_name": "sample index" if dim == "sample" else dim.replace("_", " ")}
+        da[dim].attrs = {"long_name": {"sample": "sample index", "t": "elapsed time"}.get(dim, dim.replace("_", " "))}
         if dim in units:
             da[dim].attrs["units"] = units[dim]
     return da
@@ -168,6 +168,9 @@ def encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
     """zlib compression and chunks of about :data:`CHUNK_ELEMENTS` for every numeric variable."""
     enc = {}
     for name, var in ds.variables.items():
+        if name in ds.dims:  # CF: coordinate variables carry no _FillValue
+            enc[name] = {"_FillValue": None}
+            continue
         if var.dtype.kind not in "fiu" or var.ndim == 0:
             continue
         chunks, room = [], CHUNK_ELEMENTS

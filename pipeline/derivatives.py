@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 
 from pipeline.memory import PROBE_SIZES, budget_bytes, fit_chunk_size, measure_peak_bytes, output_bytes
 
-Routine = Callable[[Tensor, Tensor], Tensor]
+RoutineFn = Callable[[Tensor, Tensor], Tensor]
+"""A pure ``fn(x, theta) -> y`` (see :class:`pipeline.routine.Routine`)."""
 
 
 class DerivativeError(RuntimeError):
@@ -93,7 +94,7 @@ def _no_forward_rule(err: Exception, method: str) -> DerivativeError | None:
 
 
 def forward(
-    fn: Routine, x: Tensor, points: Tensor, *, chunk_size: int | None = None, max_memory_mb: int | None = None,
+    fn: RoutineFn, x: Tensor, points: Tensor, *, chunk_size: int | None = None, max_memory_mb: int | None = None,
     order: int = 1,
 ) -> Derivatives:
     """Forward mode: ``torch.func.jvp`` along each parameter direction, vmapped over the points of a chunk.
@@ -134,7 +135,7 @@ def forward(
 
 
 def forward_dual(
-    fn: Routine, x: Tensor, points: Tensor, *, chunk_size: int | None = None, max_memory_mb: int | None = None
+    fn: RoutineFn, x: Tensor, points: Tensor, *, chunk_size: int | None = None, max_memory_mb: int | None = None
 ) -> Derivatives:
     """Forward mode with ``torch.autograd.forward_ad`` dual tensors (the seed thread's first answer).
 
@@ -160,7 +161,7 @@ def forward_dual(
 
 
 def reverse(
-    fn: Routine, x: Tensor, points: Tensor, *, chunk_size: int | None = None, max_memory_mb: int | None = None
+    fn: RoutineFn, x: Tensor, points: Tensor, *, chunk_size: int | None = None, max_memory_mb: int | None = None
 ) -> Derivatives:
     """Reverse mode: one vector-Jacobian product per output element (``jacrev``), vmapped over points.
 
@@ -180,7 +181,7 @@ def reverse(
 
 
 def loop(
-    fn: Routine, x: Tensor, points: Tensor, *, chunk_size: int | None = None, max_memory_mb: int | None = None
+    fn: RoutineFn, x: Tensor, points: Tensor, *, chunk_size: int | None = None, max_memory_mb: int | None = None
 ) -> Derivatives:
     """The seed's baseline: one ``torch.autograd.grad`` per output element and point. Slow on purpose.
 
@@ -212,7 +213,7 @@ def fd_step(values: Tensor) -> Tensor:
 
 
 def finite_difference(
-    fn: Routine, x: Tensor, points: Tensor, *, chunk_size: int | None = None, max_memory_mb: int | None = None,
+    fn: RoutineFn, x: Tensor, points: Tensor, *, chunk_size: int | None = None, max_memory_mb: int | None = None,
     step: float | None = None,
 ) -> Derivatives:
     """Central differences ``(y(C+h) - y(C-h)) / 2h`` per parameter, from batched primal passes.

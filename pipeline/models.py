@@ -92,7 +92,7 @@ class Oscillator(nn.Module):
     """
 
     input_dims = ("state",)
-    output_dims = ("time",)
+    output_dims = ("t",)  # elapsed model time, not a calendar time (CF's `time` needs a reference date)
 
     def __init__(self, dt: float = 0.05, steps: int = 200, damping: float = 0.5, stiffness: float = 1.0):
         super().__init__()
@@ -103,8 +103,8 @@ class Oscillator(nn.Module):
         self.damping = nn.Parameter(torch.tensor(float(damping)))
         self.stiffness = nn.Parameter(torch.tensor(float(stiffness)))
         self.input_coords = {"state": ["position", "velocity"]}
-        self.output_coords = {"time": [i * dt for i in range(steps + 1)]}
-        self.units = {"time": "s"}
+        self.output_coords = {"t": [i * dt for i in range(steps + 1)]}
+        self.units = {"t": "s"}
 
     def _rate(self, p: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         return v, -self.damping * v - self.stiffness * p

@@ -14,6 +14,7 @@ when a comparison fails.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import sys
 from collections.abc import Sequence
@@ -84,12 +85,20 @@ def verify(ds: xr.Dataset) -> xr.Dataset:
         {key: ("comparison", [row[key] for row in rows]) for key in rows[0] if key != "comparison"},
         coords={"comparison": [row["comparison"] for row in rows]},
     )
-    out["max_rel_diff"].attrs["long_name"] = "max |study - reference| / max |reference|"
-    out["tolerance"].attrs["long_name"] = "relative tolerance from the study's dtype (and step for differences)"
+    for key, long_name in {
+        "max_abs_diff": "max |study - reference|",
+        "max_rel_diff": "max |study - reference| / max |reference|",
+        "tolerance": "relative tolerance from the study's dtype (and step for differences)",
+        "bitwise_equal": "1 if the study's values equal the reference bit for bit",
+        "passed": "1 if max_rel_diff <= tolerance",
+    }.items():
+        out[key].attrs["long_name"] = long_name
     if opts.compare_along:
         out = out.merge(compare_variants(ds, opts.compare_along, [*map(derivative_name, params), "y"]))
     out.attrs = {
         "Conventions": CONVENTIONS, "title": f"Verification of {ds.attrs.get('study', '')}".strip(),
+        "history": f"{dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}: verification (pipeline.verify)",
+        "source": ds.attrs.get("source", "sensweep"),
         "study": ds.attrs.get("study", ""), "checked_points": int(np.prod([sub.sizes[p] for p in params])),
         "checked_samples": sub.sizes["sample"], "passed": int(all(row["passed"] for row in rows)),
     }
@@ -102,8 +111,14 @@ def compare_variants(ds: xr.Dataset, dim: str, variables: list[str]) -> xr.Datas
         raise ValueError(f"invalid verify.compare_along={dim!r}: need an output dim with two entries, "
                          f"dims are {list(ds.dims)}")
     first, second = (str(v) for v in ds[dim].values[:2])
-    result = {k: [] for k in ("variant_equal", "variant_allclose", "variant_max_abs_diff", "variant_max_rel_diff",
-                              "variant_differs_at")}
+    long_names = {
+        "variant_equal": f"1 if {dim}={first} and {dim}={second} are equal bit for bit",
+        "variant_allclose": "1 if torch.allclose (rtol 1e-5, atol 1e-8)",
+        "variant_max_abs_diff": "max absolute difference between the variants",
+        "variant_max_rel_diff": "max absolute difference / max |second variant|",
+        "variant_differs_at": "positions along the last output dim where the variants are not close",
+    }
+    result = {k: [] for k in long_names}
     for var in variables:
         a, b = ds[var].isel({dim: 0}), ds[var].isel({dim: 1})
         ta, tb = torch.from_numpy(a.values), torch.from_numpy(b.values)
@@ -118,7 +133,8 @@ def compare_variants(ds: xr.Dataset, dim: str, variables: list[str]) -> xr.Datas
         result["variant_differs_at"].append(", ".join(f"{last}={ds[last].values[i]}" for i in np.flatnonzero(where))
                                             or "nowhere")
     coords = {"variant_check": [f"{var}: {dim}={first} vs {dim}={second}" for var in variables]}
-    return xr.Dataset({k: ("variant_check", v) for k, v in result.items()}, coords=coords)
+    return xr.Dataset({k: ("variant_check", v, {"long_name": long_names[k]}) for k, v in result.items()},
+                      coords=coords)
 
 
 def to_markdown(report: xr.Dataset) -> str:

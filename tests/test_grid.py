@@ -95,5 +95,5 @@ def test_grid_study_parts_split_the_first_parameter(tmp_path):
     merged = xr.combine_by_coords([p[["dy_dC", "dy_dK"]] for p in parts], combine_attrs="drop")
     whole = compute(compose_job("oscillator_grid", [*overrides, f"output={tmp_path / 'all.nc'}"]), "oscillator_grid")
     xr.testing.assert_allclose(merged, whole[["dy_dC", "dy_dK"]].drop_attrs(), rtol=1e-12)
-    assert (whole.dy_dK_connected.isel(time=0) == 0).all()  # the initial position does not depend on K
+    assert (whole.dy_dK_connected.isel(t=0) == 0).all()  # the initial position does not depend on K
     assert whole.dy_dK.attrs["units"] == "(m)/(s-2)"

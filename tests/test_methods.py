@@ -68,7 +68,7 @@ def test_oscillator_every_method_against_closed_form(method):
     x = torch.tensor([[1.0, 0.0], [-0.4, 0.7]], dtype=torch.float64)
     values = [0.3, 1.2]
     ds = sensitivity(model, x, {"C": values}, bind={"C": "damping"}, method=method)
-    t = torch.tensor(ds.time.values)
+    t = torch.tensor(ds.t.values)
     for i, c in enumerate(values):
         _, dp = oscillator_exact(x, c, t)
         assert (torch.tensor(ds.dy_dC.values[i]) - dp).abs().max() / dp.abs().max() < 1e-7

@@ -149,7 +149,7 @@ def test_oscillator_matches_closed_form():
     x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-0.5, 0.8]], dtype=torch.float64)
     values = [0.2, 0.9, 1.6]
     ds = sensitivity(model, x, {"C": values}, bind={"C": "damping"})
-    t = torch.tensor(ds.time.values)
+    t = torch.tensor(ds.t.values)
     for i, c in enumerate(values):
         p, dp = oscillator_exact(x, c, t)
         dy = torch.from_numpy(ds.dy_dC.values[i])

@@ -57,8 +57,8 @@ def test_workflow_end_to_end(workflow):
         np.testing.assert_allclose(ds.C, np.linspace(-5, 5, 41))
         assert ds.attrs["study"] == "seed_linear" and ds.attrs["parts"] == 2
     with xr.open_dataset(out / "oscillator" / "sensitivity.nc") as ds:
-        assert ds.dy_dC.dims == ("C", "sample", "time") and ds.sizes["time"] == 51
-        assert ds.time.attrs["units"] == "s"
+        assert ds.dy_dC.dims == ("C", "sample", "t") and ds.sizes["t"] == 51
+        assert ds.t.attrs["units"] == "s"
         assert ds.attrs["dtype"] == "float64" and ds.dy_dC.dtype == np.float64
         merged = ds.load()
     with xr.open_mfdataset(sorted((out / "oscillator" / "parts").glob("*.nc")), combine="by_coords",

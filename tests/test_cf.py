@@ -1,0 +1,39 @@
+"""Every file the workflow writes passes the IOOS compliance checker for CF-1.10 (offline)."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, run
+from pipeline.aggregate import summarise_file
+from pipeline.compute import compute
+from pipeline.config import compose_job
+from pipeline.verify import verify_file
+
+CHECKER = shutil.which("compliance-checker", path=str(Path(sys.executable).parent))
+
+
+OSCILLATOR = ["model.args.steps=20", f"inputs.args.path={ROOT / 'data' / 'oscillator_initial.npy'}"]
+SMALL = {
+    "oscillator": OSCILLATOR,
+    "oscillator_grid": [*OSCILLATOR, "sweep.grid.K.num=2"],
+    "composite": [],
+}
+
+
+@pytest.mark.skipif(CHECKER is None, reason="compliance-checker is not installed (make setup installs it)")
+@pytest.mark.parametrize("study", list(SMALL))
+def test_outputs_pass_cf_1_10(tmp_path, study):
+    cfg = compose_job(study, ["sweep.num=6", "sweep.parts=1", *SMALL[study], f"output={tmp_path / 'sensitivity.nc'}"])
+    ds = compute(cfg, study)
+    assert ds.attrs["snakemake_version"]
+    assert "git_commit" in ds.attrs or not (ROOT / ".git").exists()
+    summarise_file(tmp_path / "sensitivity.nc", tmp_path / "summary.nc")
+    verify_file(tmp_path / "sensitivity.nc", tmp_path / "verify.nc", tmp_path / "verify.md")
+    for name in ("sensitivity.nc", "summary.nc", "verify.nc"):
+        result = run([CHECKER, "--test=cf:1.10", str(tmp_path / name)], cwd=tmp_path)
+        assert "All tests passed!" in result.stdout, f"{name}:\n{result.stdout}"
