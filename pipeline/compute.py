@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
@@ -28,10 +29,8 @@ log = logging.getLogger("sensweep.compute")
 def provenance() -> dict[str, str]:
     """Versions of snakemake and the workflow's git commit, where available (netCDF-safe strings)."""
     found = {}
-    try:
+    with contextlib.suppress(PackageNotFoundError):
         found["snakemake_version"] = version("snakemake")
-    except PackageNotFoundError:
-        pass
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,

@@ -67,7 +67,7 @@ def test_bad_values_are_named(overrides, error, message):
 
 
 def test_unknown_study_lists_valid_ones():
-    with pytest.raises(ConfigError, match="unknown study .nope.: valid studies are composite, composite_conditional"):
+    with pytest.raises(ConfigError, match=r"unknown study .nope.: valid studies are composite, composite_conditional"):
         compose_job("nope")
 
 
