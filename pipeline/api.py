@@ -80,6 +80,21 @@ def _grid_points(grid: dict[str, np.ndarray]) -> np.ndarray:
 NAN_POLICIES = ("warn", "raise")
 
 
+def _check_model_runs(fn: Callable, x: torch.Tensor, point: torch.Tensor, grid: dict[str, np.ndarray]) -> None:
+    """Evaluate the model once, before any derivative: bad inputs fail here with their shapes named."""
+    at = ", ".join(f"{p}={float(v):.6g}" for p, v in zip(grid, point, strict=True))
+    try:
+        with torch.no_grad():
+            y = fn(x, point)
+    except (RuntimeError, ValueError, TypeError, IndexError) as err:
+        raise ConfigError(f"the model fails on x of shape {tuple(x.shape)} ({str(x.dtype).removeprefix('torch.')}) "
+                          f"at {at}: {str(err).splitlines()[0]}; check that the inputs match the model") from err
+    if not isinstance(y, torch.Tensor) or y.dim() < 1 or y.shape[0] != x.shape[0]:
+        shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+        raise ConfigError(f"invalid model output: expected a tensor with a leading sample dim of {x.shape[0]}, "
+                          f"got {shape} for x of shape {tuple(x.shape)}")
+
+
 def _check_finite(y: torch.Tensor, dy: torch.Tensor, grid: dict[str, np.ndarray], policy: str) -> dict[str, int]:
     """Count NaN/Inf in ``y`` and each ``dy/dp``; warn, or raise naming the first bad point and sample."""
     bad_y, bad_dy = ~torch.isfinite(y), ~torch.isfinite(dy)
@@ -192,6 +207,7 @@ def sensitivity(
     x_run = x.to(run_device, run_dtype)
     points = torch.as_tensor(_grid_points(grid), dtype=run_dtype, device=run_device)
 
+    _check_model_runs(routine.fn, x_run, points[0], grid)
     reached = connected(routine.fn, x_run, points)
     start = time.perf_counter()
     options = {"step": step} if step is not None else {}
@@ -201,9 +217,6 @@ def sensitivity(
                              **options)
     wall = time.perf_counter() - start
 
-    if result.y.dim() < 2 or result.y.shape[1] != x.shape[0]:
-        raise ConfigError(f"invalid model output: expected a leading sample dim of {x.shape[0]}, "
-                          f"got y of shape {tuple(result.y.shape[1:])} for x of shape {tuple(x.shape)}")
     nonfinite = _check_finite(result.y, result.dy, grid, nan_policy)
     return build_dataset(
         routine, grid, x_run.cpu(), result.y, result.dy, d2y=result.d2y, connected=reached, title=title,

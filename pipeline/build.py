@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -22,11 +23,15 @@ from pipeline.inputs import read_x
 
 
 def _import(key: str, target: str) -> Any:
+    hydra_log = logging.getLogger("hydra.utils")  # get_object logs the failure too: say it once, below
+    hydra_log.disabled = True
     try:
         return get_object(target)
     except Exception as err:  # ImportError, AttributeError, or whatever the user's module raises
-        raise ConfigError(f"invalid {key}._target_={target!r}: cannot import it ({err}); give a dotted path "
-                          "to a function or class importable from this environment") from err
+        raise ConfigError(f"invalid {key}._target_={target!r}: cannot import it ({' '.join(str(err).split())}); "
+                          "give a dotted path to a function or class importable from this environment") from err
+    finally:
+        hydra_log.disabled = False
 
 
 def _check_args(key: str, fn: Callable, args: dict[str, Any], *, skip: int = 0) -> None:
@@ -74,9 +79,9 @@ def build_inputs(cfg: DictConfig) -> torch.Tensor:
 
 
 def run_cli(job: Callable[[], object]) -> None:
-    """Run a job; a bad config or unsupported derivative exits 1 with one clear line, no traceback."""
+    """Run a job; a bad config, an unsupported derivative or an I/O error exits 1 with one clear line."""
     try:
         job()
-    except (ConfigError, DerivativeError) as err:
+    except (ConfigError, DerivativeError, OSError) as err:
         print(f"sensweep: error: {err}", file=sys.stderr)
         sys.exit(1)

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from pipeline.api import sensitivity
 from pipeline.build import build_inputs, build_model, run_cli
-from pipeline.config import to_yaml, validate
+from pipeline.config import CONF_DIR, JOB_CONFIG, to_yaml, validate
 from pipeline.dataset import connected_name, swept_parameters
 from pipeline.storage import write_netcdf
 from pipeline.sweep import part_grid
@@ -74,7 +74,7 @@ def compute(cfg: DictConfig, study: str = "") -> xr.Dataset:
     return ds
 
 
-@hydra.main(version_base=None, config_path="../conf", config_name="job")
+@hydra.main(version_base=None, config_path=str(CONF_DIR), config_name=JOB_CONFIG)
 def main(cfg: DictConfig) -> None:
     run_cli(lambda: compute(cfg, HydraConfig.get().runtime.choices.get("study", "")))
 

@@ -210,9 +210,11 @@ def validate(cfg: DictConfig | JobConfig) -> None:
         _fail("method.max_memory_mb", cfg.method.max_memory_mb, "must be null (automatic) or >= 1")
     if cfg.method.step is not None and (cfg.method.name != MethodName.finite_difference or not cfg.method.step > 0):
         _fail("method.step", cfg.method.step, "only for method=finite_difference, and > 0 (null: automatic)")
-    verify = cfg.verify
-    if verify["values"] < 1 or verify.samples < 1 or not verify.methods:
-        _fail("verify", OmegaConf.to_container(verify), "values >= 1, samples >= 1 and at least one method")
+    for key in ("values", "samples"):
+        if cfg.verify[key] < 1:
+            _fail(f"verify.{key}", cfg.verify[key], "must be >= 1 (verify.enabled=false turns the step off)")
+    if not cfg.verify.methods:
+        _fail("verify.methods", [], f"give at least one of {', '.join(m.value for m in MethodName)}")
     if cfg.threads is not None and cfg.threads < 1:
         _fail("threads", cfg.threads, "must be null (torch's default) or >= 1")
     device = cfg.device

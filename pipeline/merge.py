@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import xarray as xr
 
@@ -27,13 +29,37 @@ def open_parts(paths: Sequence[str | os.PathLike]) -> xr.Dataset:
     )
 
 
+class CorruptPartError(RuntimeError):
+    """A part file cannot be read; it has been removed so that rerunning the workflow recomputes it."""
+
+
+def _read_part(path: str | os.PathLike) -> tuple[float, list[xr.DataArray]]:
+    """Wall time and connectivity flags of a part; a file that does not read back is removed."""
+    try:
+        with xr.open_dataset(path) as part:
+            missing = {"y", "x"} - set(part.data_vars)
+            if missing or "swept_parameters" not in part.attrs:
+                raise ValueError(f"not a sensitivity part (missing {sorted(missing) or 'attrs'})")
+            part.load()  # reads every chunk: truncated or corrupt data fails here, not later as NaN
+            flags = [part[k] for k in part.data_vars if k.endswith("_connected")]
+            return float(part.attrs.get("wall_time_s", 0.0)), flags
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        Path(path).unlink(missing_ok=True)
+        raise CorruptPartError(f"part file {path} is unreadable ({str(err).splitlines()[0]}); removed it: "
+                               "rerun snakemake to recompute it") from err
+
+
 def merge_parts(paths: Sequence[str | os.PathLike], output: str | os.PathLike) -> None:
-    """Write the parts of one study as a single dataset; attrs sum the parts' wall time."""
+    """Write the parts of one study as a single dataset; attrs sum the parts' wall time.
+
+    Every part is read in full first; an unreadable one is removed and reported
+    (:class:`CorruptPartError`), so nothing corrupt is merged and a rerun recomputes it.
+    """
     times, flags = [], []
     for path in paths:
-        with xr.open_dataset(path) as part:
-            times.append(float(part.attrs.get("wall_time_s", 0.0)))
-            flags += [part[k].load() for k in part.data_vars if k.endswith("_connected")]
+        wall, part_flags = _read_part(path)
+        times.append(wall)
+        flags += part_flags
     with open_parts(paths) as ds:
         for flag in flags:  # connected anywhere in the sweep: the OR over parts
             ds[flag.name] = xr.concat([f for f in flags if f.name == flag.name], "part").max("part") \
@@ -57,7 +83,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("output", help="merged NetCDF file to write")
     parser.add_argument("parts", nargs="+", help="part files written by pipeline.compute")
     args = parser.parse_args(argv)
-    merge_parts(args.parts, args.output)
+    try:
+        merge_parts(args.parts, args.output)
+    except (CorruptPartError, OSError) as err:
+        print(f"sensweep: error: {err}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -19,11 +19,17 @@ from pipeline.dataset import encoding
 def write_atomic(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp)`` then rename ``tmp`` to ``path``; on any error remove ``tmp``."""
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OSError(err.errno, f"cannot write {final}: {final.parent} is not a writable folder "
+                                 f"({err.strerror or err})") from err
     tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp{final.suffix}")
     try:
         write(tmp)
         os.replace(tmp, final)
+    except OSError as err:
+        raise OSError(err.errno, f"cannot write {final}: {err.strerror or err}") from err
     finally:
         tmp.unlink(missing_ok=True)
     return final

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +12,7 @@ import xarray as xr
 
 from pipeline import sensitivity
 from pipeline.aggregate import summarise, summarise_file
-from pipeline.merge import merge_parts, open_parts
+from pipeline.merge import CorruptPartError, merge_parts, open_parts
 from pipeline.models import Composite, seed_linear
 from pipeline.plots import PLOTS, most_sensitive_element, plot_study
 from pipeline.storage import write_atomic, write_netcdf
@@ -99,3 +102,30 @@ def test_merge_ors_connectivity_over_parts(tmp_path):
     with xr.open_dataset(tmp_path / "merged.nc") as merged:
         assert (merged.dy_dC_connected == 1).all() and merged.attrs["structurally_independent_outputs"] == 0
         assert merged.dy_dC_connected.attrs["flag_meanings"] == "structurally_independent connected"
+
+
+def test_corrupt_part_is_named_removed_and_never_merged(tmp_path):
+    x = torch.arange(3.0)
+    good = write_netcdf(sensitivity(seed_linear, x, {"C": [1.0, 2.0]}), tmp_path / "0.nc")
+    bad = write_netcdf(sensitivity(seed_linear, x, {"C": [3.0, 4.0]}), tmp_path / "1.nc")
+    data = bad.read_bytes()
+    bad.write_bytes(data[: len(data) // 2])  # truncated, as a disk or copy failure would leave it
+    with pytest.raises(CorruptPartError, match=f"part file {bad} is unreadable .*removed it: rerun snakemake"):
+        merge_parts([good, bad], tmp_path / "merged.nc")
+    assert not bad.exists() and good.exists() and not (tmp_path / "merged.nc").exists()
+
+
+def test_failed_write_keeps_the_previous_result(tmp_path, monkeypatch, composite_ds):
+    """A disk-full error while writing: the error names the file, the previous version stays intact."""
+    path = write_netcdf(composite_ds, tmp_path / "s.nc")
+    before = path.read_bytes()
+
+    def disk_full(self, target, **kwargs):
+        Path(target).write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(xr.Dataset, "to_netcdf", disk_full)
+    with pytest.raises(OSError, match=f"cannot write {path}: No space left on device"):
+        write_netcdf(composite_ds, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["s.nc"]

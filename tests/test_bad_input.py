@@ -1,0 +1,138 @@
+"""Bad input, case by case: exit 1, one clear message naming the key and what is valid, no output.
+
+Run as a script to print the table of cases and the message each gives (docs/bad-input.md):
+``python tests/test_bad_input.py > docs/bad-input.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pipeline import compute  # noqa: E402
+
+# (what is wrong, overrides; {tmp} is a scratch folder, expected text in the message)
+CASES = [
+    ("unknown study", ["study=nope"], "Could not find 'study/nope'"),
+    ("unknown model", ["model=nope"], "Could not find 'model/nope'"),
+    ("unknown method", ["method=backprop"], "Could not find 'method/backprop'"),
+    ("unknown config key", ["sweep.nmu=3"], "Key 'nmu' not in 'SweepConfig'"),
+    ("unknown top-level key", ["devise=cpu"], "Key 'devise' not in 'JobConfig'"),
+    ("wrong type", ["sweep.num=many"], "Value 'many' of type 'str' could not be converted to Integer"),
+    ("invalid choice", ["dtype=float16"], "expected one of [float32, float64]"),
+    ("reversed range", ["sweep.start=2", "sweep.stop=1"], "invalid sweep.stop=1.0: must be greater than sweep.start"),
+    ("empty range", ["sweep.num=0"], "invalid sweep.num=0: must be at least 1"),
+    ("log sweep over non-positive values", ["sweep=log", "sweep.start=-1"], "a log sweep needs start > 0"),
+    ("empty list sweep", ["sweep=list", "sweep.values=[]"], "kind=list needs a non-empty list"),
+    ("non-finite value in the sweep", ["sweep=list", "sweep.values=[1,nan]"], "every value must be finite"),
+    ("repeated value in the sweep", ["sweep=list", "sweep.values=[1,1]"], "values must be distinct"),
+    ("more parts than values", ["sweep.parts=1000"], "invalid sweep.parts=1000: must be between 1 and"),
+    ("missing input file", ["study=oscillator", "inputs.args.path={tmp}/missing.npy"], "no such file"),
+    ("unreadable input file", ["study=oscillator", "inputs.args.path={tmp}/garbage.npy"], "cannot read it"),
+    ("input file of an unsupported type", ["study=oscillator", "inputs.args.path={tmp}/x.csv"],
+     "supported file types are .npy, .nc"),
+    ("non-finite input data", ["study=oscillator", "inputs.args.path={tmp}/inf.npy"], "4 non-finite values"),
+    ("non-numeric input data", ["study=oscillator", "inputs.args.path={tmp}/text.npy"], "need a numeric array"),
+    ("input of the wrong shape for the model", ["inputs.args.shape=[3]"], "the model fails on x of shape (64, 3)"),
+    ("bind path that is not a parameter", ['model.bind.C="branch_b.0.bais[1]"'],
+     "did you mean 'branch_b.0.bias'? Its parameters are: encoder.0.weight (8, 4)"),
+    ("bind index out of range", ['model.bind.C="branch_b.0.bias[7]"'], "give one in-range index per dim"),
+    ("bind of a parameter that is not swept", ["+model.bind.k=encoder.0.bias"],
+     "invalid model.bind.k='encoder.0.bias': swept parameters are C"),
+    ("device that does not exist", ["device=tpu"], "invalid device='tpu': valid: auto, cpu, cuda, cuda:<index>"),
+    ("model _target_ that does not import", ["model._target_=nowhere.model"],
+     "invalid model._target_='nowhere.model': cannot import it"),
+    ("model argument the model does not take", ["+model.args.hiden=3"], "invalid model.args.hiden"),
+    ("inputs argument the generator does not take", ["+inputs.args.size=3"], "invalid inputs.args.size"),
+    ("output folder that cannot be created", ["output={tmp}/a-file/out.nc"], "cannot write"),
+    ("finite-difference step with another method", ["method.step=0.1"], "only for method=finite_difference"),
+    ("second derivative with reverse mode", ["method=reverse", "method.order=2"], "invalid method.order=2"),
+    ("zero chunk size", ["method.chunk_size=0"], "invalid method.chunk_size=0"),
+    ("unknown NaN policy", ["nan_policy=ignore"], "expected one of [warn, raise]"),
+    ("verify with no samples", ["verify.samples=0"], "invalid verify.samples=0: must be >= 1"),
+]
+if not torch.cuda.is_available():
+    CASES.append(("device=cuda without CUDA", ["device=cuda"], "CUDA is not available on this machine"))
+
+
+def make_files(tmp: Path) -> None:
+    """The broken input files some cases point at."""
+    (tmp / "garbage.npy").write_bytes(b"\x93NUMPY but not really")
+    (tmp / "x.csv").write_text("1,2,3\n")
+    np.save(tmp / "inf.npy", np.array([[1.0, 2.0, 3.0, np.inf]] * 4))
+    np.save(tmp / "text.npy", np.array([["a", "b", "c", "d"]] * 4))
+    (tmp / "a-file").write_text("a file, not a folder")
+
+
+def run_compute(overrides: list[str], tmp: Path) -> tuple[int, str]:
+    """``python -m pipeline.compute study=composite <overrides>``, in process; exit code and output."""
+    study = [] if any(o.startswith("study=") for o in overrides) else ["study=composite"]
+    args = [*study, "sweep.num=4", f"output={tmp}/out.nc", *(o.format(tmp=tmp) for o in overrides)]
+    out = io.StringIO()
+    argv = sys.argv
+    sys.argv = ["pipeline.compute", *args]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            compute.main()
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    finally:
+        sys.argv = argv
+    return code, out.getvalue()
+
+
+@pytest.mark.parametrize("what,overrides,message", CASES, ids=[case[0] for case in CASES])
+def test_bad_input_fails_clearly_without_output(tmp_path, what, overrides, message):
+    make_files(tmp_path)
+    before = set(tmp_path.iterdir())
+    code, output = run_compute(overrides, tmp_path)
+    assert code == 1, output
+    assert message in output, output
+    assert "Traceback" not in output
+    assert set(tmp_path.iterdir()) == before  # no output, no partial file
+
+
+def test_unreached_parameter_warns_but_succeeds(tmp_path):
+    code, _ = run_compute(["study=composite_detach"], tmp_path)
+    assert code == 0
+    assert (tmp_path / "out.nc").exists()
+
+
+def test_the_docs_list_every_case():
+    table = (ROOT / "docs" / "bad-input.md").read_text()
+    for what, _, _ in CASES:
+        assert f"| {what} |" in table, what
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = Path(scratch)
+        make_files(tmp)
+        print("# Bad input: what sensweep says\n")
+        print("Each case runs `python -m pipeline.compute study=composite sweep.num=4 <overrides>` (cases that")
+        print("name a study run that one); every one exits 1, prints one message and writes no file. Generated")
+        print("by `python tests/test_bad_input.py`; `tests/test_bad_input.py` checks each message. A parameter")
+        print("that does not reach the output is a warning, not an error (README: structural independence).")
+        print("An unknown study or workflow key in the Snakemake config fails `snakemake -n` the same way")
+        print("(`tests/test_workflow.py`); a failed write (disk full) keeps the previous file")
+        print("(`tests/test_results.py`).\n")
+        print("| case | overrides | message |")
+        print("| --- | --- | --- |")
+        for what, overrides, _ in CASES:
+            code, output = run_compute(overrides, tmp)
+            text = " ".join(output.split("Config search path")[0].split("Set the environment")[0].split())
+            text = text.replace(str(tmp), "/tmp")
+            shown = " ".join(f"`{o.format(tmp='/tmp')}`" for o in overrides)
+            print(f"| {what} | {shown} | {text.strip().replace('|', '/')} (exit {code}) |")
