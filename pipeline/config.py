@@ -10,7 +10,8 @@ This module imports no torch, so the Snakefile can compose configs cheaply.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import MISSING as MISSING_FIELD
+from dataclasses import dataclass, field, fields, is_dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -59,100 +60,96 @@ class MethodName(StrEnum):
     finite_difference = "finite_difference"
 
 
+def _opt(default: Any = MISSING, help: str = "", factory: Any = None) -> Any:
+    """A dataclass field with a one-line ``help`` (read by :func:`reference` for docs/config.md)."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class ModelConfig:
-    """The routine ``y = f(x; C)``.
+    """The routine ``y = f(x; C)`` (group ``model``)."""
 
-    ``_target_`` is a dotted path to a function ``f(x, C, **args)`` or to an ``nn.Module``
-    class built as ``cls(**args)`` and called as ``module(x)``; for a module, ``bind`` maps
-    each swept parameter to the dotted path of a module parameter (or one element of one),
-    e.g. ``{C: "branch_b.0.bias[1]"}``.
-    """
-
-    _target_: str = MISSING
-    args: dict[str, Any] = field(default_factory=dict)
-    bind: dict[str, str] | None = None
-    output_dims: list[str] | None = None
-    units: dict[str, str] = field(default_factory=dict)
+    _target_: str = _opt(help="dotted path of a function f(x, C, **args) or an nn.Module class built as cls(**args)")
+    args: dict[str, Any] = _opt(factory=dict, help="keyword arguments of the function or the class")
+    bind: dict[str, str] | None = _opt(None, "for a module: swept parameter -> parameter path, e.g. {C: 'a.0.bias[1]'}")
+    output_dims: list[str] | None = _opt(None, "names of y's dims after sample (default: the model's, else output)")
+    units: dict[str, str] = _opt(factory=dict, help="units of x, y, each swept parameter and dims, e.g. {y: m, C: s-1}")
 
 
 @dataclass
 class InputsConfig:
-    """The batch ``x`` (leading dim = samples): ``_target_(**args)`` returns it.
+    """The batch ``x``, leading dim = samples (group ``inputs``)."""
 
-    Built-ins live in :mod:`pipeline.inputs` (``arange``, ``random``, ``from_file``).
-    """
-
-    _target_: str = MISSING
-    args: dict[str, Any] = field(default_factory=dict)
+    _target_: str = _opt(help="dotted path of a function returning x (built-ins: pipeline.inputs.arange, random, "
+                              "from_file)")
+    args: dict[str, Any] = _opt(factory=dict, help="its keyword arguments")
 
 
 @dataclass
 class RangeConfig:
     """Values of one swept parameter: a linear or log range, or an explicit list."""
 
-    kind: SweepKind = SweepKind.linear
-    start: float | None = None
-    stop: float | None = None
-    num: int | None = None
-    values: list[float] | None = None
+    kind: SweepKind = _opt(SweepKind.linear, "linear | log | list")
+    start: float | None = _opt(None, "first value (linear, log)")
+    stop: float | None = _opt(None, "last value, included (linear, log)")
+    num: int | None = _opt(None, "number of values (linear, log)")
+    values: list[float] | None = _opt(None, "the values (list; sorted, distinct)")
 
 
 @dataclass
 class SweepConfig(RangeConfig):
-    """The swept parameter ``param`` (its range inline), further parameters of a grid, and parts.
+    """The swept parameter, further parameters of a grid, and parts (group ``sweep``)."""
 
-    ``grid`` adds parameters, each its own dim: ``{k: {kind: log, start: 0.1, stop: 10, num: 5}}``.
-    The sweep is split into ``parts`` compute jobs along the first parameter.
-    """
-
-    param: str = "C"
-    grid: dict[str, RangeConfig] = field(default_factory=dict)
-    parts: int = 1
+    param: str = _opt("C", "name of the first swept parameter (its range is given inline)")
+    grid: dict[str, RangeConfig] = _opt(factory=dict, help="further parameters, each its own dim: "
+                                                           "{k: {kind: log, start: 0.1, stop: 10, num: 5}}")
+    parts: int = _opt(1, "compute jobs the sweep is split into, along the first parameter")
 
 
 @dataclass
 class MethodConfig:
-    """How derivatives are computed."""
+    """How derivatives are computed (group ``method``)."""
 
-    name: MethodName = MethodName.forward
-    chunk_size: int | None = None
-    max_memory_mb: int | None = None
-    step: float | None = None
-    order: int = 1
+    name: MethodName = _opt(MethodName.forward, "forward | forward_dual | reverse | loop | finite_difference")
+    chunk_size: int | None = _opt(None, "points per batched pass; null: the largest that fits max_memory_mb")
+    max_memory_mb: int | None = _opt(None, "memory budget of one pass; null: a quarter of free RAM / GPU memory")
+    step: float | None = _opt(None, "finite_difference step; null: eps^(1/3) * max(|C|, 1)")
+    order: int = _opt(1, "2 adds d2y/dC2 (forward, one swept parameter)")
 
 
 @dataclass
 class VerifyConfig:
-    """The verify step: other methods (float64) on a sample of values and samples."""
+    """The verify step: other methods in float64 on a sample of points."""
 
-    enabled: bool = True
-    values: int = 5
-    samples: int = 8
-    methods: list[MethodName] = field(
-        default_factory=lambda: [MethodName.forward, MethodName.reverse, MethodName.finite_difference]
-    )
-    compare_along: str | None = None
+    enabled: bool = _opt(True, "run the verify step for this study")
+    values: int = _opt(5, "values of each swept parameter checked")
+    samples: int = _opt(8, "samples checked")
+    methods: list[MethodName] = _opt(
+        factory=lambda: [MethodName.forward, MethodName.reverse, MethodName.finite_difference],
+        help="reference methods, run in float64")
+    compare_along: str | None = _opt(None, "an output dim whose first two entries are compared (seed 002)")
 
 
 @dataclass
 class JobConfig:
     """One compute job: a study (model, inputs, sweep, method) and the run-wide settings."""
 
-    model: ModelConfig = field(default_factory=ModelConfig)
-    inputs: InputsConfig = field(default_factory=InputsConfig)
-    sweep: SweepConfig = field(default_factory=SweepConfig)
-    method: MethodConfig = field(default_factory=MethodConfig)
-    verify: VerifyConfig = field(default_factory=VerifyConfig)
-    title: str = ""
-    device: str = "auto"
-    dtype: DType = DType.float32
-    nan_policy: NanPolicy = NanPolicy["warn"]
-    seed: int = 0
-    threads: int | None = None
-    part: int | None = None
-    inputs_file: str | None = None
-    output: str = "sensitivity.nc"
+    model: ModelConfig = _opt(factory=ModelConfig, help="group model")
+    inputs: InputsConfig = _opt(factory=InputsConfig, help="group inputs")
+    sweep: SweepConfig = _opt(factory=SweepConfig, help="group sweep")
+    method: MethodConfig = _opt(factory=MethodConfig, help="group method")
+    verify: VerifyConfig = _opt(factory=VerifyConfig, help="the verify step")
+    title: str = _opt("", "title of the study's datasets and plots")
+    device: str = _opt("auto", "auto (CUDA when available) | cpu | cuda | cuda:<index>")
+    dtype: DType = _opt(DType.float32, "float32 | float64")
+    nan_policy: NanPolicy = _opt(NanPolicy["warn"], "NaN/Inf in y or dy/dC: warn (counted in attrs) | raise")
+    seed: int = _opt(0, "seeds input generation and model initialisation")
+    threads: int | None = _opt(None, "torch CPU threads; null: torch's default")
+    part: int | None = _opt(None, "which part of the sweep this job computes; null: all")
+    inputs_file: str | None = _opt(None, "read x from this file (written by pipeline.prepare) instead of inputs")
+    output: str = _opt("sensitivity.nc", "NetCDF file the job writes")
 
 
 ConfigStore.instance().store(name="job_schema", node=JobConfig)
@@ -251,3 +248,43 @@ def compose_job(study: str, overrides: list[str] = (), conf_dir: Path = CONF_DIR
 def to_yaml(cfg: DictConfig) -> str:
     """The resolved config as YAML (stored in dataset attrs and used as a rerun trigger)."""
     return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def _show(value: Any) -> str:
+    if value is MISSING:
+        return "(required)"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    return str(getattr(value, "value", value))
+
+
+def reference(node: type = JobConfig, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """``(key, type, default, help)`` for every key of the schema, nested groups flattened."""
+    rows = []
+    for f in fields(node):
+        key = f"{prefix}{f.name}"
+        factory = f.default_factory
+        if isinstance(factory, type) and is_dataclass(factory):
+            rows += reference(factory, f"{key}.")
+            continue
+        default = factory() if factory is not MISSING_FIELD else f.default
+        rows.append((key, str(f.type).replace(" | ", " or "), _show(default), f.metadata.get("help", "")))
+    return rows
+
+
+def reference_markdown() -> str:
+    """docs/config.md: every key of a compute job's config, generated from the structured configs."""
+    lines = ["# Configuration reference", "",
+             "Generated from the structured configs in `pipeline/config.py` by `python -m pipeline.config`;",
+             "a test keeps it in sync. Set any key on the command line (`sweep.num=2001`) or in a study file.", "",
+             "| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+    lines += [f"| `{k}` | `{t}` | `{d}` | {h.replace('|', '/')} |" for k, t, d, h in reference()]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(reference_markdown(), end="")

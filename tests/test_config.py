@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -113,3 +114,10 @@ def test_parts_cover_every_value_once(count, parts):
     cfg = compose_job("seed_linear", [f"sweep.num={count}", f"sweep.parts={parts}"])
     joined = np.concatenate([part_grid(cfg.sweep, p)["C"] for p in range(parts)])
     np.testing.assert_array_equal(joined, part_grid(cfg.sweep, None)["C"])
+
+
+def test_config_reference_is_up_to_date():
+    """docs/config.md is generated from the structured configs: regenerate with `python -m pipeline.config`."""
+    from pipeline.config import reference_markdown
+
+    assert (Path(__file__).resolve().parent.parent / "docs" / "config.md").read_text() == reference_markdown()
