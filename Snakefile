@@ -10,6 +10,11 @@ from snakemake.utils import min_version
 min_version("8.0")
 
 
+# One writer per NetCDF file, so HDF5's file locks protect nothing here; on cluster file systems
+# without lock support they only fail. Jobs inherit this (SLURM exports the environment).
+os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")
+
+
 configfile: "conf/workflow.yaml"
 
 
@@ -103,6 +108,11 @@ rule verify:
             caption="report/verify.rst",
             category="{study}",
         ),
+        png=report(
+            f"{OUT}/{{study}}/plots/method_agreement.png",
+            caption="report/method_agreement.rst",
+            category="{study}",
+        ),
     log:
         f"{OUT}/logs/{{study}}/verify.log",
     benchmark:
@@ -110,7 +120,7 @@ rule verify:
     conda:
         "envs/sensweep.yaml"
     shell:
-        "python -m pipeline.verify {input} {output.nc} {output.md} > {log} 2>&1"
+        "python -m pipeline.verify {input} {output.nc} {output.md} --plot {output.png} > {log} 2>&1"
 
 
 rule plot:

@@ -113,6 +113,33 @@ def plot_study(sensitivity: xr.Dataset, summary: xr.Dataset, outdir: str | os.Pa
     return written
 
 
+def plot_agreement(report: xr.Dataset, path: str | os.PathLike) -> Path:
+    """Method agreement: each comparison's max relative difference against its tolerance (log scale)."""
+    labels = [str(c) for c in report.comparison.values]
+    raw = report.max_rel_diff.values.astype(float)
+    floor = np.finfo(np.float64).eps / 10  # exact agreement is drawn at the floor and labelled 0
+    rel = np.maximum(raw, floor)
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(labels) + 1.8))
+    rows = np.arange(len(labels))
+    colors = ["tab:green" if ok else "tab:red" for ok in report.passed.values]
+    ax.barh(rows, rel, color=colors, label="max relative difference")
+    ax.scatter(report.tolerance.values, rows, marker="|", s=400, color="k", label="tolerance", zorder=3)
+    for row, value in zip(rows, raw, strict=True):
+        ax.annotate("0 (exact)" if value == 0 else f"{value:.1e}", (max(value, floor), row), xytext=(3, 0),
+                    textcoords="offset points", va="center", fontsize=7)
+    ax.set(xscale="log", xlim=(floor / 2, 1), yticks=rows, yticklabels=labels,
+           xlabel="max |study - reference| / max |reference|",
+           title=f"{report.attrs.get('study', '')}: method agreement "
+                 f"({report.attrs['checked_points']} points x {report.attrs['checked_samples']} samples)")
+    ax.tick_params(axis="y", labelsize=7)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    written = write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+    return written
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline.plots", description=__doc__.splitlines()[0])
     parser.add_argument("sensitivity", help="sensitivity.nc")

@@ -7,8 +7,8 @@ with the study's result. Tolerances come from the study's dtype and the finite-d
 output dim are compared with each other (the seed's slice-before-vs-after question): bitwise
 equal, ``allclose`` (torch's defaults), max abs/rel difference and where they differ.
 
-``python -m pipeline.verify SENSITIVITY VERIFY_NC VERIFY_MD`` writes both reports and exits 1
-when a comparison fails.
+``python -m pipeline.verify SENSITIVITY VERIFY_NC VERIFY_MD [--plot PNG]`` writes the reports
+(and the method agreement plot) and exits 1 when a comparison fails.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from omegaconf import OmegaConf
 from pipeline.api import sensitivity
 from pipeline.build import build_model
 from pipeline.dataset import CONVENTIONS, derivative_name, swept_parameters
+from pipeline.plots import plot_agreement
 from pipeline.storage import write_atomic, write_netcdf
 
 FD_SAFETY = 100
@@ -161,12 +162,14 @@ def to_markdown(report: xr.Dataset) -> str:
 
 
 def verify_file(sensitivity_path: str | os.PathLike, output_nc: str | os.PathLike,
-                output_md: str | os.PathLike) -> xr.Dataset:
-    """Verify a sensitivity file; write the NetCDF and Markdown reports."""
+                output_md: str | os.PathLike, output_png: str | os.PathLike | None = None) -> xr.Dataset:
+    """Verify a sensitivity file; write the NetCDF and Markdown reports, and the agreement plot."""
     with xr.open_dataset(sensitivity_path) as ds:
         report = verify(ds.load())
     write_netcdf(report, output_nc)
     write_atomic(output_md, lambda tmp: Path(tmp).write_text(to_markdown(report)))
+    if output_png is not None:
+        plot_agreement(report, output_png)
     return report
 
 
@@ -175,8 +178,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("sensitivity", help="sensitivity.nc")
     parser.add_argument("output_nc", help="verify.nc to write")
     parser.add_argument("output_md", help="verify.md to write")
+    parser.add_argument("--plot", help="method agreement plot (PNG) to write")
     args = parser.parse_args(argv)
-    report = verify_file(args.sensitivity, args.output_nc, args.output_md)
+    report = verify_file(args.sensitivity, args.output_nc, args.output_md, args.plot)
     print(to_markdown(report))
     if not report.attrs["passed"]:
         failed = [c for c in report.comparison.values if not report.sel(comparison=c).passed]

@@ -58,7 +58,8 @@ def test_variants_before_and_after_the_convolution(tmp_path, kernel_size, equal_
     cfg = compose_job("conv_slice", [f"model.args.kernel_size={kernel_size}", "sweep.num=5", "sweep.parts=1",
                                      "dtype=float64", f"output={tmp_path / 's.nc'}"])
     compute(cfg, "conv_slice")
-    report = verify_file(tmp_path / "s.nc", tmp_path / "v.nc", tmp_path / "v.md")
+    report = verify_file(tmp_path / "s.nc", tmp_path / "v.nc", tmp_path / "v.md", tmp_path / "agreement.png")
+    assert (tmp_path / "agreement.png").read_bytes()[:4] == b"\x89PNG"
     assert report.attrs["passed"] == 1
     rows = report.sel(variant_check=["dy_dC: slice=before vs slice=after", "y: slice=before vs slice=after"])
     assert (rows.variant_allclose == int(equal_everywhere)).all()
