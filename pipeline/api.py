@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -218,17 +217,20 @@ def sensitivity(
     wall = time.perf_counter() - start
 
     nonfinite = _check_finite(result.y, result.dy, grid, nan_policy)
+    # Timing and the chosen chunk size vary from run to run: they go into `history`, so that two
+    # runs of the same study give identical datasets apart from it.
+    rate = f"{len(points) / wall:.1f}" if wall > 0 else "inf"
+    timing = (f"{method} on {run_device}: {len(points)} points in {wall:.3f} s wall time ({rate} points/s), "
+              f"chunk size {result.chunk_size}")
     return build_dataset(
         routine, grid, x_run.cpu(), result.y, result.dy, d2y=result.d2y, connected=reached, title=title,
+        history_note=timing,
         attrs={
             "method": method,
             "device": str(run_device),
             "dtype": str(run_dtype).removeprefix("torch."),
-            "chunk_size": result.chunk_size,
             "torch_version": torch.__version__,
             "sensweep_version": __version__,
-            "wall_time_s": round(wall, 6),
-            "points_per_second": round(len(points) / wall, 3) if wall > 0 else math.inf,
             **nonfinite,
             **(attrs or {}),
         },

@@ -69,8 +69,7 @@ def compute(cfg: DictConfig, study: str = "") -> xr.Dataset:
                     "see variables %s", independent, ds.attrs["outputs"],
                     ", ".join(connected_name(p) for p in swept_parameters(ds)))
     write_netcdf(ds, cfg.output)
-    log.info("wrote %s in %.2f s (chunk size %d, device %s)", cfg.output, ds.attrs["wall_time_s"],
-             ds.attrs["chunk_size"], ds.attrs["device"])
+    log.info("wrote %s: %s", cfg.output, ds.attrs["history"])
     return ds
 
 

@@ -106,6 +106,7 @@ def build_dataset(
     d2y: torch.Tensor | None = None,
     connected: torch.Tensor | None = None,
     title: str = "",
+    history_note: str = "",
     attrs: dict[str, Any] | None = None,
 ) -> xr.Dataset:
     """Assemble ``y``, ``dy/d<param>`` per parameter and ``x`` into the schema of SPEC §6.
@@ -149,7 +150,8 @@ def build_dataset(
     ds.attrs = {
         "Conventions": CONVENTIONS,
         "title": title or f"Sensitivity of y to {', '.join(params)}",
-        "history": f"{dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}: {' '.join(sys.argv)}",
+        "history": f"{dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}: {' '.join(sys.argv)}"
+                   + (f" ({history_note})" if history_note else ""),
         "source": "sensweep (pipeline.sensitivity)",
         "swept_parameters": " ".join(params),
         **({"bound_to": bound} if bound else {}),

@@ -33,8 +33,8 @@ class CorruptPartError(RuntimeError):
     """A part file cannot be read; it has been removed so that rerunning the workflow recomputes it."""
 
 
-def _read_part(path: str | os.PathLike) -> tuple[float, list[xr.DataArray]]:
-    """Wall time and connectivity flags of a part; a file that does not read back is removed."""
+def _read_part(path: str | os.PathLike) -> tuple[str, list[xr.DataArray]]:
+    """History and connectivity flags of a part; a file that does not read back is removed."""
     try:
         with xr.open_dataset(path) as part:
             missing = {"y", "x"} - set(part.data_vars)
@@ -42,7 +42,7 @@ def _read_part(path: str | os.PathLike) -> tuple[float, list[xr.DataArray]]:
                 raise ValueError(f"not a sensitivity part (missing {sorted(missing) or 'attrs'})")
             part.load()  # reads every chunk: truncated or corrupt data fails here, not later as NaN
             flags = [part[k] for k in part.data_vars if k.endswith("_connected")]
-            return float(part.attrs.get("wall_time_s", 0.0)), flags
+            return part.attrs.get("history", ""), flags
     except (OSError, ValueError, KeyError, RuntimeError) as err:
         Path(path).unlink(missing_ok=True)
         raise CorruptPartError(f"part file {path} is unreadable ({str(err).splitlines()[0]}); removed it: "
@@ -50,15 +50,15 @@ def _read_part(path: str | os.PathLike) -> tuple[float, list[xr.DataArray]]:
 
 
 def merge_parts(paths: Sequence[str | os.PathLike], output: str | os.PathLike) -> None:
-    """Write the parts of one study as a single dataset; attrs sum the parts' wall time.
+    """Write the parts of one study as a single dataset; its history keeps every part's line.
 
     Every part is read in full first; an unreadable one is removed and reported
     (:class:`CorruptPartError`), so nothing corrupt is merged and a rerun recomputes it.
     """
-    times, flags = [], []
+    histories, flags = [], []
     for path in paths:
-        wall, part_flags = _read_part(path)
-        times.append(wall)
+        history, part_flags = _read_part(path)
+        histories.append(history)
         flags += part_flags
     with open_parts(paths) as ds:
         for flag in flags:  # connected anywhere in the sweep: the OR over parts
@@ -67,13 +67,11 @@ def merge_parts(paths: Sequence[str | os.PathLike], output: str | os.PathLike) -
         if flags:
             names = {flag.name for flag in flags}
             ds.attrs["structurally_independent_outputs"] = sum(int((ds[name] == 0).sum()) for name in names)
-        for key in ("part", "points_per_second"):
-            ds.attrs.pop(key, None)
+        ds.attrs.pop("part", None)
         now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         ds.attrs.update(
-            wall_time_s=round(sum(times), 6),
             parts=len(paths),
-            history=f"{ds.attrs.get('history', '')}\n{now}: merged {len(paths)} parts (pipeline.merge)".strip(),
+            history="\n".join([*histories, f"{now}: merged {len(paths)} parts (pipeline.merge)"]),
         )
         write_netcdf(ds, output)
 

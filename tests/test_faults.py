@@ -79,3 +79,21 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_result(workflow, tmp_path_fa
         with xr.open_dataset(workflow / "outputs" / "oscillator" / name) as got, \
                 xr.open_dataset(reference / "outputs" / "oscillator" / name) as expected:
             xr.testing.assert_identical(got.drop_attrs(), expected.drop_attrs())  # bit for bit
+
+
+@pytest.mark.parametrize("study", ["composite", "oscillator_grid"])
+def test_two_runs_give_identical_datasets(tmp_path, study):
+    """Same study twice, in separate processes: identical datasets, bit for bit, but for `history`."""
+    out = tmp_path / "out.nc"
+    args = [sys.executable, "-m", "pipeline.compute", f"study={study}", "sweep.num=6", f"output={out}",
+            "model.args.steps=30" if study.startswith("oscillator") else "sweep.parts=1"]
+    runs = []
+    for _ in range(2):
+        result = run(args, cwd=Path(__file__).resolve().parent.parent)
+        assert result.returncode == 0, result.stderr
+        with xr.open_dataset(out) as ds:
+            runs.append(ds.load())
+        out.unlink()
+    for ds in runs:
+        del ds.attrs["history"]
+    xr.testing.assert_identical(*runs)
