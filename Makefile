@@ -7,7 +7,7 @@ CORES ?= all
 # Rules call `python -m pipeline.*`: put the venv first on PATH for Snakemake's jobs.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help setup run test lint report clean
+.PHONY: help setup run test lint bench report clean
 
 help: ## List the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ lint: setup ## ruff, snakefmt and snakemake --lint
 	$(BIN)/ruff check .
 	$(BIN)/snakefmt --check .
 	$(BIN)/snakemake --lint
+
+bench: setup ## Benchmarks: every method against the primal floor, outputs/bench/ (QUICK=1: a minute)
+	$(BIN)/python -m pipeline.bench $(if $(QUICK),--quick) --out outputs/bench
 
 report: run ## HTML report of every study's plots: outputs/report.html
 	$(BIN)/snakemake --report outputs/report.html
