@@ -1,11 +1,13 @@
 """Batched derivatives of a routine ``fn(x, theta)`` at many points ``theta`` of a parameter sweep.
 
-Every method has the signature ``method(fn, x, points, *, chunk_size, max_memory_mb, ...)``
+Every method has the signature ``method(fn, x, points, *, chunk_size, max_memory_mb, memory_hint, ...)``
 where ``points`` is ``(N, P)``: N points of P swept parameters. It returns
 :class:`Derivatives` with ``y`` of shape ``(N, *y.shape)`` and ``dy`` of shape
 ``(N, *y.shape, P)`` (one derivative per parameter), on the CPU. ``chunk_size`` means what it
 means for :func:`torch.func.vmap`: the number of points per batched pass; ``None`` picks the
-largest that fits the memory budget (:mod:`pipeline.memory`).
+largest that fits the memory budget (:mod:`pipeline.memory`). ``memory_hint`` is a pessimistic
+bytes-per-point estimate of a forward-mode pass (from the structure check); ``reverse``, whose
+memory grows with the number of outputs, and ``loop`` ignore it.
 """
 
 from __future__ import annotations
@@ -39,15 +41,20 @@ class Derivatives:
     d2y: Tensor | None = None
 
 
-def _in_chunks(batched: Callable, points: Tensor, chunk_size: int | None, max_memory_mb: int | None) -> Derivatives:
+def _in_chunks(batched: Callable, points: Tensor, chunk_size: int | None, max_memory_mb: int | None,
+               memory_hint: int | None = None) -> Derivatives:
     """Run ``batched`` over ``points`` chunk by chunk, moving each result to the CPU.
 
     ``batched(chunk)`` returns a tuple of tensors with a leading chunk dim. With
-    ``chunk_size=None`` the first chunks are memory probes whose results are kept
-    (NOTE [Choosing the chunk size] in :mod:`pipeline.memory`).
+    ``chunk_size=None``, all points go in one chunk when ``memory_hint`` (a pessimistic
+    bytes-per-point estimate) says they fit the budget; otherwise the first chunks are memory
+    probes whose results are kept (NOTE [Choosing the chunk size] in :mod:`pipeline.memory`).
     """
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be None or >= 1, got {chunk_size}")
+    if chunk_size is None and memory_hint is not None \
+            and memory_hint * len(points) <= budget_bytes(points.device, max_memory_mb):
+        chunk_size = len(points)
     done: list[tuple[Tensor, ...]] = []
     start = 0
     with tqdm(total=len(points), desc="points", unit="point", disable=None, leave=False) as bar:
@@ -95,7 +102,7 @@ def _no_forward_rule(err: Exception, method: str) -> DerivativeError | None:
 
 def forward(
     fn: RoutineFn, x: Tensor, points: Tensor, *, chunk_size: int | None = None, max_memory_mb: int | None = None,
-    order: int = 1,
+    memory_hint: int | None = None, order: int = 1,
 ) -> Derivatives:
     """Forward mode: ``torch.func.jvp`` along each parameter direction, vmapped over the points of a chunk.
 
@@ -129,13 +136,14 @@ def forward(
         return y, dy.unsqueeze(-1), d2y
 
     try:
-        return _in_chunks(vmap(first if order == 1 else second), points, chunk_size, max_memory_mb)
+        return _in_chunks(vmap(first if order == 1 else second), points, chunk_size, max_memory_mb, memory_hint)
     except (RuntimeError, NotImplementedError) as err:
         raise (_no_forward_rule(err, "forward") or err) from err
 
 
 def forward_dual(
-    fn: RoutineFn, x: Tensor, points: Tensor, *, chunk_size: int | None = None, max_memory_mb: int | None = None
+    fn: RoutineFn, x: Tensor, points: Tensor, *, chunk_size: int | None = None, max_memory_mb: int | None = None,
+    memory_hint: int | None = None,
 ) -> Derivatives:
     """Forward mode with ``torch.autograd.forward_ad`` dual tensors (the seed thread's first answer).
 
@@ -155,13 +163,14 @@ def forward_dual(
         return y, torch.stack(tangents, dim=-1)
 
     try:
-        return _in_chunks(value_and_tangents, points, chunk_size, max_memory_mb)
+        return _in_chunks(value_and_tangents, points, chunk_size, max_memory_mb, memory_hint)
     except (RuntimeError, NotImplementedError) as err:
         raise (_no_forward_rule(err, "forward_dual") or err) from err
 
 
 def reverse(
-    fn: RoutineFn, x: Tensor, points: Tensor, *, chunk_size: int | None = None, max_memory_mb: int | None = None
+    fn: RoutineFn, x: Tensor, points: Tensor, *, chunk_size: int | None = None, max_memory_mb: int | None = None,
+    memory_hint: int | None = None,
 ) -> Derivatives:
     """Reverse mode: one vector-Jacobian product per output element (``jacrev``), vmapped over points.
 
@@ -181,7 +190,8 @@ def reverse(
 
 
 def loop(
-    fn: RoutineFn, x: Tensor, points: Tensor, *, chunk_size: int | None = None, max_memory_mb: int | None = None
+    fn: RoutineFn, x: Tensor, points: Tensor, *, chunk_size: int | None = None, max_memory_mb: int | None = None,
+    memory_hint: int | None = None,
 ) -> Derivatives:
     """The seed's baseline: one ``torch.autograd.grad`` per output element and point. Slow on purpose.
 
@@ -214,7 +224,7 @@ def fd_step(values: Tensor) -> Tensor:
 
 def finite_difference(
     fn: RoutineFn, x: Tensor, points: Tensor, *, chunk_size: int | None = None, max_memory_mb: int | None = None,
-    step: float | None = None,
+    memory_hint: int | None = None, step: float | None = None,
 ) -> Derivatives:
     """Central differences ``(y(C+h) - y(C-h)) / 2h`` per parameter, from batched primal passes.
 
@@ -237,7 +247,7 @@ def finite_difference(
             differences.append((primal(up) - primal(down)) / (up[:, i] - down[:, i]).reshape(shape))
         return y, torch.stack(differences, dim=-1)
 
-    return _in_chunks(value_and_differences, points, chunk_size, max_memory_mb)
+    return _in_chunks(value_and_differences, points, chunk_size, max_memory_mb, memory_hint)
 
 
 METHODS: dict[str, Callable[..., Derivatives]] = {
