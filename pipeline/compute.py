@@ -50,12 +50,16 @@ def compute(cfg: DictConfig, study: str = "") -> xr.Dataset:
     x = build_inputs(cfg)
     model = build_model(cfg)
     part = {} if cfg.part is None else {"part": cfg.part, "parts": cfg.sweep.parts}
+    device = cfg.device
+    if device.startswith("cuda") and not torch.cuda.is_available() and cfg.device_fallback:
+        log.warning("device=%s but CUDA is not available: running on the CPU (device_fallback=true)", device)
+        device = "cpu"
     log.info("study %s: %s x %d samples, method=%s, device=%s, dtype=%s", study,
              " x ".join(f"{len(v)} values of {p}" for p, v in grid.items()), x.shape[0], cfg.method.name.value,
-             cfg.device, cfg.dtype.value)
+             device, cfg.dtype.value)
     ds = sensitivity(
         model, x, grid,
-        method=cfg.method.name.value, device=cfg.device, dtype=cfg.dtype.value,
+        method=cfg.method.name.value, device=device, dtype=cfg.dtype.value,
         chunk_size=cfg.method.chunk_size, max_memory_mb=cfg.method.max_memory_mb, step=cfg.method.step,
         nan_policy=cfg.nan_policy.value, order=cfg.method.order,
         bind=cfg.model.bind, output_dims=cfg.model.output_dims, units=dict(cfg.model.units),

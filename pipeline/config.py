@@ -143,6 +143,7 @@ class JobConfig:
     verify: VerifyConfig = _opt(factory=VerifyConfig, help="the verify step")
     title: str = _opt("", "title of the study's datasets and plots")
     device: str = _opt("auto", "auto (CUDA when available) | cpu | cuda | cuda:<index>")
+    device_fallback: bool = _opt(False, "device=cuda without CUDA: false fails the job, true warns and runs on the CPU")
     dtype: DType = _opt(DType.float32, "float32 | float64")
     nan_policy: NanPolicy = _opt(NanPolicy["warn"], "NaN/Inf in y or dy/dC: warn (counted in attrs) | raise")
     seed: int = _opt(0, "seeds input generation and model initialisation")

@@ -64,6 +64,13 @@ if not torch.cuda.is_available():
     CASES.append(("device=cuda without CUDA", ["device=cuda"], "CUDA is not available on this machine"))
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the fallback without CUDA")
+def test_cuda_fallback_warns_and_runs_on_cpu(tmp_path):
+    code, output = run_compute(["device=cuda", "device_fallback=true"], tmp_path)
+    assert code == 0 and "CUDA is not available: running on the CPU (device_fallback=true)" in output
+    assert (tmp_path / "out.nc").exists()
+
+
 def make_files(tmp: Path) -> None:
     """The broken input files some cases point at."""
     (tmp / "garbage.npy").write_bytes(b"\x93NUMPY but not really")
