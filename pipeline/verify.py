@@ -2,10 +2,14 @@
 
 On a few values of the swept parameter and a few samples, ``dy/dC`` is recomputed in float64
 with other methods (``forward``, ``reverse``, ``finite_difference`` by default) and compared
-with the study's result. Tolerances come from the study's dtype and the finite-difference step
-(see :func:`tolerance`). With ``verify.compare_along`` set, the first two entries along that
-output dim are compared with each other (the seed's slice-before-vs-after question): bitwise
-equal, ``allclose`` (torch's defaults), max abs/rel difference and where they differ.
+with the study's result, on the outputs the parameter reaches through the graph. Outputs it does
+not reach (``dy_dC_connected == 0``) have ``dy/dC = 0`` by construction; where a reference
+(finite differences) still sees their value change, a ``detach()`` hides a real dependence:
+counted as ``hidden_dependence`` and noted in the report, not a failure. Tolerances come from
+the study's dtype and the finite-difference step (see :func:`tolerance`). With
+``verify.compare_along`` set, the first two entries along that output dim are compared with each
+other (the seed's slice-before-vs-after question): bitwise equal, ``allclose`` (torch's
+defaults), max abs/rel difference and where they differ.
 
 ``python -m pipeline.verify SENSITIVITY VERIFY_NC VERIFY_MD [--plot PNG]`` writes the reports
 (and the method agreement plot) and exits 1 when a comparison fails.
@@ -27,7 +31,7 @@ from omegaconf import OmegaConf
 
 from pipeline.api import sensitivity
 from pipeline.build import build_model
-from pipeline.dataset import CONVENTIONS, derivative_name, swept_parameters
+from pipeline.dataset import CONVENTIONS, connected_name, derivative_name, swept_parameters
 from pipeline.plots import plot_agreement
 from pipeline.storage import write_atomic, write_netcdf
 
@@ -74,13 +78,21 @@ def verify(ds: xr.Dataset) -> xr.Dataset:
         for p in params:
             name = derivative_name(p)
             study, expected = sub[name].values.astype(np.float64), ref[name].values
-            abs_diff, rel_diff = _differences(study, expected)
+            # Outputs the graph does not connect to p have dy/dp = 0 by construction; compare the
+            # others. Finite differences still see a dependence a detach() hides: count it.
+            flag = sub.get(connected_name(p))
+            keep = np.ones(study.shape, bool) if flag is None else \
+                (flag == 1).broadcast_like(sub[name]).transpose(*sub[name].dims).values
+            abs_diff, rel_diff = _differences(study[keep], expected[keep])
             tol = tolerance(ds.attrs["dtype"], method)
+            scale = float(np.max(np.abs(expected))) if expected.size else 0.0
+            hidden = int(np.sum(~keep & (np.abs(expected) > tol * max(scale, np.finfo(np.float64).tiny))))
             label = f"{ds.attrs['method']} ({ds.attrs['dtype']}) vs {method} (float64)"
             rows.append({
                 "comparison": label if len(params) == 1 else f"{name}: {label}",
                 "max_abs_diff": abs_diff, "max_rel_diff": rel_diff, "tolerance": tol,
                 "bitwise_equal": int(np.array_equal(study, expected)), "passed": int(rel_diff <= tol),
+                "hidden_dependence": hidden,
             })
     out = xr.Dataset(
         {key: ("comparison", [row[key] for row in rows]) for key in rows[0] if key != "comparison"},
@@ -92,6 +104,8 @@ def verify(ds: xr.Dataset) -> xr.Dataset:
         "tolerance": "relative tolerance from the study's dtype (and step for differences)",
         "bitwise_equal": "1 if the study's values equal the reference bit for bit",
         "passed": "1 if max_rel_diff <= tolerance",
+        "hidden_dependence": "outputs not connected to the parameter in the graph whose value still changes with it "
+                             "(seen by the reference method; a detach() hides this dependence from autodiff)",
     }.items():
         out[key].attrs["long_name"] = long_name
     if opts.compare_along:
@@ -150,6 +164,12 @@ def to_markdown(report: xr.Dataset) -> str:
         lines.append(f"| {c} | {float(row.max_abs_diff):.3e} | {float(row.max_rel_diff):.3e} | "
                      f"{float(row.tolerance):.1e} | {'yes' if row.bitwise_equal else 'no'} | "
                      f"{'pass' if row.passed else 'FAIL'} |")
+    hidden = {str(c): int(report.sel(comparison=c).hidden_dependence) for c in report.comparison.values}
+    for comparison, count in hidden.items():
+        if count:
+            lines += ["", f"Note ({comparison}): at {count} outputs that the computation graph does not connect to "
+                          "the parameter (`dy_d*_connected == 0`, so autodiff gives exactly 0), the reference still "
+                          "sees the value change: a `detach()` or similar hides a real dependence from autodiff."]
     if "variant_check" in report.dims:
         lines += ["", "| variants | bitwise equal | allclose | max abs diff | max rel diff | differ at |",
                   "| --- | --- | --- | --- | --- | --- |"]

@@ -70,3 +70,16 @@ def test_variants_before_and_after_the_convolution(tmp_path, kernel_size, equal_
     with xr.open_dataset(tmp_path / "v.nc") as back:
         assert back.attrs["passed"] == 1
     assert "differ at" in (tmp_path / "v.md").read_text()
+
+
+def test_detach_hides_a_dependence_that_finite_differences_see(tmp_path):
+    """Seed 001: after detach() autodiff says 0 (by structure); the value still moves with C."""
+    cfg = compose_job("composite_detach", ["sweep.num=5", f"output={tmp_path / 's.nc'}"])
+    compute(cfg, "composite_detach")
+    report = verify_file(tmp_path / "s.nc", tmp_path / "v.nc", tmp_path / "v.md")
+    assert report.attrs["passed"] == 1
+    by_method = {str(c).split(" vs ")[1].split(" ")[0]: int(report.sel(comparison=c).hidden_dependence)
+                 for c in report.comparison.values}
+    assert by_method["forward"] == 0 and by_method["reverse"] == 0
+    assert by_method["finite_difference"] > 0
+    assert "hides a real dependence from autodiff" in (tmp_path / "v.md").read_text()
