@@ -109,7 +109,7 @@ def verify(ds: xr.Dataset) -> xr.Dataset:
     }.items():
         out[key].attrs["long_name"] = long_name
     if opts.compare_along:
-        out = out.merge(compare_variants(ds, opts.compare_along, [*map(derivative_name, params), "y"]))
+        out = out.merge(compare_variants(sub, opts.compare_along, [*map(derivative_name, params), "y"]))
     out.attrs = {
         "Conventions": CONVENTIONS, "title": f"Verification of {ds.attrs.get('study', '')}".strip(),
         "history": f"{dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}: verification (pipeline.verify)",
@@ -184,8 +184,8 @@ def to_markdown(report: xr.Dataset) -> str:
 def verify_file(sensitivity_path: str | os.PathLike, output_nc: str | os.PathLike,
                 output_md: str | os.PathLike, output_png: str | os.PathLike | None = None) -> xr.Dataset:
     """Verify a sensitivity file; write the NetCDF and Markdown reports, and the agreement plot."""
-    with xr.open_dataset(sensitivity_path) as ds:
-        report = verify(ds.load())
+    with xr.open_dataset(sensitivity_path) as ds:  # lazy: verify() reads only the points it checks
+        report = verify(ds)
     write_netcdf(report, output_nc)
     write_atomic(output_md, lambda tmp: Path(tmp).write_text(to_markdown(report)))
     if output_png is not None:
