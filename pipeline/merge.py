@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -25,8 +26,12 @@ def open_parts(paths: Sequence[str | os.PathLike]) -> xr.Dataset:
         raise ValueError("no part files to merge")
     return xr.open_mfdataset(
         sorted(map(str, paths)), combine="by_coords", data_vars="minimal", coords="minimal",
-        compat="override", join="exact", combine_attrs="override",
+        compat="override", join="exact", combine_attrs="override", chunks={},  # the files' own chunks
     )
+
+
+SLAB = 2**22
+"""Elements read at a time when checking a part (16 MiB of float32)."""
 
 
 class CorruptPartError(RuntimeError):
@@ -40,7 +45,10 @@ def _read_part(path: str | os.PathLike) -> tuple[str, list[xr.DataArray]]:
             missing = {"y", "x"} - set(part.data_vars)
             if missing or "swept_parameters" not in part.attrs:
                 raise ValueError(f"not a sensitivity part (missing {sorted(missing) or 'attrs'})")
-            part.load()  # reads every chunk: truncated or corrupt data fails here, not later as NaN
+            for var in part.variables.values():  # read everything, a slab at a time: truncated or
+                step = max(1, SLAB // max(1, math.prod(var.shape[1:])))  # corrupt data fails here
+                for start in range(0, var.shape[0] if var.ndim else 1, step):
+                    var[start : start + step].values if var.ndim else var.values
             flags = [part[k] for k in part.data_vars if k.endswith("_connected")]
             return part.attrs.get("history", ""), flags
     except (OSError, ValueError, KeyError, RuntimeError) as err:
