@@ -17,8 +17,14 @@ from pipeline.dataset import encoding
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
-    """Call ``write(tmp)`` then rename ``tmp`` to ``path``; on any error remove ``tmp``."""
+    """Call ``write(tmp)`` then rename ``tmp`` to ``path``; on any error remove ``tmp``.
+
+    Temporary files that a killed earlier attempt left for the same ``path`` are removed first
+    (one writer per output file: Snakemake runs one job per output).
+    """
     final = Path(path)
+    for stale in final.parent.glob(f".{final.name}.*.tmp{final.suffix}"):
+        stale.unlink(missing_ok=True)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:

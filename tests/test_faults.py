@@ -38,7 +38,7 @@ def finished_parts(workflow: Path) -> dict[str, int]:
     """Part files Snakemake has recorded as complete (no marker in .snakemake/incomplete), by mtime."""
     parts = workflow / "outputs" / "oscillator" / "parts"
     done = {}
-    for path in parts.glob("*.nc") if parts.exists() else ():
+    for path in parts.glob("[!.]*.nc") if parts.exists() else ():  # not a killed writer's hidden temp file
         marker = base64.urlsafe_b64encode(str(path.relative_to(workflow)).encode()).decode()
         with contextlib.suppress(FileNotFoundError):
             mtime = path.stat().st_mtime_ns
@@ -73,6 +73,7 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_result(workflow, tmp_path_fa
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     after = finished_parts(workflow)
     assert len(after) == PARTS
+    assert not [p.name for p in (workflow / "outputs" / "oscillator" / "parts").iterdir() if p.name.startswith(".")]
     assert all(after[name] == mtime for name, mtime in done.items()), "a finished part was recomputed"
 
     for name in ("sensitivity.nc", "summary.nc"):

@@ -129,3 +129,10 @@ def test_failed_write_keeps_the_previous_result(tmp_path, monkeypatch, composite
         write_netcdf(composite_ds, path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["s.nc"]
+
+
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path, composite_ds):
+    stale = tmp_path / ".s.nc.12345.tmp.nc"
+    stale.write_bytes(b"half a file from a killed job")
+    write_netcdf(composite_ds, tmp_path / "s.nc")
+    assert [p.name for p in tmp_path.iterdir()] == ["s.nc"]
