@@ -16,7 +16,7 @@ import xarray as xr
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from pipeline.api import sensitivity
+from pipeline.api import resolve_device, sensitivity
 from pipeline.build import build_inputs, build_model, run_cli
 from pipeline.config import CONF_DIR, JOB_CONFIG, to_yaml, validate
 from pipeline.dataset import connected_name, swept_parameters
@@ -54,6 +54,7 @@ def compute(cfg: DictConfig, study: str = "") -> xr.Dataset:
     if device.startswith("cuda") and not torch.cuda.is_available() and cfg.device_fallback:
         log.warning("device=%s but CUDA is not available: running on the CPU (device_fallback=true)", device)
         device = "cpu"
+    resolve_device(device)  # an unavailable device fails here, before any work
     log.info("study %s: %s x %d samples, method=%s, device=%s, dtype=%s", study,
              " x ".join(f"{len(v)} values of {p}" for p, v in grid.items()), x.shape[0], cfg.method.name.value,
              device, cfg.dtype.value)
