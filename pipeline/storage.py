@@ -11,9 +11,17 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import netCDF4
 import xarray as xr
 
 from pipeline.dataset import encoding
+
+CHUNK_CACHE_BYTES = 4 * 2**20
+"""HDF5 chunk cache per open variable. netCDF-C's default (64 MiB) multiplied by every part file
+and variable a merge opens made its memory grow with the sweep; a few of our ~1 MiB chunks is
+enough, as reads and writes go chunk by chunk."""
+
+netCDF4.set_chunk_cache(CHUNK_CACHE_BYTES, 1009, 0.75)  # for every file opened after this import
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
