@@ -29,6 +29,8 @@ PLOTS = ("derivative_vs_param.png", "derivative_heatmap.png", "output_vs_param.p
 """File names written by :func:`plot_study`, in ``OUTDIR``."""
 
 SAMPLES_SHOWN = 5
+HEATMAP_CELLS = (2000, 500)
+"""Most values of the swept parameter and samples drawn in the heatmap."""
 
 
 def _label(da: xr.DataArray, name: str) -> str:
@@ -85,12 +87,17 @@ def plot_study(sensitivity: xr.Dataset, summary: xr.Dataset, outdir: str | os.Pa
     figures[PLOTS[0]] = fig
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    values = dy.transpose("sample", param).values
+    # At most HEATMAP_CELLS cells: a large sweep is shown with a stride (said in the title).
+    strides = {d: -(-dy.sizes[d] // limit) for d, limit in ((param, HEATMAP_CELLS[0]), ("sample", HEATMAP_CELLS[1]))}
+    dy_map = dy.isel({d: slice(None, None, s) for d, s in strides.items()})
+    values = dy_map.transpose("sample", param).values
     limit = float(np.nanmax(np.abs(values))) or 1.0
-    mesh = ax.pcolormesh(dy[param].values, dy["sample"].values, values, cmap="RdBu_r", vmin=-limit, vmax=limit,
-                         shading="nearest")
+    mesh = ax.pcolormesh(dy_map[param].values, dy_map["sample"].values, values, cmap="RdBu_r", vmin=-limit,
+                         vmax=limit, shading="nearest")
     fig.colorbar(mesh, ax=ax, label=_label(sensitivity[name], f"dy/d{param}"))
-    ax.set(xlabel=x_label, ylabel="sample", title=f"{study}: dy/d{param} over ({param}, sample){suffix}")
+    shown = "" if max(strides.values()) == 1 else \
+        f" (every {strides[param]}th {param}, every {strides['sample']}th sample)"
+    ax.set(xlabel=x_label, ylabel="sample", title=f"{study}: dy/d{param} over ({param}, sample){shown}{suffix}")
     figures[PLOTS[1]] = fig
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
