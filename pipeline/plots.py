@@ -96,7 +96,7 @@ def plot_study(sensitivity: xr.Dataset, summary: xr.Dataset, outdir: str | os.Pa
                          vmax=limit, shading="nearest")
     fig.colorbar(mesh, ax=ax, label=_label(sensitivity[name], f"dy/d{param}"))
     shown = "" if max(strides.values()) == 1 else \
-        f" (every {strides[param]}th {param}, every {strides['sample']}th sample)"
+        f" (1 in {strides[param]} values of {param}, 1 in {strides['sample']} samples)"
     ax.set(xlabel=x_label, ylabel="sample", title=f"{study}: dy/d{param} over ({param}, sample){shown}{suffix}")
     figures[PLOTS[1]] = fig
 
