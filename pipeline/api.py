@@ -210,12 +210,10 @@ def sensitivity(
     reached, hint = check_structure(routine.fn, x_run, points)
     start = time.perf_counter()
     options = {"step": step} if step is not None else {}
-    if method in ("forward", "forward_dual", "finite_difference"):
-        options["memory_hint"] = hint
     if order == 2:
         options["order"] = 2
     result = METHODS[method](routine.fn, x_run, points, chunk_size=chunk_size, max_memory_mb=max_memory_mb,
-                             **options)
+                             memory_hint=hint, **options)
     wall = time.perf_counter() - start
 
     nonfinite = _check_finite(result.y, result.dy, grid, nan_policy)

@@ -42,13 +42,15 @@ class Derivatives:
 
 
 def _in_chunks(batched: Callable, points: Tensor, chunk_size: int | None, max_memory_mb: int | None,
-               memory_hint: int | None = None) -> Derivatives:
+               memory_hint: int | None = None, method: str = "") -> Derivatives:
     """Run ``batched`` over ``points`` chunk by chunk, moving each result to the CPU.
 
     ``batched(chunk)`` returns a tuple of tensors with a leading chunk dim. With
     ``chunk_size=None``, all points go in one chunk when ``memory_hint`` (a pessimistic
     bytes-per-point estimate) says they fit the budget; otherwise the first chunks are memory
     probes whose results are kept (NOTE [Choosing the chunk size] in :mod:`pipeline.memory`).
+    Torch errors a user can act on (randomness under vmap, an op without a forward-mode rule)
+    become :class:`DerivativeError` naming ``method``.
     """
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be None or >= 1, got {chunk_size}")
@@ -62,12 +64,16 @@ def _in_chunks(batched: Callable, points: Tensor, chunk_size: int | None, max_me
         def run(chunk: Tensor) -> tuple[Tensor, ...]:
             try:
                 result = batched(chunk)
-            except RuntimeError as err:
-                if "randomness" in str(err):
+            except (RuntimeError, NotImplementedError) as err:
+                text = str(err)
+                if "randomness" in text:
                     raise DerivativeError(
                         "the model draws random numbers inside the batched pass (e.g. dropout in training mode); "
                         "sensweep rejects this so that every value of C sees the same computation: call "
                         "model.eval(), or draw the randomness into the inputs x") from err
+                if any(marker in text for marker in ("forward AD", "forward mode AD", "forward-mode AD")):
+                    raise DerivativeError(f"method={method} failed: an op of the model has no forward-mode AD rule "
+                                          f"({text.splitlines()[0]}); use method=reverse for this model") from err
                 raise
             done.append(tuple(t.cpu() for t in result))
             bar.update(len(chunk))
@@ -90,14 +96,6 @@ def _in_chunks(batched: Callable, points: Tensor, chunk_size: int | None, max_me
             run(chunk)
     y, dy, *d2y = (torch.cat(parts) for parts in zip(*done, strict=True))
     return Derivatives(y, dy, chunk_size, d2y[0] if d2y else None)
-
-
-def _no_forward_rule(err: Exception, method: str) -> DerivativeError | None:
-    text = str(err)
-    if any(marker in text for marker in ("forward AD", "forward mode AD", "forward-mode AD")):
-        return DerivativeError(f"method={method} failed: an op of the model has no forward-mode AD rule "
-                               f"({text.splitlines()[0]}); use method=reverse for this model")
-    return None
 
 
 def forward(
@@ -135,10 +133,8 @@ def forward(
         (y, dy), (_, d2y) = jvp(lambda t: jvp(f, (t,), (one,)), (theta,), (one,))
         return y, dy.unsqueeze(-1), d2y
 
-    try:
-        return _in_chunks(vmap(first if order == 1 else second), points, chunk_size, max_memory_mb, memory_hint)
-    except (RuntimeError, NotImplementedError) as err:
-        raise (_no_forward_rule(err, "forward") or err) from err
+    return _in_chunks(vmap(first if order == 1 else second), points, chunk_size, max_memory_mb, memory_hint,
+                      "forward")
 
 
 def forward_dual(
@@ -162,10 +158,7 @@ def forward_dual(
             tangents.append(torch.zeros_like(y) if dy is None else dy)
         return y, torch.stack(tangents, dim=-1)
 
-    try:
-        return _in_chunks(value_and_tangents, points, chunk_size, max_memory_mb, memory_hint)
-    except (RuntimeError, NotImplementedError) as err:
-        raise (_no_forward_rule(err, "forward_dual") or err) from err
+    return _in_chunks(value_and_tangents, points, chunk_size, max_memory_mb, memory_hint, "forward_dual")
 
 
 def reverse(
