@@ -13,6 +13,7 @@ import xarray as xr
 from torch import nn
 
 from pipeline import __version__
+from pipeline.compiled import compiled_forward
 from pipeline.config import DEVICE_CHOICES, ConfigError
 from pipeline.dataset import build_dataset
 from pipeline.derivatives import METHODS, DerivativeError
@@ -127,6 +128,7 @@ def sensitivity(
     step: float | None = None,
     nan_policy: str = "warn",
     order: int = 1,
+    compile: bool = False,
     output_dims: Sequence[str] | None = None,
     units: Mapping[str, str] | None = None,
     title: str = "",
@@ -166,6 +168,10 @@ def sensitivity(
         ``warn`` warns, ``raise`` raises naming the first bad value of C and sample.
     order : {1, 2}, default: 1
         ``2`` adds ``d2y_dC2`` (forward-over-forward; one swept parameter, ``method="forward"``).
+    compile : bool, default: False
+        ``method="forward"`` through ``torch.compile`` (order 1): one step of a
+        :class:`~pipeline.models.TimeStepper` model, else the whole batched jvp
+        (:mod:`pipeline.compiled`). Pays off for op-heavy models and long sweeps.
     output_dims : list of str, optional
         Names of y's dims after ``sample``; default: the model's ``output_dims`` or ``output``.
     units : dict, optional
@@ -196,6 +202,9 @@ def sensitivity(
     grid = _swept_grid(params)
     if order not in (1, 2) or (order == 2 and (method != "forward" or len(grid) != 1)):
         raise ConfigError(f"invalid order={order!r}: 1, or 2 with method='forward' and one swept parameter")
+    if compile and (method != "forward" or order != 1):
+        raise ConfigError(f"invalid compile=True with method={method!r}, order={order}: compile applies to "
+                          "method='forward' with order=1")
     x = torch.as_tensor(x)
     if x.dim() == 0:
         raise ConfigError("invalid x: need a leading sample dim, got a scalar")
@@ -212,21 +221,27 @@ def sensitivity(
     options = {"step": step} if step is not None else {}
     if order == 2:
         options["order"] = 2
-    result = METHODS[method](routine.fn, x_run, points, chunk_size=chunk_size, max_memory_mb=max_memory_mb,
-                             memory_hint=hint, **options)
+    if compile:
+        result = compiled_forward(routine.fn, x_run, points, stepper=routine.stepper, chunk_size=chunk_size,
+                                  max_memory_mb=max_memory_mb, memory_hint=hint)
+    else:
+        result = METHODS[method](routine.fn, x_run, points, chunk_size=chunk_size, max_memory_mb=max_memory_mb,
+                                 memory_hint=hint, **options)
     wall = time.perf_counter() - start
 
     nonfinite = _check_finite(result.y, result.dy, grid, nan_policy)
     # Timing and the chosen chunk size vary from run to run: they go into `history`, so that two
     # runs of the same study give identical datasets apart from it.
     rate = f"{len(points) / wall:.1f}" if wall > 0 else "inf"
-    timing = (f"{method} on {run_device}: {len(points)} points in {wall:.3f} s wall time ({rate} points/s), "
+    label = f"{method} (compiled)" if compile else method
+    timing = (f"{label} on {run_device}: {len(points)} points in {wall:.3f} s wall time ({rate} points/s), "
               f"chunk size {result.chunk_size}")
     return build_dataset(
         routine, grid, x_run.cpu(), result.y, result.dy, d2y=result.d2y, connected=reached, title=title,
         history_note=timing,
         attrs={
             "method": method,
+            "compiled": int(compile),
             "device": str(run_device),
             "dtype": str(run_dtype).removeprefix("torch."),
             "torch_version": torch.__version__,

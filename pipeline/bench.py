@@ -7,7 +7,14 @@ process and on the same inputs, for each model and number of parameter values N:
 - sensweep's ``forward``, ``forward_dual``, ``reverse`` and ``finite_difference``;
 - the seed thread's baselines: the per-element ``autograd.grad`` loop (a few elements timed,
   extrapolated: said so in the table) and ``autograd.grad(..., is_grads_batched=True)``;
-- ``torch.func.jacfwd`` under ``vmap`` (what a user of torch.func would write).
+- ``torch.func.jacfwd`` under ``vmap`` (what a user of torch.func would write);
+- ``forward`` with ``compile=True`` (one compiled RK4 step for the oscillator; the whole
+  batched jvp otherwise), its compile time in a column of its own;
+- the outside peer, JAX ``jit(vmap(jvp))`` of the same model and weights (``lax.scan`` over the
+  RK4 steps), where JAX is installed (``pip install .[bench]``; a note otherwise).
+
+A second table (``--chunking``, on by default) runs the Conv1d stack at N=512 under a 2 GB
+budget (``max_memory_mb=2048``, chunk size chosen automatically) against fixed chunk sizes.
 
 Each figure is the median of repeats after a warm-up; peak memory is the process's peak RSS
 increase (CPU) or ``torch.cuda.max_memory_allocated`` (GPU). Every method's derivative is checked
@@ -26,13 +33,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.func import jacfwd, vmap
 
+from pipeline.compiled import compiled_forward
 from pipeline.derivatives import METHODS
 from pipeline.memory import measure_peak_bytes
 from pipeline.models import Oscillator
-from pipeline.routine import as_routine
+from pipeline.routine import Stepper, as_routine
 from pipeline.storage import write_atomic
 from pipeline.structure import check_structure
 
@@ -49,6 +58,8 @@ class Case:
     x: torch.Tensor
     low: float
     high: float
+    stepper: Stepper | None = None
+    jax_fn: Callable | None = None  # (jnp module, x, theta) -> y, the same model in JAX
 
 
 def _mlp(samples: int, width: int = 256, dtype: torch.dtype = torch.float32) -> Case:
@@ -59,13 +70,41 @@ def _mlp(samples: int, width: int = 256, dtype: torch.dtype = torch.float32) -> 
         h = torch.tanh(x @ (w[0] * theta[0]))
         return torch.tanh(h @ w[1]) @ w[2]
 
-    return Case("mlp", fn, torch.randn(samples, 16, generator=g, dtype=dtype), 0.5, 1.5)
+    def jax_fn(jnp, x, theta):
+        h = jnp.tanh(x @ (w[0].numpy() * theta[0]))
+        return jnp.tanh(h @ w[1].numpy()) @ w[2].numpy()
+
+    return Case("mlp", fn, torch.randn(samples, 16, generator=g, dtype=dtype), 0.5, 1.5, jax_fn=jax_fn)
 
 
 def _oscillator(samples: int, dtype: torch.dtype = torch.float32) -> Case:
-    routine = as_routine(Oscillator(dt=0.05, steps=200), ["C"], bind={"C": "damping"}, dtype=dtype)
+    model = Oscillator(dt=0.05, steps=200)
+    routine = as_routine(model, ["C"], bind={"C": "damping"}, dtype=dtype)
     x = torch.rand(samples, 2, generator=torch.Generator().manual_seed(0), dtype=dtype) * 2 - 1
-    return Case("oscillator", routine.fn, x, 0.1, 1.9)
+
+    def jax_fn(jnp, x, theta):
+        from jax import lax
+
+        h, c = model.dt, theta[0]
+
+        def step(state, _):
+            p, v = state
+
+            def rate(p, v):
+                return v, -c * v - p
+
+            k1p, k1v = rate(p, v)
+            k2p, k2v = rate(p + h / 2 * k1p, v + h / 2 * k1v)
+            k3p, k3v = rate(p + h / 2 * k2p, v + h / 2 * k2v)
+            k4p, k4v = rate(p + h * k3p, v + h * k3v)
+            p = p + h / 6 * (k1p + 2 * k2p + 2 * k3p + k4p)
+            v = v + h / 6 * (k1v + 2 * k2v + 2 * k3v + k4v)
+            return (p, v), p
+
+        _, path = lax.scan(step, (x[:, 0], x[:, 1]), None, length=model.steps)
+        return jnp.concatenate([x[:, :1], path.T], axis=1)
+
+    return Case("oscillator", routine.fn, x, 0.1, 1.9, stepper=routine.stepper, jax_fn=jax_fn)
 
 
 def _conv(samples: int, dtype: torch.dtype = torch.float32) -> Case:
@@ -76,11 +115,20 @@ def _conv(samples: int, dtype: torch.dtype = torch.float32) -> Case:
         h = torch.tanh(torch.nn.functional.conv1d(x, kernels[0] * theta[0], padding=2))
         return torch.nn.functional.conv1d(h, kernels[1], padding=2)
 
-    return Case("conv1d", fn, torch.randn(samples, 4, 64, generator=g, dtype=dtype), 0.5, 1.5)
+    def jax_fn(jnp, x, theta):
+        from jax import lax
+
+        def conv(a, k):
+            return lax.conv_general_dilated(a, k, (1,), [(2, 2)], dimension_numbers=("NCH", "OIH", "NCH"))
+
+        return conv(jnp.tanh(conv(x, kernels[0].numpy() * theta[0])), kernels[1].numpy())
+
+    return Case("conv1d", fn, torch.randn(samples, 4, 64, generator=g, dtype=dtype), 0.5, 1.5, jax_fn=jax_fn)
 
 
 def _seed_linear(samples: int, dtype: torch.dtype = torch.float32) -> Case:
-    return Case("seed_linear", lambda x, theta: theta[0] * x, torch.arange(samples, dtype=dtype), -5.0, 5.0)
+    return Case("seed_linear", lambda x, theta: theta[0] * x, torch.arange(samples, dtype=dtype), -5.0, 5.0,
+                jax_fn=lambda jnp, x, theta: theta[0] * x)
 
 
 CASES = {"mlp": _mlp, "oscillator": _oscillator, "conv1d": _conv, "seed_linear": _seed_linear}
@@ -113,23 +161,43 @@ def _loop_extrapolated(case: Case, points: torch.Tensor, elements: int = 20) -> 
     return per_element * y.numel() * len(points), torch.stack(grads)[:, 0]
 
 
-def bench_case(case: Case, n: int, device: torch.device, repeats: int) -> list[dict]:
+def _jax_jvp(case: Case, points: torch.Tensor) -> tuple[Callable, object] | None:
+    """``jit(vmap(jvp))`` of the case in JAX and its points, or ``None`` without JAX."""
+    try:
+        import jax
+        import jax.numpy as jnp
+    except ImportError:
+        return None
+    jax.config.update("jax_enable_x64", case.x.dtype == torch.float64)
+    x = jnp.asarray(case.x.cpu().numpy())
+
+    def one(theta):
+        return jax.jvp(lambda t: case.jax_fn(jnp, x, t), (theta,), (jnp.ones_like(theta),))
+
+    batched = jax.jit(jax.vmap(one))
+    return (lambda pts: jax.block_until_ready(batched(pts))), jnp.asarray(points.cpu().numpy())
+
+
+def bench_case(
+    case: Case, n: int, device: torch.device, repeats: int, jax_notes: list[str] | None = None,
+) -> list[dict]:
     """Every method on one model and N values; rows with time, ratio to primal, memory, check."""
     x = case.x.to(device)
     points = torch.linspace(case.low, case.high, n, dtype=x.dtype, device=device)[:, None]
     primal = vmap(lambda t: case.fn(x, t))
     floor, floor_peak, _ = _timed(lambda: primal(points), device, repeats)
     rows = [{"model": case.name, "n": n, "method": "primal (floor)", "seconds": floor, "ratio": 1.0,
-             "peak_mb": None if floor_peak is None else floor_peak / 2**20, "check": "-"}]
+             "peak_mb": None if floor_peak is None else floor_peak / 2**20, "check": "-", "compile_s": None}]
     outputs = primal(points[:1]).numel()
     tol = {torch.float32: 1e-3, torch.float64: 1e-7}[x.dtype]
     reference = None
 
-    def add(method: str, seconds: float, peak: int | None, dy: torch.Tensor | None, note: str = "") -> None:
+    def add(method: str, seconds: float, peak: int | None, dy: torch.Tensor | None, compile_s: float | None = None,
+            ) -> None:
         ok = "-" if dy is None or reference is None else \
             ("ok" if torch.allclose(dy.cpu(), reference, rtol=tol, atol=tol * float(reference.abs().max())) else "FAIL")
-        rows.append({"model": case.name, "n": n, "method": method + note, "seconds": seconds, "ratio": seconds / floor,
-                     "peak_mb": None if peak is None else peak / 2**20, "check": ok})
+        rows.append({"model": case.name, "n": n, "method": method, "seconds": seconds, "ratio": seconds / floor,
+                     "peak_mb": None if peak is None else peak / 2**20, "check": ok, "compile_s": compile_s})
 
     _, hint = check_structure(case.fn, x, points)  # as sensitivity() does, untimed
     for method in ("forward", "forward_dual", "reverse", "finite_difference"):
@@ -141,6 +209,25 @@ def bench_case(case: Case, n: int, device: torch.device, repeats: int) -> list[d
         if reference is None:
             reference = result.dy[..., 0].cpu()
         add(method, seconds, peak, result.dy[..., 0])
+    def compiled() -> object:
+        return compiled_forward(case.fn, x, points, stepper=case.stepper, memory_hint=hint)
+
+    start = time.perf_counter()
+    compiled()  # compiles (cached for the timed runs)
+    first = time.perf_counter() - start
+    seconds, peak, result = _timed(compiled, device, repeats)
+    add("forward compile=true", seconds, peak, result.dy[..., 0], compile_s=max(first - seconds, 0.0))
+    peer = _jax_jvp(case, points) if case.jax_fn is not None else None
+    if peer is not None:
+        run, jax_points = peer
+        start = time.perf_counter()
+        run(jax_points)
+        first = time.perf_counter() - start
+        seconds, peak, (_, jax_dy) = _timed(lambda: run(jax_points), torch.device("cpu"), repeats)
+        add("JAX jit(vmap(jvp))", seconds, peak, torch.from_numpy(np.array(jax_dy)),
+            compile_s=max(first - seconds, 0.0))
+    elif jax_notes is not None and not jax_notes:
+        jax_notes.append("JAX is not installed (pip install .[bench]): no JAX rows")
     jac = vmap(jacfwd(lambda t: case.fn(x, t)))
     seconds, peak, result = _timed(lambda: jac(points), device, repeats)
     add("torch.func jacfwd+vmap", seconds, peak, result[..., 0])
@@ -159,19 +246,59 @@ def bench_case(case: Case, n: int, device: torch.device, repeats: int) -> list[d
     seconds, first = _loop_extrapolated(case, points)
     loop_ok = torch.allclose(first.cpu(), reference[0].reshape(-1)[: len(first)], rtol=tol, atol=tol)
     rows.append({"model": case.name, "n": n, "method": "per-element loop (extrapolated)", "seconds": seconds,
-                 "ratio": seconds / floor, "peak_mb": None, "check": "ok" if loop_ok else "FAIL"})
+                 "ratio": seconds / floor, "peak_mb": None, "check": "ok" if loop_ok else "FAIL", "compile_s": None})
     return rows
 
 
-def markdown(rows: list[dict], meta: dict) -> str:
-    lines = [f"Benchmarks on {meta['machine']}, {meta['date']}, torch {meta['torch']}, {meta['dtype']}, "
-             f"{meta['samples']} samples; median of {meta['repeats']} after a warm-up. Ratio: time / primal floor.", "",
-             "| model | N | method | time [s] | ratio | peak [MB] | check |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+def chunking(samples: int, n: int, budget_mb: int, sizes: tuple[int, ...], device: torch.device,
+             repeats: int) -> list[dict]:
+    """Conv1d forward mode: automatic chunks under ``budget_mb`` against fixed chunk sizes.
+
+    The automatic run starts from scratch each time (structure check, probes), as a job does.
+    """
+    case = _conv(samples)
+    x = case.x.to(device)
+    points = torch.linspace(case.low, case.high, n, dtype=x.dtype, device=device)[:, None]
+    rows = []
+    for size in sizes:
+        seconds, peak, _ = _timed(lambda size=size: METHODS["forward"](case.fn, x, points, chunk_size=size), device,
+                                  repeats)
+        rows.append({"chunk": str(size), "seconds": seconds, "peak_mb": peak / 2**20 if peak else None})
+
+    def automatic() -> object:
+        _, hint = check_structure(case.fn, x, points)
+        return METHODS["forward"](case.fn, x, points, max_memory_mb=budget_mb, memory_hint=hint)
+
+    seconds, peak, result = _timed(automatic, device, repeats)
+    rows.append({"chunk": f"auto under {budget_mb} MB: {result.chunk_size}", "seconds": seconds,
+                 "peak_mb": peak / 2**20 if peak else None})
+    best = min(r["seconds"] for r in rows[:-1])
+    for r in rows:
+        r.update(model=case.name, n=n, samples=samples, slowdown=r["seconds"] / best)
+    return rows
+
+
+def chunking_markdown(rows: list[dict]) -> str:
+    r0 = rows[0]
+    lines = [f"Chunking: {r0['model']}, N = {r0['n']}, {r0['samples']} samples, forward; slowdown: time / best "
+             "fixed chunk size.", "", "| chunk size | time [s] | slowdown | peak [MB] |", "| --- | --- | --- | --- |"]
     for r in rows:
         peak = "-" if r["peak_mb"] is None else f"{r['peak_mb']:.0f}"
+        lines.append(f"| {r['chunk']} | {r['seconds']:.3g} | {r['slowdown']:.2f} | {peak} |")
+    return "\n".join(lines) + "\n"
+
+
+def markdown(rows: list[dict], meta: dict) -> str:
+    lines = [f"Benchmarks on {meta['machine']}, {meta['date']}, torch {meta['torch']}, JAX {meta.get('jax', '-')}, "
+             f"{meta['dtype']}, "
+             f"{meta['samples']} samples; median of {meta['repeats']} after a warm-up. Ratio: time / primal floor.", "",
+             "| model | N | method | time [s] | ratio | peak [MB] | compile [s] | check |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        peak = "-" if r["peak_mb"] is None else f"{r['peak_mb']:.0f}"
+        compile_s = "-" if r.get("compile_s") is None else f"{r['compile_s']:.1f}"
         lines.append(f"| {r['model']} | {r['n']} | {r['method']} | {r['seconds']:.4g} | {r['ratio']:.3g} | {peak} | "
-                     f"{r['check']} |")
+                     f"{compile_s} | {r['check']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -201,23 +328,41 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="outputs/bench", help="folder for bench.json, bench.md, bench.png")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--models", default="", help=f"comma-separated subset of {','.join(CASES)}")
+    parser.add_argument("--no-chunking", dest="chunking", action="store_false", help="skip the chunking table")
     args = parser.parse_args(argv)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
     dtype = getattr(torch, args.dtype)
-    samples, sizes, repeats = (200, (8, 64), 3) if args.quick else (1000, (8, 64, 512), 5)
+    samples, sizes, repeats = (200, (8, 64), 3) if args.quick else (1000, (8, 64, 512), 3)
+    try:
+        import jax
+
+        jax_version = jax.__version__
+    except ImportError:
+        jax_version = "not installed"
     meta = {"machine": f"{platform.machine()}, {torch.get_num_threads()} threads, {device}",
-            "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "dtype": args.dtype, "samples": samples,
-            "repeats": repeats}
-    rows = []
-    for name, make in CASES.items():
-        case = make(samples, dtype=dtype)
+            "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "jax": jax_version, "dtype": args.dtype,
+            "samples": samples, "repeats": repeats}
+    rows: list[dict] = []
+    notes: list[str] = []
+    models = args.models.split(",") if args.models else list(CASES)
+    for name in models:
+        case = CASES[name](samples, dtype=dtype)
         for n in sizes:
-            rows += bench_case(case, n, device, repeats)
+            rows += bench_case(case, n, device, repeats, notes)
             print(markdown([r for r in rows if r["model"] == name and r["n"] == n], meta), flush=True)
+    chunk_rows = []
+    if args.chunking:
+        chunk_rows = chunking(200, 64, 16, (4, 16, 64), device, repeats) if args.quick else \
+            chunking(1000, 512, 2048, (16, 32, 64, 128, 256), device, repeats)
+        print(chunking_markdown(chunk_rows), flush=True)
     out = Path(args.out)
-    write_atomic(out / "bench.json", lambda tmp: tmp.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1)))
-    write_atomic(out / "bench.md", lambda tmp: tmp.write_text(markdown(rows, meta)))
+    report = {"meta": meta, "rows": rows, "chunking": chunk_rows, "notes": notes}
+    write_atomic(out / "bench.json", lambda tmp: tmp.write_text(json.dumps(report, indent=1)))
+    text = markdown(rows, meta) + "".join(f"\n{note}\n" for note in notes)
+    text += ("\n" + chunking_markdown(chunk_rows)) if chunk_rows else ""
+    write_atomic(out / "bench.md", lambda tmp: tmp.write_text(text))
     plot(rows, out / "bench.png")
     failed = [r for r in rows if r["check"] == "FAIL"]
     if failed:

@@ -62,7 +62,7 @@ def compute(cfg: DictConfig, study: str = "") -> xr.Dataset:
         model, x, grid,
         method=cfg.method.name.value, device=device, dtype=cfg.dtype.value,
         chunk_size=cfg.method.chunk_size, max_memory_mb=cfg.method.max_memory_mb, step=cfg.method.step,
-        nan_policy=cfg.nan_policy.value, order=cfg.method.order,
+        nan_policy=cfg.nan_policy.value, order=cfg.method.order, compile=cfg.method.compile,
         bind=cfg.model.bind, output_dims=cfg.model.output_dims, units=dict(cfg.model.units),
         title=cfg.title or study,
         attrs={"study": study, "sweep_kind": cfg.sweep.kind.value, "config": to_yaml(cfg), **provenance(), **part},

@@ -117,6 +117,8 @@ class MethodConfig:
     max_memory_mb: int | None = _opt(None, "memory budget of one pass; null: a quarter of free RAM / GPU memory")
     step: float | None = _opt(None, "finite_difference step; null: eps^(1/3) * max(|C|, 1)")
     order: int = _opt(1, "2 adds d2y/dC2 (forward, one swept parameter)")
+    compile: bool = _opt(False, "forward through torch.compile: one step of a TimeStepper model, else the whole "
+                                "batched jvp (order 1)")
 
 
 @dataclass
@@ -226,6 +228,8 @@ def validate(cfg: DictConfig | JobConfig) -> None:
     if cfg.method.order not in (1, 2) or (cfg.method.order == 2 and (
             cfg.method.name != MethodName.forward or sweep.grid)):
         _fail("method.order", cfg.method.order, "1, or 2 with method=forward and one swept parameter")
+    if cfg.method.compile and (cfg.method.name != MethodName.forward or cfg.method.order != 1):
+        _fail("method.compile", True, "only for method=forward with order=1")
 
 
 def study_names(conf_dir: Path = CONF_DIR) -> list[str]:

@@ -41,7 +41,7 @@ class Derivatives:
     d2y: Tensor | None = None
 
 
-def _in_chunks(batched: Callable, points: Tensor, chunk_size: int | None, max_memory_mb: int | None,
+def in_chunks(batched: Callable, points: Tensor, chunk_size: int | None, max_memory_mb: int | None,
                memory_hint: int | None = None, method: str = "") -> Derivatives:
     """Run ``batched`` over ``points`` chunk by chunk, moving each result to the CPU.
 
@@ -98,6 +98,15 @@ def _in_chunks(batched: Callable, points: Tensor, chunk_size: int | None, max_me
     return Derivatives(y, dy, chunk_size, d2y[0] if d2y else None)
 
 
+def value_and_jacobian(f: Callable[[Tensor], Tensor], theta: Tensor) -> tuple[Tensor, Tensor]:
+    """``f(theta)`` and its Jacobian (last dim: parameter) by forward mode, at one point ``theta``."""
+    if theta.shape[0] == 1:
+        y, dy = jvp(f, (theta,), (torch.ones_like(theta),))
+        return y, dy.unsqueeze(-1)
+    dy, y = jacfwd(lambda t: (f(t), f(t)), has_aux=True)(theta)
+    return y, dy
+
+
 def forward(
     fn: RoutineFn, x: Tensor, points: Tensor, *, chunk_size: int | None = None, max_memory_mb: int | None = None,
     memory_hint: int | None = None, order: int = 1,
@@ -122,18 +131,14 @@ def forward(
         return fn(x, theta)
 
     def first(theta: Tensor) -> tuple[Tensor, Tensor]:
-        if n_params == 1:
-            y, dy = jvp(f, (theta,), (torch.ones_like(theta),))
-            return y, dy.unsqueeze(-1)
-        dy, y = jacfwd(lambda t: (f(t), f(t)), has_aux=True)(theta)
-        return y, dy
+        return value_and_jacobian(f, theta)
 
     def second(theta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         one = torch.ones_like(theta)
         (y, dy), (_, d2y) = jvp(lambda t: jvp(f, (t,), (one,)), (theta,), (one,))
         return y, dy.unsqueeze(-1), d2y
 
-    return _in_chunks(vmap(first if order == 1 else second), points, chunk_size, max_memory_mb, memory_hint,
+    return in_chunks(vmap(first if order == 1 else second), points, chunk_size, max_memory_mb, memory_hint,
                       "forward")
 
 
@@ -158,7 +163,7 @@ def forward_dual(
             tangents.append(torch.zeros_like(y) if dy is None else dy)
         return y, torch.stack(tangents, dim=-1)
 
-    return _in_chunks(value_and_tangents, points, chunk_size, max_memory_mb, memory_hint, "forward_dual")
+    return in_chunks(value_and_tangents, points, chunk_size, max_memory_mb, memory_hint, "forward_dual")
 
 
 def reverse(
@@ -179,7 +184,7 @@ def reverse(
         dy, y = jacrev(both, has_aux=True)(theta)
         return y, dy
 
-    return _in_chunks(vmap(value_and_jacobian), points, chunk_size, max_memory_mb)
+    return in_chunks(vmap(value_and_jacobian), points, chunk_size, max_memory_mb)
 
 
 def loop(
@@ -205,7 +210,7 @@ def loop(
             dys.append(dy.reshape(*y.shape, len(theta)))
         return torch.stack(ys), torch.stack(dys)
 
-    return _in_chunks(one_point, points, 1, None)
+    return in_chunks(one_point, points, 1, None)
 
 
 def fd_step(values: Tensor) -> Tensor:
@@ -240,7 +245,7 @@ def finite_difference(
             differences.append((primal(up) - primal(down)) / (up[:, i] - down[:, i]).reshape(shape))
         return y, torch.stack(differences, dim=-1)
 
-    return _in_chunks(value_and_differences, points, chunk_size, max_memory_mb, memory_hint)
+    return in_chunks(value_and_differences, points, chunk_size, max_memory_mb, memory_hint)
 
 
 METHODS: dict[str, Callable[..., Derivatives]] = {

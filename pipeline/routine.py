@@ -21,8 +21,23 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from pipeline.config import ConfigError
+from pipeline.models import TimeStepper
 
 _PATH = re.compile(r"^(?P<name>\w[\w.]*?)(?:\[(?P<index>[\d,\s]+)\])?$")
+
+
+@dataclass(eq=False)  # hashable by identity: pipeline.compiled caches per stepper
+class Stepper:
+    """A :class:`~pipeline.models.TimeStepper` model as pure functions of ``theta``.
+
+    ``y = stack([observe(s_0), ..., observe(s_steps)], -1)`` with ``s_0 = initial(x)`` and
+    ``s_k+1 = step(s_k)``: what :mod:`pipeline.compiled` needs to compile one step.
+    """
+
+    initial: Callable[[Tensor, Tensor], tuple[Tensor, ...]]
+    step: Callable[[tuple[Tensor, ...], Tensor], tuple[Tensor, ...]]
+    observe: Callable[[tuple[Tensor, ...], Tensor], Tensor]
+    steps: int
 
 
 @dataclass
@@ -37,6 +52,7 @@ class Routine:
     input_coords: dict[str, Any] = field(default_factory=dict)
     output_coords: dict[str, Any] = field(default_factory=dict)
     units: dict[str, str] = field(default_factory=dict)
+    stepper: Stepper | None = None
 
 
 def parse_bind_path(path: str) -> tuple[str, tuple[int, ...]]:
@@ -49,8 +65,20 @@ def parse_bind_path(path: str) -> tuple[str, tuple[int, ...]]:
     return match["name"], tuple(int(i) for i in index.split(",")) if index else ()
 
 
+class _Method(nn.Module):
+    """Calls ``inner.<method>``, so that :func:`functional_call` can swap the tensors of any method."""
+
+    def __init__(self, inner: nn.Module, method: str):
+        super().__init__()
+        self.inner = inner
+        self.method = method
+
+    def forward(self, *args: Any) -> Any:
+        return getattr(self.inner, self.method)(*args)
+
+
 def _bind_module(module: nn.Module, bind: dict[str, str], params: list[str], device: torch.device,
-                 dtype: torch.dtype) -> Callable:
+                 dtype: torch.dtype) -> tuple[Callable, Stepper | None]:
     tensors = {k: v.detach() for k, v in [*module.named_parameters(), *module.named_buffers()]}
     tensors = {k: v.to(device, dtype) if v.is_floating_point() else v.to(device) for k, v in tensors.items()}
     targets = []  # (tensor name, mask, index in theta), applied in order: two may share a tensor
@@ -73,14 +101,28 @@ def _bind_module(module: nn.Module, bind: dict[str, str], params: list[str], dev
         mask[index] = True
         targets.append((name, mask, i))
 
-    def fn(x: Tensor, theta: Tensor) -> Tensor:
-        replaced = dict(tensors)
+    def replaced(theta: Tensor) -> dict[str, Tensor]:
+        out = dict(tensors)
         for name, mask, i in targets:
             # where() keeps the value exactly theta[i] and its tangent exactly 1 at the bound element.
-            replaced[name] = torch.where(mask, theta[i], replaced[name])
-        return functional_call(module, replaced, (x,))
+            out[name] = torch.where(mask, theta[i], out[name])
+        return out
 
-    return fn
+    def fn(x: Tensor, theta: Tensor) -> Tensor:
+        return functional_call(module, replaced(theta), (x,))
+
+    if not isinstance(module, TimeStepper):
+        return fn, None
+
+    def method(name: str) -> Callable:
+        wrapper = _Method(module, name)
+
+        def call(arg: Any, theta: Tensor) -> Any:
+            return functional_call(wrapper, {f"inner.{k}": v for k, v in replaced(theta).items()}, (arg,))
+
+        return call
+
+    return fn, Stepper(method("initial"), method("step"), method("observe"), module.steps)
 
 
 def as_routine(
@@ -106,7 +148,7 @@ def as_routine(
         if extra:
             raise ConfigError(f"invalid bind {extra[0]}={bind[extra[0]]!r}: {extra[0]!r} is not swept; "
                               f"swept parameters: {', '.join(params)}")
-        fn = _bind_module(model, bind, params, device, dtype)
+        fn, stepper = _bind_module(model, bind, params, device, dtype)
         bound_to = {p: bind[p] for p in params}
     elif callable(model):
         if bind:
@@ -116,7 +158,7 @@ def as_routine(
         def fn(x: Tensor, theta: Tensor) -> Tensor:
             return model(x, **{p: theta[i] for i, p in enumerate(params)})
 
-        bound_to = {}
+        bound_to, stepper = {}, None
     else:
         raise ConfigError(f"invalid model {model!r}: expected a function f(x, {', '.join(params)}) or an nn.Module")
     return Routine(
@@ -128,4 +170,5 @@ def as_routine(
         input_coords=dict(getattr(model, "input_coords", {})),
         output_coords=dict(getattr(model, "output_coords", {})),
         units={**getattr(model, "units", {}), **(units or {})},
+        stepper=stepper,
     )

@@ -56,6 +56,8 @@ CASES = [
     ("output folder that cannot be created", ["output={tmp}/a-file/out.nc"], "cannot write"),
     ("finite-difference step with another method", ["method.step=0.1"], "only for method=finite_difference"),
     ("second derivative with reverse mode", ["method=reverse", "method.order=2"], "invalid method.order=2"),
+    ("compile with a method other than forward", ["method=reverse", "method.compile=true"],
+     "invalid method.compile=True: only for method=forward"),
     ("zero chunk size", ["method.chunk_size=0"], "invalid method.chunk_size=0"),
     ("unknown NaN policy", ["nan_policy=ignore"], "expected one of [warn, raise]"),
     ("verify with no samples", ["verify.samples=0"], "invalid verify.samples=0: must be >= 1"),

@@ -1,0 +1,124 @@
+"""``method.compile=true``: forward mode through :func:`torch.compile`.
+
+- A :class:`~pipeline.models.TimeStepper` model: one step's batched ``jvp`` (vmapped over the
+  points of a chunk and the parameter directions) is compiled once; the time loop stays in
+  Python and carries the state and its tangent from step to step. Compile time is that of one
+  step, whatever the number of steps (compiling the unrolled loop takes minutes).
+- Any other model: the batched ``jvp`` of the whole model, the function ``forward`` runs
+  eagerly, is compiled.
+
+Compiled graphs are specialised to shapes (``dynamic=False``), so every chunk is padded to the
+chunk size (repeating its last point; the padded rows are dropped) and a sweep compiles once.
+The chunk size is ``chunk_size`` or the largest the memory hint fits in the budget: no probe
+chunks, since every new size would compile anew. Compiled callables are cached per routine, so
+a second sweep of the same routine does not compile again.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+from torch.func import jvp, vmap
+
+from pipeline.derivatives import DerivativeError, Derivatives, RoutineFn, in_chunks, value_and_jacobian
+from pipeline.memory import budget_bytes
+from pipeline.routine import Stepper
+
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _cached(key: object, make: Callable[[], Callable]) -> Callable:
+    if key not in _COMPILED:
+        _COMPILED[key] = torch.compile(make(), dynamic=False)
+    return _COMPILED[key]
+
+
+def _whole(fn: RoutineFn) -> Callable:
+    """``(x, chunk) -> (y, dy)``: the batched jvp of the whole model.
+
+    ``x + 0 * sum(theta)`` (exactly ``x``; sweep values are finite) gives every tensor computed
+    from ``x`` a tangent, so forward AD makes no "efficient zero" tangents: torch's CPU inductor
+    crashes reading them (pytorch/pytorch#197067). Structural independence still comes from the
+    eager structure check.
+    """
+    return lambda x, chunk: vmap(lambda theta: value_and_jacobian(lambda t: fn(x + 0 * t.sum(), t), theta))(chunk)
+
+
+def _along(f: Callable, state: tuple[Tensor, ...], tangents: tuple, theta: Tensor, stepper: Stepper):
+    """``f`` (``state -> state``) and the observation, with their tangents along every parameter.
+
+    ``tangents`` holds one state tangent per parameter direction; directions are a Python loop
+    (the parameters are few), not a nested vmap, which torch.compile does not trace here.
+    """
+    new = d_new = None
+    d_news, dys = [], []
+    for i, tangent in enumerate(tangents):
+        direction = torch.zeros_like(theta)
+        direction[i] = 1
+        # As in _whole: every state component gets a tangent, so none is an "efficient zero".
+        new, d_new = jvp(lambda s, t: f(tuple(c + 0 * t.sum() for c in s), t), (state, theta), (tangent, direction))
+        y, dy = jvp(stepper.observe, (new, theta), (d_new, direction))
+        d_news.append(d_new)
+        dys.append(dy)
+    return new, tuple(d_news), y, torch.stack(dys, dim=-1)
+
+
+def _step(stepper: Stepper) -> Callable:
+    """``(state, tangents, chunk) -> (state, tangents, y, dy)``: one step and its observation, batched."""
+    return vmap(lambda state, tangents, theta: _along(stepper.step, state, tangents, theta, stepper))
+
+
+def _materialised(t: Tensor) -> Tensor:
+    """A tangent as a real tensor: an "efficient zero" crashes torch's CPU inductor (see _whole)."""
+    return torch.zeros(t.shape, dtype=t.dtype, device=t.device) if t._is_zerotensor() else t.contiguous()
+
+
+def _stepped(stepper: Stepper, x: Tensor, chunk: Tensor, step: Callable) -> tuple[Tensor, Tensor]:
+    """Run the time loop for one chunk: ``y`` (chunk, ..., steps+1), ``dy`` (..., steps+1, P)."""
+
+    def start(theta: Tensor):
+        zeros = tuple(() for _ in range(len(theta)))
+        return _along(lambda _, t: stepper.initial(x, t), (), zeros, theta, stepper)
+
+    # States that do not depend on theta come out of vmap expanded (stride 0): materialise them.
+    state, tangents, y, dy = vmap(start)(chunk)
+    state = tuple(t.contiguous() for t in state)
+    tangents = tuple(tuple(_materialised(t) for t in tangent) for tangent in tangents)
+    ys, dys = [y], [dy]
+    for _ in range(stepper.steps):
+        state, tangents, y, dy = step(state, tangents, chunk)
+        ys.append(y)
+        dys.append(dy)
+    return torch.stack(ys, dim=-1), torch.stack(dys, dim=-2)
+
+
+def compiled_forward(
+    fn: RoutineFn, x: Tensor, points: Tensor, *, stepper: Stepper | None = None, chunk_size: int | None = None,
+    max_memory_mb: int | None = None, memory_hint: int | None = None,
+) -> Derivatives:
+    """Forward mode as :func:`pipeline.derivatives.forward` (order 1), compiled (module docstring)."""
+    if chunk_size is None:
+        fits = len(points) if memory_hint is None else budget_bytes(points.device, max_memory_mb) // memory_hint
+        chunk_size = int(max(1, min(len(points), fits)))
+    if stepper is not None:
+        step = _cached(stepper, lambda: _step(stepper))
+        run = lambda chunk: _stepped(stepper, x, chunk, step)  # noqa: E731
+    else:
+        whole = _cached(fn, lambda: _whole(fn))
+        run = lambda chunk: whole(x, chunk)  # noqa: E731
+
+    def padded(chunk: Tensor) -> tuple[Tensor, ...]:
+        short = chunk_size - len(chunk)
+        if short:
+            chunk = torch.cat([chunk, chunk[-1:].expand(short, -1)])
+        try:
+            result = run(chunk)
+        except torch._dynamo.exc.TorchDynamoException as err:
+            raise DerivativeError(f"method.compile=true failed: torch.compile cannot compile this model "
+                                  f"({str(err).splitlines()[0]}); set method.compile=false") from err
+        return tuple(t[: len(t) - short] for t in result)
+
+    return in_chunks(padded, points, chunk_size, max_memory_mb, None, "forward")
