@@ -1,7 +1,8 @@
 # sensweep: sweep a parameter C of y = f(x; C), compute dy/dC with batched forward-mode AD,
 # store NetCDF, summarise, plot. Data flow, one rule per stage:
 #   prepare (x) -> compute (one job per part of the sweep) -> merge -> summarise -> plot,
-#   and verify (other methods on a sample of points) after merge
+#   and verify (other methods on a sample of points) after merge. With `merge: false` in the
+#   config, summarise, plot and verify read the parts directly and no sensitivity.nc is written.
 # What each study computes is Hydra config (conf/); this file only wires the stages.
 import os
 
@@ -85,7 +86,7 @@ rule merge:
 
 rule summarise:
     input:
-        rules.merge.output,
+        sensitivity_input,
     output:
         f"{OUT}/{{study}}/summary.nc",
     log:
@@ -94,13 +95,15 @@ rule summarise:
         f"{OUT}/benchmarks/{{study}}/summarise.tsv"
     conda:
         "envs/sensweep.yaml"
+    params:
+        sensitivity=sensitivity_arg,
     shell:
-        "python -m pipeline.aggregate {input} {output} > {log} 2>&1"
+        "python -m pipeline.aggregate {params.sensitivity} {output} > {log} 2>&1"
 
 
 rule verify:
     input:
-        rules.merge.output,
+        sensitivity_input,
     output:
         nc=f"{OUT}/{{study}}/verify.nc",
         md=report(
@@ -119,13 +122,16 @@ rule verify:
         f"{OUT}/benchmarks/{{study}}/verify.tsv"
     conda:
         "envs/sensweep.yaml"
+    params:
+        sensitivity=sensitivity_arg,
     shell:
-        "python -m pipeline.verify {input} {output.nc} {output.md} --plot {output.png} > {log} 2>&1"
+        "python -m pipeline.verify {params.sensitivity} {output.nc} {output.md}"
+        " --plot {output.png} > {log} 2>&1"
 
 
 rule plot:
     input:
-        sensitivity=rules.merge.output,
+        sensitivity=sensitivity_input,
         summary=rules.summarise.output,
     output:
         report(
@@ -148,7 +154,8 @@ rule plot:
     conda:
         "envs/sensweep.yaml"
     params:
+        sensitivity=sensitivity_arg,
         outdir=lambda wildcards, output: os.path.dirname(output[0]),
     shell:
-        "python -m pipeline.plots {input.sensitivity} {input.summary}"
+        "python -m pipeline.plots {params.sensitivity} {input.summary}"
         " {params.outdir} > {log} 2>&1"

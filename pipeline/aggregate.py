@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import xarray as xr
 
 from pipeline.dataset import CONVENTIONS, derivative_name, swept_parameters
+from pipeline.merge import open_sensitivity
 from pipeline.storage import write_netcdf
 
 
@@ -71,13 +72,13 @@ def summarise(ds: xr.Dataset) -> xr.Dataset:
 
 def summarise_file(sensitivity: str | os.PathLike, output: str | os.PathLike) -> None:
     """Summarise a sensitivity NetCDF file into ``output``, out of core."""
-    with xr.open_dataset(sensitivity, chunks={}) as ds:
+    with open_sensitivity(sensitivity, chunks={}) as ds:
         write_netcdf(summarise(ds), output)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline.aggregate", description=__doc__.splitlines()[0])
-    parser.add_argument("sensitivity", help="sensitivity.nc written by pipeline.merge")
+    parser.add_argument("sensitivity", help="sensitivity.nc written by pipeline.merge, or a study's parts/ folder")
     parser.add_argument("output", help="summary.nc to write")
     args = parser.parse_args(argv)
     summarise_file(args.sensitivity, args.output)

@@ -329,12 +329,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--models", default="", help=f"comma-separated subset of {','.join(CASES)}")
+    parser.add_argument("--sizes", default="", help="comma-separated numbers of C values (default 8,64,512)")
+    parser.add_argument("--samples", type=int, default=0, help="samples B (default 1000; --quick: 200)")
     parser.add_argument("--no-chunking", dest="chunking", action="store_false", help="skip the chunking table")
     args = parser.parse_args(argv)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
     dtype = getattr(torch, args.dtype)
     samples, sizes, repeats = (200, (8, 64), 3) if args.quick else (1000, (8, 64, 512), 3)
+    if args.sizes:
+        sizes = tuple(int(n) for n in args.sizes.split(","))
+    samples = args.samples or samples
     try:
         import jax
 

@@ -9,13 +9,15 @@
 
 Compiled graphs are specialised to shapes (``dynamic=False``), so every chunk is padded to the
 chunk size (repeating its last point; the padded rows are dropped) and a sweep compiles once.
-The chunk size is ``chunk_size`` or the largest the memory hint fits in the budget: no probe
-chunks, since every new size would compile anew. Compiled callables are cached per routine, so
-a second sweep of the same routine does not compile again.
+The chunk size is ``chunk_size``, or all points, or the largest power of two the memory hint
+fits in the budget: no probe chunks, since every new size would compile anew. Compiled
+callables are cached per routine, so a second sweep of the same routine does not compile again.
 """
 
 from __future__ import annotations
 
+import math
+import types
 import weakref
 from collections.abc import Callable
 
@@ -31,8 +33,16 @@ _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _cached(key: object, make: Callable[[], Callable]) -> Callable:
+    """The compiled function for ``key`` (a routine), compiled on first use.
+
+    Dynamo counts recompilations per code object, and every routine's function comes from the
+    same code: a copy with its own code object keeps one routine's compilations from using up
+    another's recompile limit (after which torch falls back to eager).
+    """
     if key not in _COMPILED:
-        _COMPILED[key] = torch.compile(make(), dynamic=False)
+        f = make()
+        fresh = types.FunctionType(f.__code__.replace(), f.__globals__, f.__name__, f.__defaults__, f.__closure__)
+        _COMPILED[key] = torch.compile(fresh, dynamic=False)
     return _COMPILED[key]
 
 
@@ -100,9 +110,9 @@ def compiled_forward(
     max_memory_mb: int | None = None, memory_hint: int | None = None,
 ) -> Derivatives:
     """Forward mode as :func:`pipeline.derivatives.forward` (order 1), compiled (module docstring)."""
-    if chunk_size is None:
+    if chunk_size is None:  # a power of two: free memory varies a little from run to run, shapes should not
         fits = len(points) if memory_hint is None else budget_bytes(points.device, max_memory_mb) // memory_hint
-        chunk_size = int(max(1, min(len(points), fits)))
+        chunk_size = len(points) if fits >= len(points) else 2 ** int(math.log2(max(fits, 1)))
     if stepper is not None:
         step = _cached(stepper, lambda: _step(stepper))
         run = lambda chunk: _stepped(stepper, x, chunk, step)  # noqa: E731

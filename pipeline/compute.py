@@ -41,8 +41,8 @@ def provenance() -> dict[str, str]:
     return found
 
 
-def compute(cfg: DictConfig, study: str = "") -> xr.Dataset:
-    """Compute ``y`` and ``dy/d<param>`` for the job's part of the sweep and write ``cfg.output``."""
+def sweep_dataset(cfg: DictConfig, study: str = "") -> xr.Dataset:
+    """``y`` and ``dy/d<param>`` for the job's part of the sweep (all of it when ``part`` is null)."""
     validate(cfg)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
@@ -73,6 +73,12 @@ def compute(cfg: DictConfig, study: str = "") -> xr.Dataset:
                     "independent: no path in the graph reaches them (detach, unused parameter, unselected branch); "
                     "see variables %s", independent, ds.attrs["outputs"],
                     ", ".join(connected_name(p) for p in swept_parameters(ds)))
+    return ds
+
+
+def compute(cfg: DictConfig, study: str = "") -> xr.Dataset:
+    """Compute the job's part of the sweep and write it to ``cfg.output``."""
+    ds = sweep_dataset(cfg, study)
     write_netcdf(ds, cfg.output)
     log.info("wrote %s: %s", cfg.output, ds.attrs["history"])
     return ds

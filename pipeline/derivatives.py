@@ -57,8 +57,9 @@ def in_chunks(batched: Callable, points: Tensor, chunk_size: int | None, max_mem
     if chunk_size is None and memory_hint is not None \
             and memory_hint * len(points) <= budget_bytes(points.device, max_memory_mb):
         chunk_size = len(points)
-    done: list[tuple[Tensor, ...]] = []
+    out: list[Tensor] = []  # full-size results on the CPU, allocated at the first chunk: no cat at the end
     start = 0
+    filled = 0
     with tqdm(total=len(points), desc="points", unit="point", disable=None, leave=False) as bar:
 
         def run(chunk: Tensor) -> tuple[Tensor, ...]:
@@ -75,7 +76,12 @@ def in_chunks(batched: Callable, points: Tensor, chunk_size: int | None, max_mem
                     raise DerivativeError(f"method={method} failed: an op of the model has no forward-mode AD rule "
                                           f"({text.splitlines()[0]}); use method=reverse for this model") from err
                 raise
-            done.append(tuple(t.cpu() for t in result))
+            nonlocal filled
+            if not out:
+                out.extend(torch.empty((len(points), *t.shape[1:]), dtype=t.dtype) for t in result)
+            for full, t in zip(out, result, strict=True):
+                full[filled : filled + len(chunk)] = t
+            filled += len(chunk)
             bar.update(len(chunk))
             return result
 
@@ -94,7 +100,7 @@ def in_chunks(batched: Callable, points: Tensor, chunk_size: int | None, max_mem
                     break
         for chunk in points[start:].split(chunk_size) if start < len(points) else ():
             run(chunk)
-    y, dy, *d2y = (torch.cat(parts) for parts in zip(*done, strict=True))
+    y, dy, *d2y = out
     return Derivatives(y, dy, chunk_size, d2y[0] if d2y else None)
 
 

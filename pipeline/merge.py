@@ -1,8 +1,10 @@
-"""Workflow stage 3: combine a study's part files into ``sensitivity.nc``.
+"""Workflow stage 3: combine a study's part files into ``sensitivity.nc``, or open them as one.
 
 ``python -m pipeline.merge OUTPUT PART [PART ...]``. Parts are opened lazily with
 ``xr.open_mfdataset`` (combined by the swept parameter's coordinate) and streamed to disk,
-so the merged sweep never has to fit in memory.
+so the merged sweep never has to fit in memory. :func:`open_sensitivity` opens either
+``sensitivity.nc`` or a study's ``parts/`` folder as the same dataset: the workflow's
+"no merge" mode (``merge: false``) summarises, plots and verifies the parts directly.
 """
 
 from __future__ import annotations
@@ -57,6 +59,20 @@ def _read_part(path: str | os.PathLike) -> tuple[str, list[xr.DataArray]]:
                                "rerun snakemake to recompute it") from err
 
 
+def _combined(ds: xr.Dataset, histories: list[str], flags: list[xr.DataArray], note: str) -> xr.Dataset:
+    """The parts' dataset with connectivity OR'd over parts and every part's history line."""
+    for flag in flags:  # connected anywhere in the sweep: the OR over parts
+        ds[flag.name] = xr.concat([f for f in flags if f.name == flag.name], "part").max("part") \
+            .assign_attrs(flag.attrs)
+    if flags:
+        names = {flag.name for flag in flags}
+        ds.attrs["structurally_independent_outputs"] = sum(int((ds[name] == 0).sum()) for name in names)
+    ds.attrs.pop("part", None)
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    ds.attrs.update(parts=len(histories), history="\n".join([*histories, f"{now}: {note}"]))
+    return ds
+
+
 def merge_parts(paths: Sequence[str | os.PathLike], output: str | os.PathLike) -> None:
     """Write the parts of one study as a single dataset; its history keeps every part's line.
 
@@ -69,19 +85,42 @@ def merge_parts(paths: Sequence[str | os.PathLike], output: str | os.PathLike) -
         histories.append(history)
         flags += part_flags
     with open_parts(paths) as ds:
-        for flag in flags:  # connected anywhere in the sweep: the OR over parts
-            ds[flag.name] = xr.concat([f for f in flags if f.name == flag.name], "part").max("part") \
-                .assign_attrs(flag.attrs)
-        if flags:
-            names = {flag.name for flag in flags}
-            ds.attrs["structurally_independent_outputs"] = sum(int((ds[name] == 0).sum()) for name in names)
-        ds.attrs.pop("part", None)
-        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        ds.attrs.update(
-            parts=len(paths),
-            history="\n".join([*histories, f"{now}: merged {len(paths)} parts (pipeline.merge)"]),
-        )
-        write_netcdf(ds, output)
+        write_netcdf(_combined(ds, histories, flags, f"merged {len(paths)} parts (pipeline.merge)"), output)
+
+
+def _part_files(folder: Path) -> list[Path]:
+    """The part files of a ``parts/`` folder, checked to be one complete sweep."""
+    files = sorted(folder.glob("*.nc"), key=lambda f: (len(f.stem), f.stem))
+    if not files:
+        raise CorruptPartError(f"no part files (*.nc) in {folder}")
+    counts = {}
+    for f in files:
+        with xr.open_dataset(f) as part:
+            counts[f.name] = (part.attrs.get("part"), part.attrs.get("parts"))
+    totals = {total for _, total in counts.values()}
+    found = sorted(i for i, _ in counts.values() if i is not None)
+    if len(totals) != 1 or found != list(range(next(iter(totals)) or 0)):
+        raise CorruptPartError(f"{folder} does not hold one complete sweep (part, parts) per file: {counts}; "
+                               "remove stale files and rerun snakemake")
+    return files
+
+
+def open_sensitivity(path: str | os.PathLike, chunks: dict | None = None) -> xr.Dataset:
+    """``sensitivity.nc``, or a study's ``parts/`` folder opened as the same dataset, lazily.
+
+    ``chunks`` as for :func:`xarray.open_dataset` (``{}``: dask, the file's chunks; ``None``:
+    lazy indexing without dask); a folder is always opened with dask.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return xr.open_dataset(path, chunks=chunks)
+    files = _part_files(path)
+    histories, flags = [], []
+    for f in files:  # the small connectivity flags and attrs only; data stays on disk
+        with xr.open_dataset(f) as part:
+            histories.append(part.attrs.get("history", ""))
+            flags += [part[k].load() for k in part.data_vars if k.endswith("_connected")]
+    return _combined(open_parts(files), histories, flags, f"opened {len(files)} parts (no merge)")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -23,6 +23,7 @@ import numpy as np
 import xarray as xr
 
 from pipeline.dataset import derivative_name, swept_parameters
+from pipeline.merge import open_sensitivity
 from pipeline.storage import write_atomic
 
 PLOTS = ("derivative_vs_param.png", "derivative_heatmap.png", "output_vs_param.png")
@@ -149,11 +150,11 @@ def plot_agreement(report: xr.Dataset, path: str | os.PathLike) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline.plots", description=__doc__.splitlines()[0])
-    parser.add_argument("sensitivity", help="sensitivity.nc")
+    parser.add_argument("sensitivity", help="sensitivity.nc, or a study's parts/ folder")
     parser.add_argument("summary", help="summary.nc")
     parser.add_argument("outdir", help="folder for the PNG files")
     args = parser.parse_args(argv)
-    with xr.open_dataset(args.sensitivity) as ds, xr.open_dataset(args.summary) as summary:
+    with open_sensitivity(args.sensitivity) as ds, xr.open_dataset(args.summary) as summary:
         plot_study(ds, summary, args.outdir)
 
 

@@ -32,6 +32,7 @@ from omegaconf import OmegaConf
 from pipeline.api import sensitivity
 from pipeline.build import build_model
 from pipeline.dataset import CONVENTIONS, connected_name, derivative_name, swept_parameters
+from pipeline.merge import open_sensitivity
 from pipeline.plots import plot_agreement
 from pipeline.storage import write_atomic, write_netcdf
 
@@ -184,7 +185,7 @@ def to_markdown(report: xr.Dataset) -> str:
 def verify_file(sensitivity_path: str | os.PathLike, output_nc: str | os.PathLike,
                 output_md: str | os.PathLike, output_png: str | os.PathLike | None = None) -> xr.Dataset:
     """Verify a sensitivity file; write the NetCDF and Markdown reports, and the agreement plot."""
-    with xr.open_dataset(sensitivity_path) as ds:  # lazy: verify() reads only the points it checks
+    with open_sensitivity(sensitivity_path) as ds:  # lazy: verify() reads only the points it checks
         report = verify(ds)
     write_netcdf(report, output_nc)
     write_atomic(output_md, lambda tmp: Path(tmp).write_text(to_markdown(report)))
@@ -195,7 +196,7 @@ def verify_file(sensitivity_path: str | os.PathLike, output_nc: str | os.PathLik
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline.verify", description=__doc__.splitlines()[0])
-    parser.add_argument("sensitivity", help="sensitivity.nc")
+    parser.add_argument("sensitivity", help="sensitivity.nc, or a study's parts/ folder")
     parser.add_argument("output_nc", help="verify.nc to write")
     parser.add_argument("output_md", help="verify.md to write")
     parser.add_argument("--plot", help="method agreement plot (PNG) to write")

@@ -47,6 +47,20 @@ def part_files(wildcards):
     return [f"{OUT}/{wildcards.study}/parts/{i}.nc" for i in range(parts)]
 
 
+def sensitivity_input(wildcards):
+    """What the analysis rules read: sensitivity.nc, or the part files themselves (merge: false)."""
+    if config["merge"]:
+        return f"{OUT}/{wildcards.study}/sensitivity.nc"
+    return part_files(wildcards)
+
+
+def sensitivity_arg(wildcards):
+    """The path the analysis scripts open: sensitivity.nc or the parts/ folder."""
+    return f"{OUT}/{wildcards.study}/" + (
+        "sensitivity.nc" if config["merge"] else "parts"
+    )
+
+
 def compute_mem_mb(wildcards):
     """Memory to reserve for one compute job: twice its budget plus 1 GiB, or 4 GiB (auto budget)."""
     budget = JOBS[wildcards.study].method.max_memory_mb
@@ -59,6 +73,10 @@ def compute_gpus(wildcards):
 
 def final_outputs(wildcards):
     """Every study's datasets, plots and verify reports (an input function: runs once all rules exist)."""
-    targets = [*rules.merge.output, *rules.summarise.output, *rules.plot.output]
+    targets = [
+        *(rules.merge.output if config["merge"] else []),
+        *rules.summarise.output,
+        *rules.plot.output,
+    ]
     verified = [s for s in STUDIES if JOBS[s].verify.enabled]
     return expand(targets, study=STUDIES) + expand(rules.verify.output, study=verified)

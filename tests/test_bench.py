@@ -20,3 +20,19 @@ def test_bench_rows_check_every_method_against_forward():
     table = markdown(rows, {"machine": "m", "date": "d", "torch": "t", "dtype": "float32", "samples": 10,
                             "repeats": 1})
     assert table.count("\n| seed_linear | 4 |") == len(rows)
+
+
+def test_workflow_bench_reports_every_run_and_job(tmp_path):
+    """The workflow-overhead harness on a small study: every figure present, the jobs' records read."""
+    import json
+
+    from pipeline import bench_workflow
+
+    bench_workflow.main(["--study", "seed_linear", "--cores", "2", "--out", str(tmp_path)])
+    report = json.loads((tmp_path / "workflow.json").read_text())
+    assert report["floor_s"] > 0 and report["snakemake_merge_s"] > report["floor_s"]
+    assert report["ratio_merge"] == report["snakemake_merge_s"] / report["floor_s"]
+    jobs = {j["job"] for j in report["jobs_merge"]}
+    assert {"compute-0", "compute-1", "merge"} <= jobs  # seed_linear has 2 parts
+    assert {j["job"] for j in report["jobs_parts"]} == {"compute-0", "compute-1"}  # no merge job
+    assert "snakemake to the parts (no-merge mode)" in (tmp_path / "workflow.md").read_text()

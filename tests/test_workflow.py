@@ -99,3 +99,34 @@ def test_bad_workflow_config_key_is_named(workflow):
     result = snakemake(workflow, "-n", config={"studies": ["seed_linear"], "cores_per_job": 3})
     assert result.returncode != 0
     assert "cores_per_job" in result.stdout + result.stderr
+
+
+def test_no_merge_mode_analyses_the_parts_directly(workflow):
+    """`merge: false`: no sensitivity.nc; summary, plots and verify read parts/ (README: no merge)."""
+    config = {"studies": ["oscillator"], "merge": False,
+              "overrides": {"oscillator": ["sweep.num=9", "sweep.parts=3", "model.args.steps=40"]}}
+    dry = snakemake(workflow, "-n", config=config)
+    assert dry.returncode == 0, dry.stderr
+    assert "merge" not in planned_jobs(dry)
+    result = snakemake(workflow, "--cores", "2", config=config)
+    assert result.returncode == 0, result.stderr
+    study = workflow / "outputs" / "oscillator"
+    assert not (study / "sensitivity.nc").exists()
+    assert "overall: PASS" in (study / "verify.md").read_text()
+    assert all((study / "plots" / p).stat().st_size > 0 for p in PLOTS)
+
+    parts = [xr.load_dataset(study / "parts" / f"{i}.nc") for i in range(3)]
+    dy = np.concatenate([p.dy_dC.values for p in parts])  # (C, sample, t), in sweep order
+    with xr.open_dataset(study / "summary.nc") as summary:
+        assert summary.sizes["C"] == 9 and summary.attrs["study"] == "oscillator"
+        np.testing.assert_allclose(summary.dy_dC_mean, dy.mean(axis=1), rtol=1e-12)
+        np.testing.assert_allclose(summary.dgsm_C, (dy**2).mean(axis=0), rtol=1e-12)
+
+    from pipeline.merge import CorruptPartError, open_sensitivity
+
+    with open_sensitivity(study / "parts") as ds:
+        np.testing.assert_array_equal(ds.dy_dC.values, dy)
+        assert ds.attrs["parts"] == 3 and "part" not in ds.attrs
+    (study / "parts" / "3.nc").write_bytes((study / "parts" / "0.nc").read_bytes())  # a stale extra part
+    with pytest.raises(CorruptPartError, match="does not hold one complete sweep"):
+        open_sensitivity(study / "parts")

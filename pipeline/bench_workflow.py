@@ -1,0 +1,116 @@
+"""Workflow overhead: a study through ``snakemake --cores N`` against one ``sensitivity()`` call.
+
+``python -m pipeline.bench_workflow [--study oscillator_large] [--cores 2]`` runs, one after the
+other on the same machine:
+
+1. the floor: the whole sweep in this process, one :func:`pipeline.compute.sweep_dataset` call
+   (what ``pipeline.sensitivity`` does for the study), no files; then writing it to one NetCDF
+   file, timed apart;
+2. ``snakemake --cores N`` up to the study's ``sensitivity.nc`` (prepare, compute parts, merge)
+   in a scratch outputs folder;
+3. the same in the no-merge mode (``merge: false``): up to the part files.
+
+It reports wall times, their ratios to the floor and the per-job breakdown from the rules'
+``benchmark:`` files (seconds, peak RSS) in ``workflow.json`` and ``workflow.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from pipeline.compute import sweep_dataset
+from pipeline.config import compose_job
+from pipeline.storage import write_atomic, write_netcdf
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _snakemake(study: str, cores: int, outputs: Path, merge: bool) -> float:
+    """Wall seconds of ``snakemake`` building the study's merged dataset (or its parts)."""
+    config = {"studies": [study], "outputs": str(outputs), "merge": merge}
+    outputs.mkdir(parents=True)
+    config_file = outputs.parent / "config.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    parts = compose_job(study).sweep.parts
+    targets = [str(outputs / study / "sensitivity.nc")] if merge else \
+        [str(outputs / study / "parts" / f"{i}.nc") for i in range(parts)]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    start = time.perf_counter()
+    with (outputs.parent / "snakemake.log").open("w") as log:
+        subprocess.run(["snakemake", "--cores", str(cores), "--configfile", str(config_file), *targets],
+                       cwd=ROOT, env=env, check=True, stdout=log, stderr=subprocess.STDOUT)
+    return time.perf_counter() - start
+
+
+def _benchmarks(outputs: Path, study: str) -> list[dict]:
+    """The rules' benchmark files: job, seconds, peak RSS (MB)."""
+    rows = []
+    for tsv in sorted((outputs / "benchmarks" / study).glob("*.tsv")):
+        with tsv.open() as f:
+            record = next(csv.DictReader(f, delimiter="\t"))
+        rss = record.get("max_rss", "-")
+        rows.append({"job": tsv.stem, "seconds": float(record["s"]),
+                     "max_rss_mb": float(rss) if rss not in ("-", "NA", "") else None})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.bench_workflow", description=__doc__.splitlines()[0])
+    parser.add_argument("--study", default="oscillator_large")
+    parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--out", default="outputs/bench", help="folder for workflow.json and workflow.md")
+    args = parser.parse_args(argv)
+
+    cfg = compose_job(args.study)
+    torch.set_num_threads(args.cores)
+    start = time.perf_counter()
+    ds = sweep_dataset(cfg, args.study)
+    floor = time.perf_counter() - start
+    (ROOT / "outputs").mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=ROOT / "outputs") as scratch:
+        start = time.perf_counter()
+        write_netcdf(ds, Path(scratch) / "direct.nc")
+        write = time.perf_counter() - start
+        del ds
+        merged = _snakemake(args.study, args.cores, Path(scratch) / "merge" / "outputs", merge=True)
+        merged_jobs = _benchmarks(Path(scratch) / "merge" / "outputs", args.study)
+        parts = _snakemake(args.study, args.cores, Path(scratch) / "parts" / "outputs", merge=False)
+        parts_jobs = _benchmarks(Path(scratch) / "parts" / "outputs", args.study)
+
+    sweep = " x ".join(f"{v.num} {k}" for k, v in [(cfg.sweep.param, cfg.sweep), *cfg.sweep.grid.items()])
+    report = {
+        "study": args.study, "sweep": sweep, "cores": args.cores, "date": time.strftime("%Y-%m-%d"),
+        "torch": torch.__version__, "floor_s": floor, "write_s": write,
+        "snakemake_merge_s": merged, "snakemake_parts_s": parts,
+        "ratio_merge": merged / floor, "ratio_parts": parts / floor,
+        "jobs_merge": merged_jobs, "jobs_parts": parts_jobs,
+    }
+    lines = [f"Workflow overhead: study {args.study} ({sweep}, {cfg.sweep.parts} parts), "
+             f"`snakemake --cores {args.cores}`, {report['date']}, torch {torch.__version__}.", "",
+             "| run | wall [s] | ratio to one call |", "| --- | --- | --- |",
+             f"| one `sensitivity()` call, in memory (floor) | {floor:.1f} | 1 |",
+             f"| the same, then written to one NetCDF file | {floor + write:.1f} | {(floor + write) / floor:.2f} |",
+             f"| snakemake to sensitivity.nc (prepare, compute, merge) | {merged:.1f} | {merged / floor:.2f} |",
+             f"| snakemake to the parts (no-merge mode) | {parts:.1f} | {parts / floor:.2f} |", "",
+             "| job (merge run) | wall [s] | peak RSS [MB] |", "| --- | --- | --- |"]
+    lines += [f"| {j['job']} | {j['seconds']:.1f} | {j['max_rss_mb'] or '-'} |" for j in merged_jobs]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    out = Path(args.out)
+    write_atomic(out / "workflow.json", lambda tmp: tmp.write_text(json.dumps(report, indent=1)))
+    write_atomic(out / "workflow.md", lambda tmp: tmp.write_text(text))
+
+
+if __name__ == "__main__":
+    main()
