@@ -47,9 +47,10 @@ def _snakemake(study: str, cores: int, outputs: Path, merge: bool) -> float:
         [str(outputs / study / "parts" / f"{i}.nc") for i in range(parts)]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     start = time.perf_counter()
-    with (outputs.parent / "snakemake.log").open("w") as log:
-        subprocess.run(["snakemake", "--cores", str(cores), "--configfile", str(config_file), *targets],
-                       cwd=ROOT, env=env, check=True, stdout=log, stderr=subprocess.STDOUT)
+    done = subprocess.run(["snakemake", *targets, "--cores", str(cores), "--configfile", str(config_file)],
+                          cwd=ROOT, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"bench_workflow: snakemake failed:\n{(done.stdout + done.stderr)[-3000:]}")
     return time.perf_counter() - start
 
 
