@@ -12,6 +12,7 @@ memory grows with the number of outputs, and ``loop`` ignore it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,7 +22,16 @@ from torch import Tensor
 from torch.func import jacfwd, jacrev, jvp, vmap
 from tqdm.auto import tqdm
 
-from pipeline.memory import PROBE_SIZES, budget_bytes, fit_chunk_size, measure_peak_bytes, output_bytes
+from pipeline.memory import (
+    PROBE_SIZES,
+    TUNE_MIN_POINTS,
+    TUNE_SIZES,
+    budget_bytes,
+    faster_chunk_size,
+    fit_chunk_size,
+    measure_peak_bytes,
+    output_bytes,
+)
 
 RoutineFn = Callable[[Tensor, Tensor], Tensor]
 """A pure ``fn(x, theta) -> y`` (see :class:`pipeline.routine.Routine`)."""
@@ -48,12 +58,15 @@ def in_chunks(batched: Callable, points: Tensor, chunk_size: int | None, max_mem
     ``batched(chunk)`` returns a tuple of tensors with a leading chunk dim. With
     ``chunk_size=None``, all points go in one chunk when ``memory_hint`` (a pessimistic
     bytes-per-point estimate) says they fit the budget; otherwise the first chunks are memory
-    probes whose results are kept (NOTE [Choosing the chunk size] in :mod:`pipeline.memory`).
+    probes whose results are kept. On the CPU, a long sweep then times a small and a larger
+    chunk and keeps the small size where large chunks are no faster per point (NOTE [Choosing
+    the chunk size] in :mod:`pipeline.memory`).
     Torch errors a user can act on (randomness under vmap, an op without a forward-mode rule)
     become :class:`DerivativeError` naming ``method``.
     """
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be None or >= 1, got {chunk_size}")
+    automatic = chunk_size is None
     if chunk_size is None and memory_hint is not None \
             and memory_hint * len(points) <= budget_bytes(points.device, max_memory_mb):
         chunk_size = len(points)
@@ -98,6 +111,16 @@ def in_chunks(batched: Callable, points: Tensor, chunk_size: int | None, max_mem
                 chunk_size = fit_chunk_size(probes, budget, max(len(points) - start, 1))
                 if chunk_size >= len(points) - start:
                     break
+        small, large = TUNE_SIZES
+        if automatic and points.device.type == "cpu" and chunk_size > large \
+                and len(points) - start >= TUNE_MIN_POINTS:
+            seconds = []
+            for size in (small, large):
+                tic = time.perf_counter()
+                run(points[start : start + size])
+                seconds.append(time.perf_counter() - tic)
+                start += size
+            chunk_size = faster_chunk_size(seconds[0], seconds[1], chunk_size)
         for chunk in points[start:].split(chunk_size) if start < len(points) else ():
             run(chunk)
     y, dy, *d2y = out
