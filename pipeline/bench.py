@@ -310,16 +310,21 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    models = sorted({r["model"] for r in rows})
-    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 4), squeeze=False)
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    methods = list(dict.fromkeys(r["method"] for r in rows))  # one colour per method in every panel
+    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 4.6), squeeze=False)
     for ax, model in zip(axes[0], models, strict=True):
-        for method in dict.fromkeys(r["method"] for r in rows if r["model"] == model):
+        for i, method in enumerate(methods):
             pts = sorted((r["n"], r["seconds"]) for r in rows if r["model"] == model and r["method"] == method)
-            ax.plot(*zip(*pts, strict=True), marker="o", lw=2.5 if method == "forward" else 1, label=method)
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="o", color=f"C{i % 10}",
+                        lw=2.5 if method == "forward" else 1, label=method)
         ax.set(xscale="log", yscale="log", xlabel="N (parameter values)", ylabel="time [s]", title=model)
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=6)
-    fig.tight_layout()
+    handles = [plt.Line2D([], [], color=f"C{i % 10}", marker="o", lw=2.5 if m == "forward" else 1)
+               for i, m in enumerate(methods)]
+    fig.legend(handles, methods, loc="lower center", ncol=min(len(methods), 5), fontsize=8)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
 

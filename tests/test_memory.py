@@ -64,3 +64,38 @@ def test_every_value_is_computed_whatever_the_budget(budget):
 
 def seed_linear_like(x, C):
     return C * x
+
+
+def test_faster_chunk_size_keeps_large_chunks_only_when_clearly_faster_per_value():
+    from pipeline.memory import TUNE_SIZES, faster_chunk_size
+
+    small, large = TUNE_SIZES
+    assert faster_chunk_size(small * 1.0, large * 0.5, fitting=500) == 500  # op-bound: 2x faster per value
+    assert faster_chunk_size(small * 1.0, large * 1.0, fitting=500) == small  # no gain: small chunks
+    assert faster_chunk_size(small * 1.0, large * 3.0, fitting=500) == small  # cache-bound: large is slower
+
+
+@pytest.mark.parametrize(("per_pass", "per_value_small", "per_value_large", "expected"), [
+    (0.0, 0.0005, 0.004, "small"),  # large chunks 8x slower per value (cache-bound)
+    (0.02, 0.0001, 0.0001, "fitting"),  # a fixed cost per pass dominates (op-bound)
+])
+def test_cpu_sweep_times_two_chunks_and_keeps_every_result(per_pass, per_value_small, per_value_large, expected):
+    """Synthetic costs (sleeps with wide margins): the choice, and that no value is lost or repeated."""
+    import time
+
+    from pipeline.derivatives import in_chunks
+    from pipeline.memory import TUNE_SIZES
+
+    sizes = []
+
+    def batched(chunk):
+        sizes.append(len(chunk))
+        per_value = per_value_small if len(chunk) <= TUNE_SIZES[0] else per_value_large
+        time.sleep(per_pass + per_value * len(chunk))
+        return chunk[:, 0] * 2, chunk[:, :1] * 3
+
+    points = torch.arange(300.0)[:, None]
+    result = in_chunks(batched, points, None, None, memory_hint=1)  # everything fits the budget
+    assert sizes[:2] == list(TUNE_SIZES)
+    assert result.chunk_size == (TUNE_SIZES[0] if expected == "small" else 300)
+    assert sum(sizes) == 300 and torch.equal(result.y, points[:, 0] * 2) and torch.equal(result.dy, points * 3)
