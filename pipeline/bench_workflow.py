@@ -36,13 +36,12 @@ from pipeline.storage import write_atomic, write_netcdf
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _snakemake(study: str, cores: int, outputs: Path, merge: bool) -> float:
-    """Wall seconds of ``snakemake`` building the study's merged dataset (or its parts)."""
+def _snakemake(study: str, parts: int, cores: int, outputs: Path, merge: bool) -> float:
+    """Wall seconds of ``snakemake`` building the study's merged dataset (or its ``parts`` files)."""
     config = {"studies": [study], "outputs": str(outputs), "merge": merge}
     outputs.mkdir(parents=True)
     config_file = outputs.parent / "config.yaml"
     config_file.write_text(yaml.safe_dump(config))
-    parts = compose_job(study).sweep.parts
     targets = [str(outputs / study / "sensitivity.nc")] if merge else \
         [str(outputs / study / "parts" / f"{i}.nc") for i in range(parts)]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
@@ -84,9 +83,10 @@ def main(argv: list[str] | None = None) -> None:
         write_netcdf(ds, Path(scratch) / "direct.nc")
         write = time.perf_counter() - start
         del ds
-        merged = _snakemake(args.study, args.cores, Path(scratch) / "merge" / "outputs", merge=True)
+        merged = _snakemake(args.study, cfg.sweep.parts, args.cores, Path(scratch) / "merge" / "outputs", merge=True)
         merged_jobs = _benchmarks(Path(scratch) / "merge" / "outputs", args.study)
-        parts = _snakemake(args.study, args.cores, Path(scratch) / "parts" / "outputs", merge=False)
+        parts = _snakemake(args.study, cfg.sweep.parts, args.cores, Path(scratch) / "parts" / "outputs",
+                           merge=False)
         parts_jobs = _benchmarks(Path(scratch) / "parts" / "outputs", args.study)
 
     sweep = " x ".join(f"{v.num} {k}" for k, v in [(cfg.sweep.param, cfg.sweep), *cfg.sweep.grid.items()])

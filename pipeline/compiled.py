@@ -63,7 +63,6 @@ def _along(f: Callable, state: tuple[Tensor, ...], tangents: tuple, theta: Tenso
     ``tangents`` holds one state tangent per parameter direction; directions are a Python loop
     (the parameters are few), not a nested vmap, which torch.compile does not trace here.
     """
-    new = d_new = None
     d_news, dys = [], []
     for i, tangent in enumerate(tangents):
         direction = torch.zeros_like(theta)
@@ -81,22 +80,16 @@ def _step(stepper: Stepper) -> Callable:
     return vmap(lambda state, tangents, theta: _along(stepper.step, state, tangents, theta, stepper))
 
 
-def _materialised(t: Tensor) -> Tensor:
-    """A tangent as a real tensor: an "efficient zero" crashes torch's CPU inductor (see _whole)."""
-    return torch.zeros(t.shape, dtype=t.dtype, device=t.device) if t._is_zerotensor() else t.contiguous()
-
-
 def _stepped(stepper: Stepper, x: Tensor, chunk: Tensor, step: Callable) -> tuple[Tensor, Tensor]:
     """Run the time loop for one chunk: ``y`` (chunk, ..., steps+1), ``dy`` (..., steps+1, P)."""
 
     def start(theta: Tensor):
         zeros = tuple(() for _ in range(len(theta)))
-        return _along(lambda _, t: stepper.initial(x, t), (), zeros, theta, stepper)
+        # As in _whole: the initial state depends on theta (by 0), so its tangents are real
+        # tensors, not "efficient zeros" or stride-0 expansions the compiled step cannot take.
+        return _along(lambda _, t: stepper.initial(x + 0 * t.sum(), t), (), zeros, theta, stepper)
 
-    # States that do not depend on theta come out of vmap expanded (stride 0): materialise them.
     state, tangents, y, dy = vmap(start)(chunk)
-    state = tuple(t.contiguous() for t in state)
-    tangents = tuple(tuple(_materialised(t) for t in tangent) for tangent in tangents)
     ys, dys = [y], [dy]
     for _ in range(stepper.steps):
         state, tangents, y, dy = step(state, tangents, chunk)

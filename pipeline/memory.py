@@ -14,9 +14,9 @@ Fitting the budget is not the whole story on a CPU: once a pass's tensors outgro
 large chunks run slower per value than small ones (the benchmark's Conv1d stack, 512 values:
 3.3 s in chunks of 4, 10.9 s in chunks of 256; the MLP 1.4 s in chunks of 4, 2.3 s in one),
 while models made of many small ops (the eager RK4 oscillator) want the largest chunk (4.7 s
-in one chunk of 512, 28 s in chunks of 16). So a CPU sweep of at least :data:`TUNE_MIN_POINTS` values runs its next two
-chunks at the sizes :data:`TUNE_SIZES` (results kept) and goes on with the small size unless the
-large one was clearly faster per value (:func:`faster_chunk_size`). Chunking does not change
+in one chunk of 512, 28 s in chunks of 16). So a CPU sweep of at least :data:`TUNE_MIN_POINTS`
+values runs its next two chunks at the sizes :data:`TUNE_SIZES` (results kept) and goes on with
+the small size unless the large one was clearly faster per value (:func:`faster_chunk_size`). Chunking does not change
 results: every value's derivative is computed by the same ops whatever its chunk (checked
 bitwise on the benchmark models). The price: the oscillator's sweep of 512 values takes 6.6 s
 instead of 4.7 s (its two timed chunks run at small-chunk speed). GPUs keep the largest chunk

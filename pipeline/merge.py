@@ -88,38 +88,30 @@ def merge_parts(paths: Sequence[str | os.PathLike], output: str | os.PathLike) -
         write_netcdf(_combined(ds, histories, flags, f"merged {len(paths)} parts (pipeline.merge)"), output)
 
 
-def _part_files(folder: Path) -> list[Path]:
-    """The part files of a ``parts/`` folder, checked to be one complete sweep."""
-    files = sorted(folder.glob("*.nc"), key=lambda f: (len(f.stem), f.stem))
-    if not files:
-        raise CorruptPartError(f"no part files (*.nc) in {folder}")
-    counts = {}
-    for f in files:
-        with xr.open_dataset(f) as part:
-            counts[f.name] = (part.attrs.get("part"), part.attrs.get("parts"))
-    totals = {total for _, total in counts.values()}
-    found = sorted(i for i, _ in counts.values() if i is not None)
-    if len(totals) != 1 or found != list(range(next(iter(totals)) or 0)):
-        raise CorruptPartError(f"{folder} does not hold one complete sweep (part, parts) per file: {counts}; "
-                               "remove stale files and rerun snakemake")
-    return files
-
-
 def open_sensitivity(path: str | os.PathLike, chunks: dict | None = None) -> xr.Dataset:
     """``sensitivity.nc``, or a study's ``parts/`` folder opened as the same dataset, lazily.
 
     ``chunks`` as for :func:`xarray.open_dataset` (``{}``: dask, the file's chunks; ``None``:
-    lazy indexing without dask); a folder is always opened with dask.
+    lazy indexing without dask); a folder is always opened with dask, after checking that its
+    files are one complete sweep (parts ``0 .. parts-1`` of the same ``parts``).
     """
     path = Path(path)
     if not path.is_dir():
         return xr.open_dataset(path, chunks=chunks)
-    files = _part_files(path)
-    histories, flags = [], []
-    for f in files:  # the small connectivity flags and attrs only; data stays on disk
+    files = sorted(path.glob("*.nc"), key=lambda f: (len(f.stem), f.stem))
+    if not files:
+        raise CorruptPartError(f"no part files (*.nc) in {path}")
+    counts, histories, flags = {}, [], []
+    for f in files:  # attrs and the small connectivity flags only; data stays on disk
         with xr.open_dataset(f) as part:
+            counts[f.name] = (part.attrs.get("part"), part.attrs.get("parts"))
             histories.append(part.attrs.get("history", ""))
             flags += [part[k].load() for k in part.data_vars if k.endswith("_connected")]
+    totals = {total for _, total in counts.values()}
+    found = sorted(i for i, _ in counts.values() if i is not None)
+    if len(totals) != 1 or found != list(range(next(iter(totals)) or 0)):
+        raise CorruptPartError(f"{path} does not hold one complete sweep (part, parts) per file: {counts}; "
+                               "remove stale files and rerun snakemake")
     return _combined(open_parts(files), histories, flags, f"opened {len(files)} parts (no merge)")
 
 
