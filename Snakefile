@@ -4,6 +4,9 @@
 #   and verify (other methods on a sample of points) after merge. With `merge: false` in the
 #   config, summarise, plot and verify read the parts directly and no sensitivity.nc is written.
 # What each study computes is Hydra config (conf/); this file only wires the stages.
+# Every path is quoted in the shell commands ({output:q}); each job's stdout goes to its log, and
+# its stderr to the log and to Snakemake's own output, so an error is seen even when the log
+# cannot be written (a full disk).
 import os
 
 from snakemake.utils import min_version
@@ -14,6 +17,8 @@ min_version("8.0")
 # One writer per NetCDF file, so HDF5's file locks protect nothing here; on cluster file systems
 # without lock support they only fail. Jobs inherit this (SLURM exports the environment).
 os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")
+# Jobs and this file compose study configs from this workflow's own conf/ (pipeline.config.conf_dir).
+os.environ["SENSWEEP_CONF"] = os.path.join(workflow.basedir, "conf")
 
 
 configfile: "conf/workflow.yaml"
@@ -38,11 +43,12 @@ rule prepare:
     conda:
         "envs/sensweep.yaml"
     params:
-        config=resolved_config,
+        config=determining_config,
         overrides=overrides,
+        output=lambda wildcards, output: hydra_quoted(output[0]),
     shell:
-        "python -m pipeline.prepare study={wildcards.study} {params.overrides}"
-        " output={output} > {log} 2>&1"
+        ": > {log:q}; python -m pipeline.prepare study={wildcards.study} {params.overrides}"
+        " output={params.output} 2>&1 >> {log:q} | tee -a {log:q} >&2"
 
 
 rule compute:
@@ -61,12 +67,14 @@ rule compute:
         mem_mb=compute_mem_mb,
         gpu=compute_gpus,
     params:
-        config=resolved_config,
+        config=determining_config,
         overrides=overrides,
+        inputs_file=lambda wildcards, input: hydra_quoted(input.x),
+        output=lambda wildcards, output: hydra_quoted(output[0]),
     shell:
-        "python -m pipeline.compute study={wildcards.study} {params.overrides}"
-        " inputs_file={input.x} part={wildcards.part} threads={threads}"
-        " output={output} > {log} 2>&1"
+        ": > {log:q}; python -m pipeline.compute study={wildcards.study} {params.overrides}"
+        " inputs_file={params.inputs_file} part={wildcards.part} threads={threads}"
+        " output={params.output} 2>&1 >> {log:q} | tee -a {log:q} >&2"
 
 
 rule merge:
@@ -81,7 +89,7 @@ rule merge:
     conda:
         "envs/sensweep.yaml"
     shell:
-        "python -m pipeline.merge {output} {input} > {log} 2>&1"
+        ": > {log:q}; python -m pipeline.merge {output:q} {input:q} 2>&1 >> {log:q} | tee -a {log:q} >&2"
 
 
 rule summarise:
@@ -95,10 +103,9 @@ rule summarise:
         f"{OUT}/benchmarks/{{study}}/summarise.tsv"
     conda:
         "envs/sensweep.yaml"
-    params:
-        sensitivity=sensitivity_arg,
     shell:
-        "python -m pipeline.aggregate {params.sensitivity} {output} > {log} 2>&1"
+        ": > {log:q}; python -m pipeline.aggregate {input:q} --output {output:q}"
+        " 2>&1 >> {log:q} | tee -a {log:q} >&2"
 
 
 rule verify:
@@ -123,10 +130,12 @@ rule verify:
     conda:
         "envs/sensweep.yaml"
     params:
-        sensitivity=sensitivity_arg,
+        verify=verify_settings,
+        overrides=overrides,
     shell:
-        "python -m pipeline.verify {params.sensitivity} {output.nc} {output.md}"
-        " --plot {output.png} > {log} 2>&1"
+        ": > {log:q}; python -m pipeline.verify {input:q} --study {wildcards.study}"
+        " --nc {output.nc:q} --md {output.md:q} --plot {output.png:q} --overrides {params.overrides}"
+        " 2>&1 >> {log:q} | tee -a {log:q} >&2"
 
 
 rule plot:
@@ -154,8 +163,7 @@ rule plot:
     conda:
         "envs/sensweep.yaml"
     params:
-        sensitivity=sensitivity_arg,
         outdir=lambda wildcards, output: os.path.dirname(output[0]),
     shell:
-        "python -m pipeline.plots {params.sensitivity} {input.summary}"
-        " {params.outdir} > {log} 2>&1"
+        ": > {log:q}; python -m pipeline.plots {input.sensitivity:q} --summary {input.summary:q}"
+        " --outdir {params.outdir:q} 2>&1 >> {log:q} | tee -a {log:q} >&2"

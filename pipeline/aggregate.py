@@ -7,7 +7,8 @@ Averages over the sweep weight every sweep point equally: uniform in C for a lin
 uniform in log C for a log sweep. The input is opened lazily (dask), so the sweep need not
 fit in memory.
 
-``python -m pipeline.aggregate SENSITIVITY SUMMARY``
+``python -m pipeline.aggregate SENSITIVITY [SENSITIVITY ...] -o SUMMARY`` (``sensitivity.nc``, the
+part files, or a ``parts/`` folder).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from collections.abc import Sequence
 import xarray as xr
 
 from pipeline.dataset import CONVENTIONS, derivative_name, swept_parameters
-from pipeline.merge import open_sensitivity
-from pipeline.storage import write_netcdf
+from pipeline.errors import run_cli
+from pipeline.merge import Source, one_or_many, open_sensitivity, source_files
+from pipeline.storage import reading, write_netcdf
 
 
 def _units(da: xr.DataArray, power: int = 1) -> dict[str, str]:
@@ -78,9 +80,12 @@ at 100,000 values x 10,000 outputs the summary peaked at 810 MB and took 79 s; c
 elements (209 values), with the float64 sums, take it to 702 MB and 64 s."""
 
 
-def summarise_file(sensitivity: str | os.PathLike, output: str | os.PathLike) -> None:
-    """Summarise a sensitivity NetCDF file (or a ``parts/`` folder) into ``output``, out of core."""
-    with open_sensitivity(sensitivity, chunks={}) as ds:
+def summarise_file(sensitivity: Source, output: str | os.PathLike) -> None:
+    """Summarise a sensitivity NetCDF file (or part files, or a ``parts/`` folder) into ``output``, out of core.
+
+    An input that turns out unreadable is moved aside and named (:func:`pipeline.storage.reading`).
+    """
+    with reading(source_files(sensitivity), "sensitivity file"), open_sensitivity(sensitivity, chunks={}) as ds:
         param = swept_parameters(ds)[0]
         per_value = max(1, ds["y"].size // ds.sizes[param])
         ds = ds.chunk({param: max(1, REDUCE_CHUNK_ELEMENTS // per_value)})
@@ -89,10 +94,10 @@ def summarise_file(sensitivity: str | os.PathLike, output: str | os.PathLike) ->
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline.aggregate", description=__doc__.splitlines()[0])
-    parser.add_argument("sensitivity", help="sensitivity.nc written by pipeline.merge, or a study's parts/ folder")
-    parser.add_argument("output", help="summary.nc to write")
+    parser.add_argument("sensitivity", nargs="+", help="sensitivity.nc, a study's part files, or its parts/ folder")
+    parser.add_argument("-o", "--output", required=True, help="summary.nc to write")
     args = parser.parse_args(argv)
-    summarise_file(args.sensitivity, args.output)
+    run_cli(lambda: summarise_file(one_or_many(args.sensitivity), args.output))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from pipeline.config import DEVICE_CHOICES, ConfigError
 from pipeline.dataset import build_dataset
 from pipeline.derivatives import METHODS, DerivativeError
 from pipeline.routine import as_routine
+from pipeline.sizes import check_grid_size, check_result_size
 from pipeline.structure import check_structure
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -80,19 +81,76 @@ def _grid_points(grid: dict[str, np.ndarray]) -> np.ndarray:
 NAN_POLICIES = ("warn", "raise")
 
 
-def _check_model_runs(fn: Callable, x: torch.Tensor, point: torch.Tensor, grid: dict[str, np.ndarray]) -> None:
-    """Evaluate the model once, before any derivative: bad inputs fail here with their shapes named."""
+def _check_x(x: torch.Tensor) -> None:
+    """``x`` needs a sample dim, no empty dim, and real numbers."""
+    if x.dim() == 0:
+        raise ConfigError("invalid x: need a leading sample dim, got a scalar")
+    if 0 in x.shape:
+        dims = ", ".join(f"{'sample' if i == 0 else f'dim {i}'}={n}" for i, n in enumerate(x.shape) if n == 0)
+        raise ConfigError(f"invalid x of shape {tuple(x.shape)}: empty ({dims}); every dim needs at least one entry")
+    if x.is_complex():
+        raise ConfigError(f"invalid x: complex inputs ({str(x.dtype).removeprefix('torch.')}) are not supported; "
+                          "pass the real and imaginary parts as separate features")
+
+
+def _first(mask: np.ndarray) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.argwhere(mask)[0])
+
+
+def _check_cast(x: torch.Tensor, x_run: torch.Tensor, grid: dict[str, np.ndarray], dtype: torch.dtype) -> None:
+    """Values the run's dtype cannot hold fail here, named: nothing is computed at an altered value."""
+    name = str(dtype).removeprefix("torch.")
+    if x.is_floating_point():
+        overflow = (torch.isfinite(x) & ~torch.isfinite(x_run.cpu() if x_run.device != x.device else x_run)).numpy()
+        if overflow.any():
+            at = _first(overflow)
+            raise ConfigError(f"invalid x for dtype={name}: {int(overflow.sum())} values overflow it, e.g. "
+                              f"{float(x[at]):.6g} at index {at}; use dtype=float64 or rescale x")
+    np_dtype = np.dtype(name)
+    for param, values in grid.items():
+        with np.errstate(over="ignore"):
+            cast = values.astype(np_dtype)
+        if not np.isfinite(cast).all():
+            bad = values[~np.isfinite(cast)]
+            raise ConfigError(f"invalid values of {param} for dtype={name}: {bad.size} overflow it, e.g. "
+                              f"{bad[0]:.6g}; use dtype=float64")
+        same = np.flatnonzero(np.diff(np.sort(cast)) == 0) if values.size > 1 else []
+        if len(same):
+            ordered = np.sort(values)
+            a, b = ordered[same[0]], ordered[same[0] + 1]
+            raise ConfigError(f"invalid values of {param} for dtype={name}: {len(same)} pairs of distinct values "
+                              f"become equal, e.g. {float(a)!r} and {float(b)!r}; use dtype=float64 or fewer, wider-spaced values")
+
+
+def _check_model_runs(fn: Callable, x: torch.Tensor, point: torch.Tensor, grid: dict[str, np.ndarray]
+                      ) -> torch.Tensor:
+    """Evaluate the model once, before any derivative: bad inputs fail here with their shapes named.
+
+    It runs on a copy of ``x``, which must come back unchanged: a model that changes its inputs in
+    place would give every later point different inputs.
+    """
     at = ", ".join(f"{p}={float(v):.6g}" for p, v in zip(grid, point, strict=True))
+    copy = x.clone()
     try:
         with torch.no_grad():
-            y = fn(x, point)
+            y = fn(copy, point)
     except (RuntimeError, ValueError, TypeError, IndexError) as err:
         raise ConfigError(f"the model fails on x of shape {tuple(x.shape)} ({str(x.dtype).removeprefix('torch.')}) "
                           f"at {at}: {str(err).splitlines()[0]}; check that the inputs match the model") from err
+    if not torch.allclose(copy, x, rtol=0, atol=0, equal_nan=True):
+        raise ConfigError("the model changes its input x in place (e.g. x.mul_(C) or x[...] = ...): every point "
+                          "would see different inputs; rewrite it out of place (y = x * C)")
     if not isinstance(y, torch.Tensor) or y.dim() < 1 or y.shape[0] != x.shape[0]:
         shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
         raise ConfigError(f"invalid model output: expected a tensor with a leading sample dim of {x.shape[0]}, "
                           f"got {shape} for x of shape {tuple(x.shape)}")
+    if 0 in y.shape:
+        raise ConfigError(f"invalid model output of shape {tuple(y.shape)} for x of shape {tuple(x.shape)}: "
+                          "an empty dim; every output dim needs at least one entry")
+    if y.is_complex() or not y.is_floating_point():
+        raise ConfigError(f"invalid model output of dtype {str(y.dtype).removeprefix('torch.')}: derivatives need "
+                          "real floating-point outputs")
+    return y
 
 
 def _check_finite(y: torch.Tensor, dy: torch.Tensor, grid: dict[str, np.ndarray], policy: str) -> dict[str, int]:
@@ -206,16 +264,18 @@ def sensitivity(
         raise ConfigError(f"invalid compile=True with method={method!r}, order={order}: compile applies to "
                           "method='forward' with order=1")
     x = torch.as_tensor(x)
-    if x.dim() == 0:
-        raise ConfigError("invalid x: need a leading sample dim, got a scalar")
+    _check_x(x)
     run_device = resolve_device(device)
     run_dtype = resolve_dtype(dtype, x)
     routine = as_routine(model, list(grid), bind=dict(bind) if bind else None, device=run_device, dtype=run_dtype,
                          output_dims=output_dims, units=dict(units or {}))
     x_run = x.to(run_device, run_dtype)
+    _check_cast(x, x_run, grid, run_dtype)
+    check_grid_size({p: len(v) for p, v in grid.items()}, key="params")
     points = torch.as_tensor(_grid_points(grid), dtype=run_dtype, device=run_device)
 
-    _check_model_runs(routine.fn, x_run, points[0], grid)
+    y0 = _check_model_runs(routine.fn, x_run, points[0], grid)
+    check_result_size(len(points), y0.numel(), 1 + len(grid) + (order == 2), torch.finfo(run_dtype).bits // 8)
     reached, hint = check_structure(routine.fn, x_run, points)
     start = time.perf_counter()
     options = {"step": step} if step is not None else {}

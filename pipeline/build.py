@@ -11,14 +11,17 @@ import inspect
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import hydra
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.config import ConfigError
-from pipeline.derivatives import DerivativeError
+from pipeline.config import JOB_CONFIG, ConfigError, check_study_file, conf_dir
+from pipeline.errors import run_cli
 from pipeline.inputs import read_x
 
 
@@ -78,10 +81,30 @@ def build_inputs(cfg: DictConfig) -> torch.Tensor:
     return torch.as_tensor(target(**args))
 
 
-def run_cli(job: Callable[[], object]) -> None:
-    """Run a job; a bad config, an unsupported derivative or an I/O error exits 1 with one clear line."""
-    try:
-        job()
-    except (ConfigError, DerivativeError, OSError) as err:
-        print(f"sensweep: error: {err}", file=sys.stderr)
-        sys.exit(1)
+def study_override(argv: list[str]) -> str | None:
+    """The study named on a job's command line (``study=<name>``), if any."""
+    chosen = [arg.split("=", 1)[1] for arg in argv if arg.startswith("study=")]
+    return chosen[-1] if chosen else None
+
+
+def job_main(job: Callable[[DictConfig, str], object]) -> Callable[[], None]:
+    """A Hydra command-line entry point for ``job(cfg, study)`` (``python -m pipeline.compute ...``).
+
+    The study file is checked before Hydra composes it (an empty or malformed file gets one
+    message naming it), and configs come from :func:`pipeline.config.conf_dir`.
+    """
+
+    def main() -> None:
+        conf: list[Path] = []
+        run_cli(lambda: conf.append(conf_dir()))
+        study = study_override(sys.argv[1:])
+        if study is not None:
+            run_cli(lambda: check_study_file(study, conf[0]))
+
+        @hydra.main(version_base=None, config_path=str(conf[0]), config_name=JOB_CONFIG)
+        def compose_and_run(cfg: DictConfig) -> None:
+            run_cli(lambda: job(cfg, HydraConfig.get().runtime.choices.get("study", "")))
+
+        compose_and_run()
+
+    return main

@@ -124,4 +124,4 @@ def compiled_forward(
                                   f"({str(err).splitlines()[0]}); set method.compile=false") from err
         return tuple(t[: len(t) - short] for t in result)
 
-    return in_chunks(padded, points, chunk_size, max_memory_mb, None, "forward")
+    return in_chunks(padded, points, chunk_size=chunk_size, max_memory_mb=max_memory_mb, method="forward")

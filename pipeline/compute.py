@@ -5,40 +5,21 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import subprocess
-from importlib.metadata import PackageNotFoundError, version
 
-import hydra
 import torch
 import xarray as xr
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from pipeline.api import resolve_device, sensitivity
-from pipeline.build import build_inputs, build_model, run_cli
-from pipeline.config import CONF_DIR, JOB_CONFIG, to_yaml, validate
+from pipeline.build import build_inputs, build_model, job_main
+from pipeline.config import to_yaml, validate
 from pipeline.dataset import connected_name, swept_parameters
+from pipeline.provenance import fingerprint, provenance
 from pipeline.storage import write_netcdf
 from pipeline.sweep import part_grid
 
 log = logging.getLogger("sensweep.compute")
-
-
-def provenance() -> dict[str, str]:
-    """Versions of snakemake and the workflow's git commit, where available (netCDF-safe strings)."""
-    found = {}
-    with contextlib.suppress(PackageNotFoundError):
-        found["snakemake_version"] = version("snakemake")
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, timeout=5, check=True).stdout.strip()
-        found["git_commit"] = commit.stdout.strip() + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return found
 
 
 def sweep_dataset(cfg: DictConfig, study: str = "") -> xr.Dataset:
@@ -67,6 +48,7 @@ def sweep_dataset(cfg: DictConfig, study: str = "") -> xr.Dataset:
         title=cfg.title or study,
         attrs={"study": study, "sweep_kind": cfg.sweep.kind.value, "config": to_yaml(cfg), **provenance(), **part},
     )
+    ds.attrs["fingerprint"] = fingerprint(cfg, ds["x"].values)  # what the merge and verify compare
     independent = ds.attrs.get("structurally_independent_outputs", 0)
     if independent:
         log.warning("%d (output, parameter) pairs of %d outputs (sample x output element) are structurally "
@@ -84,9 +66,7 @@ def compute(cfg: DictConfig, study: str = "") -> xr.Dataset:
     return ds
 
 
-@hydra.main(version_base=None, config_path=str(CONF_DIR), config_name=JOB_CONFIG)
-def main(cfg: DictConfig) -> None:
-    run_cli(lambda: compute(cfg, HydraConfig.get().runtime.choices.get("study", "")))
+main = job_main(compute)
 
 
 if __name__ == "__main__":

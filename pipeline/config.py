@@ -9,26 +9,50 @@ This module imports no torch, so the Snakefile can compose configs cheaply.
 
 from __future__ import annotations
 
+import difflib
 import math
+import os
 from dataclasses import MISSING as MISSING_FIELD
 from dataclasses import dataclass, field, fields, is_dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
+from hydra.errors import HydraException
 from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-"""The repository's Hydra config directory (``conf/``)."""
+from pipeline.errors import ConfigError
+from pipeline.sizes import check_grid_size
+
+PACKAGE_CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+"""The ``conf/`` folder beside the package's source tree."""
+
+CONF_ENV = "SENSWEEP_CONF"
+"""Environment variable naming the Hydra config folder (the Snakefile sets it to its own ``conf/``)."""
+
+
+def conf_dir() -> Path:
+    """The Hydra config folder every job and the Snakefile compose from.
+
+    ``$SENSWEEP_CONF`` if set, else ``./conf`` when the working folder has one (a copied
+    workflow folder uses its own study files), else the package's own ``conf/``.
+    """
+    if os.environ.get(CONF_ENV):
+        found = Path(os.environ[CONF_ENV]).resolve()
+        if not (found / f"{JOB_CONFIG}.yaml").is_file():
+            raise ConfigError(f"invalid {CONF_ENV}={os.environ[CONF_ENV]!r}: no {JOB_CONFIG}.yaml in that folder")
+        return found
+    local = Path.cwd() / "conf"
+    if (local / f"{JOB_CONFIG}.yaml").is_file():
+        return local.resolve()
+    return PACKAGE_CONF_DIR
 
 JOB_CONFIG = "job"
 """Primary config of a compute job (``conf/job.yaml``)."""
-
-
-class ConfigError(ValueError):
-    """A config value is invalid; the message names the key and the valid choices."""
 
 
 class SweepKind(StrEnum):
@@ -73,7 +97,8 @@ class ModelConfig:
 
     _target_: str = _opt(help="dotted path of a function f(x, C, **args) or an nn.Module class built as cls(**args)")
     args: dict[str, Any] = _opt(factory=dict, help="keyword arguments of the function or the class")
-    bind: dict[str, str] | None = _opt(None, "for a module: swept parameter -> parameter path, e.g. {C: 'a.0.bias[1]'}")
+    bind: dict[str, str] = _opt(factory=dict, help="for a module: swept parameter -> parameter path, e.g. "
+                                                 "{C: 'a.0.bias[1]'} (on the command line: '+model.bind.C=...')")
     output_dims: list[str] | None = _opt(None, "names of y's dims after sample (default: the model's, else output)")
     units: dict[str, str] = _opt(factory=dict, help="units of x, y, each swept parameter and dims, e.g. {y: m, C: s-1}")
 
@@ -188,8 +213,45 @@ def _check_range(key: str, spec: DictConfig) -> int:
     return spec.num
 
 
+def _schema_fields(schema: type) -> dict[str, Any]:
+    return {f.name: f.default_factory if f.default_factory is not MISSING_FIELD else None for f in fields(schema)}
+
+
+def unknown_keys(node: Any, schema: type = JobConfig, prefix: str = "") -> list[tuple[str, list[str]]]:
+    """Keys of ``node`` that ``schema`` does not define, with the valid keys at that level.
+
+    Hydra's ``+key=value`` adds a key even to a structured config; free-form dicts (``args``,
+    ``units``, ``bind``) take any key, the rest of the schema none.
+    """
+    if not isinstance(node, DictConfig):
+        return []
+    known = _schema_fields(schema)
+    found = []
+    for key in node:
+        if key not in known:
+            found.append((f"{prefix}{key}", sorted(known)))
+        elif isinstance(known[key], type) and is_dataclass(known[key]):
+            found += unknown_keys(node[key], known[key], f"{prefix}{key}.")
+        elif key == "grid" and isinstance(node[key], DictConfig):
+            for name in node[key]:
+                found += unknown_keys(node[key][name], RangeConfig, f"{prefix}grid.{name}.")
+    return found
+
+
+def _check_known_keys(cfg: DictConfig | JobConfig) -> None:
+    problems = []
+    for key, valid in unknown_keys(cfg):
+        leaf = key.rsplit(".", 1)[-1]
+        close = difflib.get_close_matches(leaf, valid, n=1)
+        hint = f"did you mean {key[: len(key) - len(leaf)]}{close[0]}? " if close else ""
+        problems.append(f"{key!r} is not a config key ({hint}valid keys there: {', '.join(valid)})")
+    if problems:
+        raise ConfigError(f"invalid key{'s' if len(problems) > 1 else ''}: {'; '.join(problems)}")
+
+
 def validate(cfg: DictConfig | JobConfig) -> None:
     """Check what the schema's types cannot: ranges and consistency. Raises ConfigError."""
+    _check_known_keys(cfg)
     sweep = cfg.sweep
     for name in (sweep.param, *sweep.grid):
         if not name.isidentifier():
@@ -198,8 +260,10 @@ def validate(cfg: DictConfig | JobConfig) -> None:
     if sweep.param in sweep.grid:
         _fail(f"sweep.grid.{sweep.param}", "...", f"{sweep.param} is already the first swept parameter")
     count = _check_range("sweep", sweep)
+    counts = {sweep.param: count}
     for name, spec in sweep.grid.items():
-        _check_range(f"sweep.grid.{name}", spec)
+        counts[name] = _check_range(f"sweep.grid.{name}", spec)
+    check_grid_size(counts)
     if not 1 <= sweep.parts <= count:
         _fail("sweep.parts", sweep.parts, f"must be between 1 and the number of values of {sweep.param} ({count})")
     if cfg.part is not None and not 0 <= cfg.part < sweep.parts:
@@ -220,7 +284,7 @@ def validate(cfg: DictConfig | JobConfig) -> None:
     device = cfg.device
     if not (device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())):
         _fail("device", device, f"valid: {', '.join(DEVICE_CHOICES)}")
-    if cfg.model.bind is not None:
+    if cfg.model.bind:
         swept = [sweep.param, *sweep.grid]
         for name in cfg.model.bind:
             if name not in swept:
@@ -232,21 +296,60 @@ def validate(cfg: DictConfig | JobConfig) -> None:
         _fail("method.compile", True, "only for method=forward with order=1")
 
 
-def study_names(conf_dir: Path = CONF_DIR) -> list[str]:
-    """Names of the studies in ``conf/study/``."""
-    return sorted(p.stem for p in (conf_dir / "study").glob("*.yaml"))
+def study_names(conf: Path | None = None) -> list[str]:
+    """Names of the studies in ``conf/study/`` (of :func:`conf_dir` by default)."""
+    return sorted(p.stem for p in ((conf or conf_dir()) / "study").glob("*.yaml"))
 
 
-def compose_job(study: str, overrides: list[str] = (), conf_dir: Path = CONF_DIR) -> DictConfig:
+def closest(name: str, valid: list[str]) -> str:
+    """``"; did you mean 'x'?"`` for the closest of ``valid``, or nothing."""
+    match = difflib.get_close_matches(name, valid, n=1)
+    return f"; did you mean {match[0]!r}?" if match else ""
+
+
+def check_study_file(study: str, conf: Path | None = None) -> None:
+    """A study must be a file of ``conf/study/`` holding a YAML mapping; say what is wrong otherwise.
+
+    Hydra reports an empty study file as "Key 'study' not in 'JobConfig'" and malformed YAML
+    with a long traceback; this check runs first and names the file.
+    """
+    conf = conf or conf_dir()
+    names = study_names(conf)
+    if study not in names:
+        raise ConfigError(f"unknown study {study!r}{closest(study, names)}: valid studies are {', '.join(names)} "
+                          f"(files of {conf / 'study'})")
+    path = conf / "study" / f"{study}.yaml"
+    try:
+        content = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        line = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"invalid study file {path}: malformed YAML{line} ({problem})") from err
+    if not isinstance(content, dict) or not content:
+        raise ConfigError(f"invalid study file {path}: it is empty or not a mapping; a study file sets keys such "
+                          "as title, model, sweep (see conf/study/seed_linear.yaml)")
+
+
+def compose_job(study: str, overrides: list[str] = (), conf: Path | None = None) -> DictConfig:
     """Compose and validate the config of ``study`` as the compute job would see it.
 
-    Used by the Snakefile (job parameters, rerun on change) and by tests.
+    Used by the Snakefile (job parameters, rerun on change) and by tests. Hydra and OmegaConf
+    errors become :class:`ConfigError` naming the study and the overrides.
     """
-    if study not in study_names(conf_dir):
-        raise ConfigError(f"unknown study {study!r}: valid studies are {', '.join(study_names(conf_dir))}")
-    with initialize_config_dir(config_dir=str(conf_dir), version_base=None):
-        cfg = compose(config_name=JOB_CONFIG, overrides=[f"study={study}", *overrides])
-    validate(cfg)
+    conf = conf or conf_dir()
+    check_study_file(study, conf)
+    try:
+        with initialize_config_dir(config_dir=str(conf), version_base=None):
+            cfg = compose(config_name=JOB_CONFIG, overrides=[f"study={study}", *overrides])
+    except (HydraException, OmegaConfBaseException) as err:
+        causes = [str(err), *([str(err.__cause__)] if err.__cause__ else [])]
+        text = " ".join(" ".join(causes).split())
+        raise ConfigError(f"study {study} (overrides {list(overrides)}): {text}") from err
+    try:
+        validate(cfg)
+    except ConfigError as err:
+        raise ConfigError(f"study {study}: {err}") from err
     return cfg
 
 

@@ -167,7 +167,9 @@ def swept_parameters(ds: xr.Dataset) -> list[str]:
 
 
 def encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
-    """zlib compression and chunks of about :data:`CHUNK_ELEMENTS` for every numeric variable.
+    """zlib compression, chunks of about :data:`CHUNK_ELEMENTS` and checksums for every numeric variable.
+
+    HDF5's Fletcher-32 checksum per chunk makes a corrupted chunk an error when it is read.
 
     Level 1 with the shuffle filter: on the oscillator's float32 ``y``/``dy_dC`` it writes 1.9x
     faster than level 4 without shuffle, and the file is 30% smaller (105 vs 148 MB; 162 MB raw).
@@ -175,7 +177,7 @@ def encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
     enc = {}
     for name, var in ds.variables.items():
         if name in ds.dims:  # CF: coordinate variables carry no _FillValue
-            enc[name] = {"_FillValue": None}
+            enc[name] = {"_FillValue": None, **({"fletcher32": True} if var.dtype.kind in "fiu" else {})}
             continue
         if var.dtype.kind not in "fiu" or var.ndim == 0:
             continue
@@ -184,6 +186,7 @@ def encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
             chunk = max(1, min(size, room))
             chunks.append(chunk)
             room = max(1, room // chunk)
-        enc[name] = {"zlib": True, "complevel": 1, "shuffle": True, "chunksizes": tuple(reversed(chunks))}
+        enc[name] = {"zlib": True, "complevel": 1, "shuffle": True, "fletcher32": True,
+                     "chunksizes": tuple(reversed(chunks))}
     return enc
 

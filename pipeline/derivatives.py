@@ -22,6 +22,7 @@ from torch import Tensor
 from torch.func import jacfwd, jacrev, jvp, vmap
 from tqdm.auto import tqdm
 
+from pipeline.errors import DerivativeError
 from pipeline.memory import (
     PROBE_SIZES,
     TUNE_MIN_POINTS,
@@ -37,10 +38,6 @@ RoutineFn = Callable[[Tensor, Tensor], Tensor]
 """A pure ``fn(x, theta) -> y`` (see :class:`pipeline.routine.Routine`)."""
 
 
-class DerivativeError(RuntimeError):
-    """A derivative cannot be computed with the chosen method; the message says what to do."""
-
-
 @dataclass
 class Derivatives:
     """``y``, ``dy/dtheta`` (last dim: parameter) and optionally ``d2y/dtheta^2``, per point."""
@@ -51,8 +48,52 @@ class Derivatives:
     d2y: Tensor | None = None
 
 
-def in_chunks(batched: Callable, points: Tensor, chunk_size: int | None, max_memory_mb: int | None,
-               memory_hint: int | None = None, method: str = "") -> Derivatives:
+UNBATCHABLE = {
+    ".item()": "calls .item() or uses a tensor in Python control flow (if/while on a value)",
+    "data pointer": "calls .numpy() or reads a tensor's data outside torch",
+    "in-place operation": "changes a tensor in place that the transform captured (e.g. x.mul_() on the inputs)",
+    "inplace arithmetic": "changes a tensor in place that is not batched (e.g. out += C * x on a preallocated out)",
+    "Batching rule not implemented": "uses an op that torch.func.vmap has no batching rule for",
+}
+"""Markers of torch errors that mean "this model cannot run under vmap/jvp", and what the model does."""
+
+
+def _model_frame(err: BaseException) -> str:
+    """``file:line (function)`` of the innermost traceback frame outside torch and sensweep, if any."""
+    tb, found = err.__traceback__, ""
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if not any(part in code.co_filename for part in ("/torch/", "/pipeline/", "<frozen", "/functorch/")):
+            found = f"{code.co_filename}:{tb.tb_lineno} ({code.co_name})"
+        tb = tb.tb_next
+    return found
+
+
+def translate_error(err: BaseException, method: str) -> DerivativeError | None:
+    """A :class:`DerivativeError` for torch errors a user can act on, else ``None``."""
+    text = str(err)
+    first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+    where = _model_frame(err)
+    at = f" at {where}" if where else ""
+    if "randomness" in text:
+        return DerivativeError(
+            "the model draws random numbers inside the batched pass (e.g. dropout in training mode); "
+            "sensweep rejects this so that every value of C sees the same computation: call "
+            "model.eval(), or draw the randomness into the inputs x")
+    if any(marker in text for marker in ("forward AD", "forward mode AD", "forward-mode AD")):
+        return DerivativeError(f"method={method} failed: an op of the model has no forward-mode AD rule "
+                               f"({first}){at}; use method=reverse for this model")
+    for marker, what in UNBATCHABLE.items():
+        if marker in text:
+            return DerivativeError(
+                f"method={method} cannot batch this model over the parameter values: the model {what}{at} "
+                f"(torch: {first[:160]}); rewrite that line with tensor ops (torch.where instead of if, no "
+                ".item()/.numpy(), out-of-place ops), or use method=loop, which runs one point at a time")
+    return None
+
+
+def in_chunks(batched: Callable, points: Tensor, *, chunk_size: int | None, max_memory_mb: int | None,
+              memory_hint: int | None = None, method: str = "") -> Derivatives:
     """Run ``batched`` over ``points`` chunk by chunk, moving each result to the CPU.
 
     ``batched(chunk)`` returns a tuple of tensors with a leading chunk dim. With
@@ -79,16 +120,10 @@ def in_chunks(batched: Callable, points: Tensor, chunk_size: int | None, max_mem
             try:
                 result = batched(chunk)
             except (RuntimeError, NotImplementedError) as err:
-                text = str(err)
-                if "randomness" in text:
-                    raise DerivativeError(
-                        "the model draws random numbers inside the batched pass (e.g. dropout in training mode); "
-                        "sensweep rejects this so that every value of C sees the same computation: call "
-                        "model.eval(), or draw the randomness into the inputs x") from err
-                if any(marker in text for marker in ("forward AD", "forward mode AD", "forward-mode AD")):
-                    raise DerivativeError(f"method={method} failed: an op of the model has no forward-mode AD rule "
-                                          f"({text.splitlines()[0]}); use method=reverse for this model") from err
-                raise
+                translated = translate_error(err, method)
+                if translated is None:
+                    raise
+                raise translated from err
             nonlocal filled
             if not out:
                 out.extend(torch.empty((len(points), *t.shape[1:]), dtype=t.dtype) for t in result)
@@ -167,8 +202,8 @@ def forward(
         (y, dy), (_, d2y) = jvp(lambda t: jvp(f, (t,), (one,)), (theta,), (one,))
         return y, dy.unsqueeze(-1), d2y
 
-    return in_chunks(vmap(first if order == 1 else second), points, chunk_size, max_memory_mb, memory_hint,
-                      "forward")
+    return in_chunks(vmap(first if order == 1 else second), points, chunk_size=chunk_size,
+                     max_memory_mb=max_memory_mb, memory_hint=memory_hint, method="forward")
 
 
 def forward_dual(
@@ -192,7 +227,8 @@ def forward_dual(
             tangents.append(torch.zeros_like(y) if dy is None else dy)
         return y, torch.stack(tangents, dim=-1)
 
-    return in_chunks(value_and_tangents, points, chunk_size, max_memory_mb, memory_hint, "forward_dual")
+    return in_chunks(value_and_tangents, points, chunk_size=chunk_size, max_memory_mb=max_memory_mb,
+                     memory_hint=memory_hint, method="forward_dual")
 
 
 def reverse(
@@ -213,7 +249,8 @@ def reverse(
         dy, y = jacrev(both, has_aux=True)(theta)
         return y, dy
 
-    return in_chunks(vmap(value_and_jacobian), points, chunk_size, max_memory_mb)
+    return in_chunks(vmap(value_and_jacobian), points, chunk_size=chunk_size, max_memory_mb=max_memory_mb,
+                     method="reverse")
 
 
 def loop(
@@ -239,7 +276,7 @@ def loop(
             dys.append(dy.reshape(*y.shape, len(theta)))
         return torch.stack(ys), torch.stack(dys)
 
-    return in_chunks(one_point, points, 1, None)
+    return in_chunks(one_point, points, chunk_size=1, max_memory_mb=None, method="loop")
 
 
 def fd_step(values: Tensor) -> Tensor:
@@ -274,7 +311,8 @@ def finite_difference(
             differences.append((primal(up) - primal(down)) / (up[:, i] - down[:, i]).reshape(shape))
         return y, torch.stack(differences, dim=-1)
 
-    return in_chunks(value_and_differences, points, chunk_size, max_memory_mb, memory_hint)
+    return in_chunks(value_and_differences, points, chunk_size=chunk_size, max_memory_mb=max_memory_mb,
+                     memory_hint=memory_hint, method="finite_difference")
 
 
 METHODS: dict[str, Callable[..., Derivatives]] = {

@@ -7,6 +7,7 @@ tensor; the job casts it to the run's dtype. Reading never executes code from a 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -15,14 +16,23 @@ import xarray as xr
 from torch import Tensor
 
 from pipeline.config import ConfigError
+from pipeline.sizes import GIB, RESULT_MEMORY_FRACTION, available_ram_bytes
 
 SUFFIXES = (".npy", ".nc")
+
+
+def _check_size(elements: int, key: str) -> None:
+    need = elements * 8
+    if need > available_ram_bytes() * RESULT_MEMORY_FRACTION:
+        raise ConfigError(f"invalid {key}: x would need {need / GIB:.3g} GiB ({elements:.3g} float64 values), more "
+                          f"than {RESULT_MEMORY_FRACTION:.0%} of the available memory; use fewer samples")
 
 
 def arange(num: int = 10) -> Tensor:
     """``x = arange(num)``, one scalar per sample (seed 000)."""
     if num < 1:
         raise ConfigError(f"invalid inputs.args.num={num!r}: must be >= 1")
+    _check_size(num, "inputs.args.num")
     return torch.arange(num, dtype=torch.float64)
 
 
@@ -30,6 +40,7 @@ def random(samples: int = 32, shape: list[int] = (), seed: int = 0) -> Tensor:
     """Standard normal ``x`` of shape ``(samples, *shape)`` from a generator seeded with ``seed``."""
     if samples < 1 or any(n < 1 for n in shape):
         raise ConfigError(f"invalid inputs.args samples={samples!r}, shape={list(shape)!r}: sizes must be >= 1")
+    _check_size(samples * math.prod(shape), "inputs.args.samples")
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(samples, *shape, generator=generator, dtype=torch.float64)
 
@@ -50,17 +61,25 @@ def read_x(path: str, key: str) -> Tensor:
         if file.suffix == ".npy":
             array = np.load(file, allow_pickle=False)
         else:
-            with xr.open_dataset(file) as ds:
+            with xr.open_dataset(file, engine="netcdf4") as ds:
                 if "x" not in ds:
                     raise ConfigError(f"invalid {key}={path!r}: no variable 'x' (has {list(ds.data_vars)})")
                 array = ds["x"].values
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, RuntimeError) as err:
         if isinstance(err, ConfigError):
             raise
-        raise ConfigError(f"invalid {key}={path!r}: cannot read it ({err})") from err
+        what = "not a NetCDF file, or a corrupt one" if file.suffix == ".nc" else "not a .npy file, or a corrupt one"
+        raise ConfigError(f"invalid {key}={path!r}: cannot read it: {what} "
+                          f"({' '.join(str(err).split())[:200] or type(err).__name__})") from err
+    if np.iscomplexobj(array):
+        raise ConfigError(f"invalid {key}={path!r}: complex values ({array.dtype}) are not supported; store the real "
+                          "and imaginary parts as separate features")
     if array.ndim == 0 or not np.issubdtype(array.dtype, np.number):
         raise ConfigError(f"invalid {key}={path!r}: need a numeric array with a sample dim, got "
                           f"dtype {array.dtype}, shape {array.shape}")
+    if 0 in array.shape:
+        raise ConfigError(f"invalid {key}={path!r}: x has shape {array.shape}, an empty dim; every dim (samples "
+                          "first) needs at least one entry")
     if not np.isfinite(array).all():
         raise ConfigError(f"invalid {key}={path!r}: {np.size(array) - np.isfinite(array).sum()} "
                           "non-finite values")

@@ -31,12 +31,13 @@ available, the probe's output size times :data:`FALLBACK_FACTOR` stands in for i
 from __future__ import annotations
 
 import ctypes
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch.utils._pytree import tree_leaves
+
+from pipeline.sizes import available_ram_bytes
 
 BUDGET_FRACTION = 0.25
 """Default budget: this fraction of the free RAM (CPU) or free GPU memory (CUDA)."""
@@ -106,17 +107,7 @@ def available_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
         return free
-    try:
-        return _meminfo_available()
-    except OSError:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
-
-
-def _meminfo_available() -> int:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) * 1024
-    raise OSError("MemAvailable not in /proc/meminfo")
+    return available_ram_bytes()
 
 
 def budget_bytes(device: torch.device, max_memory_mb: int | None) -> int:

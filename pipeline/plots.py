@@ -5,7 +5,7 @@ For the first swept parameter ``C`` and the output element with the largest DGSM
 ``C`` for a few samples with the mean and a one-standard-deviation band, a heatmap of
 ``dy/dC`` over ``(C, sample)``, and ``y`` against ``C`` likewise.
 
-``python -m pipeline.plots SENSITIVITY SUMMARY OUTDIR``
+``python -m pipeline.plots SENSITIVITY [SENSITIVITY ...] --summary SUMMARY --outdir OUTDIR``
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ import numpy as np
 import xarray as xr
 
 from pipeline.dataset import derivative_name, swept_parameters
-from pipeline.merge import open_sensitivity
-from pipeline.storage import write_atomic
+from pipeline.errors import run_cli
+from pipeline.merge import Source, one_or_many, open_sensitivity, source_files
+from pipeline.storage import reading, write_atomic
 
 PLOTS = ("derivative_vs_param.png", "derivative_heatmap.png", "output_vs_param.png")
 """File names written by :func:`plot_study`, in ``OUTDIR``."""
@@ -150,12 +151,18 @@ def plot_agreement(report: xr.Dataset, path: str | os.PathLike) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline.plots", description=__doc__.splitlines()[0])
-    parser.add_argument("sensitivity", help="sensitivity.nc, or a study's parts/ folder")
-    parser.add_argument("summary", help="summary.nc")
-    parser.add_argument("outdir", help="folder for the PNG files")
+    parser.add_argument("sensitivity", nargs="+", help="sensitivity.nc, a study's part files, or its parts/ folder")
+    parser.add_argument("--summary", required=True, help="summary.nc")
+    parser.add_argument("--outdir", required=True, help="folder for the PNG files")
     args = parser.parse_args(argv)
-    with open_sensitivity(args.sensitivity) as ds, xr.open_dataset(args.summary) as summary:
-        plot_study(ds, summary, args.outdir)
+    run_cli(lambda: plot_files(one_or_many(args.sensitivity), args.summary, args.outdir))
+
+
+def plot_files(sensitivity: Source, summary: str | os.PathLike, outdir: str | os.PathLike) -> list[Path]:
+    """:func:`plot_study` of files; an input that turns out unreadable is moved aside and named."""
+    with reading([*source_files(sensitivity), summary], "input file"), open_sensitivity(sensitivity) as ds, \
+            xr.open_dataset(summary) as summ:
+        return plot_study(ds, summ, outdir)
 
 
 if __name__ == "__main__":

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import logging
 
-import hydra
 import xarray as xr
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from pipeline.build import build_inputs, build_model, run_cli
-from pipeline.config import CONF_DIR, JOB_CONFIG, to_yaml, validate
+from pipeline.build import build_inputs, build_model, job_main
+from pipeline.config import to_yaml, validate
 from pipeline.dataset import input_variable
 from pipeline.storage import write_netcdf
 
@@ -33,9 +31,7 @@ def prepare(cfg: DictConfig, study: str = "") -> xr.Dataset:
     return ds
 
 
-@hydra.main(version_base=None, config_path=str(CONF_DIR), config_name=JOB_CONFIG)
-def main(cfg: DictConfig) -> None:
-    run_cli(lambda: prepare(cfg, HydraConfig.get().runtime.choices.get("study", "")))
+main = job_main(prepare)
 
 
 if __name__ == "__main__":

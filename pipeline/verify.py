@@ -11,8 +11,13 @@ the study's dtype and the finite-difference step (see :func:`tolerance`). With
 other (the seed's slice-before-vs-after question): bitwise equal, ``allclose`` (torch's
 defaults), max abs/rel difference and where they differ.
 
-``python -m pipeline.verify SENSITIVITY VERIFY_NC VERIFY_MD [--plot PNG]`` writes the reports
-(and the method agreement plot) and exits 1 when a comparison fails.
+The model and the verify settings come from the study's config as the workflow composes it
+(``--study`` and ``--overrides``), never from the file: a file whose ``fingerprint`` does not
+match that config (another config, edited attrs) is refused, naming the keys that differ.
+
+``python -m pipeline.verify SENSITIVITY [...] --study NAME [--overrides ...] --nc VERIFY_NC
+--md VERIFY_MD [--plot PNG]`` writes the reports (and the method agreement plot) and exits 1
+when a comparison fails.
 """
 
 from __future__ import annotations
@@ -20,21 +25,23 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 import xarray as xr
-from omegaconf import OmegaConf
+from omegaconf import DictConfig
 
 from pipeline.api import sensitivity
 from pipeline.build import build_model
+from pipeline.config import compose_job
 from pipeline.dataset import CONVENTIONS, connected_name, derivative_name, swept_parameters
-from pipeline.merge import open_sensitivity
+from pipeline.errors import VerificationError, run_cli
+from pipeline.merge import Source, one_or_many, open_sensitivity, source_files
 from pipeline.plots import plot_agreement
-from pipeline.storage import write_atomic, write_netcdf
+from pipeline.provenance import config_differences, fingerprint
+from pipeline.storage import reading, write_atomic, write_netcdf
 
 FD_SAFETY = 100
 """Multiple of the finite-difference error scale ``eps^(2/3)`` allowed for ``finite_difference``."""
@@ -62,9 +69,28 @@ def _differences(actual: np.ndarray, reference: np.ndarray) -> tuple[float, floa
     return abs_diff, abs_diff / scale if scale > 0 else abs_diff
 
 
-def verify(ds: xr.Dataset) -> xr.Dataset:
-    """Comparisons of ``ds`` (a sensitivity dataset with its config in attrs) with other methods."""
-    cfg = OmegaConf.create(ds.attrs["config"])
+def check_computed_from(ds: xr.Dataset, cfg: DictConfig) -> None:
+    """Refuse ``ds`` unless its ``fingerprint`` is that of ``cfg`` and its own ``x`` (VerificationError)."""
+    stored = ds.attrs.get("fingerprint")
+    if stored == fingerprint(cfg, ds["x"].values):
+        return
+    if stored is None:
+        raise VerificationError("the sensitivity data has no fingerprint attr (not written by pipeline.compute, or "
+                                "its attrs were edited): recompute it with this workflow to verify it")
+    keys = config_differences(ds.attrs.get("config", ""), cfg)
+    raise VerificationError("the sensitivity data was not computed from this study's config: "
+                            + (f"keys that differ (file -> config): {'; '.join(keys)}" if keys else
+                               "its config or inputs x were changed after it was computed")
+                            + "; rerun snakemake to recompute it")
+
+
+def verify(ds: xr.Dataset, cfg: DictConfig) -> xr.Dataset:
+    """Comparisons of ``ds`` with other methods, rebuilding the model from ``cfg`` (not from ``ds``).
+
+    ``cfg`` is the study's composed config; ``ds`` must have been computed from it
+    (:func:`check_computed_from`), so no attribute of a data file chooses code to run.
+    """
+    check_computed_from(ds, cfg)
     params = swept_parameters(ds)
     opts = cfg.verify
     sub = ds.isel({**{p: _pick(opts["values"], ds.sizes[p]) for p in params},
@@ -182,11 +208,12 @@ def to_markdown(report: xr.Dataset) -> str:
     return "\n".join(lines) + "\n"
 
 
-def verify_file(sensitivity_path: str | os.PathLike, output_nc: str | os.PathLike,
+def verify_file(sensitivity: Source, cfg: DictConfig, output_nc: str | os.PathLike,
                 output_md: str | os.PathLike, output_png: str | os.PathLike | None = None) -> xr.Dataset:
-    """Verify a sensitivity file; write the NetCDF and Markdown reports, and the agreement plot."""
-    with open_sensitivity(sensitivity_path) as ds:  # lazy: verify() reads only the points it checks
-        report = verify(ds)
+    """Verify sensitivity data against ``cfg``; write the NetCDF and Markdown reports, and the agreement plot."""
+    # lazy: verify() reads only the points it checks
+    with reading(source_files(sensitivity), "sensitivity file"), open_sensitivity(sensitivity) as ds:
+        report = verify(ds, cfg)
     write_netcdf(report, output_nc)
     write_atomic(output_md, lambda tmp: Path(tmp).write_text(to_markdown(report)))
     if output_png is not None:
@@ -196,18 +223,24 @@ def verify_file(sensitivity_path: str | os.PathLike, output_nc: str | os.PathLik
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline.verify", description=__doc__.splitlines()[0])
-    parser.add_argument("sensitivity", help="sensitivity.nc, or a study's parts/ folder")
-    parser.add_argument("output_nc", help="verify.nc to write")
-    parser.add_argument("output_md", help="verify.md to write")
+    parser.add_argument("sensitivity", nargs="+", help="sensitivity.nc, a study's part files, or its parts/ folder")
+    parser.add_argument("--study", required=True, help="the study (conf/study/<name>.yaml) the data was computed for")
+    parser.add_argument("--overrides", nargs="*", default=[], help="the study's Hydra overrides, as in the workflow")
+    parser.add_argument("--nc", required=True, help="verify.nc to write")
+    parser.add_argument("--md", required=True, help="verify.md to write")
     parser.add_argument("--plot", help="method agreement plot (PNG) to write")
     args = parser.parse_args(argv)
-    report = verify_file(args.sensitivity, args.output_nc, args.output_md, args.plot)
-    print(to_markdown(report))
-    if not report.attrs["passed"]:
-        failed = [c for c in report.comparison.values if not report.sel(comparison=c).passed]
-        print(f"sensweep: error: verification failed for {args.sensitivity}: {'; '.join(failed)} "
-              f"exceed their tolerance (see {args.output_md})", file=sys.stderr)
-        sys.exit(1)
+
+    def run() -> None:
+        source = one_or_many(args.sensitivity)
+        report = verify_file(source, compose_job(args.study, args.overrides), args.nc, args.md, args.plot)
+        print(to_markdown(report))
+        if not report.attrs["passed"]:
+            failed = [c for c in report.comparison.values if not report.sel(comparison=c).passed]
+            raise VerificationError(f"verification failed for {source}: {'; '.join(failed)} exceed their "
+                                    f"tolerance (see {args.md})")
+
+    run_cli(run)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,16 @@
 # Shared by every rule: config validation, the studies to run, and input functions.
 import shlex
+import sys
 
 from snakemake.utils import validate
 
-from pipeline.config import ConfigError, compose_job, study_names, to_yaml
+from pipeline.config import ConfigError, closest, compose_job, study_names, to_yaml
+from pipeline.provenance import determining_yaml
 
 validate(config, schema="../conf/workflow.schema.yaml")
 
+# `--config merge=false` arrives as a string; the schema accepts true/false in either form.
+config["merge"] = str(config["merge"]).lower() == "true"
 OUT = config["outputs"]
 
 
@@ -14,17 +18,37 @@ def _selected_studies():
     studies = config["studies"]
     if isinstance(studies, str):
         studies = [s.strip() for s in studies.split(",") if s.strip()]
-    unknown = sorted(set(studies) - set(study_names()))
+    valid = study_names()
+    unknown = sorted(set(studies) - set(valid))
     if unknown:
+        hints = "".join(closest(s, valid) for s in unknown)
         raise ConfigError(
-            f"unknown studies {unknown} in config 'studies': valid studies are {', '.join(study_names())}"
+            f"unknown studies {unknown} in config 'studies'{hints} valid studies are {', '.join(valid)}"
         )
     return list(dict.fromkeys(studies))
 
 
+def _checked_overrides(studies):
+    """Overrides of a study that does not exist fail; those of an unselected study are reported."""
+    valid = study_names()
+    for study in config["overrides"]:
+        if study not in valid:
+            raise ConfigError(
+                f"invalid config 'overrides': {study!r} is not a study{closest(study, valid)} "
+                f"valid studies are {', '.join(valid)}"
+            )
+        if study not in studies:
+            print(
+                f"sensweep: note: overrides for study {study!r} are not used: it is not in 'studies'",
+                file=sys.stderr,
+            )
+    return config["overrides"]
+
+
 STUDIES = _selected_studies()
+OVERRIDES = _checked_overrides(STUDIES)
 # Each study's Hydra config, composed and validated once, before any job runs.
-JOBS = {s: compose_job(s, config["overrides"].get(s, [])) for s in STUDIES}
+JOBS = {s: compose_job(s, OVERRIDES.get(s, [])) for s in STUDIES}
 
 
 wildcard_constraints:
@@ -34,31 +58,35 @@ wildcard_constraints:
 
 def overrides(wildcards):
     """The study's extra Hydra overrides, quoted for the shell."""
-    return shlex.join(config["overrides"].get(wildcards.study, []))
+    return shlex.join(OVERRIDES.get(wildcards.study, []))
 
 
-def resolved_config(wildcards):
-    """The study's resolved config: a param, so that changing it reruns that study only."""
-    return to_yaml(JOBS[wildcards.study])
+def determining_config(wildcards):
+    """What determines the study's numbers (pipeline.provenance): a param, so that changing it
+    reruns that study's jobs only, and changing only the verify settings reruns verify only."""
+    return determining_yaml(JOBS[wildcards.study])
+
+
+def verify_settings(wildcards):
+    return to_yaml(JOBS[wildcards.study].verify)
+
+
+def hydra_quoted(path):
+    """A path as one Hydra override value, quoted for Hydra's grammar and then for the shell,
+    so that any folder name works (spaces, quotes, $(...), non-ASCII letters)."""
+    return shlex.quote("'" + str(path).replace("\\", "\\\\").replace("'", "\\'") + "'")
 
 
 def part_files(wildcards):
     parts = JOBS[wildcards.study].sweep.parts
-    return [f"{OUT}/{wildcards.study}/parts/{i}.nc" for i in range(parts)]
+    return expand(rules.compute.output, study=wildcards.study, part=range(parts))
 
 
 def sensitivity_input(wildcards):
-    """What the analysis rules read: sensitivity.nc, or the part files themselves (merge: false)."""
+    """What the analysis rules read: sensitivity.nc, or this config's part files (merge: false)."""
     if config["merge"]:
-        return f"{OUT}/{wildcards.study}/sensitivity.nc"
+        return expand(rules.merge.output, study=wildcards.study)
     return part_files(wildcards)
-
-
-def sensitivity_arg(wildcards):
-    """The path the analysis scripts open: sensitivity.nc or the parts/ folder."""
-    return f"{OUT}/{wildcards.study}/" + (
-        "sensitivity.nc" if config["merge"] else "parts"
-    )
 
 
 def compute_mem_mb(wildcards):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -19,14 +21,20 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pipeline import compute  # noqa: E402
+from pipeline.config import CONF_ENV  # noqa: E402
 
 # (what is wrong, overrides; {tmp} is a scratch folder, expected text in the message)
 CASES = [
-    ("unknown study", ["study=nope"], "Could not find 'study/nope'"),
+    ("unknown study", ["study=nope"], "unknown study 'nope': valid studies are composite,"),
+    ("misspelt study", ["study=oscilator"], "unknown study 'oscilator'; did you mean 'oscillator'?"),
+    ("empty study file", ["study=empty"], "study/empty.yaml: it is empty or not a mapping"),
+    ("malformed study file", ["study=malformed"], "study/malformed.yaml: malformed YAML at line 4, column 1"),
     ("unknown model", ["model=nope"], "Could not find 'model/nope'"),
     ("unknown method", ["method=backprop"], "Could not find 'method/backprop'"),
     ("unknown config key", ["sweep.nmu=3"], "Key 'nmu' not in 'SweepConfig'"),
     ("unknown top-level key", ["devise=cpu"], "Key 'devise' not in 'JobConfig'"),
+    ("unknown key added with +", ["+some_unknown_key=1"], "invalid key: 'some_unknown_key' is not a config key"),
+    ("misspelt key added with +", ["+sweep.nmu=3"], "'sweep.nmu' is not a config key (did you mean sweep.num?"),
     ("wrong type", ["sweep.num=many"], "Value 'many' of type 'str' could not be converted to Integer"),
     ("invalid choice", ["dtype=float16"], "expected one of [float32, float64]"),
     ("reversed range", ["sweep.start=2", "sweep.stop=1"], "invalid sweep.stop=1.0: must be greater than sweep.start"),
@@ -36,13 +44,39 @@ CASES = [
     ("non-finite value in the sweep", ["sweep=list", "sweep.values=[1,nan]"], "every value must be finite"),
     ("repeated value in the sweep", ["sweep=list", "sweep.values=[1,1]"], "values must be distinct"),
     ("more parts than values", ["sweep.parts=1000"], "invalid sweep.parts=1000: must be between 1 and"),
+    ("sweep too large for memory", ["sweep.num=1000000000"], "invalid sweep: 1e+09 points (1000000000 values of C) "
+                                                             "need 59.6 GiB for their coordinates alone"),
+    ("results too large for memory", ["sweep.num=100000", "inputs.args.samples=100000"],
+     "the results would need 447.03 GiB (100000 points x 600000 outputs"),
+    ("sweep values beyond float32", ["sweep=list", "sweep.values=[1,1e39]"],
+     "invalid values of C for dtype=float32: 1 overflow it, e.g. 1e+39"),
+    ("sweep values equal in float32", ["sweep=list", "sweep.values=[1.0,1.00000001]"],
+     "1 pairs of distinct values become equal, e.g. 1.0 and 1.00000001"),
+    ("sweep too dense for float32", ["sweep.num=100000000"], "invalid values of C for dtype=float32: 41500842 pairs"),
     ("missing input file", ["study=oscillator", "inputs.args.path={tmp}/missing.npy"], "no such file"),
     ("unreadable input file", ["study=oscillator", "inputs.args.path={tmp}/garbage.npy"], "cannot read it"),
     ("input file of an unsupported type", ["study=oscillator", "inputs.args.path={tmp}/x.csv"],
      "supported file types are .npy, .nc"),
     ("non-finite input data", ["study=oscillator", "inputs.args.path={tmp}/inf.npy"], "4 non-finite values"),
     ("non-numeric input data", ["study=oscillator", "inputs.args.path={tmp}/text.npy"], "need a numeric array"),
+    ("input with 0 samples", ["study=oscillator", "inputs.args.path={tmp}/empty.npy"],
+     "x has shape (0, 2), an empty dim"),
+    ("input with 0 samples from a generator", ["inputs.args.samples=0"], "invalid inputs.args samples=0"),
+    ("empty NetCDF input", ["study=oscillator", "inputs.args.path={tmp}/empty.nc"],
+     "cannot read it: not a NetCDF file, or a corrupt one ([Errno -51] NetCDF: Unknown file format"),
+    ("garbage NetCDF input", ["study=oscillator", "inputs.args.path={tmp}/garbage.nc"],
+     "garbage.nc': cannot read it: not a NetCDF file, or a corrupt one ("),
+    ("complex input data", ["study=oscillator", "inputs.args.path={tmp}/complex.npy"],
+     "complex values (complex128) are not supported"),
+    ("input beyond float32", ["study=oscillator", "dtype=float32", "inputs.args.path={tmp}/huge.npy"],
+     "invalid x for dtype=float32: 1 values overflow it, e.g. 1e+300 at index (1, 0)"),
     ("input of the wrong shape for the model", ["inputs.args.shape=[3]"], "the model fails on x of shape (64, 3)"),
+    ("model that calls .item()", ["study=seed_linear", "model=custom", "model._target_=tests.bad_models.calls_item"],
+     "the model calls .item() or uses a tensor in Python control flow (if/while on a value) at "),
+    ("model with an if on a tensor's value", ["study=seed_linear", "model=custom",
+                                             "model._target_=tests.bad_models.branches_on_value"], "bad_models.py:13 (branches_on_value)"),
+    ("model that changes its input in place", ["study=seed_linear", "model=custom",
+                                              "model._target_=tests.bad_models.mutates_input"], "the model changes its input x in place"),
     ("bind path that is not a parameter", ['model.bind.C="branch_b.0.bais[1]"'],
      "did you mean 'branch_b.0.bias'? Its parameters are: encoder.0.weight (8, 4)"),
     ("bind index out of range", ['model.bind.C="branch_b.0.bias[7]"'], "give one in-range index per dim"),
@@ -74,7 +108,15 @@ def test_cuda_fallback_warns_and_runs_on_cpu(tmp_path):
 
 
 def make_files(tmp: Path) -> None:
-    """The broken input files some cases point at."""
+    """The broken input files and study files some cases point at; a copy of conf/ with the bad studies."""
+    shutil.copytree(ROOT / "conf", tmp / "conf")
+    (tmp / "conf" / "study" / "empty.yaml").write_text("# @package _global_\n")
+    (tmp / "conf" / "study" / "malformed.yaml").write_text("# @package _global_\ntitle: a\nsweep: {num: 3\n")
+    np.save(tmp / "empty.npy", np.zeros((0, 2)))
+    (tmp / "empty.nc").write_bytes(b"")
+    (tmp / "garbage.nc").write_bytes(bytes(range(256)) * 4)
+    np.save(tmp / "complex.npy", np.ones((4, 2), dtype=complex))
+    np.save(tmp / "huge.npy", np.array([[1.0, 0.0], [1e300, 0.0]]))
     (tmp / "garbage.npy").write_bytes(b"\x93NUMPY but not really")
     (tmp / "x.csv").write_text("1,2,3\n")
     np.save(tmp / "inf.npy", np.array([[1.0, 2.0, 3.0, np.inf]] * 4))
@@ -89,6 +131,8 @@ def run_compute(overrides: list[str], tmp: Path) -> tuple[int, str]:
     out = io.StringIO()
     argv = sys.argv
     sys.argv = ["pipeline.compute", *args]
+    conf = tmp / "conf"  # made by make_files; else the repository's
+    os.environ[CONF_ENV] = str(conf if conf.exists() else ROOT / "conf")
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
             compute.main()
@@ -97,18 +141,19 @@ def run_compute(overrides: list[str], tmp: Path) -> tuple[int, str]:
         code = exit_.code
     finally:
         sys.argv = argv
+        del os.environ[CONF_ENV]
     return code, out.getvalue()
 
 
 @pytest.mark.parametrize("what,overrides,message", CASES, ids=[case[0] for case in CASES])
 def test_bad_input_fails_clearly_without_output(tmp_path, what, overrides, message):
     make_files(tmp_path)
-    before = set(tmp_path.iterdir())
+    before = set(tmp_path.rglob("*"))
     code, output = run_compute(overrides, tmp_path)
     assert code == 1, output
     assert message in output, output
     assert "Traceback" not in output
-    assert set(tmp_path.iterdir()) == before  # no output, no partial file
+    assert set(tmp_path.rglob("*")) == before  # no output, no partial file
 
 
 def test_unreached_parameter_warns_but_succeeds(tmp_path):
@@ -142,6 +187,6 @@ if __name__ == "__main__":
         for what, overrides, _ in CASES:
             code, output = run_compute(overrides, tmp)
             text = " ".join(output.split("Config search path")[0].split("Set the environment")[0].split())
-            text = text.replace(str(tmp), "/tmp")
+            text = text.replace(str(tmp), "/tmp").replace(str(ROOT) + "/", "")
             shown = " ".join(f"`{o.format(tmp='/tmp')}`" for o in overrides)
             print(f"| {what} | {shown} | {text.strip().replace('|', '/')} (exit {code}) |")

@@ -33,7 +33,7 @@ def test_outputs_pass_cf_1_10(tmp_path, study):
     assert ds.attrs["snakemake_version"]
     assert "git_commit" in ds.attrs or not (ROOT / ".git").exists()
     summarise_file(tmp_path / "sensitivity.nc", tmp_path / "summary.nc")
-    verify_file(tmp_path / "sensitivity.nc", tmp_path / "verify.nc", tmp_path / "verify.md")
+    verify_file(tmp_path / "sensitivity.nc", cfg, tmp_path / "verify.nc", tmp_path / "verify.md")
     for name in ("sensitivity.nc", "summary.nc", "verify.nc"):
         result = run([CHECKER, "--test=cf:1.10", str(tmp_path / name)], cwd=tmp_path)
         assert "All tests passed!" in result.stdout, f"{name}:\n{result.stdout}"

@@ -24,7 +24,7 @@ def test_compute_writes_one_part(tmp_path):
         np.testing.assert_array_equal(ds.dy_dC.values, np.tile(np.arange(10), (3, 1)))
         assert ds.attrs["study"] == "seed_linear" and ds.attrs["part"] == 1 and ds.attrs["parts"] == 3
         assert "sweep:" in ds.attrs["config"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["part.nc"]  # no Hydra run dirs or logs
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".part.nc.last-good", "part.nc"]  # no Hydra dirs or logs
     assert not (ROOT / "outputs" / "2026").exists() and not list(ROOT.glob(".hydra"))
 
 

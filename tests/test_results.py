@@ -50,7 +50,7 @@ def test_merged_parts_equal_one_job(tmp_path):
     x = torch.arange(5.0, dtype=torch.float64)
     values = np.linspace(-2, 2, 10)
     whole = sensitivity(seed_linear, x, {"C": values})
-    paths = [write_netcdf(sensitivity(seed_linear, x, {"C": part}, attrs={"part": i}), tmp_path / f"{i}.nc")
+    paths = [write_netcdf(sensitivity(seed_linear, x, {"C": part}, attrs={"part": i, "parts": 3}), tmp_path / f"{i}.nc")
              for i, part in enumerate(np.array_split(values, 3))]
     merge_parts(paths[::-1], tmp_path / "merged.nc")
     with xr.open_dataset(tmp_path / "merged.nc") as merged:
@@ -97,6 +97,8 @@ def test_merge_ors_connectivity_over_parts(tmp_path):
     negative = sensitivity(gated, x, {"C": [-2.0, -1.0]})
     positive = sensitivity(gated, x, {"C": [1.0, 2.0]})
     assert (negative.dy_dC_connected == 0).all() and (positive.dy_dC_connected == 1).all()
+    negative.attrs.update(part=0, parts=2)
+    positive.attrs.update(part=1, parts=2)
     paths = [write_netcdf(negative, tmp_path / "0.nc"), write_netcdf(positive, tmp_path / "1.nc")]
     merge_parts(paths, tmp_path / "merged.nc")
     with xr.open_dataset(tmp_path / "merged.nc") as merged:
@@ -104,15 +106,33 @@ def test_merge_ors_connectivity_over_parts(tmp_path):
         assert merged.dy_dC_connected.attrs["flag_meanings"] == "structurally_independent connected"
 
 
-def test_corrupt_part_is_named_removed_and_never_merged(tmp_path):
-    x = torch.arange(3.0)
-    good = write_netcdf(sensitivity(seed_linear, x, {"C": [1.0, 2.0]}), tmp_path / "0.nc")
-    bad = write_netcdf(sensitivity(seed_linear, x, {"C": [3.0, 4.0]}), tmp_path / "1.nc")
+def _parts(tmp_path, x=None):
+    x = torch.arange(3.0) if x is None else x
+    return [write_netcdf(sensitivity(seed_linear, x, {"C": c}, attrs={"part": i, "parts": 2}), tmp_path / f"{i}.nc")
+            for i, c in enumerate(([1.0, 2.0], [3.0, 4.0]))]
+
+
+def test_corrupt_part_is_named_moved_aside_and_never_merged(tmp_path):
+    good, bad = _parts(tmp_path)
     data = bad.read_bytes()
     bad.write_bytes(data[: len(data) // 2])  # truncated, as a disk or copy failure would leave it
-    with pytest.raises(CorruptPartError, match=f"part file {bad} is unreadable .*removed it: rerun snakemake"):
+    with pytest.raises(CorruptPartError, match=f"part file {bad} is unreadable .*moved it to {bad}.corrupt: "
+                                               "rerun snakemake"):
         merge_parts([good, bad], tmp_path / "merged.nc")
     assert not bad.exists() and good.exists() and not (tmp_path / "merged.nc").exists()
+    assert (tmp_path / "1.nc.corrupt").read_bytes() == data[: len(data) // 2]  # kept, not deleted
+
+
+def test_a_corrupted_chunk_is_caught_while_merging(tmp_path):
+    """Bytes flipped inside a part's data (not its header): the checksum fails while the merge copies it."""
+    good, bad = _parts(tmp_path, torch.linspace(1, 2, 5000))
+    data = bytearray(bad.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 64] = bytes(b ^ 0xFF for b in data[middle : middle + 64])
+    bad.write_bytes(bytes(data))
+    with pytest.raises(CorruptPartError, match=f"part file {bad} is unreadable"):
+        merge_parts([good, bad], tmp_path / "merged.nc")
+    assert not (tmp_path / "merged.nc").exists() and (tmp_path / "1.nc.corrupt").exists()
 
 
 def test_failed_write_keeps_the_previous_result(tmp_path, monkeypatch, composite_ds):
@@ -125,14 +145,14 @@ def test_failed_write_keeps_the_previous_result(tmp_path, monkeypatch, composite
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(xr.Dataset, "to_netcdf", disk_full)
-    with pytest.raises(OSError, match=f"cannot write {path}: No space left on device"):
+    with pytest.raises(OSError, match=f"cannot write {path}: no space left on device"):
         write_netcdf(composite_ds, path)
     assert path.read_bytes() == before
-    assert [p.name for p in tmp_path.iterdir()] == ["s.nc"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".s.nc.last-good", "s.nc"]
 
 
 def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path, composite_ds):
     stale = tmp_path / ".s.nc.12345.tmp.nc"
     stale.write_bytes(b"half a file from a killed job")
     write_netcdf(composite_ds, tmp_path / "s.nc")
-    assert [p.name for p in tmp_path.iterdir()] == ["s.nc"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".s.nc.last-good", "s.nc"]

@@ -22,15 +22,21 @@ def test_tolerances_follow_dtype_and_step():
     assert tolerance("float32", "finite_difference") == tolerance("float32", "forward")
 
 
+OSCILLATOR = ["sweep.num=6", "model.args.steps=40", f"inputs.args.path={ROOT / 'data' / 'oscillator_initial.npy'}"]
+
+
 @pytest.fixture
-def oscillator_result(tmp_path):
-    cfg = compose_job("oscillator", ["sweep.num=6", "model.args.steps=40", f"output={tmp_path / 'sensitivity.nc'}",
-                                     f"inputs.args.path={ROOT / 'data' / 'oscillator_initial.npy'}"])
-    return compute(cfg, "oscillator")
+def oscillator_cfg(tmp_path):
+    return compose_job("oscillator", [*OSCILLATOR, f"output={tmp_path / 'sensitivity.nc'}"])
 
 
-def test_verify_passes_on_a_correct_study(oscillator_result):
-    report = verify(oscillator_result)
+@pytest.fixture
+def oscillator_result(oscillator_cfg):
+    return compute(oscillator_cfg, "oscillator")
+
+
+def test_verify_passes_on_a_correct_study(oscillator_result, oscillator_cfg):
+    report = verify(oscillator_result, oscillator_cfg)
     assert report.attrs["passed"] == 1
     assert list(report.comparison.values) == [f"forward (float64) vs {m} (float64)"
                                               for m in ("forward", "reverse", "finite_difference")]
@@ -39,17 +45,57 @@ def test_verify_passes_on_a_correct_study(oscillator_result):
     assert "| forward (float64) vs reverse (float64) |" in to_markdown(report)
 
 
-def test_verify_fails_on_a_wrong_derivative(tmp_path, oscillator_result):
+def verify_cli(path, tmp_path, *overrides):
+    return run([sys.executable, "-m", "pipeline.verify", str(path), "--study", "oscillator", "--nc",
+                str(tmp_path / "v.nc"), "--md", str(tmp_path / "v.md"), "--overrides", *overrides], cwd=ROOT)
+
+
+def test_verify_fails_on_a_wrong_derivative(tmp_path, oscillator_result, oscillator_cfg):
     broken = oscillator_result.copy(deep=True)
     broken["dy_dC"] = broken.dy_dC * (1 + 1e-6)  # 1e-6 relative: far above float64's tolerance
-    report = verify(broken)
+    report = verify(broken, oscillator_cfg)
     assert report.attrs["passed"] == 0 and (report.passed == 0).all()
     path = tmp_path / "broken.nc"
     broken.to_netcdf(path)
-    result = run([sys.executable, "-m", "pipeline.verify", str(path), str(tmp_path / "v.nc"), str(tmp_path / "v.md")],
-                 cwd=ROOT)
+    result = verify_cli(path, tmp_path, *OSCILLATOR)
     assert result.returncode == 1
     assert "verification failed" in result.stderr and "exceed their tolerance" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+CRAFTED = """model:
+  _target_: subprocess.Popen
+  args: {{args: [touch, {marker}]}}
+"""
+
+
+@pytest.mark.parametrize("edit_fingerprint", [False, True])
+def test_a_data_file_never_chooses_code_to_run(tmp_path, oscillator_result, edit_fingerprint):
+    """A crafted `config` attr naming subprocess.Popen: verify uses the study's config, so nothing runs."""
+    marker = tmp_path / "ran-code"
+    crafted = oscillator_result.copy()
+    crafted.attrs["config"] = CRAFTED.format(marker=marker)
+    if edit_fingerprint:  # an attacker who also rewrites the fingerprint: the file no longer matches the study
+        crafted.attrs["fingerprint"] = "0" * 64
+    path = tmp_path / "crafted.nc"
+    crafted.to_netcdf(path)
+    result = verify_cli(path, tmp_path, *OSCILLATOR)
+    assert not marker.exists()
+    if edit_fingerprint:
+        assert result.returncode == 1, result.stdout
+        assert "was not computed from this study's config: keys that differ (file -> config): " in result.stderr
+        assert "model._target_: subprocess.Popen -> pipeline.models.Oscillator" in result.stderr
+        assert not (tmp_path / "v.nc").exists()
+    else:  # the numbers match the study's config: verified with the study's own model
+        assert result.returncode == 0, result.stderr
+        assert "overall: PASS" in (tmp_path / "v.md").read_text()
+
+
+def test_verify_refuses_data_of_another_config(tmp_path, oscillator_result):
+    path = tmp_path / "sensitivity.nc"
+    result = verify_cli(path, tmp_path, *OSCILLATOR, "model.args.steps=41")
+    assert result.returncode == 1
+    assert "keys that differ (file -> config): model.args.steps: 40 -> 41" in result.stderr
 
 
 @pytest.mark.parametrize("kernel_size,equal_everywhere", [(1, True), (3, False)])
@@ -58,7 +104,7 @@ def test_variants_before_and_after_the_convolution(tmp_path, kernel_size, equal_
     cfg = compose_job("conv_slice", [f"model.args.kernel_size={kernel_size}", "sweep.num=5", "sweep.parts=1",
                                      "dtype=float64", f"output={tmp_path / 's.nc'}"])
     compute(cfg, "conv_slice")
-    report = verify_file(tmp_path / "s.nc", tmp_path / "v.nc", tmp_path / "v.md", tmp_path / "agreement.png")
+    report = verify_file(tmp_path / "s.nc", cfg, tmp_path / "v.nc", tmp_path / "v.md", tmp_path / "agreement.png")
     assert (tmp_path / "agreement.png").read_bytes()[:4] == b"\x89PNG"
     assert report.attrs["passed"] == 1
     rows = report.sel(variant_check=["dy_dC: slice=before vs slice=after", "y: slice=before vs slice=after"])
@@ -76,7 +122,7 @@ def test_detach_hides_a_dependence_that_finite_differences_see(tmp_path):
     """Seed 001: after detach() autodiff says 0 (by structure); the value still moves with C."""
     cfg = compose_job("composite_detach", ["sweep.num=5", f"output={tmp_path / 's.nc'}"])
     compute(cfg, "composite_detach")
-    report = verify_file(tmp_path / "s.nc", tmp_path / "v.nc", tmp_path / "v.md")
+    report = verify_file(tmp_path / "s.nc", cfg, tmp_path / "v.nc", tmp_path / "v.md")
     assert report.attrs["passed"] == 1
     by_method = {str(c).split(" vs ")[1].split(" ")[0]: int(report.sel(comparison=c).hidden_dependence)
                  for c in report.comparison.values}

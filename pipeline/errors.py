@@ -1,0 +1,44 @@
+"""The errors a user can act on, and the one way every command-line entry reports them.
+
+Each error's message names the bad key, value or file and what would be valid. Entry points
+run through :func:`run_cli`: such an error (or an I/O error) prints one line
+``sensweep: error: ...`` to stderr and exits 1; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+
+class SensweepError(Exception):
+    """Base of the errors whose message tells the user what to change."""
+
+
+class ConfigError(SensweepError, ValueError):
+    """A config value is invalid; the message names the key and the valid choices."""
+
+
+class DerivativeError(SensweepError, RuntimeError):
+    """A derivative cannot be computed with the chosen method; the message says what to do."""
+
+
+class MergeError(SensweepError, RuntimeError):
+    """Part files that do not form one complete sweep of one config; the message says which and why."""
+
+
+class UnreadableInputError(SensweepError, RuntimeError):
+    """An input file cannot be read; it has been moved aside so that a rerun rebuilds it."""
+
+
+class VerificationError(SensweepError, RuntimeError):
+    """A sensitivity file cannot be verified against the given config (it was computed from another)."""
+
+
+def run_cli(job: Callable[[], object]) -> None:
+    """Run a command-line job; a :class:`SensweepError` or ``OSError`` exits 1 with one clear line."""
+    try:
+        job()
+    except (SensweepError, OSError) as err:
+        print(f"sensweep: error: {err}", file=sys.stderr)
+        sys.exit(1)

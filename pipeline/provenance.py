@@ -1,0 +1,81 @@
+"""What determines a dataset's values, and where it came from.
+
+A part file's ``fingerprint`` attr is a hash of everything that determines its numbers: the
+study's resolved config without the keys that only say where or how fast a job runs
+(:data:`NOT_DETERMINING`), and the input batch ``x``. Parts merge only when their fingerprints
+agree; a file is verified only against the config it was computed from. Comparing configs
+never imports or runs anything: stored configs are read as plain YAML.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import subprocess
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import numpy as np
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+NOT_DETERMINING = ("part", "output", "inputs_file", "threads", "verify")
+"""Config keys that do not change a part's values (which part it is, paths, threads, the verify step)."""
+
+
+def determining_config(cfg: DictConfig | str | dict) -> dict[str, Any]:
+    """The config as a plain dict without :data:`NOT_DETERMINING`; a stored YAML string is parsed, not run."""
+    if isinstance(cfg, str):
+        plain = yaml.safe_load(cfg) or {}
+    elif isinstance(cfg, DictConfig):
+        plain = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    else:
+        plain = dict(cfg)
+    return {k: v for k, v in plain.items() if k not in NOT_DETERMINING}
+
+
+def determining_yaml(cfg: DictConfig | str | dict) -> str:
+    """:func:`determining_config` as canonical YAML (sorted keys): a rerun trigger and the hashed text."""
+    return yaml.safe_dump(determining_config(cfg), sort_keys=True)
+
+
+def fingerprint(cfg: DictConfig | str | dict, x: np.ndarray) -> str:
+    """SHA-256 of the determining config and of ``x`` (dtype, shape, bytes)."""
+    digest = hashlib.sha256(determining_yaml(cfg).encode())
+    array = np.ascontiguousarray(x)
+    digest.update(f"{array.dtype.str}{array.shape}".encode())
+    digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        flat = {}
+        for key, value in node.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat or {prefix.rstrip("."): {}}
+    return {prefix.rstrip("."): node}
+
+
+def config_differences(a: DictConfig | str | dict, b: DictConfig | str | dict) -> list[str]:
+    """Dotted keys whose values differ between two configs, as ``key: a -> b`` (determining keys only)."""
+    flat_a, flat_b = _flatten(determining_config(a)), _flatten(determining_config(b))
+    missing = object()
+    return [f"{key}: {flat_a.get(key, '(unset)')} -> {flat_b.get(key, '(unset)')}"
+            for key in sorted(set(flat_a) | set(flat_b))
+            if flat_a.get(key, missing) != flat_b.get(key, missing)]
+
+
+def provenance() -> dict[str, str]:
+    """Versions of snakemake and the workflow's git commit, where available (netCDF-safe strings)."""
+    found = {}
+    with contextlib.suppress(PackageNotFoundError):
+        found["snakemake_version"] = version("snakemake")
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, timeout=5, check=True).stdout.strip()
+        found["git_commit"] = commit.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return found

@@ -1,0 +1,21 @@
+"""Models a user might write that cannot run under vmap: each must fail with one clear message."""
+
+import torch
+
+
+def calls_item(x: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
+    """Reads the parameter as a Python number."""
+    return x * C.item()
+
+
+def branches_on_value(x: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
+    """Python control flow on a tensor's value."""
+    if C > 0:
+        return C * x
+    return -C * x
+
+
+def mutates_input(x: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
+    """Changes its input in place."""
+    x.mul_(C)
+    return x
