@@ -17,8 +17,6 @@ min_version("8.0")
 # One writer per NetCDF file, so HDF5's file locks protect nothing here; on cluster file systems
 # without lock support they only fail. Jobs inherit this (SLURM exports the environment).
 os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")
-# Jobs and this file compose study configs from this workflow's own conf/ (pipeline.config.conf_dir).
-os.environ["SENSWEEP_CONF"] = os.path.join(workflow.basedir, "conf")
 
 
 configfile: "conf/workflow.yaml"
@@ -45,9 +43,11 @@ rule prepare:
     params:
         config=determining_config,
         overrides=overrides,
+        conf=CONF,
         output=lambda wildcards, output: hydra_quoted(output[0]),
     shell:
-        ": > {log:q}; python -m pipeline.prepare study={wildcards.study} {params.overrides}"
+        ": > {log:q}; SENSWEEP_CONF={params.conf:q} python -m pipeline.prepare"
+        " study={wildcards.study} {params.overrides}"
         " output={params.output} 2>&1 >> {log:q} | tee -a {log:q} >&2"
 
 
@@ -69,10 +69,12 @@ rule compute:
     params:
         config=determining_config,
         overrides=overrides,
+        conf=CONF,
         inputs_file=lambda wildcards, input: hydra_quoted(input.x),
         output=lambda wildcards, output: hydra_quoted(output[0]),
     shell:
-        ": > {log:q}; python -m pipeline.compute study={wildcards.study} {params.overrides}"
+        ": > {log:q}; SENSWEEP_CONF={params.conf:q} python -m pipeline.compute"
+        " study={wildcards.study} {params.overrides}"
         " inputs_file={params.inputs_file} part={wildcards.part} threads={threads}"
         " output={params.output} 2>&1 >> {log:q} | tee -a {log:q} >&2"
 
@@ -132,8 +134,10 @@ rule verify:
     params:
         verify=verify_settings,
         overrides=overrides,
+        conf=CONF,
     shell:
-        ": > {log:q}; python -m pipeline.verify {input:q} --study {wildcards.study}"
+        ": > {log:q}; SENSWEEP_CONF={params.conf:q} python -m pipeline.verify {input:q}"
+        " --study {wildcards.study}"
         " --nc {output.nc:q} --md {output.md:q} --plot {output.png:q} --overrides {params.overrides}"
         " 2>&1 >> {log:q} | tee -a {log:q} >&2"
 

@@ -119,7 +119,8 @@ def _check_cast(x: torch.Tensor, x_run: torch.Tensor, grid: dict[str, np.ndarray
             ordered = np.sort(values)
             a, b = ordered[same[0]], ordered[same[0] + 1]
             raise ConfigError(f"invalid values of {param} for dtype={name}: {len(same)} pairs of distinct values "
-                              f"become equal, e.g. {float(a)!r} and {float(b)!r}; use dtype=float64 or fewer, wider-spaced values")
+                              f"become equal, e.g. {float(a)!r} and {float(b)!r}; use dtype=float64 or fewer, "
+                              "wider-spaced values")
 
 
 def _check_model_runs(fn: Callable, x: torch.Tensor, point: torch.Tensor, grid: dict[str, np.ndarray]

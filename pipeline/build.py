@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.config import JOB_CONFIG, ConfigError, check_study_file, conf_dir
 from pipeline.errors import run_cli
 from pipeline.inputs import read_x
+from pipeline.storage import reading
 
 
 def _import(key: str, target: str) -> Any:
@@ -73,8 +74,9 @@ def build_inputs(cfg: DictConfig) -> torch.Tensor:
 
     With ``inputs_file`` set (the workflow's compute jobs), ``x`` is read from that file instead.
     """
-    if cfg.inputs_file is not None:
-        return read_x(cfg.inputs_file, key="inputs_file")
+    if cfg.inputs_file is not None:  # written by pipeline.prepare: unreadable means corrupt, moved aside
+        with reading([cfg.inputs_file], "inputs file"):
+            return read_x(cfg.inputs_file, key="inputs_file")
     target = _import("inputs", cfg.inputs._target_)
     args = OmegaConf.to_container(cfg.inputs.args, resolve=True)
     _check_args("inputs", target, args)

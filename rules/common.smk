@@ -1,6 +1,8 @@
 # Shared by every rule: config validation, the studies to run, and input functions.
 import shlex
 import sys
+from types import SimpleNamespace
+from pathlib import Path
 
 from snakemake.utils import validate
 
@@ -8,6 +10,9 @@ from pipeline.config import ConfigError, closest, compose_job, study_names, to_y
 from pipeline.provenance import determining_yaml
 
 validate(config, schema="../conf/workflow.schema.yaml")
+
+# Study configs come from this workflow's own conf/, here and in every job (SENSWEEP_CONF).
+CONF = Path(workflow.basedir) / "conf"
 
 # `--config merge=false` arrives as a string; the schema accepts true/false in either form.
 config["merge"] = str(config["merge"]).lower() == "true"
@@ -18,24 +23,24 @@ def _selected_studies():
     studies = config["studies"]
     if isinstance(studies, str):
         studies = [s.strip() for s in studies.split(",") if s.strip()]
-    valid = study_names()
+    valid = study_names(CONF)
     unknown = sorted(set(studies) - set(valid))
     if unknown:
         hints = "".join(closest(s, valid) for s in unknown)
         raise ConfigError(
-            f"unknown studies {unknown} in config 'studies'{hints} valid studies are {', '.join(valid)}"
+            f"unknown studies {unknown} in config 'studies': valid studies are {', '.join(valid)}{hints}"
         )
     return list(dict.fromkeys(studies))
 
 
 def _checked_overrides(studies):
     """Overrides of a study that does not exist fail; those of an unselected study are reported."""
-    valid = study_names()
+    valid = study_names(CONF)
     for study in config["overrides"]:
         if study not in valid:
             raise ConfigError(
                 f"invalid config 'overrides': {study!r} is not a study{closest(study, valid)} "
-                f"valid studies are {', '.join(valid)}"
+                f"(valid studies are {', '.join(valid)})"
             )
         if study not in studies:
             print(
@@ -48,7 +53,7 @@ def _checked_overrides(studies):
 STUDIES = _selected_studies()
 OVERRIDES = _checked_overrides(STUDIES)
 # Each study's Hydra config, composed and validated once, before any job runs.
-JOBS = {s: compose_job(s, OVERRIDES.get(s, [])) for s in STUDIES}
+JOBS = {s: compose_job(s, OVERRIDES.get(s, []), CONF) for s in STUDIES}
 
 
 wildcard_constraints:
@@ -63,7 +68,8 @@ def overrides(wildcards):
 
 def determining_config(wildcards):
     """What determines the study's numbers (pipeline.provenance): a param, so that changing it
-    reruns that study's jobs only, and changing only the verify settings reruns verify only."""
+    reruns that study's jobs only, and changing only the verify settings reruns verify only.
+    """
     return determining_yaml(JOBS[wildcards.study])
 
 
@@ -74,12 +80,18 @@ def verify_settings(wildcards):
 def hydra_quoted(path):
     """A path as one Hydra override value, quoted for Hydra's grammar and then for the shell,
     so that any folder name works (spaces, quotes, $(...), non-ASCII letters)."""
-    return shlex.quote("'" + str(path).replace("\\", "\\\\").replace("'", "\\'") + "'")
+    escaped = str(path).replace("\\", "\\\\").replace("'", "\\'")
+    return shlex.quote(f"'{escaped}'")
 
 
 def part_files(wildcards):
     parts = JOBS[wildcards.study].sweep.parts
     return expand(rules.compute.output, study=wildcards.study, part=range(parts))
+
+
+def study_wildcards(study):
+    """Wildcards of a study, for calling the input functions above outside a rule."""
+    return SimpleNamespace(study=study)
 
 
 def sensitivity_input(wildcards):
@@ -107,4 +119,14 @@ def final_outputs(wildcards):
         *rules.plot.output,
     ]
     verified = [s for s in STUDIES if JOBS[s].verify.enabled]
-    return expand(targets, study=STUDIES) + expand(rules.verify.output, study=verified)
+    # Without the merge, the part files are the study's results: targets themselves.
+    parts = (
+        []
+        if config["merge"]
+        else [f for s in STUDIES for f in part_files(study_wildcards(s))]
+    )
+    return (
+        expand(targets, study=STUDIES)
+        + expand(rules.verify.output, study=verified)
+        + parts
+    )

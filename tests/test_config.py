@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 from hydra.errors import ConfigCompositionException
-from omegaconf.errors import ConfigKeyError, ValidationError
 
 from pipeline.build import build_inputs, build_model
 from pipeline.config import ConfigError, compose_job, study_names
@@ -90,7 +89,7 @@ def test_missing_input_file_is_named(tmp_path):
 
 
 def test_typed_schema_rejects_unknown_top_level_key():
-    with pytest.raises(ConfigError, match="study seed_linear .*Key 'devise' not in 'JobConfig'") as err:
+    with pytest.raises(ConfigError, match=r"study seed_linear .*Key 'devise' not in 'JobConfig'") as err:
         compose_job("seed_linear", ["devise=cpu"])
     assert isinstance(err.value.__cause__, ConfigCompositionException)
     with pytest.raises(ConfigError, match=r"'devise' is not a config key \(did you mean device\?"):
@@ -123,3 +122,29 @@ def test_config_reference_is_up_to_date():
     from pipeline.config import reference_markdown
 
     assert (Path(__file__).resolve().parent.parent / "docs" / "config.md").read_text() == reference_markdown()
+
+
+def test_a_custom_module_takes_bind_from_the_command_line():
+    cfg = compose_job("seed_linear", ["model=custom", "model._target_=pipeline.models.Composite",
+                                      '+model.bind.C="branch_b.0.bias[1]"', "inputs=random", "inputs.args.shape=[4]"])
+    assert dict(cfg.model.bind) == {"C": "branch_b.0.bias[1]"}
+    from pipeline.compute import sweep_dataset
+
+    ds = sweep_dataset(compose_job("seed_linear", ["model=custom", "model._target_=pipeline.models.Composite",
+                                                   '+model.bind.C="branch_b.0.bias[1]"', "inputs=random",
+                                                   "inputs.args.shape=[4]", "sweep.num=3"]), "custom")
+    assert ds.attrs["bound_to"] == "C=branch_b.0.bias[1]" and ds.dy_dC.sel(output="b1").mean() != 0
+
+
+def test_conf_folder_comes_from_the_environment_or_the_working_folder(tmp_path, monkeypatch):
+    from pipeline.config import CONF_ENV, PACKAGE_CONF_DIR, conf_dir
+
+    monkeypatch.delenv(CONF_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert conf_dir() == PACKAGE_CONF_DIR  # no conf/ here: the package's
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "job.yaml").write_text("{}")
+    assert conf_dir() == tmp_path / "conf"  # the working folder's own
+    monkeypatch.setenv(CONF_ENV, str(tmp_path / "elsewhere"))
+    with pytest.raises(ConfigError, match=r"invalid SENSWEEP_CONF=.*elsewhere.*no job.yaml in that folder"):
+        conf_dir()

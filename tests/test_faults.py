@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -65,7 +66,7 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_result(workflow, tmp_path_fa
     # Parts whose job ended but which Snakemake had not yet recorded are rerun: it cannot know they finished.
     leftovers = [p.name for p in (workflow / "outputs" / "oscillator" / "parts").iterdir() if p.name.startswith(".")]
     for name in leftovers:  # a killed writer's temporary file is hidden and never taken for a part
-        assert name.endswith(".tmp.nc")
+        assert name.endswith((".tmp.nc", ".last-good"))
 
     assert run(["snakemake", "--unlock", "--configfile", "test-config.yaml"], cwd=workflow).returncode == 0
     resumed = run(["snakemake", "--cores", "2", "--rerun-incomplete", "--configfile", "test-config.yaml"],
@@ -73,7 +74,7 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_result(workflow, tmp_path_fa
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     after = finished_parts(workflow)
     assert len(after) == PARTS
-    assert not [p.name for p in (workflow / "outputs" / "oscillator" / "parts").iterdir() if p.name.startswith(".")]
+    assert not [p.name for p in (workflow / "outputs" / "oscillator" / "parts").iterdir() if p.name.endswith(".tmp.nc")]
     assert all(after[name] == mtime for name, mtime in done.items()), "a finished part was recomputed"
 
     for name in ("sensitivity.nc", "summary.nc"):
@@ -98,3 +99,101 @@ def test_two_runs_give_identical_datasets(tmp_path, study):
     for ds in runs:
         del ds.attrs["history"]
     xr.testing.assert_identical(*runs)
+
+
+SMALL = {"studies": ["oscillator"],
+         "overrides": {"oscillator": ["sweep.num=6", "sweep.parts=2", "model.args.steps=30"]}}
+
+
+def snakemake(workflow: Path, *args: str, config: dict = SMALL) -> subprocess.CompletedProcess:
+    (workflow / "test-config.yaml").write_text(yaml.safe_dump(config))
+    return run(["snakemake", "--cores", "1", "--configfile", "test-config.yaml", *args], cwd=workflow)
+
+
+def test_parts_of_two_configs_never_merge(workflow):
+    """Without Snakemake's records (.snakemake/ deleted, mtime triggers only), a config change plus one
+    rebuilt part would mix two sweeps: the merge refuses, naming the files and the keys that differ."""
+    assert snakemake(workflow).returncode == 0
+    study = workflow / "outputs" / "oscillator"
+    shutil.rmtree(workflow / ".snakemake")
+    (study / "parts" / "1.nc").unlink()  # one part and the merged file deleted by hand, to rebuild them
+    (study / "sensitivity.nc").unlink()
+    changed = {**SMALL, "overrides": {"oscillator": ["sweep.num=8", "sweep.parts=2", "model.args.steps=30"]}}
+    result = snakemake(workflow, "--rerun-triggers", "mtime", config=changed)
+    assert result.returncode != 0
+    assert "part files of 2 different configs" in result.stderr
+    assert f"{Path('outputs/oscillator/parts/0.nc')} | {Path('outputs/oscillator/parts/1.nc')}" in result.stderr
+    assert "config keys that differ: sweep.num: 6 -> 8" in result.stderr
+    assert not (study / "sensitivity.nc").exists()
+    with xr.open_dataset(study / ".sensitivity.nc.last-good") as kept:  # the last good merge is kept
+        assert kept.sizes["C"] == 6
+
+
+@pytest.mark.parametrize("merge", [True, False])
+def test_corrupt_files_are_moved_aside_and_rebuilt(workflow, merge):
+    """A truncated inputs.nc, part, sensitivity.nc or summary.nc: one message naming it, moved aside, and
+    the next run rebuilds it, to the same numbers as before."""
+    config = {**SMALL, "merge": merge}
+    assert snakemake(workflow, config=config).returncode == 0
+    study = workflow / "outputs" / "oscillator"
+    with xr.open_dataset(study / "summary.nc") as summary:
+        expected = summary.load()
+    names = ["inputs.nc", "sensitivity.nc", "summary.nc"] if merge else ["inputs.nc", "parts/1.nc", "summary.nc"]
+    for name in names:
+        path = study / name
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 3])  # truncated in place, as a failing disk or copy leaves it
+        failed = snakemake(workflow, config=config)
+        assert failed.returncode != 0, name
+        assert f"{path.relative_to(workflow)} is unreadable" in failed.stderr, failed.stderr
+        assert f"moved it to {path.relative_to(workflow)}.corrupt: rerun snakemake to rebuild it" in failed.stderr
+        assert "Traceback" not in failed.stderr
+        assert not path.exists() and Path(f"{path}.corrupt").exists()
+        rebuilt = snakemake(workflow, config=config)
+        assert rebuilt.returncode == 0, rebuilt.stderr
+        with xr.open_dataset(study / "summary.nc") as summary:
+            xr.testing.assert_identical(summary.drop_attrs(), expected.drop_attrs())
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 40 MiB file system of its own (tmpfs), unmounted afterwards; skipped where mounting is not allowed."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(mount)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a small file system needs root")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(disk: Path) -> None:
+    """Fill ``disk`` to the last page."""
+    with open(disk / "filler", "wb", buffering=0) as f:
+        for block in (2**20, 4096):
+            with contextlib.suppress(OSError):
+                while True:
+                    f.write(b"\0" * block)
+
+
+def test_full_disk_keeps_the_last_good_result_and_says_so(workflow, small_disk):
+    config = {**SMALL, "outputs": str(small_disk / "outputs")}
+    assert snakemake(workflow, config=config).returncode == 0
+    study = small_disk / "outputs" / "oscillator"
+    before = (study / "sensitivity.nc").read_bytes()
+    fill(small_disk)
+    failed = snakemake(workflow, "--forcerun", "merge", config=config)  # Snakemake deletes sensitivity.nc first
+    assert failed.returncode != 0
+    # The job's log is on the full disk too: the message reaches Snakemake's own output.
+    assert f"cannot write {study / 'sensitivity.nc'}: no space left on device" in failed.stderr
+    assert f"the last complete version is kept as {study / '.sensitivity.nc.last-good'}" in failed.stderr
+    assert "Traceback" not in failed.stderr
+    assert not (study / "sensitivity.nc").exists()
+    assert (study / ".sensitivity.nc.last-good").read_bytes() == before
+    assert not [p for p in study.iterdir() if ".tmp" in p.name]
+
+    (small_disk / "filler").unlink()
+    again = snakemake(workflow, config=config)
+    assert again.returncode == 0, again.stderr
+    with xr.open_dataset(study / "sensitivity.nc") as ds, xr.open_dataset(study / ".sensitivity.nc.last-good") as kept:
+        xr.testing.assert_identical(ds[["y", "dy_dC"]].load(), kept[["y", "dy_dC"]].load())

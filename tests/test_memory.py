@@ -95,7 +95,8 @@ def test_cpu_sweep_times_two_chunks_and_keeps_every_result(per_pass, per_value_s
         return chunk[:, 0] * 2, chunk[:, :1] * 3
 
     points = torch.arange(300.0)[:, None]
-    result = in_chunks(batched, points, chunk_size=None, max_memory_mb=None, memory_hint=1)  # everything fits the budget
+    # everything fits the budget
+    result = in_chunks(batched, points, chunk_size=None, max_memory_mb=None, memory_hint=1)
     assert sizes[:2] == list(TUNE_SIZES)
     assert result.chunk_size == (TUNE_SIZES[0] if expected == "small" else 300)
     assert sum(sizes) == 300 and torch.equal(result.y, points[:, 0] * 2) and torch.equal(result.dy, points * 3)

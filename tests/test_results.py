@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,11 @@ import pytest
 import torch
 import xarray as xr
 
+from conftest import ROOT, run
 from pipeline import sensitivity
 from pipeline.aggregate import summarise, summarise_file
+from pipeline.compute import compute
+from pipeline.config import compose_job
 from pipeline.merge import CorruptPartError, merge_parts, open_parts
 from pipeline.models import Composite, seed_linear
 from pipeline.plots import PLOTS, most_sensitive_element, plot_study
@@ -156,3 +160,45 @@ def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path, 
     stale.write_bytes(b"half a file from a killed job")
     write_netcdf(composite_ds, tmp_path / "s.nc")
     assert sorted(p.name for p in tmp_path.iterdir()) == [".s.nc.last-good", "s.nc"]
+
+
+def compute_part(tmp_path, name, *overrides, study="seed_linear"):
+    out = tmp_path / name
+    compute(compose_job(study, ["sweep.num=6", "sweep.parts=2", f"output={out}", *overrides]), study)
+    return out
+
+
+def merge_cli(tmp_path, *parts):
+    return run([sys.executable, "-m", "pipeline.merge", str(tmp_path / "merged.nc"), *map(str, parts)], cwd=ROOT)
+
+
+def test_parts_of_different_configs_or_studies_are_refused_naming_files_and_keys(tmp_path):
+    part0 = compute_part(tmp_path, "0.nc", "part=0")
+    part1 = compute_part(tmp_path, "1.nc", "part=1")
+    other = compute_part(tmp_path, "1-other.nc", "part=1", "sweep.num=8")
+    heat = compute_part(tmp_path, "heat.nc", "part=1", "model.args.steps=5",
+                        f"inputs.args.path={ROOT / 'data' / 'heat_initial.npy'}", study="example_heat")
+    cases = [
+        ((part0, other), f"part files of 2 different configs: {part0} | {other}; config keys that differ: "
+                         "sweep.num: 6 -> 8"),
+        ((part0, heat), "config keys that differ: dtype: float32 -> float64"),
+        ((part0, part0, part1), f"the same part given more than once: part 0 in {part0}, {part0}"),
+        ((part1,), "incomplete sweep: parts [0] of 2 are missing (have [1])"),
+    ]
+    for parts, message in cases:
+        result = merge_cli(tmp_path, *parts)
+        assert result.returncode == 1
+        assert message in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr and not (tmp_path / "merged.nc").exists()
+    assert merge_cli(tmp_path, part1, part0).returncode == 0
+
+
+def test_same_config_different_inputs_is_refused(tmp_path):
+    x = tmp_path / "x.npy"
+    np.save(x, np.arange(4.0)[:, None])
+    part0 = compute_part(tmp_path, "0.nc", "part=0", "inputs=file", f"inputs.args.path={x}")
+    np.save(x, np.arange(1.0, 5.0)[:, None])  # the data file changes between two parts
+    part1 = compute_part(tmp_path, "1.nc", "part=1", "inputs=file", f"inputs.args.path={x}")
+    result = merge_cli(tmp_path, part0, part1)
+    assert result.returncode == 1
+    assert "same config, different inputs x" in result.stderr

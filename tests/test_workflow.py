@@ -9,7 +9,7 @@ import pytest
 import xarray as xr
 import yaml
 
-from conftest import run
+from conftest import WORKFLOW_FILES, run
 from pipeline.config import study_names
 from pipeline.plots import PLOTS
 
@@ -101,16 +101,23 @@ def test_bad_workflow_config_key_is_named(workflow):
     assert "cores_per_job" in result.stdout + result.stderr
 
 
+ODD_FOLDER = "out dir ü/$(touch PWNED) it's"
+"""An outputs folder with spaces, non-ASCII letters, a quote and shell syntax: every path is quoted."""
+
+
 def test_no_merge_mode_analyses_the_parts_directly(workflow):
-    """`merge: false`: no sensitivity.nc; summary, plots and verify read parts/ (README: no merge)."""
-    config = {"studies": ["oscillator"], "merge": False,
+    """`merge: false`: no sensitivity.nc; summary, plots and verify read the parts (README: no merge)."""
+    config = {"studies": ["oscillator"], "merge": False, "outputs": ODD_FOLDER,
               "overrides": {"oscillator": ["sweep.num=9", "sweep.parts=3", "model.args.steps=40"]}}
     dry = snakemake(workflow, "-n", config=config)
     assert dry.returncode == 0, dry.stderr
     assert "merge" not in planned_jobs(dry)
     result = snakemake(workflow, "--cores", "2", config=config)
     assert result.returncode == 0, result.stderr
-    study = workflow / "outputs" / "oscillator"
+    assert not list(workflow.rglob("PWNED")) and not list(workflow.parent.glob("PWNED"))
+    assert sorted(p.name for p in workflow.iterdir() if p.name not in WORKFLOW_FILES) == [
+        ".snakemake", "out dir ü", "test-config.yaml"]  # nothing written beside the outputs folder
+    study = workflow / ODD_FOLDER / "oscillator"
     assert not (study / "sensitivity.nc").exists()
     assert "overall: PASS" in (study / "verify.md").read_text()
     assert all((study / "plots" / p).stat().st_size > 0 for p in PLOTS)
@@ -122,11 +129,46 @@ def test_no_merge_mode_analyses_the_parts_directly(workflow):
         np.testing.assert_allclose(summary.dy_dC_mean, dy.mean(axis=1), rtol=1e-12)
         np.testing.assert_allclose(summary.dgsm_C, (dy**2).mean(axis=0), rtol=1e-12)
 
-    from pipeline.merge import CorruptPartError, open_sensitivity
+    from pipeline.merge import MergeError, open_sensitivity
 
     with open_sensitivity(study / "parts") as ds:
         np.testing.assert_array_equal(ds.dy_dC.values, dy)
         assert ds.attrs["parts"] == 3 and "part" not in ds.attrs
-    (study / "parts" / "3.nc").write_bytes((study / "parts" / "0.nc").read_bytes())  # a stale extra part
-    with pytest.raises(CorruptPartError, match="does not hold one complete sweep"):
+    (study / "parts" / "3.nc").write_bytes((study / "parts" / "0.nc").read_bytes())  # the same part twice
+    with pytest.raises(MergeError, match=r"the same part given more than once: part 0 in .*0.nc, .*3.nc"):
         open_sensitivity(study / "parts")
+    (study / "parts" / "3.nc").unlink()
+
+    # Fewer parts: the old 2.nc stays in parts/, and the workflow reads only this config's part files.
+    fewer = {**config, "overrides": {"oscillator": ["sweep.num=9", "sweep.parts=2", "model.args.steps=40"]}}
+    again = snakemake(workflow, "--cores", "2", config=fewer)
+    assert again.returncode == 0, again.stderr
+    with xr.open_dataset(study / "summary.nc") as summary:
+        assert summary.sizes["C"] == 9
+    with pytest.raises(MergeError, match=r"part files of 2 different configs: .*config keys that differ: "
+                                         r"sweep.parts: (3 -> 2|2 -> 3).*holds files of an earlier run"):
+        open_sensitivity(study / "parts")  # by hand, the folder is ambiguous: one message says why
+
+
+@pytest.mark.parametrize("config,message", [
+    ({"outputs": ""}, "'' should be non-empty"),
+    ({"outputs": "out/{study}"}, "does not match '^[^{}]*$'"),
+    ({"overrides": {"oscilator": ["sweep.num=3"]}}, "'oscilator' is not a study; did you mean 'oscillator'?"),
+    ({"overrides": {"seed_linear": ["sweep.num=abc"]}}, "study seed_linear (overrides ['sweep.num=abc'])"),
+    ({"overrides": {"seed_linear": ["+sweep.nmu=3"]}}, "study seed_linear: invalid key: 'sweep.nmu' is not a config"),
+])
+def test_workflow_config_mistakes_are_named(workflow, config, message):
+    result = snakemake(workflow, "-n", config={"studies": ["seed_linear"], **config})
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
+
+
+def test_workflow_config_from_the_command_line_and_the_working_folder(workflow):
+    """`--config merge=false` as the README shows it; the copied folder's own conf/ is the one used."""
+    study = workflow / "conf" / "study" / "seed_linear.yaml"
+    study.write_text(study.read_text().replace("parts: 2", "parts: 3"))
+    result = snakemake(workflow, "-n", "--config", "merge=false", config={
+        "studies": ["seed_linear"], "overrides": {"oscillator": ["sweep.num=9"]}})
+    assert result.returncode == 0, result.stderr
+    assert planned_jobs(result) == {"all": 1, "prepare": 1, "compute": 3, "summarise": 1, "plot": 1, "verify": 1}
+    assert "overrides for study 'oscillator' are not used: it is not in 'studies'" in result.stderr
