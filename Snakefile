@@ -106,7 +106,7 @@ rule summarise:
     conda:
         "envs/sensweep.yaml"
     shell:
-        ": > {log:q}; python -m pipeline.aggregate {input:q} --output {output:q}"
+        ": > {log:q}; python -m pipeline.summarise {input:q} --output {output:q}"
         " 2>&1 >> {log:q} | tee -a {log:q} >&2"
 
 
@@ -121,7 +121,7 @@ rule verify:
             category="{study}",
         ),
         png=report(
-            f"{OUT}/{{study}}/plots/method_agreement.png",
+            f"{OUT}/{{study}}/plots/{AGREEMENT_PLOT}",
             caption="report/method_agreement.rst",
             category="{study}",
         ),
@@ -147,21 +147,14 @@ rule plot:
         sensitivity=sensitivity_input,
         summary=rules.summarise.output,
     output:
-        report(
-            f"{OUT}/{{study}}/plots/derivative_vs_param.png",
-            caption="report/derivative_vs_param.rst",
-            category="{study}",
-        ),
-        report(
-            f"{OUT}/{{study}}/plots/derivative_heatmap.png",
-            caption="report/derivative_heatmap.rst",
-            category="{study}",
-        ),
-        report(
-            f"{OUT}/{{study}}/plots/output_vs_param.png",
-            caption="report/output_vs_param.rst",
-            category="{study}",
-        ),
+        *[
+            report(
+                f"{OUT}/{{study}}/plots/{name}",
+                caption=f"report/{name.removesuffix('.png')}.rst",
+                category="{study}",
+            )
+            for name in PLOTS
+        ],
     log:
         f"{OUT}/logs/{{study}}/plot.log",
     conda:
@@ -169,5 +162,5 @@ rule plot:
     params:
         outdir=lambda wildcards, output: os.path.dirname(output[0]),
     shell:
-        ": > {log:q}; python -m pipeline.plots {input.sensitivity:q} --summary {input.summary:q}"
+        ": > {log:q}; python -m pipeline.plot {input.sensitivity:q} --summary {input.summary:q}"
         " --outdir {params.outdir:q} 2>&1 >> {log:q} | tee -a {log:q} >&2"

@@ -13,8 +13,16 @@ import xarray as xr
 from torch import nn
 
 from pipeline import __version__
+from pipeline.checks import (
+    NAN_POLICIES,
+    check_bind,
+    check_choice,
+    check_device,
+    check_method_options,
+    check_parameter_name,
+)
 from pipeline.compiled import compiled_forward
-from pipeline.config import DEVICE_CHOICES, ConfigError
+from pipeline.config import ConfigError
 from pipeline.dataset import build_dataset
 from pipeline.derivatives import METHODS, DerivativeError
 from pipeline.routine import as_routine
@@ -28,15 +36,11 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` is CUDA when available, else CPU; an unavailable CUDA is an error."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ConfigError(f"invalid device={device!r}: valid: {', '.join(DEVICE_CHOICES)}") from err
+    check_device(str(device))
+    resolved = torch.device(device)
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"invalid device={str(device)!r}: CUDA is not available on this machine; "
                           "use device=auto or device=cpu")
-    if resolved.type not in ("cpu", "cuda"):
-        raise ConfigError(f"invalid device={device!r}: valid: {', '.join(DEVICE_CHOICES)}")
     return resolved
 
 
@@ -46,8 +50,7 @@ def resolve_dtype(dtype: str | torch.dtype | None, x: torch.Tensor) -> torch.dty
         return x.dtype if x.is_floating_point() else torch.get_default_dtype()
     if isinstance(dtype, torch.dtype):
         return dtype
-    if dtype not in DTYPES:
-        raise ConfigError(f"invalid dtype={dtype!r}: valid: {', '.join(DTYPES)}")
+    check_choice("dtype", dtype, DTYPES)
     return DTYPES[dtype]
 
 
@@ -58,11 +61,10 @@ def _swept_grid(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
                           "e.g. {'C': values}")
     grid = {}
     for name, values in params.items():
+        check_parameter_name(name, "params")
         if isinstance(values, torch.Tensor):
             values = values.detach().cpu().numpy()
         values = np.array(values, dtype=np.float64)  # a copy: torch needs a writable array
-        if not isinstance(name, str) or not name.isidentifier():
-            raise ConfigError(f"invalid parameter name {name!r}: must be a Python identifier such as C")
         if values.ndim != 1 or values.size == 0:
             raise ConfigError(f"invalid params[{name!r}]: need a non-empty 1-D sequence of values, "
                               f"got shape {values.shape}")
@@ -76,9 +78,6 @@ def _grid_points(grid: dict[str, np.ndarray]) -> np.ndarray:
     """All points of the grid, ``(N, P)``, first parameter slowest (C order)."""
     mesh = np.meshgrid(*grid.values(), indexing="ij")
     return np.stack([m.reshape(-1) for m in mesh], axis=-1)
-
-
-NAN_POLICIES = ("warn", "raise")
 
 
 def _check_x(x: torch.Tensor) -> None:
@@ -229,7 +228,7 @@ def sensitivity(
         ``2`` adds ``d2y_dC2`` (forward-over-forward; one swept parameter, ``method="forward"``).
     compile : bool, default: False
         ``method="forward"`` through ``torch.compile`` (order 1): one step of a
-        :class:`~pipeline.models.TimeStepper` model, else the whole batched jvp
+        :class:`~pipeline.timestepper.TimeStepper` model, else the whole batched jvp
         (:mod:`pipeline.compiled`). Pays off for op-heavy models and long sweeps.
     output_dims : list of str, optional
         Names of y's dims after ``sample``; default: the model's ``output_dims`` or ``output``.
@@ -252,18 +251,11 @@ def sensitivity(
     >>> ds.dy_dC.sel(C=-5.0).values.tolist() == list(range(10))
     True
     """
-    if method not in METHODS:
-        raise ConfigError(f"invalid method={method!r}: valid: {', '.join(METHODS)}")
-    if nan_policy not in NAN_POLICIES:
-        raise ConfigError(f"invalid nan_policy={nan_policy!r}: valid: {', '.join(NAN_POLICIES)}")
-    if step is not None and method != "finite_difference":
-        raise ConfigError(f"invalid step={step!r}: only method='finite_difference' takes a step")
+    check_choice("nan_policy", nan_policy, NAN_POLICIES)
     grid = _swept_grid(params)
-    if order not in (1, 2) or (order == 2 and (method != "forward" or len(grid) != 1)):
-        raise ConfigError(f"invalid order={order!r}: 1, or 2 with method='forward' and one swept parameter")
-    if compile and (method != "forward" or order != 1):
-        raise ConfigError(f"invalid compile=True with method={method!r}, order={order}: compile applies to "
-                          "method='forward' with order=1")
+    check_method_options(method, order=order, compile=compile, step=step, chunk_size=chunk_size,
+                         max_memory_mb=max_memory_mb, n_params=len(grid))
+    check_bind(bind, grid)
     x = torch.as_tensor(x)
     _check_x(x)
     run_device = resolve_device(device)

@@ -1,6 +1,6 @@
 """``method.compile=true``: forward mode through :func:`torch.compile`.
 
-- A :class:`~pipeline.models.TimeStepper` model: one step's batched ``jvp`` (vmapped over the
+- A :class:`~pipeline.timestepper.TimeStepper` model: one step's batched ``jvp`` (vmapped over the
   points of a chunk and the parameter directions) is compiled once; the time loop stays in
   Python and carries the state and its tangent from step to step. Compile time is that of one
   step, whatever the number of steps (compiling the unrolled loop takes minutes).
@@ -27,12 +27,12 @@ from torch.func import jvp, vmap
 
 from pipeline.derivatives import DerivativeError, Derivatives, RoutineFn, in_chunks, value_and_jacobian
 from pipeline.memory import budget_bytes
-from pipeline.routine import Stepper
+from pipeline.routine import StepFunctions
 
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _cached(key: object, make: Callable[[], Callable]) -> Callable:
+def _compile_cached(key: object, make: Callable[[], Callable]) -> Callable:
     """The compiled function for ``key`` (a routine), compiled on first use.
 
     Dynamo counts recompilations per code object, and every routine's function comes from the
@@ -46,7 +46,7 @@ def _cached(key: object, make: Callable[[], Callable]) -> Callable:
     return _COMPILED[key]
 
 
-def _whole(fn: RoutineFn) -> Callable:
+def _batch_whole_model(fn: RoutineFn) -> Callable:
     """``(x, chunk) -> (y, dy)``: the batched jvp of the whole model.
 
     ``x + 0 * sum(theta)`` (exactly ``x``; sweep values are finite) gives every tensor computed
@@ -57,7 +57,8 @@ def _whole(fn: RoutineFn) -> Callable:
     return lambda x, chunk: vmap(lambda theta: value_and_jacobian(lambda t: fn(x + 0 * t.sum(), t), theta))(chunk)
 
 
-def _along(f: Callable, state: tuple[Tensor, ...], tangents: tuple, theta: Tensor, stepper: Stepper):
+def _advance_with_tangents(f: Callable, state: tuple[Tensor, ...], tangents: tuple, theta: Tensor,
+                           stepper: StepFunctions):
     """``f`` (``state -> state``) and the observation, with their tangents along every parameter.
 
     ``tangents`` holds one state tangent per parameter direction; directions are a Python loop
@@ -67,7 +68,7 @@ def _along(f: Callable, state: tuple[Tensor, ...], tangents: tuple, theta: Tenso
     for i, tangent in enumerate(tangents):
         direction = torch.zeros_like(theta)
         direction[i] = 1
-        # As in _whole: every state component gets a tangent, so none is an "efficient zero".
+        # As in _batch_whole_model: every state component gets a tangent, so none is an "efficient zero".
         new, d_new = jvp(lambda s, t: f(tuple(c + 0 * t.sum() for c in s), t), (state, theta), (tangent, direction))
         y, dy = jvp(stepper.observe, (new, theta), (d_new, direction))
         d_news.append(d_new)
@@ -75,19 +76,19 @@ def _along(f: Callable, state: tuple[Tensor, ...], tangents: tuple, theta: Tenso
     return new, tuple(d_news), y, torch.stack(dys, dim=-1)
 
 
-def _step(stepper: Stepper) -> Callable:
+def _batch_one_step(stepper: StepFunctions) -> Callable:
     """``(state, tangents, chunk) -> (state, tangents, y, dy)``: one step and its observation, batched."""
-    return vmap(lambda state, tangents, theta: _along(stepper.step, state, tangents, theta, stepper))
+    return vmap(lambda state, tangents, theta: _advance_with_tangents(stepper.step, state, tangents, theta, stepper))
 
 
-def _stepped(stepper: Stepper, x: Tensor, chunk: Tensor, step: Callable) -> tuple[Tensor, Tensor]:
+def _run_time_loop(stepper: StepFunctions, x: Tensor, chunk: Tensor, step: Callable) -> tuple[Tensor, Tensor]:
     """Run the time loop for one chunk: ``y`` (chunk, ..., steps+1), ``dy`` (..., steps+1, P)."""
 
     def start(theta: Tensor):
         zeros = tuple(() for _ in range(len(theta)))
-        # As in _whole: the initial state depends on theta (by 0), so its tangents are real
+        # As in _batch_whole_model: the initial state depends on theta (by 0), so its tangents are real
         # tensors, not "efficient zeros" or stride-0 expansions the compiled step cannot take.
-        return _along(lambda _, t: stepper.initial(x + 0 * t.sum(), t), (), zeros, theta, stepper)
+        return _advance_with_tangents(lambda _, t: stepper.initial(x + 0 * t.sum(), t), (), zeros, theta, stepper)
 
     state, tangents, y, dy = vmap(start)(chunk)
     ys, dys = [y], [dy]
@@ -99,7 +100,7 @@ def _stepped(stepper: Stepper, x: Tensor, chunk: Tensor, step: Callable) -> tupl
 
 
 def compiled_forward(
-    fn: RoutineFn, x: Tensor, points: Tensor, *, stepper: Stepper | None = None, chunk_size: int | None = None,
+    fn: RoutineFn, x: Tensor, points: Tensor, *, stepper: StepFunctions | None = None, chunk_size: int | None = None,
     max_memory_mb: int | None = None, memory_hint: int | None = None,
 ) -> Derivatives:
     """Forward mode as :func:`pipeline.derivatives.forward` (order 1), compiled (module docstring)."""
@@ -107,10 +108,10 @@ def compiled_forward(
         fits = len(points) if memory_hint is None else budget_bytes(points.device, max_memory_mb) // memory_hint
         chunk_size = len(points) if fits >= len(points) else 2 ** int(math.log2(max(fits, 1)))
     if stepper is not None:
-        step = _cached(stepper, lambda: _step(stepper))
-        run = lambda chunk: _stepped(stepper, x, chunk, step)  # noqa: E731
+        step = _compile_cached(stepper, lambda: _batch_one_step(stepper))
+        run = lambda chunk: _run_time_loop(stepper, x, chunk, step)  # noqa: E731
     else:
-        whole = _cached(fn, lambda: _whole(fn))
+        whole = _compile_cached(fn, lambda: _batch_whole_model(fn))
         run = lambda chunk: whole(x, chunk)  # noqa: E731
 
     def padded(chunk: Tensor) -> tuple[Tensor, ...]:

@@ -25,6 +25,17 @@ from hydra.errors import HydraException
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from pipeline.checks import (
+    DTYPES,
+    METHODS,
+    NAN_POLICIES,
+    check_bind,
+    check_device,
+    check_method_options,
+    check_parameter_name,
+    check_parts,
+    fail,
+)
 from pipeline.errors import ConfigError
 from pipeline.sizes import check_grid_size
 
@@ -63,25 +74,17 @@ class SweepKind(StrEnum):
     list = "list"
 
 
-class DType(StrEnum):
-    """Floating-point precision of the computation."""
-
-    float32 = "float32"
-    float64 = "float64"
+# The choices come from pipeline.checks, their one home (the functional API: `raise` is a keyword).
+DType = StrEnum("DType", {d: d for d in DTYPES})
+DType.__doc__ = "Floating-point precision of the computation."
 
 
-NanPolicy = StrEnum("NanPolicy", {"warn": "warn", "raise": "raise"})  # `raise` is a keyword: functional API
+NanPolicy = StrEnum("NanPolicy", {p: p for p in NAN_POLICIES})
 NanPolicy.__doc__ = "What a job does with NaN or Inf in y or dy/dC."
 
 
-class MethodName(StrEnum):
-    """Derivative methods (SPEC §5)."""
-
-    forward = "forward"
-    forward_dual = "forward_dual"
-    reverse = "reverse"
-    loop = "loop"
-    finite_difference = "finite_difference"
+MethodName = StrEnum("MethodName", {m: m for m in METHODS})
+MethodName.__doc__ = "Derivative methods (SPEC §5)."
 
 
 def _opt(default: Any = MISSING, help: str = "", factory: Any = None) -> Any:
@@ -182,11 +185,6 @@ class JobConfig:
 
 ConfigStore.instance().store(name="job_schema", node=JobConfig)
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:<index>")
-
-
-def _fail(key: str, value: Any, valid: str) -> None:
-    raise ConfigError(f"invalid {key}={value!r}: {valid}")
 
 
 def _check_range(key: str, spec: DictConfig) -> int:
@@ -194,22 +192,22 @@ def _check_range(key: str, spec: DictConfig) -> int:
     if spec.kind == SweepKind.list:
         values = spec["values"]  # item access: DictConfig.values is a method
         if not values:
-            _fail(f"{key}.values", values, "kind=list needs a non-empty list of numbers")
+            fail(f"{key}.values", values, "kind=list needs a non-empty list of numbers")
         if not all(math.isfinite(v) for v in values):
-            _fail(f"{key}.values", list(values), "every value must be finite")
+            fail(f"{key}.values", list(values), "every value must be finite")
         return len(values)
     for field_name in ("start", "stop", "num"):
         if spec[field_name] is None:
-            _fail(f"{key}.{field_name}", None, f"kind={spec.kind.value} needs start, stop and num")
+            fail(f"{key}.{field_name}", None, f"kind={spec.kind.value} needs start, stop and num")
     for field_name in ("start", "stop"):
         if not math.isfinite(spec[field_name]):
-            _fail(f"{key}.{field_name}", spec[field_name], "must be finite")
+            fail(f"{key}.{field_name}", spec[field_name], "must be finite")
     if spec.num < 1:
-        _fail(f"{key}.num", spec.num, "must be at least 1")
+        fail(f"{key}.num", spec.num, "must be at least 1")
     if spec.num > 1 and spec.stop <= spec.start:
-        _fail(f"{key}.stop", spec.stop, f"must be greater than {key}.start={spec.start}")
+        fail(f"{key}.stop", spec.stop, f"must be greater than {key}.start={spec.start}")
     if spec.kind == SweepKind.log and spec.start <= 0:
-        _fail(f"{key}.start", spec.start, "a log sweep needs start > 0 (and stop > 0)")
+        fail(f"{key}.start", spec.start, "a log sweep needs start > 0 (and stop > 0)")
     return spec.num
 
 
@@ -254,46 +252,28 @@ def validate(cfg: DictConfig | JobConfig) -> None:
     _check_known_keys(cfg)
     sweep = cfg.sweep
     for name in (sweep.param, *sweep.grid):
-        if not name.isidentifier():
-            _fail("sweep.param" if name == sweep.param else f"sweep.grid.{name}", name,
-                  "parameter names must be Python identifiers such as C")
+        check_parameter_name(name, "sweep.param" if name == sweep.param else f"sweep.grid.{name}")
     if sweep.param in sweep.grid:
-        _fail(f"sweep.grid.{sweep.param}", "...", f"{sweep.param} is already the first swept parameter")
+        fail(f"sweep.grid.{sweep.param}", "...", f"{sweep.param} is already the first swept parameter")
     count = _check_range("sweep", sweep)
     counts = {sweep.param: count}
     for name, spec in sweep.grid.items():
         counts[name] = _check_range(f"sweep.grid.{name}", spec)
     check_grid_size(counts)
-    if not 1 <= sweep.parts <= count:
-        _fail("sweep.parts", sweep.parts, f"must be between 1 and the number of values of {sweep.param} ({count})")
-    if cfg.part is not None and not 0 <= cfg.part < sweep.parts:
-        _fail("part", cfg.part, f"must be between 0 and sweep.parts-1 ({sweep.parts - 1})")
-    if cfg.method.chunk_size is not None and cfg.method.chunk_size < 1:
-        _fail("method.chunk_size", cfg.method.chunk_size, "must be null (automatic) or >= 1")
-    if cfg.method.max_memory_mb is not None and cfg.method.max_memory_mb < 1:
-        _fail("method.max_memory_mb", cfg.method.max_memory_mb, "must be null (automatic) or >= 1")
-    if cfg.method.step is not None and (cfg.method.name != MethodName.finite_difference or not cfg.method.step > 0):
-        _fail("method.step", cfg.method.step, "only for method=finite_difference, and > 0 (null: automatic)")
+    check_parts(sweep.parts, count, cfg.part, sweep.param, prefix="sweep.")
+    method = cfg.method
+    check_method_options(method.name, order=method.order, compile=method.compile, step=method.step,
+                         chunk_size=method.chunk_size, max_memory_mb=method.max_memory_mb, n_params=len(counts),
+                         prefix="method.")
     for key in ("values", "samples"):
         if cfg.verify[key] < 1:
-            _fail(f"verify.{key}", cfg.verify[key], "must be >= 1 (verify.enabled=false turns the step off)")
+            fail(f"verify.{key}", cfg.verify[key], "must be >= 1 (verify.enabled=false turns the step off)")
     if not cfg.verify.methods:
-        _fail("verify.methods", [], f"give at least one of {', '.join(m.value for m in MethodName)}")
+        fail("verify.methods", [], f"give at least one of {', '.join(m.value for m in MethodName)}")
     if cfg.threads is not None and cfg.threads < 1:
-        _fail("threads", cfg.threads, "must be null (torch's default) or >= 1")
-    device = cfg.device
-    if not (device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())):
-        _fail("device", device, f"valid: {', '.join(DEVICE_CHOICES)}")
-    if cfg.model.bind:
-        swept = [sweep.param, *sweep.grid]
-        for name in cfg.model.bind:
-            if name not in swept:
-                _fail(f"model.bind.{name}", cfg.model.bind[name], f"swept parameters are {', '.join(swept)}")
-    if cfg.method.order not in (1, 2) or (cfg.method.order == 2 and (
-            cfg.method.name != MethodName.forward or sweep.grid)):
-        _fail("method.order", cfg.method.order, "1, or 2 with method=forward and one swept parameter")
-    if cfg.method.compile and (cfg.method.name != MethodName.forward or cfg.method.order != 1):
-        _fail("method.compile", True, "only for method=forward with order=1")
+        fail("threads", cfg.threads, "must be null (torch's default) or >= 1")
+    check_device(cfg.device)
+    check_bind(cfg.model.bind, counts, key="model.bind")
 
 
 def study_names(conf: Path | None = None) -> list[str]:

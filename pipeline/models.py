@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from pipeline.timestepper import TimeStepper
+
 
 def seed_linear(x: Tensor, C: Tensor) -> Tensor:
     """``y = C * x`` (seed 000): ``dy/dC = x`` exactly."""
@@ -80,36 +82,6 @@ class ConvSlice(nn.Module):
         if self.slice == "after":
             return self.conv(x)[..., -self.last :]
         return torch.stack([self.conv(x[..., -self.last :]), self.conv(x)[..., -self.last :]], dim=-3)
-
-
-class TimeStepper(nn.Module):
-    """A model that integrates a state over ``steps`` fixed steps and records an output per step.
-
-    Subclasses define ``initial(x) -> state``, ``step(state) -> state`` and
-    ``observe(state) -> Tensor`` (state: a tuple of tensors with the sample dim first);
-    ``y`` stacks the observations of the initial state and of every step along a last dim.
-    Written this way, ``method.compile=true`` compiles one step's batched ``jvp`` instead of
-    the unrolled loop (:mod:`pipeline.compiled`), so compiling takes seconds, not minutes.
-    """
-
-    steps: int
-
-    def initial(self, x: Tensor) -> tuple[Tensor, ...]:
-        raise NotImplementedError
-
-    def step(self, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-        raise NotImplementedError
-
-    def observe(self, state: tuple[Tensor, ...]) -> Tensor:
-        raise NotImplementedError
-
-    def forward(self, x: Tensor) -> Tensor:
-        state = self.initial(x)
-        path = [self.observe(state)]
-        for _ in range(self.steps):
-            state = self.step(state)
-            path.append(self.observe(state))
-        return torch.stack(path, dim=-1)
 
 
 class Oscillator(TimeStepper):

@@ -21,14 +21,14 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from pipeline.config import ConfigError
-from pipeline.models import TimeStepper
+from pipeline.timestepper import TimeStepper
 
 _PATH = re.compile(r"^(?P<name>\w[\w.]*?)(?:\[(?P<index>[\d,\s]+)\])?$")
 
 
 @dataclass(eq=False)  # hashable by identity: pipeline.compiled caches per stepper
-class Stepper:
-    """A :class:`~pipeline.models.TimeStepper` model as pure functions of ``theta``.
+class StepFunctions:
+    """A :class:`~pipeline.timestepper.TimeStepper` model as pure functions of ``theta``.
 
     ``y = stack([observe(s_0), ..., observe(s_steps)], -1)`` with ``s_0 = initial(x)`` and
     ``s_k+1 = step(s_k)``: what :mod:`pipeline.compiled` needs to compile one step.
@@ -52,7 +52,7 @@ class Routine:
     input_coords: dict[str, Any] = field(default_factory=dict)
     output_coords: dict[str, Any] = field(default_factory=dict)
     units: dict[str, str] = field(default_factory=dict)
-    stepper: Stepper | None = None
+    stepper: StepFunctions | None = None
 
 
 def parse_bind_path(path: str) -> tuple[str, tuple[int, ...]]:
@@ -78,7 +78,7 @@ class _Method(nn.Module):
 
 
 def _bind_module(module: nn.Module, bind: dict[str, str], params: list[str], device: torch.device,
-                 dtype: torch.dtype) -> tuple[Callable, Stepper | None]:
+                 dtype: torch.dtype) -> tuple[Callable, StepFunctions | None]:
     tensors = {k: v.detach() for k, v in [*module.named_parameters(), *module.named_buffers()]}
     tensors = {k: v.to(device, dtype) if v.is_floating_point() else v.to(device) for k, v in tensors.items()}
     targets = []  # (tensor name, mask, index in theta), applied in order: two may share a tensor
@@ -122,7 +122,7 @@ def _bind_module(module: nn.Module, bind: dict[str, str], params: list[str], dev
 
         return call
 
-    return fn, Stepper(method("initial"), method("step"), method("observe"), module.steps)
+    return fn, StepFunctions(method("initial"), method("step"), method("observe"), module.steps)
 
 
 def as_routine(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipeline.checks import check_parts
 from pipeline.config import ConfigError, RangeConfig, SweepConfig, SweepKind
 
 
@@ -26,8 +27,7 @@ def sweep_values(spec: RangeConfig) -> np.ndarray:
 
 def part_bounds(count: int, parts: int, part: int) -> tuple[int, int]:
     """Start and stop index of ``part`` when ``count`` values are split into ``parts`` near-equal parts."""
-    if not 0 <= part < parts <= count:
-        raise ConfigError(f"invalid part={part}: must be between 0 and {parts - 1} for {count} values")
+    check_parts(parts, count, part, "the first parameter")
     edges = np.linspace(0, count, parts + 1).round().astype(int)
     return int(edges[part]), int(edges[part + 1])
 

@@ -39,7 +39,7 @@ from pipeline.config import compose_job
 from pipeline.dataset import CONVENTIONS, connected_name, derivative_name, swept_parameters
 from pipeline.errors import VerificationError, run_cli
 from pipeline.merge import Source, one_or_many, open_sensitivity, source_files
-from pipeline.plots import plot_agreement
+from pipeline.plot import plot_agreement
 from pipeline.provenance import config_differences, fingerprint
 from pipeline.storage import reading, write_atomic, write_netcdf
 

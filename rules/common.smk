@@ -7,6 +7,7 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from pipeline.config import ConfigError, closest, compose_job, study_names, to_yaml
+from pipeline.plot import AGREEMENT_PLOT, PLOTS
 from pipeline.provenance import determining_yaml
 
 validate(config, schema="../conf/workflow.schema.yaml")

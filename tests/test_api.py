@@ -118,7 +118,7 @@ def test_bad_arguments_name_the_problem(kwargs, message):
         ({}, "give the swept parameters and their values"),
         ({"C": []}, "non-empty 1-D"),
         ({"C": [1.0, float("nan")]}, "1 non-finite values"),
-        ({"not a name": [1.0]}, "must be a Python identifier"),
+        ({"not a name": [1.0]}, "parameter names must be Python identifiers"),
     ],
 )
 def test_bad_params_name_the_problem(params, message):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.bench import CASES, bench_case, markdown
+from benchmarks.methods import CASES, bench_case, markdown
 
 
 def test_bench_rows_check_every_method_against_forward():
@@ -26,7 +26,7 @@ def test_workflow_bench_reports_every_run_and_job(tmp_path):
     """The workflow-overhead harness on a small study: every figure present, the jobs' records read."""
     import json
 
-    from pipeline import bench_workflow
+    from benchmarks import workflow as bench_workflow
 
     bench_workflow.main(["--study", "seed_linear", "--cores", "2", "--out", str(tmp_path)])
     report = json.loads((tmp_path / "workflow.json").read_text())

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, run
-from pipeline.aggregate import summarise_file
 from pipeline.compute import compute
 from pipeline.config import compose_job
+from pipeline.summarise import summarise_file
 from pipeline.verify import verify_file
 
 CHECKER = shutil.which("compliance-checker", path=str(Path(sys.executable).parent))

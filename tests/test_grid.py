@@ -76,7 +76,7 @@ def test_second_derivative_of_the_oscillator_matches_differences_of_the_first():
 
 
 def test_order_two_needs_forward_and_one_parameter():
-    with pytest.raises(ConfigError, match="invalid order=2: 1, or 2 with method='forward' and one swept parameter"):
+    with pytest.raises(ConfigError, match="invalid order=2: 1, or 2 with method=forward and one swept parameter"):
         sensitivity(amplitude_decay, [1.0], {"C": [1.0], "k": [1.0]}, order=2)
     with pytest.raises(ConfigError, match="invalid order=2"):
         sensitivity(lambda x, C: C * x, [1.0], {"C": [1.0]}, order=2, method="reverse")

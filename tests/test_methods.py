@@ -98,7 +98,7 @@ def test_fd_step_rule_and_explicit_step():
     coarse = sensitivity(lambda x, C: x * C**2, torch.ones(1, dtype=torch.float64), {"C": [1.0]},
                          method="finite_difference", step=0.1)
     assert coarse.dy_dC.item() == pytest.approx(2.0, rel=1e-12)  # exact for a quadratic
-    with pytest.raises(ConfigError, match="only method='finite_difference' takes a step"):
+    with pytest.raises(ConfigError, match="invalid step=0.1: only for method=finite_difference"):
         sensitivity(seed_linear, torch.ones(1), {"C": [1.0]}, step=0.1)
 
 

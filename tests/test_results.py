@@ -13,13 +13,13 @@ import xarray as xr
 
 from conftest import ROOT, run
 from pipeline import sensitivity
-from pipeline.aggregate import summarise, summarise_file
 from pipeline.compute import compute
 from pipeline.config import compose_job
 from pipeline.merge import CorruptPartError, merge_parts, open_parts
 from pipeline.models import Composite, seed_linear
-from pipeline.plots import PLOTS, most_sensitive_element, plot_study
+from pipeline.plot import PLOTS, most_sensitive_element, plot_study
 from pipeline.storage import write_atomic, write_netcdf
+from pipeline.summarise import summarise, summarise_file
 
 
 @pytest.fixture

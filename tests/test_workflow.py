@@ -11,7 +11,7 @@ import yaml
 
 from conftest import WORKFLOW_FILES, run
 from pipeline.config import study_names
-from pipeline.plots import PLOTS
+from pipeline.plot import PLOTS
 
 pytestmark = pytest.mark.slow
 

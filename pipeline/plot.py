@@ -5,7 +5,7 @@ For the first swept parameter ``C`` and the output element with the largest DGSM
 ``C`` for a few samples with the mean and a one-standard-deviation band, a heatmap of
 ``dy/dC`` over ``(C, sample)``, and ``y`` against ``C`` likewise.
 
-``python -m pipeline.plots SENSITIVITY [SENSITIVITY ...] --summary SUMMARY --outdir OUTDIR``
+``python -m pipeline.plot SENSITIVITY [SENSITIVITY ...] --summary SUMMARY --outdir OUTDIR``
 """
 
 from __future__ import annotations
@@ -15,12 +15,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
+from matplotlib.figure import Figure
 
 from pipeline.dataset import derivative_name, swept_parameters
 from pipeline.errors import run_cli
@@ -28,11 +25,21 @@ from pipeline.merge import Source, one_or_many, open_sensitivity, source_files
 from pipeline.storage import reading, write_atomic
 
 PLOTS = ("derivative_vs_param.png", "derivative_heatmap.png", "output_vs_param.png")
-"""File names written by :func:`plot_study`, in ``OUTDIR``."""
+"""File names written by :func:`plot_study`, in ``OUTDIR`` (the Snakefile's plot rule takes them from here;
+each has a caption ``report/<name>.rst``)."""
+
+AGREEMENT_PLOT = "method_agreement.png"
+"""File name of :func:`plot_agreement`'s plot, written by the verify rule beside the others."""
 
 SAMPLES_SHOWN = 5
 HEATMAP_CELLS = (2000, 500)
 """Most values of the swept parameter and samples drawn in the heatmap."""
+
+
+def _figure(size: tuple[float, float]) -> tuple[Figure, object]:
+    """A figure and its axes, without pyplot: no global backend or figure registry is touched."""
+    fig = Figure(figsize=size)
+    return fig, fig.subplots()
 
 
 def _label(da: xr.DataArray, name: str) -> str:
@@ -82,13 +89,13 @@ def plot_study(sensitivity: xr.Dataset, summary: xr.Dataset, outdir: str | os.Pa
     method = sensitivity.attrs.get("method", "")
 
     figures = {}
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = _figure((7, 4.5))
     _lines_with_band(ax, dy, mean, std, param)
     ax.set(xlabel=x_label, ylabel=_label(sensitivity[name], f"dy/d{param}"),
            title=f"{study}: dy/d{param} against {param} ({method}){suffix}")
     figures[PLOTS[0]] = fig
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = _figure((7, 4.5))
     # At most HEATMAP_CELLS cells: a large sweep is shown with a stride (said in the title).
     strides = {d: -(-dy.sizes[d] // limit) for d, limit in ((param, HEATMAP_CELLS[0]), ("sample", HEATMAP_CELLS[1]))}
     dy_map = dy.isel({d: slice(None, None, s) for d, s in strides.items()})
@@ -102,7 +109,7 @@ def plot_study(sensitivity: xr.Dataset, summary: xr.Dataset, outdir: str | os.Pa
     ax.set(xlabel=x_label, ylabel="sample", title=f"{study}: dy/d{param} over ({param}, sample){shown}{suffix}")
     figures[PLOTS[1]] = fig
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = _figure((7, 4.5))
     _lines_with_band(ax, y, summary["y_mean"].sel(element), summary["y_std"].sel(element), param)
     ax.set(xlabel=x_label, ylabel=_label(sensitivity["y"], "y"), title=f"{study}: y against {param}{suffix}")
     figures[PLOTS[2]] = fig
@@ -118,7 +125,6 @@ def plot_study(sensitivity: xr.Dataset, summary: xr.Dataset, outdir: str | os.Pa
         fig.tight_layout()
         written.append(write_atomic(Path(outdir) / filename, lambda tmp, fig=fig: fig.savefig(tmp, dpi=110,
                                                                                               format="png")))
-        plt.close(fig)
     return written
 
 
@@ -128,7 +134,7 @@ def plot_agreement(report: xr.Dataset, path: str | os.PathLike) -> Path:
     raw = report.max_rel_diff.values.astype(float)
     floor = np.finfo(np.float64).eps / 10  # exact agreement is drawn at the floor and labelled 0
     rel = np.maximum(raw, floor)
-    fig, ax = plt.subplots(figsize=(7, 0.5 * len(labels) + 1.8))
+    fig, ax = _figure((7, 0.5 * len(labels) + 1.8))
     rows = np.arange(len(labels))
     colors = ["tab:green" if ok else "tab:red" for ok in report.passed.values]
     ax.barh(rows, rel, color=colors, label="max relative difference")
@@ -145,12 +151,11 @@ def plot_agreement(report: xr.Dataset, path: str | os.PathLike) -> Path:
     ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
     written = write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
     return written
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.plots", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m pipeline.plot", description=__doc__.splitlines()[0])
     parser.add_argument("sensitivity", nargs="+", help="sensitivity.nc, a study's part files, or its parts/ folder")
     parser.add_argument("--summary", required=True, help="summary.nc")
     parser.add_argument("--outdir", required=True, help="folder for the PNG files")

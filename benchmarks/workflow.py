@@ -1,6 +1,6 @@
 """Workflow overhead: a study through ``snakemake --cores N`` against one ``sensitivity()`` call.
 
-``python -m pipeline.bench_workflow [--study oscillator_large] [--cores 2]`` runs, one after the
+``python -m benchmarks.workflow [--study oscillator_large] [--cores 2]`` runs, one after the
 other on the same machine:
 
 1. the floor: the whole sweep in this process, one :func:`pipeline.compute.sweep_dataset` call
@@ -66,7 +66,7 @@ def _benchmarks(outputs: Path, study: str) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.bench_workflow", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.workflow", description=__doc__.splitlines()[0])
     parser.add_argument("--study", default="oscillator_large")
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--out", default="outputs/bench", help="folder for workflow.json and workflow.md")

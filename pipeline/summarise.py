@@ -7,7 +7,7 @@ Averages over the sweep weight every sweep point equally: uniform in C for a lin
 uniform in log C for a log sweep. The input is opened lazily (dask), so the sweep need not
 fit in memory.
 
-``python -m pipeline.aggregate SENSITIVITY [SENSITIVITY ...] -o SUMMARY`` (``sensitivity.nc``, the
+``python -m pipeline.summarise SENSITIVITY [SENSITIVITY ...] -o SUMMARY`` (``sensitivity.nc``, the
 part files, or a ``parts/`` folder).
 """
 
@@ -67,7 +67,7 @@ def summarise(ds: xr.Dataset) -> xr.Dataset:
     summary.attrs = {
         "Conventions": CONVENTIONS,
         **{k: ds.attrs[k] for k in keep if k in ds.attrs},
-        "history": f"{now}: summary of the sensitivity dataset (pipeline.aggregate)",
+        "history": f"{now}: summary of the sensitivity dataset (pipeline.summarise)",
     }
     return summary
 
@@ -93,7 +93,7 @@ def summarise_file(sensitivity: Source, output: str | os.PathLike) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.aggregate", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m pipeline.summarise", description=__doc__.splitlines()[0])
     parser.add_argument("sensitivity", nargs="+", help="sensitivity.nc, a study's part files, or its parts/ folder")
     parser.add_argument("-o", "--output", required=True, help="summary.nc to write")
     args = parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """Benchmarks: every derivative method side by side, as a ratio to the primal floor.
 
-``python -m pipeline.bench [--quick] [--out outputs/bench]`` (``make bench``) times, in one
+``python -m benchmarks.methods [--quick] [--out outputs/bench]`` (``make bench``) times, in one
 process and on the same inputs, for each model and number of parameter values N:
 
 - ``primal``: the model evaluated at all N values at once (``vmap``, no derivative), the floor;
@@ -41,7 +41,7 @@ from pipeline.compiled import compiled_forward
 from pipeline.derivatives import METHODS
 from pipeline.memory import measure_peak_bytes
 from pipeline.models import Oscillator
-from pipeline.routine import Stepper, as_routine
+from pipeline.routine import StepFunctions, as_routine
 from pipeline.storage import write_atomic
 from pipeline.structure import check_structure
 
@@ -58,7 +58,7 @@ class Case:
     x: torch.Tensor
     low: float
     high: float
-    stepper: Stepper | None = None
+    stepper: StepFunctions | None = None
     jax_fn: Callable | None = None  # (jnp module, x, theta) -> y, the same model in JAX
 
 
@@ -330,7 +330,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.methods", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: about a minute")
     parser.add_argument("--out", default="outputs/bench", help="folder for bench.json, bench.md, bench.png")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])

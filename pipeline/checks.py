@@ -1,0 +1,78 @@
+"""The checks of a run's options: one home, used by the config (``pipeline.config.validate``) and the API.
+
+Each check raises :class:`~pipeline.errors.ConfigError` as ``invalid <key>=<value>: <what is
+valid>``. The config names keys as in the YAML (``method.order``), the API as its arguments
+(``order``): callers pass ``prefix``. The derivative methods behind them trust their callers.
+This module needs neither torch nor Hydra.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pipeline.errors import ConfigError
+
+METHODS = ("forward", "forward_dual", "reverse", "loop", "finite_difference")
+"""Derivative methods, by their config name."""
+
+DTYPES = ("float32", "float64")
+NAN_POLICIES = ("warn", "raise")
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:<index>")
+
+
+def fail(key: str, value: Any, valid: str) -> None:
+    """Raise the one message every check gives."""
+    raise ConfigError(f"invalid {key}={value!r}: {valid}")
+
+
+def check_choice(key: str, value: Any, choices: Iterable[str]) -> None:
+    choices = tuple(choices)
+    if str(getattr(value, "value", value)) not in choices:
+        fail(key, value, f"valid: {', '.join(choices)}")
+
+
+def check_device(device: str, key: str = "device") -> None:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:<index>`` (whether CUDA is there is checked where torch is)."""
+    if not (device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())):
+        fail(key, device, f"valid: {', '.join(DEVICE_CHOICES)}")
+
+
+def check_method_options(method: str, *, order: int = 1, compile: bool = False, step: float | None = None,
+                         chunk_size: int | None = None, max_memory_mb: int | None = None, n_params: int = 1,
+                         prefix: str = "") -> None:
+    """The derivative method and the options that go with it."""
+    method = str(getattr(method, "value", method))
+    check_choice(f"{prefix}name" if prefix else "method", method, METHODS)
+    if chunk_size is not None and chunk_size < 1:
+        fail(f"{prefix}chunk_size", chunk_size, "must be null (automatic) or >= 1")
+    if max_memory_mb is not None and max_memory_mb < 1:
+        fail(f"{prefix}max_memory_mb", max_memory_mb, "must be null (automatic) or >= 1")
+    if step is not None and (method != "finite_difference" or not (math.isfinite(step) and step > 0)):
+        fail(f"{prefix}step", step, "only for method=finite_difference, and > 0 (null: automatic)")
+    if order not in (1, 2) or (order == 2 and (method != "forward" or n_params != 1)):
+        fail(f"{prefix}order", order, "1, or 2 with method=forward and one swept parameter")
+    if compile and (method != "forward" or order != 1):
+        fail(f"{prefix}compile", True, "only for method=forward with order=1")
+
+
+def check_bind(bind: Mapping[str, str] | None, swept: Iterable[str], key: str = "bind") -> None:
+    """Every bound name must be a swept parameter."""
+    swept = list(swept)
+    for name in bind or {}:
+        if name not in swept:
+            fail(f"{key}.{name}", bind[name], f"swept parameters are {', '.join(swept)}")
+
+
+def check_parts(parts: int, count: int, part: int | None, param: str, prefix: str = "") -> None:
+    """``parts`` between 1 and the number of values of the first parameter; ``part`` one of them."""
+    if not 1 <= parts <= count:
+        fail(f"{prefix}parts", parts, f"must be between 1 and the number of values of {param} ({count})")
+    if part is not None and not 0 <= part < parts:
+        fail("part", part, f"must be between 0 and sweep.parts-1 ({parts - 1})")
+
+
+def check_parameter_name(name: str, key: str) -> None:
+    if not isinstance(name, str) or not name.isidentifier():
+        fail(key, name, "parameter names must be Python identifiers such as C")
