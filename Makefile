@@ -1,4 +1,4 @@
-# sensweep: `make run` (set-up + default studies), `make test` (set-up + tests).
+# sensweep: `make run` (set-up + default studies), `make test` (set-up + lint + tests).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
@@ -7,7 +7,7 @@ CORES ?= all
 # Rules call `python -m pipeline.*`: put the venv first on PATH for Snakemake's jobs.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help setup run test lint bench report clean
+.PHONY: help setup run test check lint format bench report lock clean
 
 help: ## List the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -23,13 +23,23 @@ $(STAMP): requirements.lock pyproject.toml
 run: setup ## Run the default studies: snakemake --cores all, results in outputs/
 	$(BIN)/snakemake --cores $(CORES)
 
-test: setup ## Run the test suite (pytest)
+test: setup lint ## Lint, then the whole test suite (what CI runs)
 	$(BIN)/python -m pytest
 
-lint: setup ## ruff, snakefmt and snakemake --lint
+check: setup lint ## The fast tier: lint and the tests not marked slow (no SLURM, no workflow runs)
+	$(BIN)/python -m pytest -m "not slow" -q
+
+lint: setup ## ruff (lint and format), snakefmt, snakemake --lint and a dry run on .test/config.yaml
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/snakefmt --check .
-	$(BIN)/snakemake --lint
+	$(BIN)/snakemake --configfile .test/config.yaml --lint
+	$(BIN)/snakemake --configfile .test/config.yaml --dry-run --quiet
+
+format: setup ## Format the code (ruff, snakefmt)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+	$(BIN)/snakefmt .
 
 bench: setup ## Benchmarks: every method against the primal floor, outputs/bench/ (QUICK=1: a few minutes)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check 'jax>=0.4.20' \
@@ -38,6 +48,11 @@ bench: setup ## Benchmarks: every method against the primal floor, outputs/bench
 
 report: run ## HTML report of every study's plots: outputs/report.html
 	$(BIN)/snakemake --report outputs/report.html
+
+lock: setup ## Regenerate requirements.lock from pyproject.toml and lock-pins.txt (with hashes)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check pip-tools==7.6.2
+	$(BIN)/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe --extra dev --extra slurm \
+		-c lock-pins.txt -o requirements.lock pyproject.toml
 
 clean: ## Remove outputs/ (keeps .venv)
 	rm -rf outputs/*/ .snakemake/

@@ -55,7 +55,7 @@ rule compute:
     input:
         x=rules.prepare.output,
     output:
-        f"{OUT}/{{study}}/parts/{{part}}.nc",
+        part_output(f"{OUT}/{{study}}/parts/{{part}}.nc"),
     log:
         f"{OUT}/logs/{{study}}/compute-{{part}}.log",
     benchmark:

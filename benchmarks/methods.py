@@ -127,8 +127,14 @@ def _conv(samples: int, dtype: torch.dtype = torch.float32) -> Case:
 
 
 def _seed_linear(samples: int, dtype: torch.dtype = torch.float32) -> Case:
-    return Case("seed_linear", lambda x, theta: theta[0] * x, torch.arange(samples, dtype=dtype), -5.0, 5.0,
-                jax_fn=lambda jnp, x, theta: theta[0] * x)
+    return Case(
+        "seed_linear",
+        lambda x, theta: theta[0] * x,
+        torch.arange(samples, dtype=dtype),
+        -5.0,
+        5.0,
+        jax_fn=lambda jnp, x, theta: theta[0] * x,
+    )
 
 
 CASES = {"mlp": _mlp, "oscillator": _oscillator, "conv1d": _conv, "seed_linear": _seed_linear}
@@ -179,25 +185,61 @@ def _jax_jvp(case: Case, points: torch.Tensor) -> tuple[Callable, object] | None
 
 
 def bench_case(
-    case: Case, n: int, device: torch.device, repeats: int, jax_notes: list[str] | None = None,
+    case: Case,
+    n: int,
+    device: torch.device,
+    repeats: int,
+    jax_notes: list[str] | None = None,
 ) -> list[dict]:
     """Every method on one model and N values; rows with time, ratio to primal, memory, check."""
     x = case.x.to(device)
     points = torch.linspace(case.low, case.high, n, dtype=x.dtype, device=device)[:, None]
     primal = vmap(lambda t: case.fn(x, t))
     floor, floor_peak, _ = _timed(lambda: primal(points), device, repeats)
-    rows = [{"model": case.name, "n": n, "method": "primal (floor)", "seconds": floor, "ratio": 1.0,
-             "peak_mb": None if floor_peak is None else floor_peak / 2**20, "check": "-", "compile_s": None}]
+    rows = [
+        {
+            "model": case.name,
+            "n": n,
+            "method": "primal (floor)",
+            "seconds": floor,
+            "ratio": 1.0,
+            "peak_mb": None if floor_peak is None else floor_peak / 2**20,
+            "check": "-",
+            "compile_s": None,
+        }
+    ]
     outputs = primal(points[:1]).numel()
     tol = {torch.float32: 1e-3, torch.float64: 1e-7}[x.dtype]
     reference = None
 
-    def add(method: str, seconds: float, peak: int | None, dy: torch.Tensor | None, compile_s: float | None = None,
-            ) -> None:
-        ok = "-" if dy is None or reference is None else \
-            ("ok" if torch.allclose(dy.cpu(), reference, rtol=tol, atol=tol * float(reference.abs().max())) else "FAIL")
-        rows.append({"model": case.name, "n": n, "method": method, "seconds": seconds, "ratio": seconds / floor,
-                     "peak_mb": None if peak is None else peak / 2**20, "check": ok, "compile_s": compile_s})
+    def add(
+        method: str,
+        seconds: float,
+        peak: int | None,
+        dy: torch.Tensor | None,
+        compile_s: float | None = None,
+    ) -> None:
+        ok = (
+            "-"
+            if dy is None or reference is None
+            else (
+                "ok"
+                if torch.allclose(dy.cpu(), reference, rtol=tol, atol=tol * float(reference.abs().max()))
+                else "FAIL"
+            )
+        )
+        rows.append(
+            {
+                "model": case.name,
+                "n": n,
+                "method": method,
+                "seconds": seconds,
+                "ratio": seconds / floor,
+                "peak_mb": None if peak is None else peak / 2**20,
+                "check": ok,
+                "compile_s": compile_s,
+            }
+        )
 
     _, hint = check_structure(case.fn, x, points)  # as sensitivity() does, untimed
     for method in ("forward", "forward_dual", "reverse", "finite_difference"):
@@ -209,6 +251,7 @@ def bench_case(
         if reference is None:
             reference = result.dy[..., 0].cpu()
         add(method, seconds, peak, result.dy[..., 0])
+
     def compiled() -> object:
         return compiled_forward(case.fn, x, points, stepper=case.stepper, memory_hint=hint)
 
@@ -224,14 +267,16 @@ def bench_case(
         run(jax_points)
         first = time.perf_counter() - start
         seconds, peak, (_, jax_dy) = _timed(lambda: run(jax_points), torch.device("cpu"), repeats)
-        add("JAX jit(vmap(jvp))", seconds, peak, torch.from_numpy(np.array(jax_dy)),
-            compile_s=max(first - seconds, 0.0))
+        add(
+            "JAX jit(vmap(jvp))", seconds, peak, torch.from_numpy(np.array(jax_dy)), compile_s=max(first - seconds, 0.0)
+        )
     elif jax_notes is not None and not jax_notes:
         jax_notes.append("JAX is not installed (pip install .[bench]): no JAX rows")
     jac = vmap(jacfwd(lambda t: case.fn(x, t)))
     seconds, peak, result = _timed(lambda: jac(points), device, repeats)
     add("torch.func jacfwd+vmap", seconds, peak, result[..., 0])
     if outputs <= REVERSE_MAX_OUTPUTS:
+
         def batched_grads() -> torch.Tensor:
             out = []
             for t in points:
@@ -245,13 +290,24 @@ def bench_case(
         add("autograd.grad is_grads_batched", seconds, peak, result.reshape(reference.shape))
     seconds, first = _loop_extrapolated(case, points)
     loop_ok = torch.allclose(first.cpu(), reference[0].reshape(-1)[: len(first)], rtol=tol, atol=tol)
-    rows.append({"model": case.name, "n": n, "method": "per-element loop (extrapolated)", "seconds": seconds,
-                 "ratio": seconds / floor, "peak_mb": None, "check": "ok" if loop_ok else "FAIL", "compile_s": None})
+    rows.append(
+        {
+            "model": case.name,
+            "n": n,
+            "method": "per-element loop (extrapolated)",
+            "seconds": seconds,
+            "ratio": seconds / floor,
+            "peak_mb": None,
+            "check": "ok" if loop_ok else "FAIL",
+            "compile_s": None,
+        }
+    )
     return rows
 
 
-def chunking(samples: int, n: int, budget_mb: int, sizes: tuple[int, ...], device: torch.device,
-             repeats: int) -> list[dict]:
+def chunking(
+    samples: int, n: int, budget_mb: int, sizes: tuple[int, ...], device: torch.device, repeats: int
+) -> list[dict]:
     """Conv1d forward mode: automatic chunks under ``budget_mb`` against fixed chunk sizes.
 
     The automatic run chooses its chunk size from scratch each time (memory fit, timed chunks),
@@ -264,16 +320,22 @@ def chunking(samples: int, n: int, budget_mb: int, sizes: tuple[int, ...], devic
     _, hint = check_structure(case.fn, x, points)
     rows = []
     for size in sizes:
-        seconds, peak, _ = _timed(lambda size=size: METHODS["forward"](case.fn, x, points, chunk_size=size), device,
-                                  repeats)
+        seconds, peak, _ = _timed(
+            lambda size=size: METHODS["forward"](case.fn, x, points, chunk_size=size), device, repeats
+        )
         rows.append({"chunk": str(size), "seconds": seconds, "peak_mb": peak / 2**20 if peak else None})
 
     def automatic() -> object:
         return METHODS["forward"](case.fn, x, points, max_memory_mb=budget_mb, memory_hint=hint)
 
     seconds, peak, result = _timed(automatic, device, repeats)
-    rows.append({"chunk": f"auto under {budget_mb} MB: {result.chunk_size}", "seconds": seconds,
-                 "peak_mb": peak / 2**20 if peak else None})
+    rows.append(
+        {
+            "chunk": f"auto under {budget_mb} MB: {result.chunk_size}",
+            "seconds": seconds,
+            "peak_mb": peak / 2**20 if peak else None,
+        }
+    )
     best = min(r["seconds"] for r in rows[:-1])
     for r in rows:
         r.update(model=case.name, n=n, samples=samples, slowdown=r["seconds"] / best)
@@ -282,8 +344,13 @@ def chunking(samples: int, n: int, budget_mb: int, sizes: tuple[int, ...], devic
 
 def chunking_markdown(rows: list[dict]) -> str:
     r0 = rows[0]
-    lines = [f"Chunking: {r0['model']}, N = {r0['n']}, {r0['samples']} samples, forward; slowdown: time / best "
-             "fixed chunk size.", "", "| chunk size | time [s] | slowdown | peak [MB] |", "| --- | --- | --- | --- |"]
+    lines = [
+        f"Chunking: {r0['model']}, N = {r0['n']}, {r0['samples']} samples, forward; slowdown: time / best "
+        "fixed chunk size.",
+        "",
+        "| chunk size | time [s] | slowdown | peak [MB] |",
+        "| --- | --- | --- | --- |",
+    ]
     for r in rows:
         peak = "-" if r["peak_mb"] is None else f"{r['peak_mb']:.0f}"
         lines.append(f"| {r['chunk']} | {r['seconds']:.3g} | {r['slowdown']:.2f} | {peak} |")
@@ -291,16 +358,21 @@ def chunking_markdown(rows: list[dict]) -> str:
 
 
 def markdown(rows: list[dict], meta: dict) -> str:
-    lines = [f"Benchmarks on {meta['machine']}, {meta['date']}, torch {meta['torch']}, JAX {meta.get('jax', '-')}, "
-             f"{meta['dtype']}, "
-             f"{meta['samples']} samples; median of {meta['repeats']} after a warm-up. Ratio: time / primal floor.", "",
-             "| model | N | method | time [s] | ratio | peak [MB] | compile [s] | check |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        f"Benchmarks on {meta['machine']}, {meta['date']}, torch {meta['torch']}, JAX {meta.get('jax', '-')}, "
+        f"{meta['dtype']}, "
+        f"{meta['samples']} samples; median of {meta['repeats']} after a warm-up. Ratio: time / primal floor.",
+        "",
+        "| model | N | method | time [s] | ratio | peak [MB] | compile [s] | check |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in rows:
         peak = "-" if r["peak_mb"] is None else f"{r['peak_mb']:.0f}"
         compile_s = "-" if r.get("compile_s") is None else f"{r['compile_s']:.1f}"
-        lines.append(f"| {r['model']} | {r['n']} | {r['method']} | {r['seconds']:.4g} | {r['ratio']:.3g} | {peak} | "
-                     f"{compile_s} | {r['check']} |")
+        lines.append(
+            f"| {r['model']} | {r['n']} | {r['method']} | {r['seconds']:.4g} | {r['ratio']:.3g} | {peak} | "
+            f"{compile_s} | {r['check']} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -317,12 +389,19 @@ def plot(rows: list[dict], path: Path) -> None:
         for i, method in enumerate(methods):
             pts = sorted((r["n"], r["seconds"]) for r in rows if r["model"] == model and r["method"] == method)
             if pts:
-                ax.plot(*zip(*pts, strict=True), marker="o", color=f"C{i % 10}",
-                        lw=2.5 if method == "forward" else 1, label=method)
+                ax.plot(
+                    *zip(*pts, strict=True),
+                    marker="o",
+                    color=f"C{i % 10}",
+                    lw=2.5 if method == "forward" else 1,
+                    label=method,
+                )
         ax.set(xscale="log", yscale="log", xlabel="N (parameter values)", ylabel="time [s]", title=model)
         ax.grid(alpha=0.3)
-    handles = [plt.Line2D([], [], color=f"C{i % 10}", marker="o", lw=2.5 if m == "forward" else 1)
-               for i, m in enumerate(methods)]
+    handles = [
+        plt.Line2D([], [], color=f"C{i % 10}", marker="o", lw=2.5 if m == "forward" else 1)
+        for i, m in enumerate(methods)
+    ]
     fig.legend(handles, methods, loc="lower center", ncol=min(len(methods), 5), fontsize=8)
     fig.tight_layout(rect=(0, 0.12, 1, 1))
     write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
@@ -340,8 +419,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--samples", type=int, default=0, help="samples B (default 1000; --quick: 200)")
     parser.add_argument("--no-chunking", dest="chunking", action="store_false", help="skip the chunking table")
     args = parser.parse_args(argv)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if args.device == "auto" else args.device)
+    )
     dtype = getattr(torch, args.dtype)
     samples, sizes, repeats = (200, (8, 64), 3) if args.quick else (1000, (8, 64, 512), 3)
     if args.sizes:
@@ -353,9 +435,15 @@ def main(argv: list[str] | None = None) -> None:
         jax_version = jax.__version__
     except ImportError:
         jax_version = "not installed"
-    meta = {"machine": f"{platform.machine()}, {torch.get_num_threads()} threads, {device}",
-            "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "jax": jax_version, "dtype": args.dtype,
-            "samples": samples, "repeats": repeats}
+    meta = {
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, {device}",
+        "date": time.strftime("%Y-%m-%d"),
+        "torch": torch.__version__,
+        "jax": jax_version,
+        "dtype": args.dtype,
+        "samples": samples,
+        "repeats": repeats,
+    }
     rows: list[dict] = []
     notes: list[str] = []
     models = args.models.split(",") if args.models else list(CASES)
@@ -366,8 +454,11 @@ def main(argv: list[str] | None = None) -> None:
             print(markdown([r for r in rows if r["model"] == name and r["n"] == n], meta), flush=True)
     chunk_rows = []
     if args.chunking:
-        chunk_rows = chunking(200, 64, 16, (4, 16, 64), device, repeats) if args.quick else \
-            chunking(1000, 512, 2048, (4, 8, 16, 32, 128, 256), device, repeats)
+        chunk_rows = (
+            chunking(200, 64, 16, (4, 16, 64), device, repeats)
+            if args.quick
+            else chunking(1000, 512, 2048, (4, 8, 16, 32, 128, 256), device, repeats)
+        )
         print(chunking_markdown(chunk_rows), flush=True)
     out = Path(args.out)
     report = {"meta": meta, "rows": rows, "chunking": chunk_rows, "notes": notes}

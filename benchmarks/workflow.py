@@ -42,12 +42,20 @@ def _snakemake(study: str, parts: int, cores: int, outputs: Path, merge: bool) -
     outputs.mkdir(parents=True)
     config_file = outputs.parent / "config.yaml"
     config_file.write_text(yaml.safe_dump(config))
-    targets = [str(outputs / study / "sensitivity.nc")] if merge else \
-        [str(outputs / study / "parts" / f"{i}.nc") for i in range(parts)]
+    targets = (
+        [str(outputs / study / "sensitivity.nc")]
+        if merge
+        else [str(outputs / study / "parts" / f"{i}.nc") for i in range(parts)]
+    )
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     start = time.perf_counter()
-    done = subprocess.run(["snakemake", *targets, "--cores", str(cores), "--configfile", str(config_file)],
-                          cwd=ROOT, env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        ["snakemake", *targets, "--cores", str(cores), "--configfile", str(config_file)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         raise SystemExit(f"bench_workflow: snakemake failed:\n{(done.stdout + done.stderr)[-3000:]}")
     return time.perf_counter() - start
@@ -60,8 +68,13 @@ def _benchmarks(outputs: Path, study: str) -> list[dict]:
         with tsv.open() as f:
             record = next(csv.DictReader(f, delimiter="\t"))
         rss = record.get("max_rss", "-")
-        rows.append({"job": tsv.stem, "seconds": float(record["s"]),
-                     "max_rss_mb": float(rss) if rss not in ("-", "NA", "") else None})
+        rows.append(
+            {
+                "job": tsv.stem,
+                "seconds": float(record["s"]),
+                "max_rss_mb": float(rss) if rss not in ("-", "NA", "") else None,
+            }
+        )
     return rows
 
 
@@ -85,26 +98,39 @@ def main(argv: list[str] | None = None) -> None:
         del ds
         merged = _snakemake(args.study, cfg.sweep.parts, args.cores, Path(scratch) / "merge" / "outputs", merge=True)
         merged_jobs = _benchmarks(Path(scratch) / "merge" / "outputs", args.study)
-        parts = _snakemake(args.study, cfg.sweep.parts, args.cores, Path(scratch) / "parts" / "outputs",
-                           merge=False)
+        parts = _snakemake(args.study, cfg.sweep.parts, args.cores, Path(scratch) / "parts" / "outputs", merge=False)
         parts_jobs = _benchmarks(Path(scratch) / "parts" / "outputs", args.study)
 
     sweep = " x ".join(f"{v.num} {k}" for k, v in [(cfg.sweep.param, cfg.sweep), *cfg.sweep.grid.items()])
     report = {
-        "study": args.study, "sweep": sweep, "cores": args.cores, "date": time.strftime("%Y-%m-%d"),
-        "torch": torch.__version__, "floor_s": floor, "write_s": write,
-        "snakemake_merge_s": merged, "snakemake_parts_s": parts,
-        "ratio_merge": merged / floor, "ratio_parts": parts / floor,
-        "jobs_merge": merged_jobs, "jobs_parts": parts_jobs,
+        "study": args.study,
+        "sweep": sweep,
+        "cores": args.cores,
+        "date": time.strftime("%Y-%m-%d"),
+        "torch": torch.__version__,
+        "floor_s": floor,
+        "write_s": write,
+        "snakemake_merge_s": merged,
+        "snakemake_parts_s": parts,
+        "ratio_merge": merged / floor,
+        "ratio_parts": parts / floor,
+        "jobs_merge": merged_jobs,
+        "jobs_parts": parts_jobs,
     }
-    lines = [f"Workflow overhead: study {args.study} ({sweep}, {cfg.sweep.parts} parts), "
-             f"`snakemake --cores {args.cores}`, {report['date']}, torch {torch.__version__}.", "",
-             "| run | wall [s] | ratio to one call |", "| --- | --- | --- |",
-             f"| one `sensitivity()` call, in memory (floor) | {floor:.1f} | 1 |",
-             f"| the same, then written to one NetCDF file | {floor + write:.1f} | {(floor + write) / floor:.2f} |",
-             f"| snakemake to sensitivity.nc (prepare, compute, merge) | {merged:.1f} | {merged / floor:.2f} |",
-             f"| snakemake to the parts (no-merge mode) | {parts:.1f} | {parts / floor:.2f} |", "",
-             "| job (merge run) | wall [s] | peak RSS [MB] |", "| --- | --- | --- |"]
+    lines = [
+        f"Workflow overhead: study {args.study} ({sweep}, {cfg.sweep.parts} parts), "
+        f"`snakemake --cores {args.cores}`, {report['date']}, torch {torch.__version__}.",
+        "",
+        "| run | wall [s] | ratio to one call |",
+        "| --- | --- | --- |",
+        f"| one `sensitivity()` call, in memory (floor) | {floor:.1f} | 1 |",
+        f"| the same, then written to one NetCDF file | {floor + write:.1f} | {(floor + write) / floor:.2f} |",
+        f"| snakemake to sensitivity.nc (prepare, compute, merge) | {merged:.1f} | {merged / floor:.2f} |",
+        f"| snakemake to the parts (no-merge mode) | {parts:.1f} | {parts / floor:.2f} |",
+        "",
+        "| job (merge run) | wall [s] | peak RSS [MB] |",
+        "| --- | --- | --- |",
+    ]
     lines += [f"| {j['job']} | {j['seconds']:.1f} | {j['max_rss_mb'] or '-'} |" for j in merged_jobs]
     text = "\n".join(lines) + "\n"
     print(text)

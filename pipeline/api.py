@@ -39,8 +39,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     check_device(str(device))
     resolved = torch.device(device)
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"invalid device={str(device)!r}: CUDA is not available on this machine; "
-                          "use device=auto or device=cpu")
+        raise ConfigError(
+            f"invalid device={str(device)!r}: CUDA is not available on this machine; use device=auto or device=cpu"
+        )
     return resolved
 
 
@@ -57,8 +58,9 @@ def resolve_dtype(dtype: str | torch.dtype | None, x: torch.Tensor) -> torch.dty
 def _swept_grid(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Validated 1-D values per swept parameter (several parameters form a grid)."""
     if not isinstance(params, Mapping) or not params:
-        raise ConfigError(f"invalid params={params!r}: give the swept parameters and their values, "
-                          "e.g. {'C': values}")
+        raise ConfigError(
+            f"invalid params={params!r}: give the swept parameters and their values, e.g. {{'C': values}}"
+        )
     grid = {}
     for name, values in params.items():
         check_parameter_name(name, "params")
@@ -66,8 +68,9 @@ def _swept_grid(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
             values = values.detach().cpu().numpy()
         values = np.array(values, dtype=np.float64)  # a copy: torch needs a writable array
         if values.ndim != 1 or values.size == 0:
-            raise ConfigError(f"invalid params[{name!r}]: need a non-empty 1-D sequence of values, "
-                              f"got shape {values.shape}")
+            raise ConfigError(
+                f"invalid params[{name!r}]: need a non-empty 1-D sequence of values, got shape {values.shape}"
+            )
         if not np.isfinite(values).all():
             raise ConfigError(f"invalid params[{name!r}]: {int((~np.isfinite(values)).sum())} non-finite values")
         grid[name] = values
@@ -88,8 +91,10 @@ def _check_x(x: torch.Tensor) -> None:
         dims = ", ".join(f"{'sample' if i == 0 else f'dim {i}'}={n}" for i, n in enumerate(x.shape) if n == 0)
         raise ConfigError(f"invalid x of shape {tuple(x.shape)}: empty ({dims}); every dim needs at least one entry")
     if x.is_complex():
-        raise ConfigError(f"invalid x: complex inputs ({str(x.dtype).removeprefix('torch.')}) are not supported; "
-                          "pass the real and imaginary parts as separate features")
+        raise ConfigError(
+            f"invalid x: complex inputs ({str(x.dtype).removeprefix('torch.')}) are not supported; "
+            "pass the real and imaginary parts as separate features"
+        )
 
 
 def _first(mask: np.ndarray) -> tuple[int, ...]:
@@ -103,27 +108,32 @@ def _check_cast(x: torch.Tensor, x_run: torch.Tensor, grid: dict[str, np.ndarray
         overflow = (torch.isfinite(x) & ~torch.isfinite(x_run.cpu() if x_run.device != x.device else x_run)).numpy()
         if overflow.any():
             at = _first(overflow)
-            raise ConfigError(f"invalid x for dtype={name}: {int(overflow.sum())} values overflow it, e.g. "
-                              f"{float(x[at]):.6g} at index {at}; use dtype=float64 or rescale x")
+            raise ConfigError(
+                f"invalid x for dtype={name}: {int(overflow.sum())} values overflow it, e.g. "
+                f"{float(x[at]):.6g} at index {at}; use dtype=float64 or rescale x"
+            )
     np_dtype = np.dtype(name)
     for param, values in grid.items():
         with np.errstate(over="ignore"):
             cast = values.astype(np_dtype)
         if not np.isfinite(cast).all():
             bad = values[~np.isfinite(cast)]
-            raise ConfigError(f"invalid values of {param} for dtype={name}: {bad.size} overflow it, e.g. "
-                              f"{bad[0]:.6g}; use dtype=float64")
+            raise ConfigError(
+                f"invalid values of {param} for dtype={name}: {bad.size} overflow it, e.g. "
+                f"{bad[0]:.6g}; use dtype=float64"
+            )
         same = np.flatnonzero(np.diff(np.sort(cast)) == 0) if values.size > 1 else []
         if len(same):
             ordered = np.sort(values)
             a, b = ordered[same[0]], ordered[same[0] + 1]
-            raise ConfigError(f"invalid values of {param} for dtype={name}: {len(same)} pairs of distinct values "
-                              f"become equal, e.g. {float(a)!r} and {float(b)!r}; use dtype=float64 or fewer, "
-                              "wider-spaced values")
+            raise ConfigError(
+                f"invalid values of {param} for dtype={name}: {len(same)} pairs of distinct values "
+                f"become equal, e.g. {float(a)!r} and {float(b)!r}; use dtype=float64 or fewer, "
+                "wider-spaced values"
+            )
 
 
-def _check_model_runs(fn: Callable, x: torch.Tensor, point: torch.Tensor, grid: dict[str, np.ndarray]
-                      ) -> torch.Tensor:
+def _check_model_runs(fn: Callable, x: torch.Tensor, point: torch.Tensor, grid: dict[str, np.ndarray]) -> torch.Tensor:
     """Evaluate the model once, before any derivative: bad inputs fail here with their shapes named.
 
     It runs on a copy of ``x``, which must come back unchanged: a model that changes its inputs in
@@ -135,21 +145,31 @@ def _check_model_runs(fn: Callable, x: torch.Tensor, point: torch.Tensor, grid: 
         with torch.no_grad():
             y = fn(copy, point)
     except (RuntimeError, ValueError, TypeError, IndexError) as err:
-        raise ConfigError(f"the model fails on x of shape {tuple(x.shape)} ({str(x.dtype).removeprefix('torch.')}) "
-                          f"at {at}: {str(err).splitlines()[0]}; check that the inputs match the model") from err
+        raise ConfigError(
+            f"the model fails on x of shape {tuple(x.shape)} ({str(x.dtype).removeprefix('torch.')}) "
+            f"at {at}: {str(err).splitlines()[0]}; check that the inputs match the model"
+        ) from err
     if not torch.allclose(copy, x, rtol=0, atol=0, equal_nan=True):
-        raise ConfigError("the model changes its input x in place (e.g. x.mul_(C) or x[...] = ...): every point "
-                          "would see different inputs; rewrite it out of place (y = x * C)")
+        raise ConfigError(
+            "the model changes its input x in place (e.g. x.mul_(C) or x[...] = ...): every point "
+            "would see different inputs; rewrite it out of place (y = x * C)"
+        )
     if not isinstance(y, torch.Tensor) or y.dim() < 1 or y.shape[0] != x.shape[0]:
         shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
-        raise ConfigError(f"invalid model output: expected a tensor with a leading sample dim of {x.shape[0]}, "
-                          f"got {shape} for x of shape {tuple(x.shape)}")
+        raise ConfigError(
+            f"invalid model output: expected a tensor with a leading sample dim of {x.shape[0]}, "
+            f"got {shape} for x of shape {tuple(x.shape)}"
+        )
     if 0 in y.shape:
-        raise ConfigError(f"invalid model output of shape {tuple(y.shape)} for x of shape {tuple(x.shape)}: "
-                          "an empty dim; every output dim needs at least one entry")
+        raise ConfigError(
+            f"invalid model output of shape {tuple(y.shape)} for x of shape {tuple(x.shape)}: "
+            "an empty dim; every output dim needs at least one entry"
+        )
     if y.is_complex() or not y.is_floating_point():
-        raise ConfigError(f"invalid model output of dtype {str(y.dtype).removeprefix('torch.')}: derivatives need "
-                          "real floating-point outputs")
+        raise ConfigError(
+            f"invalid model output of dtype {str(y.dtype).removeprefix('torch.')}: derivatives need "
+            "real floating-point outputs"
+        )
     return y
 
 
@@ -253,15 +273,29 @@ def sensitivity(
     """
     check_choice("nan_policy", nan_policy, NAN_POLICIES)
     grid = _swept_grid(params)
-    check_method_options(method, order=order, compile=compile, step=step, chunk_size=chunk_size,
-                         max_memory_mb=max_memory_mb, n_params=len(grid))
+    check_method_options(
+        method,
+        order=order,
+        compile=compile,
+        step=step,
+        chunk_size=chunk_size,
+        max_memory_mb=max_memory_mb,
+        n_params=len(grid),
+    )
     check_bind(bind, grid)
     x = torch.as_tensor(x)
     _check_x(x)
     run_device = resolve_device(device)
     run_dtype = resolve_dtype(dtype, x)
-    routine = as_routine(model, list(grid), bind=dict(bind) if bind else None, device=run_device, dtype=run_dtype,
-                         output_dims=output_dims, units=dict(units or {}))
+    routine = as_routine(
+        model,
+        list(grid),
+        bind=dict(bind) if bind else None,
+        device=run_device,
+        dtype=run_dtype,
+        output_dims=output_dims,
+        units=dict(units or {}),
+    )
     x_run = x.to(run_device, run_dtype)
     _check_cast(x, x_run, grid, run_dtype)
     check_grid_size({p: len(v) for p, v in grid.items()}, key="params")
@@ -275,11 +309,19 @@ def sensitivity(
     if order == 2:
         options["order"] = 2
     if compile:
-        result = compiled_forward(routine.fn, x_run, points, stepper=routine.stepper, chunk_size=chunk_size,
-                                  max_memory_mb=max_memory_mb, memory_hint=hint)
+        result = compiled_forward(
+            routine.fn,
+            x_run,
+            points,
+            stepper=routine.stepper,
+            chunk_size=chunk_size,
+            max_memory_mb=max_memory_mb,
+            memory_hint=hint,
+        )
     else:
-        result = METHODS[method](routine.fn, x_run, points, chunk_size=chunk_size, max_memory_mb=max_memory_mb,
-                                 memory_hint=hint, **options)
+        result = METHODS[method](
+            routine.fn, x_run, points, chunk_size=chunk_size, max_memory_mb=max_memory_mb, memory_hint=hint, **options
+        )
     wall = time.perf_counter() - start
 
     nonfinite = _check_finite(result.y, result.dy, grid, nan_policy)
@@ -287,10 +329,19 @@ def sensitivity(
     # runs of the same study give identical datasets apart from it.
     rate = f"{len(points) / wall:.1f}" if wall > 0 else "inf"
     label = f"{method} (compiled)" if compile else method
-    timing = (f"{label} on {run_device}: {len(points)} points in {wall:.3f} s wall time ({rate} points/s), "
-              f"chunk size {result.chunk_size}")
+    timing = (
+        f"{label} on {run_device}: {len(points)} points in {wall:.3f} s wall time ({rate} points/s), "
+        f"chunk size {result.chunk_size}"
+    )
     return build_dataset(
-        routine, grid, x_run.cpu(), result.y, result.dy, d2y=result.d2y, connected=reached, title=title,
+        routine,
+        grid,
+        x_run.cpu(),
+        result.y,
+        result.dy,
+        d2y=result.d2y,
+        connected=reached,
+        title=title,
         history_note=timing,
         attrs={
             "method": method,

@@ -20,7 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.config import JOB_CONFIG, ConfigError, check_study_file, conf_dir
+from pipeline.config import HYDRA_VERSION_BASE, JOB_CONFIG, ConfigError, check_study_file, conf_dir
 from pipeline.errors import run_cli
 from pipeline.inputs import read_x
 from pipeline.storage import reading
@@ -32,8 +32,10 @@ def _import(key: str, target: str) -> Any:
     try:
         return get_object(target)
     except Exception as err:  # ImportError, AttributeError, or whatever the user's module raises
-        raise ConfigError(f"invalid {key}._target_={target!r}: cannot import it ({' '.join(str(err).split())}); "
-                          "give a dotted path to a function or class importable from this environment") from err
+        raise ConfigError(
+            f"invalid {key}._target_={target!r}: cannot import it ({' '.join(str(err).split())}); "
+            "give a dotted path to a function or class importable from this environment"
+        ) from err
     finally:
         hydra_log.disabled = False
 
@@ -44,8 +46,10 @@ def _check_args(key: str, fn: Callable, args: dict[str, Any], *, skip: int = 0) 
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
     for name in args:
         if name not in names and not takes_any:
-            raise ConfigError(f"invalid {key}.args.{name}: {getattr(fn, '__qualname__', fn)} takes "
-                              f"{', '.join(names) or 'no arguments'}")
+            raise ConfigError(
+                f"invalid {key}.args.{name}: {getattr(fn, '__qualname__', fn)} takes "
+                f"{', '.join(names) or 'no arguments'}"
+            )
 
 
 def build_model(cfg: DictConfig) -> Callable | torch.nn.Module:
@@ -103,7 +107,7 @@ def job_main(job: Callable[[DictConfig, str], object]) -> Callable[[], None]:
         if study is not None:
             run_cli(lambda: check_study_file(study, conf[0]))
 
-        @hydra.main(version_base=None, config_path=str(conf[0]), config_name=JOB_CONFIG)
+        @hydra.main(version_base=HYDRA_VERSION_BASE, config_path=str(conf[0]), config_name=JOB_CONFIG)
         def compose_and_run(cfg: DictConfig) -> None:
             run_cli(lambda: job(cfg, HydraConfig.get().runtime.choices.get("study", "")))
 

@@ -39,9 +39,17 @@ def check_device(device: str, key: str = "device") -> None:
         fail(key, device, f"valid: {', '.join(DEVICE_CHOICES)}")
 
 
-def check_method_options(method: str, *, order: int = 1, compile: bool = False, step: float | None = None,
-                         chunk_size: int | None = None, max_memory_mb: int | None = None, n_params: int = 1,
-                         prefix: str = "") -> None:
+def check_method_options(
+    method: str,
+    *,
+    order: int = 1,
+    compile: bool = False,
+    step: float | None = None,
+    chunk_size: int | None = None,
+    max_memory_mb: int | None = None,
+    n_params: int = 1,
+    prefix: str = "",
+) -> None:
     """The derivative method and the options that go with it."""
     method = str(getattr(method, "value", method))
     check_choice(f"{prefix}name" if prefix else "method", method, METHODS)

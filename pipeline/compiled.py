@@ -57,8 +57,9 @@ def _batch_whole_model(fn: RoutineFn) -> Callable:
     return lambda x, chunk: vmap(lambda theta: value_and_jacobian(lambda t: fn(x + 0 * t.sum(), t), theta))(chunk)
 
 
-def _advance_with_tangents(f: Callable, state: tuple[Tensor, ...], tangents: tuple, theta: Tensor,
-                           stepper: StepFunctions):
+def _advance_with_tangents(
+    f: Callable, state: tuple[Tensor, ...], tangents: tuple, theta: Tensor, stepper: StepFunctions
+):
     """``f`` (``state -> state``) and the observation, with their tangents along every parameter.
 
     ``tangents`` holds one state tangent per parameter direction; directions are a Python loop
@@ -100,8 +101,14 @@ def _run_time_loop(stepper: StepFunctions, x: Tensor, chunk: Tensor, step: Calla
 
 
 def compiled_forward(
-    fn: RoutineFn, x: Tensor, points: Tensor, *, stepper: StepFunctions | None = None, chunk_size: int | None = None,
-    max_memory_mb: int | None = None, memory_hint: int | None = None,
+    fn: RoutineFn,
+    x: Tensor,
+    points: Tensor,
+    *,
+    stepper: StepFunctions | None = None,
+    chunk_size: int | None = None,
+    max_memory_mb: int | None = None,
+    memory_hint: int | None = None,
 ) -> Derivatives:
     """Forward mode as :func:`pipeline.derivatives.forward` (order 1), compiled (module docstring)."""
     if chunk_size is None:  # a power of two: free memory varies a little from run to run, shapes should not
@@ -121,8 +128,10 @@ def compiled_forward(
         try:
             result = run(chunk)
         except torch._dynamo.exc.TorchDynamoException as err:
-            raise DerivativeError(f"method.compile=true failed: torch.compile cannot compile this model "
-                                  f"({str(err).splitlines()[0]}); set method.compile=false") from err
+            raise DerivativeError(
+                f"method.compile=true failed: torch.compile cannot compile this model "
+                f"({str(err).splitlines()[0]}); set method.compile=false"
+            ) from err
         return tuple(t[: len(t) - short] for t in result)
 
     return in_chunks(padded, points, chunk_size=chunk_size, max_memory_mb=max_memory_mb, method="forward")

@@ -36,25 +36,45 @@ def sweep_dataset(cfg: DictConfig, study: str = "") -> xr.Dataset:
         log.warning("device=%s but CUDA is not available: running on the CPU (device_fallback=true)", device)
         device = "cpu"
     resolve_device(device)  # an unavailable device fails here, before any work
-    log.info("study %s: %s x %d samples, method=%s, device=%s, dtype=%s", study,
-             " x ".join(f"{len(v)} values of {p}" for p, v in grid.items()), x.shape[0], cfg.method.name.value,
-             device, cfg.dtype.value)
+    log.info(
+        "study %s: %s x %d samples, method=%s, device=%s, dtype=%s",
+        study,
+        " x ".join(f"{len(v)} values of {p}" for p, v in grid.items()),
+        x.shape[0],
+        cfg.method.name.value,
+        device,
+        cfg.dtype.value,
+    )
     ds = sensitivity(
-        model, x, grid,
-        method=cfg.method.name.value, device=device, dtype=cfg.dtype.value,
-        chunk_size=cfg.method.chunk_size, max_memory_mb=cfg.method.max_memory_mb, step=cfg.method.step,
-        nan_policy=cfg.nan_policy.value, order=cfg.method.order, compile=cfg.method.compile,
-        bind=cfg.model.bind, output_dims=cfg.model.output_dims, units=dict(cfg.model.units),
+        model,
+        x,
+        grid,
+        method=cfg.method.name.value,
+        device=device,
+        dtype=cfg.dtype.value,
+        chunk_size=cfg.method.chunk_size,
+        max_memory_mb=cfg.method.max_memory_mb,
+        step=cfg.method.step,
+        nan_policy=cfg.nan_policy.value,
+        order=cfg.method.order,
+        compile=cfg.method.compile,
+        bind=cfg.model.bind,
+        output_dims=cfg.model.output_dims,
+        units=dict(cfg.model.units),
         title=cfg.title or study,
         attrs={"study": study, "sweep_kind": cfg.sweep.kind.value, "config": to_yaml(cfg), **provenance(), **part},
     )
     ds.attrs["fingerprint"] = fingerprint(cfg, ds["x"].values)  # what the merge and verify compare
     independent = ds.attrs.get("structurally_independent_outputs", 0)
     if independent:
-        log.warning("%d (output, parameter) pairs of %d outputs (sample x output element) are structurally "
-                    "independent: no path in the graph reaches them (detach, unused parameter, unselected branch); "
-                    "see variables %s", independent, ds.attrs["outputs"],
-                    ", ".join(connected_name(p) for p in swept_parameters(ds)))
+        log.warning(
+            "%d (output, parameter) pairs of %d outputs (sample x output element) are structurally "
+            "independent: no path in the graph reaches them (detach, unused parameter, unselected branch); "
+            "see variables %s",
+            independent,
+            ds.attrs["outputs"],
+            ", ".join(connected_name(p) for p in swept_parameters(ds)),
+        )
     return ds
 
 

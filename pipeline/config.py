@@ -62,6 +62,10 @@ def conf_dir() -> Path:
         return local.resolve()
     return PACKAGE_CONF_DIR
 
+
+HYDRA_VERSION_BASE = "1.3"
+"""Hydra's behaviour defaults are those of 1.3, whatever Hydra version is installed."""
+
 JOB_CONFIG = "job"
 """Primary config of a compute job (``conf/job.yaml``)."""
 
@@ -100,8 +104,11 @@ class ModelConfig:
 
     _target_: str = _opt(help="dotted path of a function f(x, C, **args) or an nn.Module class built as cls(**args)")
     args: dict[str, Any] = _opt(factory=dict, help="keyword arguments of the function or the class")
-    bind: dict[str, str] = _opt(factory=dict, help="for a module: swept parameter -> parameter path, e.g. "
-                                                 "{C: 'a.0.bias[1]'} (on the command line: '+model.bind.C=...')")
+    bind: dict[str, str] = _opt(
+        factory=dict,
+        help="for a module: swept parameter -> parameter path, e.g. "
+        "{C: 'a.0.bias[1]'} (on the command line: '+model.bind.C=...')",
+    )
     output_dims: list[str] | None = _opt(None, "names of y's dims after sample (default: the model's, else output)")
     units: dict[str, str] = _opt(factory=dict, help="units of x, y, each swept parameter and dims, e.g. {y: m, C: s-1}")
 
@@ -110,8 +117,9 @@ class ModelConfig:
 class InputsConfig:
     """The batch ``x``, leading dim = samples (group ``inputs``)."""
 
-    _target_: str = _opt(help="dotted path of a function returning x (built-ins: pipeline.inputs.arange, random, "
-                              "from_file)")
+    _target_: str = _opt(
+        help="dotted path of a function returning x (built-ins: pipeline.inputs.arange, random, from_file)"
+    )
     args: dict[str, Any] = _opt(factory=dict, help="its keyword arguments")
 
 
@@ -131,8 +139,9 @@ class SweepConfig(RangeConfig):
     """The swept parameter, further parameters of a grid, and parts (group ``sweep``)."""
 
     param: str = _opt("C", "name of the first swept parameter (its range is given inline)")
-    grid: dict[str, RangeConfig] = _opt(factory=dict, help="further parameters, each its own dim: "
-                                                           "{k: {kind: log, start: 0.1, stop: 10, num: 5}}")
+    grid: dict[str, RangeConfig] = _opt(
+        factory=dict, help="further parameters, each its own dim: {k: {kind: log, start: 0.1, stop: 10, num: 5}}"
+    )
     parts: int = _opt(1, "compute jobs the sweep is split into, along the first parameter")
 
 
@@ -145,8 +154,9 @@ class MethodConfig:
     max_memory_mb: int | None = _opt(None, "memory budget of one pass; null: a quarter of free RAM / GPU memory")
     step: float | None = _opt(None, "finite_difference step; null: eps^(1/3) * max(|C|, 1)")
     order: int = _opt(1, "2 adds d2y/dC2 (forward, one swept parameter)")
-    compile: bool = _opt(False, "forward through torch.compile: one step of a TimeStepper model, else the whole "
-                                "batched jvp (order 1)")
+    compile: bool = _opt(
+        False, "forward through torch.compile: one step of a TimeStepper model, else the whole batched jvp (order 1)"
+    )
 
 
 @dataclass
@@ -158,7 +168,8 @@ class VerifyConfig:
     samples: int = _opt(8, "samples checked")
     methods: list[MethodName] = _opt(
         factory=lambda: [MethodName.forward, MethodName.reverse, MethodName.finite_difference],
-        help="reference methods, run in float64")
+        help="reference methods, run in float64",
+    )
     compare_along: str | None = _opt(None, "an output dim whose first two entries are compared (seed 002)")
 
 
@@ -184,7 +195,6 @@ class JobConfig:
 
 
 ConfigStore.instance().store(name="job_schema", node=JobConfig)
-
 
 
 def _check_range(key: str, spec: DictConfig) -> int:
@@ -262,9 +272,16 @@ def validate(cfg: DictConfig | JobConfig) -> None:
     check_grid_size(counts)
     check_parts(sweep.parts, count, cfg.part, sweep.param, prefix="sweep.")
     method = cfg.method
-    check_method_options(method.name, order=method.order, compile=method.compile, step=method.step,
-                         chunk_size=method.chunk_size, max_memory_mb=method.max_memory_mb, n_params=len(counts),
-                         prefix="method.")
+    check_method_options(
+        method.name,
+        order=method.order,
+        compile=method.compile,
+        step=method.step,
+        chunk_size=method.chunk_size,
+        max_memory_mb=method.max_memory_mb,
+        n_params=len(counts),
+        prefix="method.",
+    )
     for key in ("values", "samples"):
         if cfg.verify[key] < 1:
             fail(f"verify.{key}", cfg.verify[key], "must be >= 1 (verify.enabled=false turns the step off)")
@@ -296,8 +313,10 @@ def check_study_file(study: str, conf: Path | None = None) -> None:
     conf = conf or conf_dir()
     names = study_names(conf)
     if study not in names:
-        raise ConfigError(f"unknown study {study!r}{closest(study, names)}: valid studies are {', '.join(names)} "
-                          f"(files of {conf / 'study'})")
+        raise ConfigError(
+            f"unknown study {study!r}{closest(study, names)}: valid studies are {', '.join(names)} "
+            f"(files of {conf / 'study'})"
+        )
     path = conf / "study" / f"{study}.yaml"
     try:
         content = yaml.safe_load(path.read_text())
@@ -307,8 +326,10 @@ def check_study_file(study: str, conf: Path | None = None) -> None:
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise ConfigError(f"invalid study file {path}: malformed YAML{line} ({problem})") from err
     if not isinstance(content, dict) or not content:
-        raise ConfigError(f"invalid study file {path}: it is empty or not a mapping; a study file sets keys such "
-                          "as title, model, sweep (see conf/study/seed_linear.yaml)")
+        raise ConfigError(
+            f"invalid study file {path}: it is empty or not a mapping; a study file sets keys such "
+            "as title, model, sweep (see conf/study/seed_linear.yaml)"
+        )
 
 
 def compose_job(study: str, overrides: list[str] = (), conf: Path | None = None) -> DictConfig:
@@ -320,7 +341,7 @@ def compose_job(study: str, overrides: list[str] = (), conf: Path | None = None)
     conf = conf or conf_dir()
     check_study_file(study, conf)
     try:
-        with initialize_config_dir(config_dir=str(conf), version_base=None):
+        with initialize_config_dir(config_dir=str(conf), version_base=HYDRA_VERSION_BASE):
             cfg = compose(config_name=JOB_CONFIG, overrides=[f"study={study}", *overrides])
     except (HydraException, OmegaConfBaseException) as err:
         causes = [str(err), *([str(err.__cause__)] if err.__cause__ else [])]
@@ -366,10 +387,15 @@ def reference(node: type = JobConfig, prefix: str = "") -> list[tuple[str, str, 
 
 def reference_markdown() -> str:
     """docs/config.md: every key of a compute job's config, generated from the structured configs."""
-    lines = ["# Configuration reference", "",
-             "Generated from the structured configs in `pipeline/config.py` by `python -m pipeline.config`;",
-             "a test keeps it in sync. Set any key on the command line (`sweep.num=2001`) or in a study file.", "",
-             "| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+    lines = [
+        "# Configuration reference",
+        "",
+        "Generated from the structured configs in `pipeline/config.py` by `python -m pipeline.config`;",
+        "a test keeps it in sync. Set any key on the command line (`sweep.num=2001`) or in a study file.",
+        "",
+        "| key | type | default | meaning |",
+        "| --- | --- | --- | --- |",
+    ]
     lines += [f"| `{k}` | `{t}` | `{d}` | {h.replace('|', '/')} |" for k, t, d, h in reference()]
     return "\n".join(lines) + "\n"
 

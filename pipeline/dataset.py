@@ -35,21 +35,26 @@ def connected_name(param: str) -> str:
 
 def connected_variable(param: str, flags: np.ndarray, dims: list[str]) -> xr.DataArray:
     """CF flag variable: 1 where ``param`` reaches the output, 0 where it is structurally independent."""
-    return xr.DataArray(flags.astype(np.int8), dims=dims, attrs={
-        "long_name": f"whether {param} reaches y through the computation graph",
-        "flag_values": np.array([0, 1], dtype=np.int8),
-        "flag_meanings": "structurally_independent connected",
-        "comment": "0: no path from the parameter to this output (detach, unused parameter, unselected "
-                   f"branch), so dy/d{param} is zero by structure, not by value; checked at the first, middle "
-                   "and last value of the sweep",
-    })
+    return xr.DataArray(
+        flags.astype(np.int8),
+        dims=dims,
+        attrs={
+            "long_name": f"whether {param} reaches y through the computation graph",
+            "flag_values": np.array([0, 1], dtype=np.int8),
+            "flag_meanings": "structurally_independent connected",
+            "comment": "0: no path from the parameter to this output (detach, unused parameter, unselected "
+            f"branch), so dy/d{param} is zero by structure, not by value; checked at the first, middle "
+            "and last value of the sweep",
+        },
+    )
 
 
 def _dim_names(declared: Sequence[str] | None, ndim: int, default: str, what: str) -> list[str]:
     if declared is not None:
         if len(declared) != ndim:
-            raise ValueError(f"the model declares {what} dims {list(declared)} but its {what} has {ndim} "
-                             f"dims after the sample dim")
+            raise ValueError(
+                f"the model declares {what} dims {list(declared)} but its {what} has {ndim} dims after the sample dim"
+            )
         return list(declared)
     return [default] if ndim == 1 else [f"{default}_{i}" for i in range(ndim)]
 
@@ -127,12 +132,18 @@ def build_dataset(
     variables = {"y": (dims, y.reshape(*shape, *y.shape[1:]).numpy(), {"long_name": "model output y", **y_units})}
     for i, param in enumerate(params):
         dy_units = _derivative_units(units.get("y"), units.get(param))
-        variables[derivative_name(param)] = (dims, dy[..., i].reshape(*shape, *y.shape[1:]).numpy(), {
-            "long_name": f"derivative of y with respect to {param}", **({"units": dy_units} if dy_units else {})})
+        variables[derivative_name(param)] = (
+            dims,
+            dy[..., i].reshape(*shape, *y.shape[1:]).numpy(),
+            {"long_name": f"derivative of y with respect to {param}", **({"units": dy_units} if dy_units else {})},
+        )
     if d2y is not None:
         (param,) = params
-        variables[second_derivative_name(param)] = (dims, d2y.reshape(*shape, *y.shape[1:]).numpy(), {
-            "long_name": f"second derivative of y with respect to {param}"})
+        variables[second_derivative_name(param)] = (
+            dims,
+            d2y.reshape(*shape, *y.shape[1:]).numpy(),
+            {"long_name": f"second derivative of y with respect to {param}"},
+        )
     ds = xr.Dataset(variables, coords=coords)
     x_var = input_variable(routine, x, units)
     clash = set(x_var.dims[1:]) & set(out_dims)
@@ -140,9 +151,11 @@ def build_dataset(
     structure = {}
     if connected is not None:
         for i, param in enumerate(params):
-            ds[connected_name(param)] = connected_variable(param, connected[..., i].numpy(), dims[len(params):])
-        structure = {"structurally_independent_outputs": int((~connected).sum()),
-                     "outputs": int(connected[..., 0].numel())}
+            ds[connected_name(param)] = connected_variable(param, connected[..., i].numpy(), dims[len(params) :])
+        structure = {
+            "structurally_independent_outputs": int((~connected).sum()),
+            "outputs": int(connected[..., 0].numel()),
+        }
     _with_coord_attrs(ds["y"], units)
     for param in params:
         ds[param].attrs["long_name"] = f"swept parameter {param}"
@@ -151,7 +164,7 @@ def build_dataset(
         "Conventions": CONVENTIONS,
         "title": title or f"Sensitivity of y to {', '.join(params)}",
         "history": f"{dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}: {' '.join(sys.argv)}"
-                   + (f" ({history_note})" if history_note else ""),
+        + (f" ({history_note})" if history_note else ""),
         "source": "sensweep (pipeline.sensitivity)",
         "swept_parameters": " ".join(params),
         **({"bound_to": bound} if bound else {}),
@@ -186,7 +199,11 @@ def encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
             chunk = max(1, min(size, room))
             chunks.append(chunk)
             room = max(1, room // chunk)
-        enc[name] = {"zlib": True, "complevel": 1, "shuffle": True, "fletcher32": True,
-                     "chunksizes": tuple(reversed(chunks))}
+        enc[name] = {
+            "zlib": True,
+            "complevel": 1,
+            "shuffle": True,
+            "fletcher32": True,
+            "chunksizes": tuple(reversed(chunks)),
+        }
     return enc
-

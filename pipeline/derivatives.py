@@ -12,7 +12,6 @@ memory grows with the number of outputs, and ``loop`` ignore it.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,16 +22,7 @@ from torch.func import jacfwd, jacrev, jvp, vmap
 from tqdm.auto import tqdm
 
 from pipeline.errors import DerivativeError
-from pipeline.memory import (
-    PROBE_SIZES,
-    TUNE_MIN_POINTS,
-    TUNE_SIZES,
-    budget_bytes,
-    faster_chunk_size,
-    fit_chunk_size,
-    measure_peak_bytes,
-    output_bytes,
-)
+from pipeline.memory import choose_chunk_size
 
 RoutineFn = Callable[[Tensor, Tensor], Tensor]
 """A pure ``fn(x, theta) -> y`` (see :class:`pipeline.routine.Routine`)."""
@@ -79,42 +69,46 @@ def translate_error(err: BaseException, method: str) -> DerivativeError | None:
         return DerivativeError(
             "the model draws random numbers inside the batched pass (e.g. dropout in training mode); "
             "sensweep rejects this so that every value of C sees the same computation: call "
-            "model.eval(), or draw the randomness into the inputs x")
+            "model.eval(), or draw the randomness into the inputs x"
+        )
     if any(marker in text for marker in ("forward AD", "forward mode AD", "forward-mode AD")):
-        return DerivativeError(f"method={method} failed: an op of the model has no forward-mode AD rule "
-                               f"({first}){at}; use method=reverse for this model")
+        return DerivativeError(
+            f"method={method} failed: an op of the model has no forward-mode AD rule "
+            f"({first}){at}; use method=reverse for this model"
+        )
     for marker, what in UNBATCHABLE.items():
         if marker in text:
             return DerivativeError(
                 f"method={method} cannot batch this model over the parameter values: the model {what}{at} "
                 f"(torch: {first[:160]}); rewrite that line with tensor ops (torch.where instead of if, no "
-                ".item()/.numpy(), out-of-place ops), or use method=loop, which runs one point at a time")
+                ".item()/.numpy(), out-of-place ops), or use method=loop, which runs one point at a time"
+            )
     return None
 
 
-def in_chunks(batched: Callable, points: Tensor, *, chunk_size: int | None, max_memory_mb: int | None,
-              memory_hint: int | None = None, method: str = "") -> Derivatives:
+def in_chunks(
+    batched: Callable,
+    points: Tensor,
+    *,
+    chunk_size: int | None,
+    max_memory_mb: int | None,
+    memory_hint: int | None = None,
+    method: str = "",
+) -> Derivatives:
     """Run ``batched`` over ``points`` chunk by chunk, moving each result to the CPU.
 
     ``batched(chunk)`` returns a tuple of tensors with a leading chunk dim. With
-    ``chunk_size=None``, all points go in one chunk when ``memory_hint`` (a pessimistic
-    bytes-per-point estimate) says they fit the budget; otherwise the first chunks are memory
-    probes whose results are kept. On the CPU, a long sweep then times a small and a larger
-    chunk and keeps the small size where large chunks are no faster per point (NOTE [Choosing
-    the chunk size] in :mod:`pipeline.memory`).
+    ``chunk_size=None``, :func:`pipeline.memory.choose_chunk_size` picks it, running its probe
+    chunks through the same runner (their results are kept).
     Torch errors a user can act on (randomness under vmap, an op without a forward-mode rule)
     become :class:`DerivativeError` naming ``method``.
     """
-    automatic = chunk_size is None
-    if chunk_size is None and memory_hint is not None \
-            and memory_hint * len(points) <= budget_bytes(points.device, max_memory_mb):
-        chunk_size = len(points)
     out: list[Tensor] = []  # full-size results on the CPU, allocated at the first chunk: no cat at the end
-    start = 0
     filled = 0
     with tqdm(total=len(points), desc="points", unit="point", disable=None, leave=False) as bar:
 
         def run(chunk: Tensor) -> tuple[Tensor, ...]:
+            """One batched pass; its results go into ``out`` (probes' results are kept too)."""
             try:
                 result = batched(chunk)
             except (RuntimeError, NotImplementedError) as err:
@@ -131,29 +125,9 @@ def in_chunks(batched: Callable, points: Tensor, *, chunk_size: int | None, max_
             bar.update(len(chunk))
             return result
 
+        start = 0
         if chunk_size is None:
-            budget = budget_bytes(points.device, max_memory_mb)
-            probes = []
-            for size in PROBE_SIZES:
-                chunk = points[start : start + size]
-                if len(chunk) == 0:
-                    break
-                result, peak = measure_peak_bytes(lambda chunk=chunk: run(chunk), points.device)
-                probes.append((len(chunk), peak, output_bytes(result)))
-                start += len(chunk)
-                chunk_size = fit_chunk_size(probes, budget, max(len(points) - start, 1))
-                if chunk_size >= len(points) - start:
-                    break
-        small, large = TUNE_SIZES
-        if automatic and points.device.type == "cpu" and chunk_size > large \
-                and len(points) - start >= TUNE_MIN_POINTS:
-            seconds = []
-            for size in (small, large):
-                tic = time.perf_counter()
-                run(points[start : start + size])
-                seconds.append(time.perf_counter() - tic)
-                start += size
-            chunk_size = faster_chunk_size(seconds[0], seconds[1], chunk_size)
+            chunk_size, start = choose_chunk_size(run, points, max_memory_mb=max_memory_mb, memory_hint=memory_hint)
         for chunk in points[start:].split(chunk_size) if start < len(points) else ():
             run(chunk)
     y, dy, *d2y = out
@@ -170,8 +144,14 @@ def value_and_jacobian(f: Callable[[Tensor], Tensor], theta: Tensor) -> tuple[Te
 
 
 def forward(
-    fn: RoutineFn, x: Tensor, points: Tensor, *, chunk_size: int | None = None, max_memory_mb: int | None = None,
-    memory_hint: int | None = None, order: int = 1,
+    fn: RoutineFn,
+    x: Tensor,
+    points: Tensor,
+    *,
+    chunk_size: int | None = None,
+    max_memory_mb: int | None = None,
+    memory_hint: int | None = None,
+    order: int = 1,
 ) -> Derivatives:
     """Forward mode: ``torch.func.jvp`` along each parameter direction, vmapped over the points of a chunk.
 
@@ -197,12 +177,23 @@ def forward(
         (y, dy), (_, d2y) = jvp(lambda t: jvp(f, (t,), (one,)), (theta,), (one,))
         return y, dy.unsqueeze(-1), d2y
 
-    return in_chunks(vmap(first if order == 1 else second), points, chunk_size=chunk_size,
-                     max_memory_mb=max_memory_mb, memory_hint=memory_hint, method="forward")
+    return in_chunks(
+        vmap(first if order == 1 else second),
+        points,
+        chunk_size=chunk_size,
+        max_memory_mb=max_memory_mb,
+        memory_hint=memory_hint,
+        method="forward",
+    )
 
 
 def forward_dual(
-    fn: RoutineFn, x: Tensor, points: Tensor, *, chunk_size: int | None = None, max_memory_mb: int | None = None,
+    fn: RoutineFn,
+    x: Tensor,
+    points: Tensor,
+    *,
+    chunk_size: int | None = None,
+    max_memory_mb: int | None = None,
     memory_hint: int | None = None,
 ) -> Derivatives:
     """Forward mode with ``torch.autograd.forward_ad`` dual tensors (the seed thread's first answer).
@@ -222,12 +213,23 @@ def forward_dual(
             tangents.append(torch.zeros_like(y) if dy is None else dy)
         return y, torch.stack(tangents, dim=-1)
 
-    return in_chunks(value_and_tangents, points, chunk_size=chunk_size, max_memory_mb=max_memory_mb,
-                     memory_hint=memory_hint, method="forward_dual")
+    return in_chunks(
+        value_and_tangents,
+        points,
+        chunk_size=chunk_size,
+        max_memory_mb=max_memory_mb,
+        memory_hint=memory_hint,
+        method="forward_dual",
+    )
 
 
 def reverse(
-    fn: RoutineFn, x: Tensor, points: Tensor, *, chunk_size: int | None = None, max_memory_mb: int | None = None,
+    fn: RoutineFn,
+    x: Tensor,
+    points: Tensor,
+    *,
+    chunk_size: int | None = None,
+    max_memory_mb: int | None = None,
     memory_hint: int | None = None,
 ) -> Derivatives:
     """Reverse mode: one vector-Jacobian product per output element (``jacrev``), vmapped over points.
@@ -244,12 +246,18 @@ def reverse(
         dy, y = jacrev(both, has_aux=True)(theta)
         return y, dy
 
-    return in_chunks(vmap(value_and_jacobian), points, chunk_size=chunk_size, max_memory_mb=max_memory_mb,
-                     method="reverse")
+    return in_chunks(
+        vmap(value_and_jacobian), points, chunk_size=chunk_size, max_memory_mb=max_memory_mb, method="reverse"
+    )
 
 
 def loop(
-    fn: RoutineFn, x: Tensor, points: Tensor, *, chunk_size: int | None = None, max_memory_mb: int | None = None,
+    fn: RoutineFn,
+    x: Tensor,
+    points: Tensor,
+    *,
+    chunk_size: int | None = None,
+    max_memory_mb: int | None = None,
     memory_hint: int | None = None,
 ) -> Derivatives:
     """The seed's baseline: one ``torch.autograd.grad`` per output element and point. Slow on purpose.
@@ -264,8 +272,9 @@ def loop(
             theta = point.detach().clone().requires_grad_(True)
             with torch.enable_grad():
                 y = fn(x, theta)
-                grads = [torch.autograd.grad(yi, theta, retain_graph=True, allow_unused=True)[0]
-                         for yi in y.reshape(-1)]
+                grads = [
+                    torch.autograd.grad(yi, theta, retain_graph=True, allow_unused=True)[0] for yi in y.reshape(-1)
+                ]
             dy = torch.stack([torch.zeros_like(theta) if g is None else g for g in grads])
             ys.append(y.detach())
             dys.append(dy.reshape(*y.shape, len(theta)))
@@ -282,8 +291,14 @@ def fd_step(values: Tensor) -> Tensor:
 
 
 def finite_difference(
-    fn: RoutineFn, x: Tensor, points: Tensor, *, chunk_size: int | None = None, max_memory_mb: int | None = None,
-    memory_hint: int | None = None, step: float | None = None,
+    fn: RoutineFn,
+    x: Tensor,
+    points: Tensor,
+    *,
+    chunk_size: int | None = None,
+    max_memory_mb: int | None = None,
+    memory_hint: int | None = None,
+    step: float | None = None,
 ) -> Derivatives:
     """Central differences ``(y(C+h) - y(C-h)) / 2h`` per parameter, from batched primal passes.
 
@@ -304,8 +319,14 @@ def finite_difference(
             differences.append((primal(up) - primal(down)) / (up[:, i] - down[:, i]).reshape(shape))
         return y, torch.stack(differences, dim=-1)
 
-    return in_chunks(value_and_differences, points, chunk_size=chunk_size, max_memory_mb=max_memory_mb,
-                     memory_hint=memory_hint, method="finite_difference")
+    return in_chunks(
+        value_and_differences,
+        points,
+        chunk_size=chunk_size,
+        max_memory_mb=max_memory_mb,
+        memory_hint=memory_hint,
+        method="finite_difference",
+    )
 
 
 METHODS: dict[str, Callable[..., Derivatives]] = {

@@ -24,8 +24,10 @@ SUFFIXES = (".npy", ".nc")
 def _check_size(elements: int, key: str) -> None:
     need = elements * 8
     if need > available_ram_bytes() * RESULT_MEMORY_FRACTION:
-        raise ConfigError(f"invalid {key}: x would need {need / GIB:.3g} GiB ({elements:.3g} float64 values), more "
-                          f"than {RESULT_MEMORY_FRACTION:.0%} of the available memory; use fewer samples")
+        raise ConfigError(
+            f"invalid {key}: x would need {need / GIB:.3g} GiB ({elements:.3g} float64 values), more "
+            f"than {RESULT_MEMORY_FRACTION:.0%} of the available memory; use fewer samples"
+        )
 
 
 def arange(num: int = 10) -> Tensor:
@@ -69,18 +71,24 @@ def read_x(path: str, key: str) -> Tensor:
         if isinstance(err, ConfigError):
             raise
         what = "not a NetCDF file, or a corrupt one" if file.suffix == ".nc" else "not a .npy file, or a corrupt one"
-        raise ConfigError(f"invalid {key}={path!r}: cannot read it: {what} "
-                          f"({' '.join(str(err).split())[:200] or type(err).__name__})") from err
+        raise ConfigError(
+            f"invalid {key}={path!r}: cannot read it: {what} ({' '.join(str(err).split())[:200] or type(err).__name__})"
+        ) from err
     if np.iscomplexobj(array):
-        raise ConfigError(f"invalid {key}={path!r}: complex values ({array.dtype}) are not supported; store the real "
-                          "and imaginary parts as separate features")
+        raise ConfigError(
+            f"invalid {key}={path!r}: complex values ({array.dtype}) are not supported; store the real "
+            "and imaginary parts as separate features"
+        )
     if array.ndim == 0 or not np.issubdtype(array.dtype, np.number):
-        raise ConfigError(f"invalid {key}={path!r}: need a numeric array with a sample dim, got "
-                          f"dtype {array.dtype}, shape {array.shape}")
+        raise ConfigError(
+            f"invalid {key}={path!r}: need a numeric array with a sample dim, got "
+            f"dtype {array.dtype}, shape {array.shape}"
+        )
     if 0 in array.shape:
-        raise ConfigError(f"invalid {key}={path!r}: x has shape {array.shape}, an empty dim; every dim (samples "
-                          "first) needs at least one entry")
+        raise ConfigError(
+            f"invalid {key}={path!r}: x has shape {array.shape}, an empty dim; every dim (samples "
+            "first) needs at least one entry"
+        )
     if not np.isfinite(array).all():
-        raise ConfigError(f"invalid {key}={path!r}: {np.size(array) - np.isfinite(array).sum()} "
-                          "non-finite values")
+        raise ConfigError(f"invalid {key}={path!r}: {np.size(array) - np.isfinite(array).sum()} non-finite values")
     return torch.from_numpy(np.asarray(array, dtype=np.float64))

@@ -31,6 +31,7 @@ available, the probe's output size times :data:`FALLBACK_FACTOR` stands in for i
 from __future__ import annotations
 
 import ctypes
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -146,3 +147,45 @@ def faster_chunk_size(small_seconds: float, large_seconds: float, fitting: int) 
     if the large chunk was clearly faster per value, else the small size."""
     small, large = TUNE_SIZES
     return fitting if large_seconds / large < TUNE_GAIN * small_seconds / small else small
+
+
+def choose_chunk_size(
+    run: Callable[[torch.Tensor], object],
+    points: torch.Tensor,
+    *,
+    max_memory_mb: int | None,
+    memory_hint: int | None,
+) -> tuple[int, int]:
+    """The chunk size for the rest of a sweep, and how many of its first points the choice ran.
+
+    ``run(chunk)`` computes a chunk (its results are kept: probing wastes no values). All points
+    go in one chunk when ``memory_hint`` (a pessimistic bytes-per-point estimate) says they fit
+    the budget; otherwise probe chunks of :data:`PROBE_SIZES` measure the memory per value. On the
+    CPU, a long sweep then times chunks of :data:`TUNE_SIZES` (NOTE [Choosing the chunk size]).
+    """
+    budget = budget_bytes(points.device, max_memory_mb)
+    start = 0
+    if memory_hint is not None and memory_hint * len(points) <= budget:
+        chunk_size = len(points)
+    else:
+        probes = []
+        for size in PROBE_SIZES:
+            chunk = points[start : start + size]
+            if len(chunk) == 0:
+                break
+            result, peak = measure_peak_bytes(lambda chunk=chunk: run(chunk), points.device)
+            probes.append((len(chunk), peak, output_bytes(result)))
+            start += len(chunk)
+            chunk_size = fit_chunk_size(probes, budget, max(len(points) - start, 1))
+            if chunk_size >= len(points) - start:
+                break
+    small, large = TUNE_SIZES
+    if points.device.type == "cpu" and chunk_size > large and len(points) - start >= TUNE_MIN_POINTS:
+        seconds = []
+        for size in (small, large):
+            tic = time.perf_counter()
+            run(points[start : start + size])
+            seconds.append(time.perf_counter() - tic)
+            start += size
+        chunk_size = faster_chunk_size(seconds[0], seconds[1], chunk_size)
+    return chunk_size, start

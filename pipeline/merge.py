@@ -7,135 +7,19 @@ read, the parts' attrs must show one complete sweep of one config: parts ``0 .. 
 each once, with the same ``fingerprint`` (:mod:`pipeline.provenance`). Parts of different
 configs are refused, naming the files and the keys that differ.
 
-:func:`open_sensitivity` opens ``sensitivity.nc``, a list of part files or a ``parts/`` folder
-as the same dataset: the workflow's "no merge" mode (``merge: false``) summarises, plots and
-verifies the parts directly.
+:func:`pipeline.storage.open_sensitivity` opens ``sensitivity.nc``, a list of part files or a
+``parts/`` folder as the same dataset: the workflow's "no merge" mode (``merge: false``)
+summarises, plots and verifies the parts directly.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 
-import xarray as xr
-
-from pipeline.errors import MergeError, UnreadableInputError, run_cli
-from pipeline.provenance import config_differences
-from pipeline.storage import READ_ERRORS, chunk_cache, files_of, reading, unreadable_error, write_netcdf
-
-CorruptPartError = UnreadableInputError
-"""A part file that cannot be read (moved aside to ``<name>.corrupt``; a rerun recomputes it)."""
-
-
-def open_parts(paths: Sequence[str | os.PathLike]) -> xr.Dataset:
-    """Open part files as one lazy dataset, concatenated along the swept parameter."""
-    if not paths:
-        raise MergeError("no part files to merge")
-    chunk_cache()
-    return xr.open_mfdataset(
-        sorted(map(str, paths)), combine="by_coords", data_vars="minimal", coords="minimal",
-        compat="override", join="exact", combine_attrs="override", chunks={},  # the files' own chunks
-    )
-
-
-@dataclass
-class PartInfo:
-    """What the merge checks of a part before reading its data: attrs and connectivity flags."""
-
-    path: Path
-    part: int | None
-    parts: int | None
-    fingerprint: str | None
-    config: str
-    study: str
-    history: str
-    flags: list[xr.DataArray] = field(default_factory=list)
-
-
-def read_part_info(path: str | os.PathLike) -> PartInfo:
-    """Attrs and the small connectivity flags of a part; an unreadable file is moved aside."""
-    chunk_cache()
-    try:
-        with xr.open_dataset(path) as part:
-            missing = {"y", "x"} - set(part.data_vars)
-            if missing or "swept_parameters" not in part.attrs:
-                raise ValueError(f"not a sensitivity part (missing {sorted(missing) or 'attrs'})")
-            attrs = part.attrs
-            return PartInfo(
-                path=Path(path), part=attrs.get("part"), parts=attrs.get("parts"),
-                fingerprint=attrs.get("fingerprint"), config=attrs.get("config", ""), study=attrs.get("study", ""),
-                history=attrs.get("history", ""),
-                flags=[part[k].load() for k in part.data_vars if k.endswith("_connected")])
-    except READ_ERRORS as err:
-        raise unreadable_error(Path(path), err, "part file") from err
-
-
-def _names(infos: Sequence[PartInfo]) -> str:
-    return ", ".join(str(i.path) for i in infos)
-
-
-def check_parts(infos: Sequence[PartInfo], stale_hint: str = "") -> None:
-    """Refuse parts that are not one complete sweep of one config (:class:`MergeError`)."""
-    groups: dict[str | None, list[PartInfo]] = {}
-    for info in infos:
-        groups.setdefault(info.fingerprint, []).append(info)
-    if len(groups) > 1:
-        (a, *_), (b, *_) = list(groups.values())[:2]
-        keys = config_differences(a.config, b.config)
-        why = f"config keys that differ: {'; '.join(keys)}" if keys else \
-            "same config, different inputs x (inputs.nc or the data file changed)"
-        listing = " | ".join(f"{_names(members)}" for members in groups.values())
-        raise MergeError(f"part files of {len(groups)} different configs: {listing}; {why}{stale_hint}")
-    studies = {info.study for info in infos}
-    if len(studies) > 1:
-        raise MergeError(f"part files of different studies {sorted(studies)}: {_names(infos)}")
-    unnumbered = [info for info in infos if info.part is None or info.parts is None]
-    if unnumbered:
-        raise MergeError(f"not part files of a sweep (no part/parts attrs): {_names(unnumbered)}; merge the files "
-                         "that pipeline.compute wrote with part=<i>")
-    totals = {info.parts for info in infos}
-    if len(totals) > 1:
-        raise MergeError(f"part files of sweeps split into different numbers of parts {sorted(totals)}: "
-                         f"{_names(infos)}{stale_hint}")
-    (total,) = totals
-    seen: dict[int, list[PartInfo]] = {}
-    for info in infos:
-        seen.setdefault(int(info.part), []).append(info)
-    twice = {i: members for i, members in seen.items() if len(members) > 1}
-    if twice:
-        raise MergeError("the same part given more than once: " + "; ".join(
-            f"part {i} in {_names(members)}" for i, members in sorted(twice.items())))
-    missing = sorted(set(range(total)) - set(seen))
-    if missing:
-        raise MergeError(f"incomplete sweep: parts {missing} of {total} are missing (have {sorted(seen)}); "
-                         "rerun snakemake to compute them")
-
-
-def _combined(ds: xr.Dataset, infos: Sequence[PartInfo], note: str) -> xr.Dataset:
-    """The parts' dataset with connectivity OR'd over parts and every part's history line."""
-    flags = [flag for info in infos for flag in info.flags]
-    for flag in flags:  # connected anywhere in the sweep: the OR over parts
-        ds[flag.name] = xr.concat([f for f in flags if f.name == flag.name], "part").max("part") \
-            .assign_attrs(flag.attrs)
-    if flags:
-        names = {flag.name for flag in flags}
-        ds.attrs["structurally_independent_outputs"] = sum(int((ds[name] == 0).sum()) for name in names)
-    ds.attrs.pop("part", None)
-    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    ds.attrs.update(parts=len(infos), history="\n".join([*(i.history for i in infos), f"{now}: {note}"]))
-    return ds
-
-
-def _checked_parts(paths: Sequence[str | os.PathLike], stale_hint: str = "") -> list[PartInfo]:
-    if not paths:
-        raise MergeError("no part files given")
-    infos = [read_part_info(path) for path in paths]
-    check_parts(infos, stale_hint)
-    return sorted(infos, key=lambda info: info.part)
+from pipeline.errors import run_cli
+from pipeline.storage import checked_parts, combined_parts, open_parts, reading, write_netcdf
 
 
 def merge_parts(paths: Sequence[str | os.PathLike], output: str | os.PathLike) -> None:
@@ -144,55 +28,10 @@ def merge_parts(paths: Sequence[str | os.PathLike], output: str | os.PathLike) -
     Parts are checked by their attrs first (:func:`check_parts`); their data is read once, while
     it is copied: a part that fails to read is moved aside and named, and no output is written.
     """
-    infos = _checked_parts(paths)
+    infos = checked_parts(paths)
     files = [info.path for info in infos]
     with reading(files, "part file"), open_parts(files) as ds:
-        write_netcdf(_combined(ds, infos, f"merged {len(files)} parts (pipeline.merge)"), output)
-
-
-def _part_files(source: Path) -> list[Path]:
-    files = sorted(source.glob("*.nc"), key=lambda f: (len(f.stem), f.stem))
-    if not files:
-        raise MergeError(f"no part files (*.nc) in {source}")
-    return files
-
-
-Source = str | os.PathLike | Sequence[str | os.PathLike]
-"""What the analysis stages read: ``sensitivity.nc``, a ``parts/`` folder, or a list of part files."""
-
-
-def one_or_many(paths: Sequence[str]) -> Source:
-    """Command-line sources: one path as itself, several as a list of part files."""
-    return paths[0] if len(paths) == 1 else list(paths)
-
-
-def source_files(source: Source) -> list[Path]:
-    """The files behind a source (a folder's ``*.nc`` files)."""
-    return files_of([source] if isinstance(source, str | os.PathLike) else source)
-
-
-def open_sensitivity(source: Source, chunks: dict | None = None) -> xr.Dataset:
-    """``sensitivity.nc``, a list of part files, or a ``parts/`` folder, opened as one dataset, lazily.
-
-    ``chunks`` as for :func:`xarray.open_dataset` (``{}``: dask, the file's chunks; ``None``:
-    lazy indexing without dask); parts are always opened with dask, after :func:`check_parts`.
-    """
-    if isinstance(source, str | os.PathLike):
-        path = Path(source)
-        if not path.is_dir():
-            chunk_cache()
-            try:
-                return xr.open_dataset(path, chunks=chunks)
-            except READ_ERRORS as err:
-                if not path.exists():
-                    raise
-                raise unreadable_error(path, err, "sensitivity file") from err
-        files, hint = _part_files(path), (f"; {path} holds files of an earlier run: pass the part files of one "
-                                          "config, or remove the others")
-    else:
-        files, hint = [Path(p) for p in source], ""
-    infos = _checked_parts(files, hint)
-    return _combined(open_parts([i.path for i in infos]), infos, f"opened {len(infos)} parts (no merge)")
+        write_netcdf(combined_parts(ds, infos, f"merged {len(files)} parts (pipeline.merge)"), output)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -21,8 +21,7 @@ from matplotlib.figure import Figure
 
 from pipeline.dataset import derivative_name, swept_parameters
 from pipeline.errors import run_cli
-from pipeline.merge import Source, one_or_many, open_sensitivity, source_files
-from pipeline.storage import reading, write_atomic
+from pipeline.storage import Source, one_or_many, open_sensitivity, reading, source_files, write_atomic
 
 PLOTS = ("derivative_vs_param.png", "derivative_heatmap.png", "output_vs_param.png")
 """File names written by :func:`plot_study`, in ``OUTDIR`` (the Snakefile's plot rule takes them from here;
@@ -91,8 +90,11 @@ def plot_study(sensitivity: xr.Dataset, summary: xr.Dataset, outdir: str | os.Pa
     figures = {}
     fig, ax = _figure((7, 4.5))
     _lines_with_band(ax, dy, mean, std, param)
-    ax.set(xlabel=x_label, ylabel=_label(sensitivity[name], f"dy/d{param}"),
-           title=f"{study}: dy/d{param} against {param} ({method}){suffix}")
+    ax.set(
+        xlabel=x_label,
+        ylabel=_label(sensitivity[name], f"dy/d{param}"),
+        title=f"{study}: dy/d{param} against {param} ({method}){suffix}",
+    )
     figures[PLOTS[0]] = fig
 
     fig, ax = _figure((7, 4.5))
@@ -101,11 +103,15 @@ def plot_study(sensitivity: xr.Dataset, summary: xr.Dataset, outdir: str | os.Pa
     dy_map = dy.isel({d: slice(None, None, s) for d, s in strides.items()})
     values = dy_map.transpose("sample", param).values
     limit = float(np.nanmax(np.abs(values))) or 1.0
-    mesh = ax.pcolormesh(dy_map[param].values, dy_map["sample"].values, values, cmap="RdBu_r", vmin=-limit,
-                         vmax=limit, shading="nearest")
+    mesh = ax.pcolormesh(
+        dy_map[param].values, dy_map["sample"].values, values, cmap="RdBu_r", vmin=-limit, vmax=limit, shading="nearest"
+    )
     fig.colorbar(mesh, ax=ax, label=_label(sensitivity[name], f"dy/d{param}"))
-    shown = "" if max(strides.values()) == 1 else \
-        f" (1 in {strides[param]} values of {param}, 1 in {strides['sample']} samples)"
+    shown = (
+        ""
+        if max(strides.values()) == 1
+        else f" (1 in {strides[param]} values of {param}, 1 in {strides['sample']} samples)"
+    )
     ax.set(xlabel=x_label, ylabel="sample", title=f"{study}: dy/d{param} over ({param}, sample){shown}{suffix}")
     figures[PLOTS[1]] = fig
 
@@ -123,8 +129,9 @@ def plot_study(sensitivity: xr.Dataset, summary: xr.Dataset, outdir: str | os.Pa
                 ax.legend(fontsize=7, loc="best")
             ax.grid(alpha=0.3)
         fig.tight_layout()
-        written.append(write_atomic(Path(outdir) / filename, lambda tmp, fig=fig: fig.savefig(tmp, dpi=110,
-                                                                                              format="png")))
+        written.append(
+            write_atomic(Path(outdir) / filename, lambda tmp, fig=fig: fig.savefig(tmp, dpi=110, format="png"))
+        )
     return written
 
 
@@ -140,12 +147,23 @@ def plot_agreement(report: xr.Dataset, path: str | os.PathLike) -> Path:
     ax.barh(rows, rel, color=colors, label="max relative difference")
     ax.scatter(report.tolerance.values, rows, marker="|", s=400, color="k", label="tolerance", zorder=3)
     for row, value in zip(rows, raw, strict=True):
-        ax.annotate("0 (exact)" if value == 0 else f"{value:.1e}", (max(value, floor), row), xytext=(3, 0),
-                    textcoords="offset points", va="center", fontsize=7)
-    ax.set(xscale="log", xlim=(floor / 2, 1), yticks=rows, yticklabels=labels,
-           xlabel="max |study - reference| / max |reference|",
-           title=f"{report.attrs.get('study', '')}: method agreement "
-                 f"({report.attrs['checked_points']} points x {report.attrs['checked_samples']} samples)")
+        ax.annotate(
+            "0 (exact)" if value == 0 else f"{value:.1e}",
+            (max(value, floor), row),
+            xytext=(3, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=7,
+        )
+    ax.set(
+        xscale="log",
+        xlim=(floor / 2, 1),
+        yticks=rows,
+        yticklabels=labels,
+        xlabel="max |study - reference| / max |reference|",
+        title=f"{report.attrs.get('study', '')}: method agreement "
+        f"({report.attrs['checked_points']} points x {report.attrs['checked_samples']} samples)",
+    )
     ax.tick_params(axis="y", labelsize=7)
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3, axis="x")
@@ -165,8 +183,11 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def plot_files(sensitivity: Source, summary: str | os.PathLike, outdir: str | os.PathLike) -> list[Path]:
     """:func:`plot_study` of files; an input that turns out unreadable is moved aside and named."""
-    with reading([*source_files(sensitivity), summary], "input file"), open_sensitivity(sensitivity) as ds, \
-            xr.open_dataset(summary) as summ:
+    with (
+        reading([*source_files(sensitivity), summary], "input file"),
+        open_sensitivity(sensitivity) as ds,
+        xr.open_dataset(summary) as summ,
+    ):
         return plot_study(ds, summ, outdir)
 
 

@@ -23,9 +23,15 @@ def prepare(cfg: DictConfig, study: str = "") -> xr.Dataset:
     validate(cfg)
     x = build_inputs(cfg)
     model = build_model(cfg)
-    ds = xr.Dataset({"x": input_variable(model, x, units=dict(cfg.model.units))},
-                    attrs={"Conventions": "CF-1.10", "title": f"Inputs of study {study}".strip(),
-                           "study": study, "config": to_yaml(cfg)})
+    ds = xr.Dataset(
+        {"x": input_variable(model, x, units=dict(cfg.model.units))},
+        attrs={
+            "Conventions": "CF-1.10",
+            "title": f"Inputs of study {study}".strip(),
+            "study": study,
+            "config": to_yaml(cfg),
+        },
+    )
     write_netcdf(ds, cfg.output)
     log.info("wrote %s: x of shape %s", cfg.output, tuple(x.shape))
     return ds

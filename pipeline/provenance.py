@@ -61,9 +61,11 @@ def config_differences(a: DictConfig | str | dict, b: DictConfig | str | dict) -
     """Dotted keys whose values differ between two configs, as ``key: a -> b`` (determining keys only)."""
     flat_a, flat_b = _flatten(determining_config(a)), _flatten(determining_config(b))
     missing = object()
-    return [f"{key}: {flat_a.get(key, '(unset)')} -> {flat_b.get(key, '(unset)')}"
-            for key in sorted(set(flat_a) | set(flat_b))
-            if flat_a.get(key, missing) != flat_b.get(key, missing)]
+    return [
+        f"{key}: {flat_a.get(key, '(unset)')} -> {flat_b.get(key, '(unset)')}"
+        for key in sorted(set(flat_a) | set(flat_b))
+        if flat_a.get(key, missing) != flat_b.get(key, missing)
+    ]
 
 
 def provenance() -> dict[str, str]:
@@ -73,8 +75,13 @@ def provenance() -> dict[str, str]:
         found["snakemake_version"] = version("snakemake")
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
         found["git_commit"] = commit.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         pass

@@ -59,8 +59,10 @@ def parse_bind_path(path: str) -> tuple[str, tuple[int, ...]]:
     """Split ``"branch_b.0.bias[1]"`` into ``("branch_b.0.bias", (1,))``."""
     match = _PATH.match(path.replace(" ", ""))
     if match is None:
-        raise ConfigError(f"invalid bind path {path!r}: expected a dotted parameter name with an optional "
-                          "index, e.g. 'branch_b.0.bias[1]' or 'conv.weight[0,0,0]'")
+        raise ConfigError(
+            f"invalid bind path {path!r}: expected a dotted parameter name with an optional "
+            "index, e.g. 'branch_b.0.bias[1]' or 'conv.weight[0,0,0]'"
+        )
     index = match["index"]
     return match["name"], tuple(int(i) for i in index.split(",")) if index else ()
 
@@ -77,8 +79,9 @@ class _Method(nn.Module):
         return getattr(self.inner, self.method)(*args)
 
 
-def _bind_module(module: nn.Module, bind: dict[str, str], params: list[str], device: torch.device,
-                 dtype: torch.dtype) -> tuple[Callable, StepFunctions | None]:
+def _bind_module(
+    module: nn.Module, bind: dict[str, str], params: list[str], device: torch.device, dtype: torch.dtype
+) -> tuple[Callable, StepFunctions | None]:
     tensors = {k: v.detach() for k, v in [*module.named_parameters(), *module.named_buffers()]}
     tensors = {k: v.to(device, dtype) if v.is_floating_point() else v.to(device) for k, v in tensors.items()}
     targets = []  # (tensor name, mask, index in theta), applied in order: two may share a tensor
@@ -89,14 +92,18 @@ def _bind_module(module: nn.Module, bind: dict[str, str], params: list[str], dev
             valid = ", ".join(f"{k} {tuple(v.shape)}" for k, v in module.named_parameters())
             close = difflib.get_close_matches(name, list(tensors), n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
-            raise ConfigError(f"invalid bind {param}={path!r}: {type(module).__name__} has no parameter {name!r}; "
-                              f"{hint}Its parameters are: {valid}")
+            raise ConfigError(
+                f"invalid bind {param}={path!r}: {type(module).__name__} has no parameter {name!r}; "
+                f"{hint}Its parameters are: {valid}"
+            )
         target = tensors[name]
         in_range = len(index) == target.dim() and all(0 <= i < n for i, n in zip(index, target.shape, strict=True))
         if not in_range:
             example = f"{name}[{','.join(['0'] * target.dim())}]" if target.dim() else name
-            raise ConfigError(f"invalid bind {param}={path!r}: {name} has shape {tuple(target.shape)}; "
-                              f"give one in-range index per dim, e.g. {example!r}")
+            raise ConfigError(
+                f"invalid bind {param}={path!r}: {name} has shape {tuple(target.shape)}; "
+                f"give one in-range index per dim, e.g. {example!r}"
+            )
         mask = torch.zeros_like(target, dtype=torch.bool)
         mask[index] = True
         targets.append((name, mask, i))
@@ -142,18 +149,24 @@ def as_routine(
         missing = [p for p in params if not bind or p not in bind]
         if missing:
             names = ", ".join(n for n, _ in model.named_parameters())
-            raise ConfigError(f"missing bind for {missing[0]!r}: an nn.Module needs bind={{'{missing[0]}': "
-                              f"'<parameter path>'}}; its parameters are: {names}")
+            raise ConfigError(
+                f"missing bind for {missing[0]!r}: an nn.Module needs bind={{'{missing[0]}': "
+                f"'<parameter path>'}}; its parameters are: {names}"
+            )
         extra = sorted(set(bind) - set(params))
         if extra:
-            raise ConfigError(f"invalid bind {extra[0]}={bind[extra[0]]!r}: {extra[0]!r} is not swept; "
-                              f"swept parameters: {', '.join(params)}")
+            raise ConfigError(
+                f"invalid bind {extra[0]}={bind[extra[0]]!r}: {extra[0]!r} is not swept; "
+                f"swept parameters: {', '.join(params)}"
+            )
         fn, stepper = _bind_module(model, bind, params, device, dtype)
         bound_to = {p: bind[p] for p in params}
     elif callable(model):
         if bind:
-            raise ConfigError(f"invalid bind={dict(bind)!r}: bind applies to nn.Module models, "
-                              f"a function is called as f(x, {', '.join(f'{p}=value' for p in params)})")
+            raise ConfigError(
+                f"invalid bind={dict(bind)!r}: bind applies to nn.Module models, "
+                f"a function is called as f(x, {', '.join(f'{p}=value' for p in params)})"
+            )
 
         def fn(x: Tensor, theta: Tensor) -> Tensor:
             return model(x, **{p: theta[i] for i, p in enumerate(params)})

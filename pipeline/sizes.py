@@ -42,9 +42,11 @@ def check_grid_size(counts: Mapping[str, int], key: str = "sweep") -> None:
     if need <= available:
         return
     shape = " x ".join(f"{n} values of {p}" for p, n in counts.items())
-    raise ConfigError(f"invalid {key}: {points:.3g} points ({shape}) need {need / GIB:.3g} GiB for their coordinates "
-                      f"alone, more than the {available / GIB:.2f} GiB of memory available; use fewer values per "
-                      "parameter (a grid grows as the product of its sizes)")
+    raise ConfigError(
+        f"invalid {key}: {points:.3g} points ({shape}) need {need / GIB:.3g} GiB for their coordinates "
+        f"alone, more than the {available / GIB:.2f} GiB of memory available; use fewer values per "
+        "parameter (a grid grows as the product of its sizes)"
+    )
 
 
 def check_result_size(points: int, outputs: int, variables: int, itemsize: int) -> None:
@@ -58,4 +60,5 @@ def check_result_size(points: int, outputs: int, variables: int, itemsize: int) 
         f"the results would need {need / GIB:.2f} GiB ({points} points x {outputs} outputs (samples x output "
         f"elements) x {variables} variables x {itemsize} bytes), more than {RESULT_MEMORY_FRACTION:.0%} of the "
         f"{available / GIB:.2f} GiB of memory available: split the sweep into at least {parts} parts "
-        "(sweep.parts, one job each), or use fewer points or samples")
+        "(sweep.parts, one job each), or use fewer points or samples"
+    )

@@ -22,8 +22,7 @@ import xarray as xr
 
 from pipeline.dataset import CONVENTIONS, derivative_name, swept_parameters
 from pipeline.errors import run_cli
-from pipeline.merge import Source, one_or_many, open_sensitivity, source_files
-from pipeline.storage import reading, write_netcdf
+from pipeline.storage import Source, one_or_many, open_sensitivity, reading, source_files, write_netcdf
 
 
 def _units(da: xr.DataArray, power: int = 1) -> dict[str, str]:
@@ -46,19 +45,29 @@ def summarise(ds: xr.Dataset) -> xr.Dataset:
         name = derivative_name(p)
         dy = ds[name].astype("float64")
         elasticity = ds[p] * dy / y.where(y != 0)  # NaN (skipped by the mean) where y == 0
-        variables.update({
-            f"{name}_mean": (dy.mean("sample"), f"mean over samples of dy/d{p}", _units(dy)),
-            f"{name}_std": (dy.std("sample"), f"standard deviation over samples of dy/d{p}", _units(dy)),
-            f"{name}_abs_mean": (abs(dy).mean("sample"), f"mean over samples of |dy/d{p}|", _units(dy)),
-            f"elasticity_{p}_mean": (elasticity.mean("sample"),
-                                     f"mean over samples of the elasticity {p}/y dy/d{p} (where y != 0)",
-                                     {"units": "1"}),
-            f"dgsm_{p}": ((dy**2).mean(params), f"DGSM: mean over the sweep of (dy/d{p})^2", _units(dy, 2)),
-            f"dgsm_{p}_mean": ((dy**2).mean([*params, "sample"]), f"DGSM of {p} averaged over samples",
-                               _units(dy, 2)),
-            f"mu_star_{p}": (abs(dy).mean([*params, "sample"]), f"mean over sweep and samples of |dy/d{p}|",
-                             _units(dy)),
-        })
+        variables.update(
+            {
+                f"{name}_mean": (dy.mean("sample"), f"mean over samples of dy/d{p}", _units(dy)),
+                f"{name}_std": (dy.std("sample"), f"standard deviation over samples of dy/d{p}", _units(dy)),
+                f"{name}_abs_mean": (abs(dy).mean("sample"), f"mean over samples of |dy/d{p}|", _units(dy)),
+                f"elasticity_{p}_mean": (
+                    elasticity.mean("sample"),
+                    f"mean over samples of the elasticity {p}/y dy/d{p} (where y != 0)",
+                    {"units": "1"},
+                ),
+                f"dgsm_{p}": ((dy**2).mean(params), f"DGSM: mean over the sweep of (dy/d{p})^2", _units(dy, 2)),
+                f"dgsm_{p}_mean": (
+                    (dy**2).mean([*params, "sample"]),
+                    f"DGSM of {p} averaged over samples",
+                    _units(dy, 2),
+                ),
+                f"mu_star_{p}": (
+                    abs(dy).mean([*params, "sample"]),
+                    f"mean over sweep and samples of |dy/d{p}|",
+                    _units(dy),
+                ),
+            }
+        )
     summary = xr.Dataset()
     for key, (da, long_name, attrs) in variables.items():
         summary[key] = da.assign_attrs(long_name=long_name, **attrs)

@@ -38,10 +38,9 @@ from pipeline.build import build_model
 from pipeline.config import compose_job
 from pipeline.dataset import CONVENTIONS, connected_name, derivative_name, swept_parameters
 from pipeline.errors import VerificationError, run_cli
-from pipeline.merge import Source, one_or_many, open_sensitivity, source_files
 from pipeline.plot import plot_agreement
 from pipeline.provenance import config_differences, fingerprint
-from pipeline.storage import reading, write_atomic, write_netcdf
+from pipeline.storage import Source, one_or_many, open_sensitivity, reading, source_files, write_atomic, write_netcdf
 
 FD_SAFETY = 100
 """Multiple of the finite-difference error scale ``eps^(2/3)`` allowed for ``finite_difference``."""
@@ -75,13 +74,20 @@ def check_computed_from(ds: xr.Dataset, cfg: DictConfig) -> None:
     if stored == fingerprint(cfg, ds["x"].values):
         return
     if stored is None:
-        raise VerificationError("the sensitivity data has no fingerprint attr (not written by pipeline.compute, or "
-                                "its attrs were edited): recompute it with this workflow to verify it")
+        raise VerificationError(
+            "the sensitivity data has no fingerprint attr (not written by pipeline.compute, or "
+            "its attrs were edited): recompute it with this workflow to verify it"
+        )
     keys = config_differences(ds.attrs.get("config", ""), cfg)
-    raise VerificationError("the sensitivity data was not computed from this study's config: "
-                            + (f"keys that differ (file -> config): {'; '.join(keys)}" if keys else
-                               "its config or inputs x were changed after it was computed")
-                            + "; rerun snakemake to recompute it")
+    raise VerificationError(
+        "the sensitivity data was not computed from this study's config: "
+        + (
+            f"keys that differ (file -> config): {'; '.join(keys)}"
+            if keys
+            else "its config or inputs x were changed after it was computed"
+        )
+        + "; rerun snakemake to recompute it"
+    )
 
 
 def verify(ds: xr.Dataset, cfg: DictConfig) -> xr.Dataset:
@@ -93,34 +99,51 @@ def verify(ds: xr.Dataset, cfg: DictConfig) -> xr.Dataset:
     check_computed_from(ds, cfg)
     params = swept_parameters(ds)
     opts = cfg.verify
-    sub = ds.isel({**{p: _pick(opts["values"], ds.sizes[p]) for p in params},
-                   "sample": _pick(opts.samples, ds.sizes["sample"])})
+    sub = ds.isel(
+        {**{p: _pick(opts["values"], ds.sizes[p]) for p in params}, "sample": _pick(opts.samples, ds.sizes["sample"])}
+    )
     model = build_model(cfg)
     x = torch.from_numpy(sub["x"].values).double()
-    out_dims = list(sub["y"].dims[len(params) + 1:])
+    out_dims = list(sub["y"].dims[len(params) + 1 :])
     rows = []
     for method in opts.methods:
-        ref = sensitivity(model, x, {p: sub[p].values for p in params}, method=method, dtype="float64",
-                          device="cpu", bind=cfg.model.bind, output_dims=out_dims)
+        ref = sensitivity(
+            model,
+            x,
+            {p: sub[p].values for p in params},
+            method=method,
+            dtype="float64",
+            device="cpu",
+            bind=cfg.model.bind,
+            output_dims=out_dims,
+        )
         for p in params:
             name = derivative_name(p)
             study, expected = sub[name].values.astype(np.float64), ref[name].values
             # Outputs the graph does not connect to p have dy/dp = 0 by construction; compare the
             # others. Finite differences still see a dependence a detach() hides: count it.
             flag = sub.get(connected_name(p))
-            keep = np.ones(study.shape, bool) if flag is None else \
-                (flag == 1).broadcast_like(sub[name]).transpose(*sub[name].dims).values
+            keep = (
+                np.ones(study.shape, bool)
+                if flag is None
+                else (flag == 1).broadcast_like(sub[name]).transpose(*sub[name].dims).values
+            )
             abs_diff, rel_diff = _differences(study[keep], expected[keep])
             tol = tolerance(ds.attrs["dtype"], method)
             scale = float(np.max(np.abs(expected))) if expected.size else 0.0
             hidden = int(np.sum(~keep & (np.abs(expected) > tol * max(scale, np.finfo(np.float64).tiny))))
             label = f"{ds.attrs['method']} ({ds.attrs['dtype']}) vs {method} (float64)"
-            rows.append({
-                "comparison": label if len(params) == 1 else f"{name}: {label}",
-                "max_abs_diff": abs_diff, "max_rel_diff": rel_diff, "tolerance": tol,
-                "bitwise_equal": int(np.array_equal(study, expected)), "passed": int(rel_diff <= tol),
-                "hidden_dependence": hidden,
-            })
+            rows.append(
+                {
+                    "comparison": label if len(params) == 1 else f"{name}: {label}",
+                    "max_abs_diff": abs_diff,
+                    "max_rel_diff": rel_diff,
+                    "tolerance": tol,
+                    "bitwise_equal": int(np.array_equal(study, expected)),
+                    "passed": int(rel_diff <= tol),
+                    "hidden_dependence": hidden,
+                }
+            )
     out = xr.Dataset(
         {key: ("comparison", [row[key] for row in rows]) for key in rows[0] if key != "comparison"},
         coords={"comparison": [row["comparison"] for row in rows]},
@@ -132,17 +155,20 @@ def verify(ds: xr.Dataset, cfg: DictConfig) -> xr.Dataset:
         "bitwise_equal": "1 if the study's values equal the reference bit for bit",
         "passed": "1 if max_rel_diff <= tolerance",
         "hidden_dependence": "outputs not connected to the parameter in the graph whose value still changes with it "
-                             "(seen by the reference method; a detach() hides this dependence from autodiff)",
+        "(seen by the reference method; a detach() hides this dependence from autodiff)",
     }.items():
         out[key].attrs["long_name"] = long_name
     if opts.compare_along:
         out = out.merge(compare_variants(sub, opts.compare_along, [*map(derivative_name, params), "y"]))
     out.attrs = {
-        "Conventions": CONVENTIONS, "title": f"Verification of {ds.attrs.get('study', '')}".strip(),
+        "Conventions": CONVENTIONS,
+        "title": f"Verification of {ds.attrs.get('study', '')}".strip(),
         "history": f"{dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}: verification (pipeline.verify)",
         "source": ds.attrs.get("source", "sensweep"),
-        "study": ds.attrs.get("study", ""), "checked_points": int(np.prod([sub.sizes[p] for p in params])),
-        "checked_samples": sub.sizes["sample"], "passed": int(all(row["passed"] for row in rows)),
+        "study": ds.attrs.get("study", ""),
+        "checked_points": int(np.prod([sub.sizes[p] for p in params])),
+        "checked_samples": sub.sizes["sample"],
+        "passed": int(all(row["passed"] for row in rows)),
     }
     return out
 
@@ -150,8 +176,9 @@ def verify(ds: xr.Dataset, cfg: DictConfig) -> xr.Dataset:
 def compare_variants(ds: xr.Dataset, dim: str, variables: list[str]) -> xr.Dataset:
     """The first two entries along ``dim`` against each other, for each variable."""
     if dim not in ds.dims or ds.sizes[dim] < 2:
-        raise ValueError(f"invalid verify.compare_along={dim!r}: need an output dim with two entries, "
-                         f"dims are {list(ds.dims)}")
+        raise ValueError(
+            f"invalid verify.compare_along={dim!r}: need an output dim with two entries, dims are {list(ds.dims)}"
+        )
     first, second = (str(v) for v in ds[dim].values[:2])
     long_names = {
         "variant_equal": f"1 if {dim}={first} and {dim}={second} are equal bit for bit",
@@ -172,44 +199,63 @@ def compare_variants(ds: xr.Dataset, dim: str, variables: list[str]) -> xr.Datas
         far = ~xr.DataArray(np.isclose(a.values, b.values, rtol=1e-5, atol=1e-8), dims=a.dims)
         where = far.any([d for d in a.dims if d not in ds[var].dims[-1:]])
         last = a.dims[-1]
-        result["variant_differs_at"].append(", ".join(f"{last}={ds[last].values[i]}" for i in np.flatnonzero(where))
-                                            or "nowhere")
+        result["variant_differs_at"].append(
+            ", ".join(f"{last}={ds[last].values[i]}" for i in np.flatnonzero(where)) or "nowhere"
+        )
     coords = {"variant_check": [f"{var}: {dim}={first} vs {dim}={second}" for var in variables]}
-    return xr.Dataset({k: ("variant_check", v, {"long_name": long_names[k]}) for k, v in result.items()},
-                      coords=coords)
+    return xr.Dataset({k: ("variant_check", v, {"long_name": long_names[k]}) for k, v in result.items()}, coords=coords)
 
 
 def to_markdown(report: xr.Dataset) -> str:
     """The verification tables as Markdown."""
-    lines = [f"# {report.attrs['title']}", "",
-             f"{report.attrs['checked_points']} parameter points x {report.attrs['checked_samples']} samples; "
-             f"overall: {'PASS' if report.attrs['passed'] else 'FAIL'}", "",
-             "| comparison | max abs diff | max rel diff | tolerance | bitwise equal | result |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        f"# {report.attrs['title']}",
+        "",
+        f"{report.attrs['checked_points']} parameter points x {report.attrs['checked_samples']} samples; "
+        f"overall: {'PASS' if report.attrs['passed'] else 'FAIL'}",
+        "",
+        "| comparison | max abs diff | max rel diff | tolerance | bitwise equal | result |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for c in report.comparison.values:
         row = report.sel(comparison=c)
-        lines.append(f"| {c} | {float(row.max_abs_diff):.3e} | {float(row.max_rel_diff):.3e} | "
-                     f"{float(row.tolerance):.1e} | {'yes' if row.bitwise_equal else 'no'} | "
-                     f"{'pass' if row.passed else 'FAIL'} |")
+        lines.append(
+            f"| {c} | {float(row.max_abs_diff):.3e} | {float(row.max_rel_diff):.3e} | "
+            f"{float(row.tolerance):.1e} | {'yes' if row.bitwise_equal else 'no'} | "
+            f"{'pass' if row.passed else 'FAIL'} |"
+        )
     hidden = {str(c): int(report.sel(comparison=c).hidden_dependence) for c in report.comparison.values}
     for comparison, count in hidden.items():
         if count:
-            lines += ["", f"Note ({comparison}): at {count} outputs that the computation graph does not connect to "
-                          "the parameter (`dy_d*_connected == 0`, so autodiff gives exactly 0), the reference still "
-                          "sees the value change: a `detach()` or similar hides a real dependence from autodiff."]
+            lines += [
+                "",
+                f"Note ({comparison}): at {count} outputs that the computation graph does not connect to "
+                "the parameter (`dy_d*_connected == 0`, so autodiff gives exactly 0), the reference still "
+                "sees the value change: a `detach()` or similar hides a real dependence from autodiff.",
+            ]
     if "variant_check" in report.dims:
-        lines += ["", "| variants | bitwise equal | allclose | max abs diff | max rel diff | differ at |",
-                  "| --- | --- | --- | --- | --- | --- |"]
+        lines += [
+            "",
+            "| variants | bitwise equal | allclose | max abs diff | max rel diff | differ at |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
         for c in report.variant_check.values:
             row = report.sel(variant_check=c)
-            lines.append(f"| {c} | {'yes' if row.variant_equal else 'no'} | {'yes' if row.variant_allclose else 'no'}"
-                         f" | {float(row.variant_max_abs_diff):.3e} | {float(row.variant_max_rel_diff):.3e} | "
-                         f"{row.variant_differs_at.item()} |")
+            lines.append(
+                f"| {c} | {'yes' if row.variant_equal else 'no'} | {'yes' if row.variant_allclose else 'no'}"
+                f" | {float(row.variant_max_abs_diff):.3e} | {float(row.variant_max_rel_diff):.3e} | "
+                f"{row.variant_differs_at.item()} |"
+            )
     return "\n".join(lines) + "\n"
 
 
-def verify_file(sensitivity: Source, cfg: DictConfig, output_nc: str | os.PathLike,
-                output_md: str | os.PathLike, output_png: str | os.PathLike | None = None) -> xr.Dataset:
+def verify_file(
+    sensitivity: Source,
+    cfg: DictConfig,
+    output_nc: str | os.PathLike,
+    output_md: str | os.PathLike,
+    output_png: str | os.PathLike | None = None,
+) -> xr.Dataset:
     """Verify sensitivity data against ``cfg``; write the NetCDF and Markdown reports, and the agreement plot."""
     # lazy: verify() reads only the points it checks
     with reading(source_files(sensitivity), "sensitivity file"), open_sensitivity(sensitivity) as ds:
@@ -237,8 +283,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(to_markdown(report))
         if not report.attrs["passed"]:
             failed = [c for c in report.comparison.values if not report.sel(comparison=c).passed]
-            raise VerificationError(f"verification failed for {source}: {'; '.join(failed)} exceed their "
-                                    f"tolerance (see {args.md})")
+            raise VerificationError(
+                f"verification failed for {source}: {'; '.join(failed)} exceed their tolerance (see {args.md})"
+            )
 
     run_cli(run)
 

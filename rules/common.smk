@@ -16,7 +16,8 @@ validate(config, schema="../conf/workflow.schema.yaml")
 CONF = Path(workflow.basedir) / "conf"
 
 # `--config merge=false` arrives as a string; the schema accepts true/false in either form.
-config["merge"] = str(config["merge"]).lower() == "true"
+for key in ("merge", "keep_parts"):
+    config[key] = str(config[key]).lower() == "true"
 OUT = config["outputs"]
 
 
@@ -83,6 +84,11 @@ def hydra_quoted(path):
     so that any folder name works (spaces, quotes, $(...), non-ASCII letters)."""
     escaped = str(path).replace("\\", "\\\\").replace("'", "\\'")
     return shlex.quote(f"'{escaped}'")
+
+
+def part_output(path):
+    """A part file: temporary (deleted once merged) with `keep_parts: false` and the merge on."""
+    return temp(path) if config["merge"] and not config["keep_parts"] else path
 
 
 def part_files(wildcards):

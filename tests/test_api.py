@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import requires_cuda
+from helpers import requires_cuda
 from pipeline import sensitivity
 from pipeline.config import ConfigError
 
@@ -57,14 +57,16 @@ def test_module_with_bind_to_element_and_scalar_parameter():
     assert (ds.dy_dC.isel(output=0) == 0).all()
     scalar = sensitivity(model, x, {"C": [3.0]}, bind={"C": "scale"}, dtype="float64")
     with torch.no_grad():
-        np.testing.assert_allclose(scalar.dy_dC.values[0], copy.deepcopy(model.block).double()(x.double()).numpy(),
-                                   rtol=1e-12)
+        np.testing.assert_allclose(
+            scalar.dy_dC.values[0], copy.deepcopy(model.block).double()(x.double()).numpy(), rtol=1e-12
+        )
     assert model.scale.item() == 2.0 and model.scale.requires_grad  # the user's module is untouched
 
 
 def test_dataset_schema():
-    ds = sensitivity(decay, torch.arange(4.0), {"C": [0.5, 1.0, 2.0]}, units={"y": "m", "C": "s-1", "x": "m"},
-                     title="decay")
+    ds = sensitivity(
+        decay, torch.arange(4.0), {"C": [0.5, 1.0, 2.0]}, units={"y": "m", "C": "s-1", "x": "m"}, title="decay"
+    )
     assert ds.y.dims == ("C", "sample", "t") and ds.dy_dC.dims == ("C", "sample", "t")
     assert ds.x.dims == ("sample",)
     assert set(ds.coords) == {"C", "sample", "t"}
@@ -96,8 +98,10 @@ def test_chunk_sizes_give_identical_results():
 @pytest.mark.parametrize(
     "kwargs,message",
     [
-        ({"bind": {"C": "block.0.wieght[0,0]"}},
-         "did you mean 'block.0.weight'? Its parameters are: scale (), block.0.weight (2, 3), block.0.bias (2,)"),
+        (
+            {"bind": {"C": "block.0.wieght[0,0]"}},
+            "did you mean 'block.0.weight'? Its parameters are: scale (), block.0.weight (2, 3), block.0.bias (2,)",
+        ),
         ({"bind": {"C": "block.0.weight[5,0]"}}, "give one in-range index per dim, e.g. 'block.0.weight[0,0]'"),
         ({"bind": {"C": "block.0.weight"}}, "block.0.weight has shape (2, 3)"),
         ({"bind": None}, "an nn.Module needs bind={'C': '<parameter path>'}"),

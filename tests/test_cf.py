@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run
+from helpers import ROOT, run
 from pipeline.compute import compute
 from pipeline.config import compose_job
 from pipeline.summarise import summarise_file

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from conftest import ROOT, run
+from helpers import ROOT, run
 
 
 def compute(*args: str, cwd=ROOT):
@@ -64,8 +64,10 @@ def test_nan_policy_raise_fails_the_job_without_output(tmp_path):
     args = ["study=seed_linear", "model._target_=tests.test_methods.log_model", "sweep.num=5", f"output={out}"]
     failed = compute(*args, "nan_policy=raise")
     assert failed.returncode == 1
-    assert "non-finite results: 32 in y, 14 in dy/dC; first at C=-5 (index 0), sample 0 (nan_policy=raise)" \
+    assert (
+        "non-finite results: 32 in y, 14 in dy/dC; first at C=-5 (index 0), sample 0 (nan_policy=raise)"
         in failed.stderr
+    )
     assert not out.exists()
     warned = compute(*args)
     assert warned.returncode == 0 and out.exists()

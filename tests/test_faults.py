@@ -16,23 +16,30 @@ import pytest
 import xarray as xr
 import yaml
 
-from conftest import run
+from helpers import run
 
 pytestmark = pytest.mark.slow
 
 PARTS = 6
 CONFIG = {
     "studies": ["oscillator"],
-    "overrides": {"oscillator": [f"sweep.num={4 * PARTS}", f"sweep.parts={PARTS}", "model.args.steps=60",
-                                 "verify.enabled=false"]},
+    "overrides": {
+        "oscillator": [f"sweep.num={4 * PARTS}", f"sweep.parts={PARTS}", "model.args.steps=60", "verify.enabled=false"]
+    },
 }
 
 
 def start(workflow: Path) -> subprocess.Popen:
     (workflow / "test-config.yaml").write_text(yaml.safe_dump(CONFIG))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    return subprocess.Popen(["snakemake", "--cores", "2", "--configfile", "test-config.yaml"], cwd=workflow, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    return subprocess.Popen(
+        ["snakemake", "--cores", "2", "--configfile", "test-config.yaml"],
+        cwd=workflow,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def finished_parts(workflow: Path) -> dict[str, int]:
@@ -69,8 +76,7 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_result(workflow, tmp_path_fa
         assert name.endswith((".tmp.nc", ".last-good"))
 
     assert run(["snakemake", "--unlock", "--configfile", "test-config.yaml"], cwd=workflow).returncode == 0
-    resumed = run(["snakemake", "--cores", "2", "--rerun-incomplete", "--configfile", "test-config.yaml"],
-                  cwd=workflow)
+    resumed = run(["snakemake", "--cores", "2", "--rerun-incomplete", "--configfile", "test-config.yaml"], cwd=workflow)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     after = finished_parts(workflow)
     assert len(after) == PARTS
@@ -78,8 +84,10 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_result(workflow, tmp_path_fa
     assert all(after[name] == mtime for name, mtime in done.items()), "a finished part was recomputed"
 
     for name in ("sensitivity.nc", "summary.nc"):
-        with xr.open_dataset(workflow / "outputs" / "oscillator" / name) as got, \
-                xr.open_dataset(reference / "outputs" / "oscillator" / name) as expected:
+        with (
+            xr.open_dataset(workflow / "outputs" / "oscillator" / name) as got,
+            xr.open_dataset(reference / "outputs" / "oscillator" / name) as expected,
+        ):
             xr.testing.assert_identical(got.drop_attrs(), expected.drop_attrs())  # bit for bit
 
 
@@ -87,8 +95,15 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_result(workflow, tmp_path_fa
 def test_two_runs_give_identical_datasets(tmp_path, study):
     """Same study twice, in separate processes: identical datasets, bit for bit, but for `history`."""
     out = tmp_path / "out.nc"
-    args = [sys.executable, "-m", "pipeline.compute", f"study={study}", "sweep.num=6", f"output={out}",
-            "model.args.steps=30" if study.startswith("oscillator") else "sweep.parts=1"]
+    args = [
+        sys.executable,
+        "-m",
+        "pipeline.compute",
+        f"study={study}",
+        "sweep.num=6",
+        f"output={out}",
+        "model.args.steps=30" if study.startswith("oscillator") else "sweep.parts=1",
+    ]
     runs = []
     for _ in range(2):
         result = run(args, cwd=Path(__file__).resolve().parent.parent)
@@ -101,8 +116,10 @@ def test_two_runs_give_identical_datasets(tmp_path, study):
     xr.testing.assert_identical(*runs)
 
 
-SMALL = {"studies": ["oscillator"],
-         "overrides": {"oscillator": ["sweep.num=6", "sweep.parts=2", "model.args.steps=30"]}}
+SMALL = {
+    "studies": ["oscillator"],
+    "overrides": {"oscillator": ["sweep.num=6", "sweep.parts=2", "model.args.steps=30"]},
+}
 
 
 def snakemake(workflow: Path, *args: str, config: dict = SMALL) -> subprocess.CompletedProcess:
@@ -160,8 +177,13 @@ def small_disk(tmp_path):
     """A 40 MiB file system of its own (tmpfs), unmounted afterwards; skipped where mounting is not allowed."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(mount)],
-                                           capture_output=True).returncode != 0:
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(mount)], capture_output=True
+        ).returncode
+        != 0
+    ):
         pytest.skip("mounting a small file system needs root")
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=False)

@@ -85,8 +85,13 @@ def test_order_two_needs_forward_and_one_parameter():
 
 
 def test_grid_study_parts_split_the_first_parameter(tmp_path):
-    overrides = ["sweep.num=4", "sweep.grid.K.num=3", "model.args.steps=20", "sweep.parts=2",
-                 "inputs.args.path=data/oscillator_initial.npy"]
+    overrides = [
+        "sweep.num=4",
+        "sweep.grid.K.num=3",
+        "model.args.steps=20",
+        "sweep.parts=2",
+        "inputs.args.path=data/oscillator_initial.npy",
+    ]
     parts = []
     for part in (0, 1):
         cfg = compose_job("oscillator_grid", [*overrides, f"part={part}", f"output={tmp_path / f'{part}.nc'}"])

@@ -75,10 +75,13 @@ def test_faster_chunk_size_keeps_large_chunks_only_when_clearly_faster_per_value
     assert faster_chunk_size(small * 1.0, large * 3.0, fitting=500) == small  # cache-bound: large is slower
 
 
-@pytest.mark.parametrize(("per_pass", "per_value_small", "per_value_large", "expected"), [
-    (0.0, 0.0005, 0.004, "small"),  # large chunks 8x slower per value (cache-bound)
-    (0.02, 0.0001, 0.0001, "fitting"),  # a fixed cost per pass dominates (op-bound)
-])
+@pytest.mark.parametrize(
+    ("per_pass", "per_value_small", "per_value_large", "expected"),
+    [
+        (0.0, 0.0005, 0.004, "small"),  # large chunks 8x slower per value (cache-bound)
+        (0.02, 0.0001, 0.0001, "fitting"),  # a fixed cost per pass dominates (op-bound)
+    ],
+)
 def test_cpu_sweep_times_two_chunks_and_keeps_every_result(per_pass, per_value_small, per_value_large, expected):
     """Synthetic costs (sleeps with wide margins): the choice, and that no value is lost or repeated."""
     import time

@@ -74,18 +74,23 @@ def test_oscillator_every_method_against_closed_form(method):
         assert (torch.tensor(ds.dy_dC.values[i]) - dp).abs().max() / dp.abs().max() < 1e-7
 
 
-@pytest.mark.parametrize("model,bind", [
-    (Composite(), "encoder.0.weight[0,1]"),
-    (Composite(), "head_pos.bias[1]"),
-    (ConvSlice(kernel_size=3, slice="before"), "conv.weight[0,1,2]"),
-    (ConvSlice(kernel_size=1, slice="after"), "conv.bias[2]"),
-])
+@pytest.mark.parametrize(
+    "model,bind",
+    [
+        (Composite(), "encoder.0.weight[0,1]"),
+        (Composite(), "head_pos.bias[1]"),
+        (ConvSlice(kernel_size=3, slice="before"), "conv.weight[0,1,2]"),
+        (ConvSlice(kernel_size=1, slice="after"), "conv.bias[2]"),
+    ],
+)
 def test_methods_agree_on_composite_and_conv_slice(model, bind):
     torch.manual_seed(1)
     x = torch.randn(5, 4) if isinstance(model, Composite) else torch.randn(5, 3, 8)
     values = [-0.7, 0.2, 1.3]
-    results = {m: sensitivity(model, x, {"C": values}, bind={"C": bind}, method=m, dtype="float64").dy_dC.values
-               for m in METHOD_NAMES}
+    results = {
+        m: sensitivity(model, x, {"C": values}, bind={"C": bind}, method=m, dtype="float64").dy_dC.values
+        for m in METHOD_NAMES
+    }
     for method, dy in results.items():
         np.testing.assert_allclose(dy, results["loop"], rtol=RTOL[method], atol=1e-9, err_msg=method)
 
@@ -95,10 +100,11 @@ def test_fd_step_rule_and_explicit_step():
     eps = torch.finfo(torch.float64).eps
     torch.testing.assert_close(fd_step(values), eps ** (1 / 3) * torch.tensor([1.0, 1.0, 4.0], dtype=torch.float64))
     assert fd_step(torch.tensor([2.0])).item() == pytest.approx(2 * torch.finfo(torch.float32).eps ** (1 / 3))
-    coarse = sensitivity(lambda x, C: x * C**2, torch.ones(1, dtype=torch.float64), {"C": [1.0]},
-                         method="finite_difference", step=0.1)
+    coarse = sensitivity(
+        lambda x, C: x * C**2, torch.ones(1, dtype=torch.float64), {"C": [1.0]}, method="finite_difference", step=0.1
+    )
     assert coarse.dy_dC.item() == pytest.approx(2.0, rel=1e-12)  # exact for a quadratic
-    with pytest.raises(ConfigError, match="invalid step=0.1: only for method=finite_difference"):
+    with pytest.raises(ConfigError, match=r"invalid step=0\.1: only for method=finite_difference"):
         sensitivity(seed_linear, torch.ones(1), {"C": [1.0]}, step=0.1)
 
 
@@ -136,8 +142,11 @@ def log_model(x, C):
 
 def test_nonfinite_results_are_counted_and_warned():
     x = torch.tensor([1.0, -1.0, 2.0])
-    with pytest.warns(RuntimeWarning, match=r"non-finite results: 2 in y, 0 in dy/dC; first at C=1 \(index 0\), "
-                                            r"sample 1"):
+    with pytest.warns(
+        RuntimeWarning,
+        match=r"non-finite results: 2 in y, 0 in dy/dC; first at C=1 \(index 0\), "
+        r"sample 1",
+    ):
         ds = sensitivity(log_model, x, {"C": [1.0, 2.0]})
     assert ds.attrs["nonfinite_y"] == 2 and ds.attrs["nonfinite_dy_dC"] == 0
     clean = sensitivity(log_model, torch.tensor([1.0, 2.0]), {"C": [1.0]})

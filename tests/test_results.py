@@ -11,22 +11,29 @@ import pytest
 import torch
 import xarray as xr
 
-from conftest import ROOT, run
+from helpers import ROOT, run
 from pipeline import sensitivity
 from pipeline.compute import compute
 from pipeline.config import compose_job
-from pipeline.merge import CorruptPartError, merge_parts, open_parts
+from pipeline.errors import UnreadableInputError
+from pipeline.merge import merge_parts
 from pipeline.models import Composite, seed_linear
 from pipeline.plot import PLOTS, most_sensitive_element, plot_study
-from pipeline.storage import write_atomic, write_netcdf
+from pipeline.storage import open_parts, write_atomic, write_netcdf
 from pipeline.summarise import summarise, summarise_file
 
 
 @pytest.fixture
 def composite_ds():
     torch.manual_seed(0)
-    return sensitivity(Composite(), torch.randn(12, 4), {"C": np.linspace(-1, 1, 9)},
-                       bind={"C": "branch_b.0.bias[1]"}, units={"y": "1", "C": "1"}, title="composite")
+    return sensitivity(
+        Composite(),
+        torch.randn(12, 4),
+        {"C": np.linspace(-1, 1, 9)},
+        bind={"C": "branch_b.0.bias[1]"},
+        units={"y": "1", "C": "1"},
+        title="composite",
+    )
 
 
 def test_netcdf_round_trip_is_identical(tmp_path, composite_ds):
@@ -54,8 +61,10 @@ def test_merged_parts_equal_one_job(tmp_path):
     x = torch.arange(5.0, dtype=torch.float64)
     values = np.linspace(-2, 2, 10)
     whole = sensitivity(seed_linear, x, {"C": values})
-    paths = [write_netcdf(sensitivity(seed_linear, x, {"C": part}, attrs={"part": i, "parts": 3}), tmp_path / f"{i}.nc")
-             for i, part in enumerate(np.array_split(values, 3))]
+    paths = [
+        write_netcdf(sensitivity(seed_linear, x, {"C": part}, attrs={"part": i, "parts": 3}), tmp_path / f"{i}.nc")
+        for i, part in enumerate(np.array_split(values, 3))
+    ]
     merge_parts(paths[::-1], tmp_path / "merged.nc")
     with xr.open_dataset(tmp_path / "merged.nc") as merged:
         xr.testing.assert_equal(merged[["y", "dy_dC", "x"]], whole[["y", "dy_dC", "x"]])
@@ -112,16 +121,19 @@ def test_merge_ors_connectivity_over_parts(tmp_path):
 
 def _parts(tmp_path, x=None):
     x = torch.arange(3.0) if x is None else x
-    return [write_netcdf(sensitivity(seed_linear, x, {"C": c}, attrs={"part": i, "parts": 2}), tmp_path / f"{i}.nc")
-            for i, c in enumerate(([1.0, 2.0], [3.0, 4.0]))]
+    return [
+        write_netcdf(sensitivity(seed_linear, x, {"C": c}, attrs={"part": i, "parts": 2}), tmp_path / f"{i}.nc")
+        for i, c in enumerate(([1.0, 2.0], [3.0, 4.0]))
+    ]
 
 
 def test_corrupt_part_is_named_moved_aside_and_never_merged(tmp_path):
     good, bad = _parts(tmp_path)
     data = bad.read_bytes()
     bad.write_bytes(data[: len(data) // 2])  # truncated, as a disk or copy failure would leave it
-    with pytest.raises(CorruptPartError, match=f"part file {bad} is unreadable .*moved it to {bad}.corrupt: "
-                                               "rerun snakemake"):
+    with pytest.raises(
+        UnreadableInputError, match=f"part file {bad} is unreadable .*moved it to {bad}.corrupt: rerun snakemake"
+    ):
         merge_parts([good, bad], tmp_path / "merged.nc")
     assert not bad.exists() and good.exists() and not (tmp_path / "merged.nc").exists()
     assert (tmp_path / "1.nc.corrupt").read_bytes() == data[: len(data) // 2]  # kept, not deleted
@@ -134,7 +146,7 @@ def test_a_corrupted_chunk_is_caught_while_merging(tmp_path):
     middle = len(data) // 2
     data[middle : middle + 64] = bytes(b ^ 0xFF for b in data[middle : middle + 64])
     bad.write_bytes(bytes(data))
-    with pytest.raises(CorruptPartError, match=f"part file {bad} is unreadable"):
+    with pytest.raises(UnreadableInputError, match=f"part file {bad} is unreadable"):
         merge_parts([good, bad], tmp_path / "merged.nc")
     assert not (tmp_path / "merged.nc").exists() and (tmp_path / "1.nc.corrupt").exists()
 
@@ -176,11 +188,19 @@ def test_parts_of_different_configs_or_studies_are_refused_naming_files_and_keys
     part0 = compute_part(tmp_path, "0.nc", "part=0")
     part1 = compute_part(tmp_path, "1.nc", "part=1")
     other = compute_part(tmp_path, "1-other.nc", "part=1", "sweep.num=8")
-    heat = compute_part(tmp_path, "heat.nc", "part=1", "model.args.steps=5",
-                        f"inputs.args.path={ROOT / 'data' / 'heat_initial.npy'}", study="example_heat")
+    heat = compute_part(
+        tmp_path,
+        "heat.nc",
+        "part=1",
+        "model.args.steps=5",
+        f"inputs.args.path={ROOT / 'data' / 'heat_initial.npy'}",
+        study="example_heat",
+    )
     cases = [
-        ((part0, other), f"part files of 2 different configs: {part0} | {other}; config keys that differ: "
-                         "sweep.num: 6 -> 8"),
+        (
+            (part0, other),
+            f"part files of 2 different configs: {part0} | {other}; config keys that differ: sweep.num: 6 -> 8",
+        ),
         ((part0, heat), "config keys that differ: dtype: float32 -> float64"),
         ((part0, part0, part1), f"the same part given more than once: part 0 in {part0}, {part0}"),
         ((part1,), "incomplete sweep: parts [0] of 2 are missing (have [1])"),

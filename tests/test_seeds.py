@@ -32,6 +32,7 @@ def _jacobian_reference(model, x, values, bind_path):
     name, index = bind_path
     refs = []
     for value in values:
+
         def f(c):
             params = {k: v.detach().clone() for k, v in model.named_parameters()}
             p = params[name].clone()
@@ -47,6 +48,7 @@ def _central_difference(model, x, values, bind_path, h=1e-6):
     name, index = bind_path
     out = []
     for value in values:
+
         def f(c):
             with torch.no_grad():
                 params = {k: v.detach().clone() for k, v in model.named_parameters()}

@@ -15,13 +15,15 @@ import pytest
 import xarray as xr
 import yaml
 
-from conftest import ROOT, run
+from helpers import ROOT, run
 
 pytestmark = pytest.mark.slow
 
 SCRIPT = ROOT / "tests" / "slurm" / "localhost.sh"
-CONFIG = {"studies": ["seed_linear", "oscillator"],
-          "overrides": {"oscillator": ["sweep.num=8", "sweep.parts=2", "model.args.steps=40"]}}
+CONFIG = {
+    "studies": ["seed_linear", "oscillator"],
+    "overrides": {"oscillator": ["sweep.num=8", "sweep.parts=2", "model.args.steps=40"]},
+}
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +47,19 @@ def test_slurm_profile_gives_the_local_results(slurm, workflow, tmp_path):
     local = tmp_path / "local"
     shutil.copytree(workflow, local)
 
-    on_slurm = run(["snakemake", "--profile", "profiles/slurm", "--configfile", "c.yaml",
-                    "--slurm-init-seconds-before-status-checks", "1"], cwd=workflow, timeout=600)
+    on_slurm = run(
+        [
+            "snakemake",
+            "--profile",
+            "profiles/slurm",
+            "--configfile",
+            "c.yaml",
+            "--slurm-init-seconds-before-status-checks",
+            "1",
+        ],
+        cwd=workflow,
+        timeout=600,
+    )
     assert on_slurm.returncode == 0, on_slurm.stdout[-3000:] + on_slurm.stderr[-3000:]
     assert "has been submitted with SLURM jobid" in on_slurm.stdout + on_slurm.stderr
     on_laptop = run(["snakemake", "--profile", "profiles/local", "--configfile", "c.yaml"], cwd=local, timeout=600)
@@ -54,7 +67,9 @@ def test_slurm_profile_gives_the_local_results(slurm, workflow, tmp_path):
 
     for study in CONFIG["studies"]:
         for name in ("sensitivity.nc", "summary.nc"):
-            with xr.open_dataset(workflow / "outputs" / study / name) as got, \
-                    xr.open_dataset(local / "outputs" / study / name) as expected:
+            with (
+                xr.open_dataset(workflow / "outputs" / study / name) as got,
+                xr.open_dataset(local / "outputs" / study / name) as expected,
+            ):
                 xr.testing.assert_identical(got.drop_attrs(), expected.drop_attrs())
         assert (workflow / "outputs" / study / "plots" / "derivative_vs_param.png").exists()

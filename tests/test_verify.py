@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from conftest import ROOT, run
+from helpers import ROOT, run
 from pipeline.compute import compute
 from pipeline.config import compose_job
 from pipeline.verify import to_markdown, tolerance, verify, verify_file
@@ -38,16 +38,32 @@ def oscillator_result(oscillator_cfg):
 def test_verify_passes_on_a_correct_study(oscillator_result, oscillator_cfg):
     report = verify(oscillator_result, oscillator_cfg)
     assert report.attrs["passed"] == 1
-    assert list(report.comparison.values) == [f"forward (float64) vs {m} (float64)"
-                                              for m in ("forward", "reverse", "finite_difference")]
+    assert list(report.comparison.values) == [
+        f"forward (float64) vs {m} (float64)" for m in ("forward", "reverse", "finite_difference")
+    ]
     assert (report.max_rel_diff < report.tolerance).all()
     assert report.sel(comparison="forward (float64) vs forward (float64)").bitwise_equal == 1
     assert "| forward (float64) vs reverse (float64) |" in to_markdown(report)
 
 
 def verify_cli(path, tmp_path, *overrides):
-    return run([sys.executable, "-m", "pipeline.verify", str(path), "--study", "oscillator", "--nc",
-                str(tmp_path / "v.nc"), "--md", str(tmp_path / "v.md"), "--overrides", *overrides], cwd=ROOT)
+    return run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.verify",
+            str(path),
+            "--study",
+            "oscillator",
+            "--nc",
+            str(tmp_path / "v.nc"),
+            "--md",
+            str(tmp_path / "v.md"),
+            "--overrides",
+            *overrides,
+        ],
+        cwd=ROOT,
+    )
 
 
 def test_verify_fails_on_a_wrong_derivative(tmp_path, oscillator_result, oscillator_cfg):
@@ -101,8 +117,16 @@ def test_verify_refuses_data_of_another_config(tmp_path, oscillator_result):
 @pytest.mark.parametrize("kernel_size,equal_everywhere", [(1, True), (3, False)])
 def test_variants_before_and_after_the_convolution(tmp_path, kernel_size, equal_everywhere):
     """Seed 002: kernel 1, allclose; kernel 3, different at the first kept step only."""
-    cfg = compose_job("conv_slice", [f"model.args.kernel_size={kernel_size}", "sweep.num=5", "sweep.parts=1",
-                                     "dtype=float64", f"output={tmp_path / 's.nc'}"])
+    cfg = compose_job(
+        "conv_slice",
+        [
+            f"model.args.kernel_size={kernel_size}",
+            "sweep.num=5",
+            "sweep.parts=1",
+            "dtype=float64",
+            f"output={tmp_path / 's.nc'}",
+        ],
+    )
     compute(cfg, "conv_slice")
     report = verify_file(tmp_path / "s.nc", cfg, tmp_path / "v.nc", tmp_path / "v.md", tmp_path / "agreement.png")
     assert (tmp_path / "agreement.png").read_bytes()[:4] == b"\x89PNG"
@@ -124,8 +148,10 @@ def test_detach_hides_a_dependence_that_finite_differences_see(tmp_path):
     compute(cfg, "composite_detach")
     report = verify_file(tmp_path / "s.nc", cfg, tmp_path / "v.nc", tmp_path / "v.md")
     assert report.attrs["passed"] == 1
-    by_method = {str(c).split(" vs ")[1].split(" ")[0]: int(report.sel(comparison=c).hidden_dependence)
-                 for c in report.comparison.values}
+    by_method = {
+        str(c).split(" vs ")[1].split(" ")[0]: int(report.sel(comparison=c).hidden_dependence)
+        for c in report.comparison.values
+    }
     assert by_method["forward"] == 0 and by_method["reverse"] == 0
     assert by_method["finite_difference"] > 0
     assert "hides a real dependence from autodiff" in (tmp_path / "v.md").read_text()

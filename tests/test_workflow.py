@@ -9,16 +9,13 @@ import pytest
 import xarray as xr
 import yaml
 
-from conftest import WORKFLOW_FILES, run
+from helpers import TEST_CONFIG, WORKFLOW_FILES, run
 from pipeline.config import study_names
 from pipeline.plot import PLOTS
 
 pytestmark = pytest.mark.slow
 
-SMALL = {
-    "studies": ["seed_linear", "oscillator"],
-    "overrides": {"oscillator": ["sweep.num=8", "sweep.parts=2", "model.args.steps=50"]},
-}
+SMALL = TEST_CONFIG  # .test/config.yaml: seed_linear, and the oscillator with 8 values in 2 parts
 
 
 def snakemake(workflow, *args, config=SMALL):
@@ -35,8 +32,15 @@ def planned_jobs(result) -> dict[str, int]:
 def test_workflow_end_to_end(workflow):
     dry = snakemake(workflow, "-n")
     assert dry.returncode == 0, dry.stderr
-    assert planned_jobs(dry) == {"all": 1, "prepare": 2, "compute": 4, "merge": 2, "summarise": 2, "plot": 2,
-                                 "verify": 2}
+    assert planned_jobs(dry) == {
+        "all": 1,
+        "prepare": 2,
+        "compute": 4,
+        "merge": 2,
+        "summarise": 2,
+        "plot": 2,
+        "verify": 2,
+    }
     assert not (workflow / "outputs" / "seed_linear").exists()  # a dry run runs nothing
 
     result = snakemake(workflow, "--cores", "2")
@@ -44,8 +48,15 @@ def test_workflow_end_to_end(workflow):
 
     out = workflow / "outputs"
     for study in SMALL["studies"]:
-        for name in ("inputs.nc", "sensitivity.nc", "summary.nc", "verify.nc", "verify.md",
-                     "plots/method_agreement.png", *(f"plots/{p}" for p in PLOTS)):
+        for name in (
+            "inputs.nc",
+            "sensitivity.nc",
+            "summary.nc",
+            "verify.nc",
+            "verify.md",
+            "plots/method_agreement.png",
+            *(f"plots/{p}" for p in PLOTS),
+        ):
             assert (out / study / name).stat().st_size > 0, name
         assert "overall: PASS" in (out / study / "verify.md").read_text()
         for stage in ("prepare", "compute-0", "merge", "summarise", "plot", "verify"):
@@ -62,8 +73,13 @@ def test_workflow_end_to_end(workflow):
         assert ds.t.attrs["units"] == "s"
         assert ds.attrs["dtype"] == "float64" and ds.dy_dC.dtype == np.float64
         merged = ds.load()
-    with xr.open_mfdataset(sorted((out / "oscillator" / "parts").glob("*.nc")), combine="by_coords",
-                           data_vars="minimal", coords="minimal", compat="override") as parts:
+    with xr.open_mfdataset(
+        sorted((out / "oscillator" / "parts").glob("*.nc")),
+        combine="by_coords",
+        data_vars="minimal",
+        coords="minimal",
+        compat="override",
+    ) as parts:
         xr.testing.assert_equal(parts[["y", "dy_dC"]].load(), merged[["y", "dy_dC"]])
 
     again = snakemake(workflow, "--cores", "2")
@@ -107,8 +123,12 @@ ODD_FOLDER = "out dir ü/$(touch PWNED) it's"
 
 def test_no_merge_mode_analyses_the_parts_directly(workflow):
     """`merge: false`: no sensitivity.nc; summary, plots and verify read the parts (README: no merge)."""
-    config = {"studies": ["oscillator"], "merge": False, "outputs": ODD_FOLDER,
-              "overrides": {"oscillator": ["sweep.num=9", "sweep.parts=3", "model.args.steps=40"]}}
+    config = {
+        "studies": ["oscillator"],
+        "merge": False,
+        "outputs": ODD_FOLDER,
+        "overrides": {"oscillator": ["sweep.num=9", "sweep.parts=3", "model.args.steps=40"]},
+    }
     dry = snakemake(workflow, "-n", config=config)
     assert dry.returncode == 0, dry.stderr
     assert "merge" not in planned_jobs(dry)
@@ -116,7 +136,10 @@ def test_no_merge_mode_analyses_the_parts_directly(workflow):
     assert result.returncode == 0, result.stderr
     assert not list(workflow.rglob("PWNED")) and not list(workflow.parent.glob("PWNED"))
     assert sorted(p.name for p in workflow.iterdir() if p.name not in WORKFLOW_FILES) == [
-        ".snakemake", "out dir ü", "test-config.yaml"]  # nothing written beside the outputs folder
+        ".snakemake",
+        "out dir ü",
+        "test-config.yaml",
+    ]  # nothing written beside the outputs folder
     study = workflow / ODD_FOLDER / "oscillator"
     assert not (study / "sensitivity.nc").exists()
     assert "overall: PASS" in (study / "verify.md").read_text()
@@ -129,7 +152,8 @@ def test_no_merge_mode_analyses_the_parts_directly(workflow):
         np.testing.assert_allclose(summary.dy_dC_mean, dy.mean(axis=1), rtol=1e-12)
         np.testing.assert_allclose(summary.dgsm_C, (dy**2).mean(axis=0), rtol=1e-12)
 
-    from pipeline.merge import MergeError, open_sensitivity
+    from pipeline.errors import MergeError
+    from pipeline.storage import open_sensitivity
 
     with open_sensitivity(study / "parts") as ds:
         np.testing.assert_array_equal(ds.dy_dC.values, dy)
@@ -145,18 +169,27 @@ def test_no_merge_mode_analyses_the_parts_directly(workflow):
     assert again.returncode == 0, again.stderr
     with xr.open_dataset(study / "summary.nc") as summary:
         assert summary.sizes["C"] == 9
-    with pytest.raises(MergeError, match=r"part files of 2 different configs: .*config keys that differ: "
-                                         r"sweep.parts: (3 -> 2|2 -> 3).*holds files of an earlier run"):
+    with pytest.raises(
+        MergeError,
+        match=r"part files of 2 different configs: .*config keys that differ: "
+        r"sweep.parts: (3 -> 2|2 -> 3).*holds files of an earlier run",
+    ):
         open_sensitivity(study / "parts")  # by hand, the folder is ambiguous: one message says why
 
 
-@pytest.mark.parametrize("config,message", [
-    ({"outputs": ""}, "'' should be non-empty"),
-    ({"outputs": "out/{study}"}, "does not match '^[^{}]*$'"),
-    ({"overrides": {"oscilator": ["sweep.num=3"]}}, "'oscilator' is not a study; did you mean 'oscillator'?"),
-    ({"overrides": {"seed_linear": ["sweep.num=abc"]}}, "study seed_linear (overrides ['sweep.num=abc'])"),
-    ({"overrides": {"seed_linear": ["+sweep.nmu=3"]}}, "study seed_linear: invalid key: 'sweep.nmu' is not a config"),
-])
+@pytest.mark.parametrize(
+    "config,message",
+    [
+        ({"outputs": ""}, "'' should be non-empty"),
+        ({"outputs": "out/{study}"}, "does not match '^[^{}]*$'"),
+        ({"overrides": {"oscilator": ["sweep.num=3"]}}, "'oscilator' is not a study; did you mean 'oscillator'?"),
+        ({"overrides": {"seed_linear": ["sweep.num=abc"]}}, "study seed_linear (overrides ['sweep.num=abc'])"),
+        (
+            {"overrides": {"seed_linear": ["+sweep.nmu=3"]}},
+            "study seed_linear: invalid key: 'sweep.nmu' is not a config",
+        ),
+    ],
+)
 def test_workflow_config_mistakes_are_named(workflow, config, message):
     result = snakemake(workflow, "-n", config={"studies": ["seed_linear"], **config})
     assert result.returncode != 0
@@ -167,8 +200,13 @@ def test_workflow_config_from_the_command_line_and_the_working_folder(workflow):
     """`--config merge=false` as the README shows it; the copied folder's own conf/ is the one used."""
     study = workflow / "conf" / "study" / "seed_linear.yaml"
     study.write_text(study.read_text().replace("parts: 2", "parts: 3"))
-    result = snakemake(workflow, "-n", "--config", "merge=false", config={
-        "studies": ["seed_linear"], "overrides": {"oscillator": ["sweep.num=9"]}})
+    result = snakemake(
+        workflow,
+        "-n",
+        "--config",
+        "merge=false",
+        config={"studies": ["seed_linear"], "overrides": {"oscillator": ["sweep.num=9"]}},
+    )
     assert result.returncode == 0, result.stderr
     assert planned_jobs(result) == {"all": 1, "prepare": 1, "compute": 3, "summarise": 1, "plot": 1, "verify": 1}
     assert "overrides for study 'oscillator' are not used: it is not in 'studies'" in result.stderr

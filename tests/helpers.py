@@ -1,0 +1,25 @@
+"""Helpers shared by the tests: the repository root, running commands, the workflow's files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKFLOW_FILES = ("Snakefile", "rules", "conf", "report", "envs", "data", ".test")
+TEST_CONFIG = yaml.safe_load((ROOT / ".test" / "config.yaml").read_text())
+"""The workflow's small test config (``.test/config.yaml``), also used by ``make lint``'s dry run."""
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def run(args: list[str], cwd: Path, **kwargs) -> subprocess.CompletedProcess:
+    """Run a command with the test's Python environment first on PATH."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, **kwargs)
