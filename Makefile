@@ -14,9 +14,10 @@ help: ## List the targets
 
 setup: $(STAMP) ## Create .venv with the locked dependencies and the package (idempotent)
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock lock-pins.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r lock-pins.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
@@ -49,10 +50,15 @@ bench: setup ## Benchmarks: every method against the primal floor, outputs/bench
 report: run ## HTML report of every study's plots: outputs/report.html
 	$(BIN)/snakemake --report outputs/report.html
 
+# The lock holds every package but torch, with hashes; torch's build differs by machine (a CPU
+# wheel here, CUDA elsewhere), so lock-pins.txt pins its version alone and it is taken out here.
 lock: setup ## Regenerate requirements.lock from pyproject.toml and lock-pins.txt (with hashes)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check pip-tools==7.6.2
-	$(BIN)/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe --extra dev --extra slurm \
-		-c lock-pins.txt -o requirements.lock pyproject.toml
+	$(BIN)/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe --no-emit-options \
+		--extra dev --extra slurm -c lock-pins.txt -o requirements.lock pyproject.toml
+	$(BIN)/python -c "import pathlib, re; p = pathlib.Path('requirements.lock'); \
+		p.write_text('# torch: pinned in lock-pins.txt (its build differs by machine), taken out by make lock.\n' \
+		+ re.sub(r'(?m)^torch==.*\n(?:    .*\n)*', '', p.read_text()))"
 
 clean: ## Remove outputs/ (keeps .venv)
 	rm -rf outputs/*/ .snakemake/
