@@ -229,10 +229,10 @@ if __name__ == "__main__":
         print("Each case runs `python -m pipeline.compute study=composite sweep.num=4 <overrides>` (cases that")
         print("name a study run that one); every one exits 1, prints one message and writes no file. Generated")
         print("by `python tests/test_bad_input.py`; `tests/test_bad_input.py` checks each message. A parameter")
-        print("that does not reach the output is a warning, not an error (README: structural independence).")
+        print("that does not reach the output is a warning, not an error (docs/api.md: structural independence).")
         print("An unknown study or workflow key in the Snakemake config fails `snakemake -n` the same way")
-        print("(`tests/test_workflow.py`); a failed write (disk full) keeps the previous file")
-        print("(`tests/test_results.py`).\n")
+        print("(`tests/test_workflow.py`). Faults (a killed job, a full disk, corrupt files, mixed configs):")
+        print("[faults.md](faults.md).\n")
         print("| case | overrides | message |")
         print("| --- | --- | --- |")
         for what, overrides, _ in CASES:
