@@ -15,7 +15,7 @@ import torch
 import xarray as xr
 from torch import Tensor
 
-from pipeline.config import ConfigError
+from pipeline.config import ConfigError, conf_dir
 from pipeline.sizes import GIB, RESULT_MEMORY_FRACTION, available_ram_bytes
 
 SUFFIXES = (".npy", ".nc")
@@ -48,17 +48,24 @@ def random(samples: int = 32, shape: list[int] = (), seed: int = 0) -> Tensor:
 
 
 def from_file(path: str) -> Tensor:
-    """Read ``x`` from a ``.npy`` array or a NetCDF file's variable ``x``."""
-    return read_x(path, key="inputs.args.path")
+    """Read ``x`` from a ``.npy`` array or a NetCDF file's variable ``x``.
+
+    A relative ``path`` is relative to the workflow folder (the one holding ``conf/``), so a study
+    file's ``data/...`` means the same file whatever folder a job runs in.
+    """
+    return read_x(path, key="inputs.args.path", base=conf_dir().parent)
 
 
-def read_x(path: str, key: str) -> Tensor:
-    """Read ``x`` from ``path``; errors name the config ``key`` that gave the path."""
+def read_x(path: str, key: str, base: Path | None = None) -> Tensor:
+    """Read ``x`` from ``path`` (relative to ``base`` if given); errors name the config ``key``."""
     file = Path(path)
+    if base is not None and not file.is_absolute():
+        file = base / file
     if file.suffix not in SUFFIXES:
         raise ConfigError(f"invalid {key}={path!r}: supported file types are {', '.join(SUFFIXES)}")
     if not file.is_file():
-        raise ConfigError(f"invalid {key}={path!r}: no such file")
+        where = f" (looked for {file})" if file != Path(path) else ""
+        raise ConfigError(f"invalid {key}={path!r}: no such file{where}")
     try:
         if file.suffix == ".npy":
             array = np.load(file, allow_pickle=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from benchmarks.methods import CASES, bench_case, markdown
@@ -28,6 +29,7 @@ def test_bench_rows_check_every_method_against_forward():
     assert table.count("\n| seed_linear | 4 |") == len(rows)
 
 
+@pytest.mark.slow
 def test_workflow_bench_reports_every_run_and_job(tmp_path):
     """The workflow-overhead harness on a small study: every figure present, the jobs' records read."""
     import json
