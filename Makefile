@@ -30,12 +30,11 @@ test: setup lint ## Lint, then the whole test suite (what CI runs)
 check: setup lint ## The fast tier: lint and the tests not marked slow (no SLURM, no workflow runs)
 	$(BIN)/python -m pytest -m "not slow" -q
 
-lint: setup ## ruff (lint and format), snakefmt, snakemake --lint and a dry run on .test/config.yaml
+lint: setup ## ruff (lint and format), snakefmt, snakemake --lint on .test/config.yaml
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/snakefmt --check .
 	$(BIN)/snakemake --configfile .test/config.yaml --lint
-	$(BIN)/snakemake --configfile .test/config.yaml --dry-run --quiet
 
 format: setup ## Format the code (ruff, snakefmt)
 	$(BIN)/ruff format .
