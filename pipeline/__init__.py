@@ -1,9 +1,10 @@
 """sensweep: batched forward-mode sensitivities dy/dC of PyTorch routines, swept over C.
 
-Data flow, one module per stage: ``config`` (Hydra schema) -> ``sweep`` (values, parts) ->
-``routine`` + ``derivatives`` (jvp + vmap) -> ``dataset`` (xarray schema) -> ``storage``
-(atomic NetCDF) -> ``merge`` -> ``aggregate`` (summary.nc) -> ``plots``. Entry points:
-:func:`sensitivity` for notebooks, ``python -m pipeline.compute`` for one workflow job.
+Data flow, one module per stage: ``config`` (Hydra schema; ``checks``) -> ``sweep`` (values,
+parts) -> ``routine`` + ``derivatives`` (jvp + vmap) -> ``dataset`` (xarray schema) -> ``storage``
+(atomic NetCDF, checked readers) -> ``merge`` -> ``summarise`` (summary.nc) -> ``plot``, and
+``verify``. Entry points: :func:`sensitivity` for notebooks, ``python -m pipeline.compute`` for
+one workflow job (docs/workflow.md has the whole layout).
 
 Torch is imported lazily, so ``pipeline.config`` stays cheap for the Snakefile.
 """

@@ -125,33 +125,13 @@ def test_config_reference_is_up_to_date():
 
 
 def test_a_custom_module_takes_bind_from_the_command_line():
-    cfg = compose_job(
-        "seed_linear",
-        [
-            "model=custom",
-            "model._target_=pipeline.models.Composite",
-            '+model.bind.C="branch_b.0.bias[1]"',
-            "inputs=random",
-            "inputs.args.shape=[4]",
-        ],
-    )
-    assert dict(cfg.model.bind) == {"C": "branch_b.0.bias[1]"}
     from pipeline.compute import sweep_dataset
 
-    ds = sweep_dataset(
-        compose_job(
-            "seed_linear",
-            [
-                "model=custom",
-                "model._target_=pipeline.models.Composite",
-                '+model.bind.C="branch_b.0.bias[1]"',
-                "inputs=random",
-                "inputs.args.shape=[4]",
-                "sweep.num=3",
-            ],
-        ),
-        "custom",
-    )
+    overrides = ["model=custom", "model._target_=pipeline.models.Composite", '+model.bind.C="branch_b.0.bias[1]"',
+                 "inputs=random", "inputs.args.shape=[4]", "sweep.num=3"]  # fmt: skip
+    cfg = compose_job("seed_linear", overrides)
+    assert dict(cfg.model.bind) == {"C": "branch_b.0.bias[1]"}
+    ds = sweep_dataset(cfg, "custom")
     assert ds.attrs["bound_to"] == "C=branch_b.0.bias[1]" and ds.dy_dC.sel(output="b1").mean() != 0
 
 
