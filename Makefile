@@ -16,7 +16,7 @@ setup: $(STAMP) ## Create .venv with the locked dependencies and the package (id
 
 $(STAMP): requirements.lock lock-pins.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r lock-pins.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -r lock-pins.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
