@@ -102,3 +102,21 @@ def test_grid_study_parts_split_the_first_parameter(tmp_path):
     xr.testing.assert_allclose(merged, whole[["dy_dC", "dy_dK"]].drop_attrs(), rtol=1e-12)
     assert (whole.dy_dK_connected.isel(t=0) == 0).all()  # the initial position does not depend on K
     assert whole.dy_dK.attrs["units"] == "(m)/(s-2)"
+
+
+def test_a_grid_evaluates_the_model_once_per_batched_pass():
+    """Several parameters: their directions share one evaluation of the model (jacfwd with the value as aux)."""
+    calls = []
+
+    def model(x, C, k):
+        calls.append(1)
+        return C * x + k * x**2
+
+    x = torch.arange(4.0, dtype=torch.float64)
+    ds = sensitivity(model, x, {"C": [1.0, 2.0], "k": [0.5, 1.5, 2.5]}, chunk_size=6, method="forward")
+    np.testing.assert_array_equal(ds.dy_dC.values, np.broadcast_to(x.numpy(), (2, 3, 4)))
+    np.testing.assert_array_equal(ds.dy_dk.values, np.broadcast_to(x.numpy() ** 2, (2, 3, 4)))
+    calls.clear()
+    sensitivity(model, x, {"C": [1.0, 2.0], "k": [0.5, 1.5, 2.5]}, chunk_size=6, method="forward")
+    # the first evaluation, the structure check (one per parameter), then one batched pass
+    assert len(calls) == 1 + 2 + 1
