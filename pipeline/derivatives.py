@@ -139,6 +139,7 @@ def value_and_jacobian(f: Callable[[Tensor], Tensor], theta: Tensor) -> tuple[Te
     if theta.shape[0] == 1:
         y, dy = jvp(f, (theta,), (torch.ones_like(theta),))
         return y, dy.unsqueeze(-1)
+
     def both(t: Tensor) -> tuple[Tensor, Tensor]:
         y = f(t)  # one evaluation: the value rides along as aux
         return y, y
