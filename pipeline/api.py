@@ -14,6 +14,7 @@ from torch import nn
 
 from pipeline import __version__
 from pipeline.checks import (
+    HIDDEN_POLICIES,
     NAN_POLICIES,
     check_bind,
     check_choice,
@@ -27,7 +28,7 @@ from pipeline.dataset import build_dataset
 from pipeline.derivatives import METHODS, DerivativeError
 from pipeline.routine import as_routine
 from pipeline.sizes import check_grid_size, check_result_size
-from pipeline.structure import check_structure
+from pipeline.structure import check_structure, hidden_dependence
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -173,6 +174,35 @@ def _check_model_runs(fn: Callable, x: torch.Tensor, point: torch.Tensor, grid: 
     return y
 
 
+def _check_hidden_dependence(
+    fn: Callable, x: torch.Tensor, points: torch.Tensor, dy: torch.Tensor, grid: dict[str, np.ndarray], policy: str
+) -> dict[str, int]:
+    """Outputs that move with a parameter while autodiff says 0 (NOTE [Hidden dependence]): counted
+    in attrs ``hidden_dependence_dy_d<p>``, warned about, or an error with ``hidden_policy="raise"``."""
+    if policy == "off":
+        return {}
+    try:
+        found, largest = hidden_dependence(fn, x, points, dy)
+    except (RuntimeError, NotImplementedError):  # a model vmap cannot batch: nothing to compare here
+        return {}
+    counts = {f"hidden_dependence_dy_d{p}": int(found[..., i].sum()) for i, p in enumerate(grid)}
+    problems = [
+        f"{counts[f'hidden_dependence_dy_d{p}']} outputs move with {p} (finite differences see |dy/d{p}| up to "
+        f"{float(largest[i]):.3g}) where autodiff gives exactly 0"
+        for i, p in enumerate(grid)
+        if counts[f"hidden_dependence_dy_d{p}"]
+    ]
+    if problems:
+        text = (
+            f"{'; '.join(problems)}: an op ignores the parameter's tangent (a buffer such as BatchNorm's "
+            "running_mean bound as the parameter, a detach(), a write through .data), so those derivatives are wrong"
+        )
+        if policy == "raise":
+            raise DerivativeError(f"{text} (hidden_policy=raise)")
+        warnings.warn(text, RuntimeWarning, stacklevel=3)
+    return counts
+
+
 def _check_finite(y: torch.Tensor, dy: torch.Tensor, grid: dict[str, np.ndarray], policy: str) -> dict[str, int]:
     """Count NaN/Inf in ``y`` and each ``dy/dp``; warn, or raise naming the first bad point and sample."""
     bad_y, bad_dy = ~torch.isfinite(y), ~torch.isfinite(dy)
@@ -205,6 +235,7 @@ def sensitivity(
     max_memory_mb: int | None = None,
     step: float | None = None,
     nan_policy: str = "warn",
+    hidden_policy: str = "warn",
     order: int = 1,
     compile: bool = False,
     output_dims: Sequence[str] | None = None,
@@ -244,6 +275,10 @@ def sensitivity(
     nan_policy : {"warn", "raise"}, default: "warn"
         NaN or Inf in ``y`` or ``dy/dC`` are counted (attrs ``nonfinite_y``, ``nonfinite_dy_dC``);
         ``warn`` warns, ``raise`` raises naming the first bad value of C and sample.
+    hidden_policy : {"warn", "raise", "off"}, default: "warn"
+        Outputs whose value moves with a parameter (central differences at three points) while
+        the derivative is exactly 0 (an op ignoring the tangent) are counted (attrs
+        ``hidden_dependence_dy_dC``) and warned about; ``raise`` makes it an error.
     order : {1, 2}, default: 1
         ``2`` adds ``d2y_dC2`` (forward-over-forward; one swept parameter, ``method="forward"``).
     compile : bool, default: False
@@ -272,6 +307,7 @@ def sensitivity(
     True
     """
     check_choice("nan_policy", nan_policy, NAN_POLICIES)
+    check_choice("hidden_policy", hidden_policy, HIDDEN_POLICIES)
     grid = _swept_grid(params)
     check_method_options(
         method,
@@ -325,6 +361,9 @@ def sensitivity(
     wall = time.perf_counter() - start
 
     nonfinite = _check_finite(result.y, result.dy, grid, nan_policy)
+    if reached is not None:  # a derivative that is not zero somewhere means a path exists
+        reached = reached | (result.dy != 0).any(dim=0)
+    hidden = _check_hidden_dependence(routine.fn, x_run, points, result.dy, grid, hidden_policy)
     # Timing and the chosen chunk size vary from run to run: they go into `history`, so that two
     # runs of the same study give identical datasets apart from it.
     rate = f"{len(points) / wall:.1f}" if wall > 0 else "inf"
@@ -344,6 +383,7 @@ def sensitivity(
         title=title,
         history_note=timing,
         attrs={
+            **hidden,
             "method": method,
             "compiled": int(compile),
             "device": str(run_device),

@@ -19,6 +19,7 @@ METHODS = ("forward", "forward_dual", "reverse", "loop", "finite_difference")
 
 DTYPES = ("float32", "float64")
 NAN_POLICIES = ("warn", "raise")
+HIDDEN_POLICIES = ("warn", "raise", "off")
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:<index>")
 
 

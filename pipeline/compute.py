@@ -56,6 +56,7 @@ def sweep_dataset(cfg: DictConfig, study: str = "") -> xr.Dataset:
         max_memory_mb=cfg.method.max_memory_mb,
         step=cfg.method.step,
         nan_policy=cfg.nan_policy.value,
+        hidden_policy=cfg.hidden_policy.value,
         order=cfg.method.order,
         compile=cfg.method.compile,
         bind=cfg.model.bind,

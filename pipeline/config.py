@@ -27,6 +27,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.checks import (
     DTYPES,
+    HIDDEN_POLICIES,
     METHODS,
     NAN_POLICIES,
     check_bind,
@@ -84,6 +85,8 @@ DType.__doc__ = "Floating-point precision of the computation."
 
 
 NanPolicy = StrEnum("NanPolicy", {p: p for p in NAN_POLICIES})
+HiddenPolicy = StrEnum("HiddenPolicy", {p: p for p in HIDDEN_POLICIES})
+HiddenPolicy.__doc__ = "What a job does where finite differences see y move but autodiff gives exactly 0."
 NanPolicy.__doc__ = "What a job does with NaN or Inf in y or dy/dC."
 
 
@@ -187,6 +190,10 @@ class JobConfig:
     device_fallback: bool = _opt(False, "device=cuda without CUDA: false fails the job, true warns and runs on the CPU")
     dtype: DType = _opt(DType.float32, "float32 | float64")
     nan_policy: NanPolicy = _opt(NanPolicy["warn"], "NaN/Inf in y or dy/dC: warn (counted in attrs) | raise")
+    hidden_policy: HiddenPolicy = _opt(
+        HiddenPolicy["warn"],
+        "y moves with a parameter where dy/dp is exactly 0 (an op ignores the tangent): warn | raise | off",
+    )
     seed: int = _opt(0, "seeds input generation and model initialisation")
     threads: int | None = _opt(None, "torch CPU threads; null: torch's default")
     part: int | None = _opt(None, "which part of the sweep this job computes; null: all")

@@ -65,3 +65,48 @@ def connected(fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, points: Tensor)
             return None
         reached.append(tangents.isnan().any(dim=0).cpu())
     return torch.stack(reached, dim=-1)
+
+
+# NOTE [Hidden dependence]
+# An op can ignore its inputs' tangents while its value still depends on them: a buffer bound as
+# the parameter (BatchNorm's running_mean is not differentiated), a detach(), a write through
+# .data. Forward mode then gives dy/dC = 0 exactly where y moves. At the structure check's
+# points, central differences of the primal say whether y moves: an output whose value changes
+# beyond round-off while its derivative is exactly 0 there is a hidden dependence. The step is
+# eps^(1/3) max(|C|, 1), as for finite_difference; a change counts once it exceeds
+# MOVE_ROUNDOFF x eps of the values compared.
+
+MOVE_ROUNDOFF = 64
+"""A change of y counts as movement beyond this many units of round-off (eps x |y|)."""
+
+
+def hidden_dependence(
+    fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, points: Tensor, dy: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Outputs that move with a parameter while their derivative is exactly 0 (NOTE above).
+
+    ``dy`` holds the derivatives at every point, ``(N, *y.shape, P)``. Returns a boolean
+    ``(*y.shape, P)`` (True: hidden at some probe point) and the largest finite-difference
+    derivative seen there, per parameter.
+    """
+    index = torch.linspace(0, len(points) - 1, min(PROBES, len(points))).round().long().unique()
+    probes = points[index.to(points.device)]
+    eps = torch.finfo(points.dtype).eps
+    primal = vmap(lambda theta: fn(x, theta))
+    hidden, largest = [], []
+    for i in range(points.shape[1]):
+        step = eps ** (1 / 3) * probes[:, i].abs().clamp(min=1.0)
+        up, down = probes.clone(), probes.clone()
+        up[:, i] += step
+        down[:, i] -= step
+        y_up, y_down = primal(up).cpu(), primal(down).cpu()
+        change = (y_up - y_down).abs()
+        scale = torch.maximum(y_up.abs(), y_down.abs())
+        moves = change > MOVE_ROUNDOFF * eps * scale
+        shape = (-1,) + (1,) * (change.dim() - 1)
+        differences = change / (up[:, i] - down[:, i]).cpu().reshape(shape)
+        zero = dy[index.cpu(), ..., i] == 0
+        found = moves & zero
+        hidden.append(found.any(dim=0))
+        largest.append(differences[found].max() if found.any() else torch.zeros((), dtype=differences.dtype))
+    return torch.stack(hidden, dim=-1), torch.stack(largest)
