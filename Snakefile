@@ -43,7 +43,7 @@ rule prepare:
     params:
         config=determining_config,
         overrides=overrides,
-        conf=CONF,
+        conf=CONF_PARAM,
         output=lambda wildcards, output: hydra_quoted(output[0]),
     shell:
         ": > {log:q}; SENSWEEP_CONF={params.conf:q} python -m pipeline.prepare"
@@ -69,7 +69,7 @@ rule compute:
     params:
         config=determining_config,
         overrides=overrides,
-        conf=CONF,
+        conf=CONF_PARAM,
         inputs_file=lambda wildcards, input: hydra_quoted(input.x),
         output=lambda wildcards, output: hydra_quoted(output[0]),
     shell:
@@ -134,7 +134,7 @@ rule verify:
     params:
         verify=verify_settings,
         overrides=overrides,
-        conf=CONF,
+        conf=CONF_PARAM,
     shell:
         ": > {log:q}; SENSWEEP_CONF={params.conf:q} python -m pipeline.verify {input:q}"
         " --study {wildcards.study}"

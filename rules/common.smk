@@ -1,4 +1,5 @@
 # Shared by every rule: config validation, the studies to run, and input functions.
+import os
 import shlex
 import sys
 from types import SimpleNamespace
@@ -14,6 +15,8 @@ validate(config, schema="../conf/workflow.schema.yaml")
 
 # Study configs come from this workflow's own conf/, here and in every job (SENSWEEP_CONF).
 CONF = Path(workflow.basedir) / "conf"
+# As the jobs' params: relative, so that a moved or copied workflow folder does not rerun its jobs.
+CONF_PARAM = os.path.relpath(CONF)
 
 # `--config merge=false` arrives as a string; the schema accepts true/false in either form.
 for key in ("merge", "keep_parts"):
