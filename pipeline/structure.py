@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 from torch.func import jvp, vmap
 
+from pipeline.derivatives import fd_step
 from pipeline.memory import measure_peak_bytes
 
 PROBES = 3
@@ -40,10 +41,14 @@ def check_structure(
     return reached, max(1, peak * points.shape[1] // len(probe_points(points)))
 
 
+def probe_indices(count: int) -> Tensor:
+    """Indices of the first, middle and last of ``count`` points (fewer when there are fewer)."""
+    return torch.linspace(0, count - 1, min(PROBES, count)).round().long().unique()
+
+
 def probe_points(points: Tensor) -> Tensor:
-    """The first, middle and last point (fewer when there are fewer)."""
-    index = torch.linspace(0, len(points) - 1, min(PROBES, len(points))).round().long().unique()
-    return points[index.to(points.device)]
+    """The first, middle and last point (:func:`probe_indices`)."""
+    return points[probe_indices(len(points)).to(points.device)]
 
 
 def connected(fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, points: Tensor) -> Tensor | None:
@@ -73,7 +78,7 @@ def connected(fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, points: Tensor)
 # .data. Forward mode then gives dy/dC = 0 exactly where y moves. At the structure check's
 # points, central differences of the primal say whether y moves: an output whose value changes
 # beyond round-off while its derivative is exactly 0 there is a hidden dependence. The step is
-# eps^(1/3) max(|C|, 1), as for finite_difference; a change counts once it exceeds
+# finite_difference's (pipeline.derivatives.fd_step); a change counts once it exceeds
 # MOVE_ROUNDOFF x eps of the values compared.
 
 MOVE_ROUNDOFF = 64
@@ -89,13 +94,13 @@ def hidden_dependence(
     ``(*y.shape, P)`` (True: hidden at some probe point) and the largest finite-difference
     derivative seen there, per parameter.
     """
-    index = torch.linspace(0, len(points) - 1, min(PROBES, len(points))).round().long().unique()
+    index = probe_indices(len(points))
     probes = points[index.to(points.device)]
     eps = torch.finfo(points.dtype).eps
     primal = vmap(lambda theta: fn(x, theta))
     hidden, largest = [], []
     for i in range(points.shape[1]):
-        step = eps ** (1 / 3) * probes[:, i].abs().clamp(min=1.0)
+        step = fd_step(probes[:, i])
         up, down = probes.clone(), probes.clone()
         up[:, i] += step
         down[:, i] -= step
