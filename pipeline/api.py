@@ -26,6 +26,7 @@ from pipeline.compiled import compiled_forward
 from pipeline.config import ConfigError
 from pipeline.dataset import build_dataset
 from pipeline.derivatives import METHODS, DerivativeError
+from pipeline.fallback import auto
 from pipeline.routine import as_routine
 from pipeline.sizes import check_grid_size, check_result_size
 from pipeline.structure import check_structure, hidden_dependence
@@ -175,7 +176,12 @@ def _check_model_runs(fn: Callable, x: torch.Tensor, point: torch.Tensor, grid: 
 
 
 def _check_hidden_dependence(
-    fn: Callable, x: torch.Tensor, points: torch.Tensor, dy: torch.Tensor, grid: dict[str, np.ndarray], policy: str
+    fn: Callable,
+    x: torch.Tensor,
+    points: torch.Tensor,
+    dy: torch.Tensor,
+    grid: dict[str, np.ndarray],
+    policy: str,
 ) -> dict[str, int]:
     """Outputs that move with a parameter while autodiff says 0 (NOTE [Hidden dependence]): counted
     in attrs ``hidden_dependence_dy_d<p>``, warned about, or an error with ``hidden_policy="raise"``."""
@@ -195,7 +201,9 @@ def _check_hidden_dependence(
     if problems:
         text = (
             f"{'; '.join(problems)}: an op ignores the parameter's tangent (a buffer such as BatchNorm's "
-            "running_mean bound as the parameter, a detach(), a write through .data), so those derivatives are wrong"
+            "running_mean bound as the parameter, a detach(), a write through .data, arithmetic outside torch), "
+            "so those derivatives are wrong, unless the cut is meant (a detach() to stop the derivative); "
+            "method=finite_difference sees the dependence"
         )
         if policy == "raise":
             raise DerivativeError(f"{text} (hidden_policy=raise)")
@@ -227,7 +235,7 @@ def sensitivity(
     x: torch.Tensor | np.ndarray | Sequence[float],
     params: Mapping[str, Any],
     *,
-    method: str = "forward",
+    method: str = "auto",
     device: str | torch.device = "auto",
     dtype: str | torch.dtype | None = None,
     chunk_size: int | None = None,
@@ -254,11 +262,15 @@ def sensitivity(
     params : dict
         ``{"C": values}``: the swept parameter and its 1-D values. Several parameters form a
         grid (one dim each, in the given order) and give one ``dy_d<name>`` each.
-    method : {"forward", "forward_dual", "reverse", "loop", "finite_difference"}, default: "forward"
-        ``forward``: ``torch.func.jvp`` vmapped over the values of a chunk; ``forward_dual``:
-        ``torch.autograd.forward_ad`` dual tensors; ``reverse``: vmapped vector-Jacobian
-        products; ``loop``: one ``autograd.grad`` per output element (a slow reference);
-        ``finite_difference``: central differences.
+    method : str, default: "auto"
+        ``auto``: ``forward`` where torch can batch the model, else the first of
+        ``forward_per_point``, ``reverse_per_point``, ``finite_difference_per_point`` that works,
+        with a warning (:mod:`pipeline.fallback`). ``forward``: ``torch.func.jvp`` vmapped over
+        the values of a chunk; ``forward_dual``: ``torch.autograd.forward_ad`` dual tensors;
+        ``reverse``: vmapped vector-Jacobian products; ``loop``: one ``autograd.grad`` per output
+        element (a slow reference); ``finite_difference``: central differences. The
+        ``*_per_point`` methods run one point at a time without ``vmap`` (data-dependent control
+        flow, ``.item()``, in-place writes, ODE solvers). A named method never falls back.
     device : {"auto", "cpu", "cuda", "cuda:<index>"}, default: "auto"
         ``auto`` picks CUDA when available.
     dtype : {"float32", "float64"} or torch.dtype, optional
@@ -271,7 +283,7 @@ def sensitivity(
     max_memory_mb : int, optional
         Memory budget of one batched pass; ``None`` is a quarter of the free memory.
     step : float, optional
-        Step of ``finite_difference``; default ``eps^(1/3) * max(|C|, 1)``.
+        Step of ``finite_difference(_per_point)``; default ``eps^(1/3) * max(|C|, 1)``.
     nan_policy : {"warn", "raise"}, default: "warn"
         NaN or Inf in ``y`` or ``dy/dC`` are counted (attrs ``nonfinite_y``, ``nonfinite_dy_dC``);
         ``warn`` warns, ``raise`` raises naming the first bad value of C and sample.
@@ -280,9 +292,10 @@ def sensitivity(
         the derivative is exactly 0 (an op ignoring the tangent) are counted (attrs
         ``hidden_dependence_dy_dC``) and warned about; ``raise`` makes it an error.
     order : {1, 2}, default: 1
-        ``2`` adds ``d2y_dC2`` (forward-over-forward; one swept parameter, ``method="forward"``).
+        ``2`` adds ``d2y_dC2`` (forward-over-forward; one swept parameter, ``method="forward"``
+        or ``"auto"``, which then does not fall back).
     compile : bool, default: False
-        ``method="forward"`` through ``torch.compile`` (order 1): one step of a
+        ``method="forward"`` (or ``"auto"``, without fallback) through ``torch.compile`` (order 1): one step of a
         :class:`~pipeline.timestepper.TimeStepper` model, else the whole batched jvp
         (:mod:`pipeline.compiled`). Pays off for op-heavy models and long sweeps.
     output_dims : list of str, optional
@@ -341,6 +354,7 @@ def sensitivity(
     check_result_size(len(points), y0.numel(), 1 + len(grid) + (order == 2), torch.finfo(run_dtype).bits // 8)
     reached, hint = check_structure(routine.fn, x_run, points)
     start = time.perf_counter()
+    used, fallback_reason = ("forward" if method == "auto" else method), ""
     options = {"step": step} if step is not None else {}
     if order == 2:
         options["order"] = 2
@@ -354,20 +368,25 @@ def sensitivity(
             max_memory_mb=max_memory_mb,
             memory_hint=hint,
         )
+    elif method == "auto" and order == 1:
+        run = auto(routine.fn, x_run, points, chunk_size=chunk_size, max_memory_mb=max_memory_mb, memory_hint=hint)
+        result, used, fallback_reason = run.result, run.method, run.reason
     else:
-        result = METHODS[method](
+        result = METHODS["forward" if method == "auto" else method](
             routine.fn, x_run, points, chunk_size=chunk_size, max_memory_mb=max_memory_mb, memory_hint=hint, **options
         )
     wall = time.perf_counter() - start
 
+    if used.startswith("finite_difference"):  # the derivatives are differences themselves
+        hidden_policy = "off"
+    hidden = _check_hidden_dependence(routine.fn, x_run, points, result.dy, grid, hidden_policy)
     nonfinite = _check_finite(result.y, result.dy, grid, nan_policy)
     if reached is not None:  # a derivative that is not zero somewhere means a path exists
         reached = reached | (result.dy != 0).any(dim=0)
-    hidden = _check_hidden_dependence(routine.fn, x_run, points, result.dy, grid, hidden_policy)
     # Timing and the chosen chunk size vary from run to run: they go into `history`, so that two
     # runs of the same study give identical datasets apart from it.
     rate = f"{len(points) / wall:.1f}" if wall > 0 else "inf"
-    label = f"{method} (compiled)" if compile else method
+    label = f"{used} (compiled)" if compile else used
     timing = (
         f"{label} on {run_device}: {len(points)} points in {wall:.3f} s wall time ({rate} points/s), "
         f"chunk size {result.chunk_size}"
@@ -384,7 +403,9 @@ def sensitivity(
         history_note=timing,
         attrs={
             **hidden,
-            "method": method,
+            "method": used,
+            "method_requested": method,
+            **({"fallback_reason": fallback_reason} if fallback_reason else {}),
             "compiled": int(compile),
             "device": str(run_device),
             "dtype": str(run_dtype).removeprefix("torch."),

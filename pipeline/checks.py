@@ -14,8 +14,18 @@ from typing import Any
 
 from pipeline.errors import ConfigError
 
-METHODS = ("forward", "forward_dual", "reverse", "loop", "finite_difference")
-"""Derivative methods, by their config name."""
+METHODS = (
+    "auto",
+    "forward",
+    "forward_dual",
+    "reverse",
+    "loop",
+    "finite_difference",
+    "forward_per_point",
+    "reverse_per_point",
+    "finite_difference_per_point",
+)
+"""Derivative methods, by their config name (``auto``: batched forward mode, else a fallback)."""
 
 DTYPES = ("float32", "float64")
 NAN_POLICIES = ("warn", "raise")
@@ -58,12 +68,12 @@ def check_method_options(
         fail(f"{prefix}chunk_size", chunk_size, "must be null (automatic) or >= 1")
     if max_memory_mb is not None and max_memory_mb < 1:
         fail(f"{prefix}max_memory_mb", max_memory_mb, "must be null (automatic) or >= 1")
-    if step is not None and (method != "finite_difference" or not (math.isfinite(step) and step > 0)):
-        fail(f"{prefix}step", step, "only for method=finite_difference, and > 0 (null: automatic)")
-    if order not in (1, 2) or (order == 2 and (method != "forward" or n_params != 1)):
-        fail(f"{prefix}order", order, "1, or 2 with method=forward and one swept parameter")
-    if compile and (method != "forward" or order != 1):
-        fail(f"{prefix}compile", True, "only for method=forward with order=1")
+    if step is not None and (not method.startswith("finite_difference") or not (math.isfinite(step) and step > 0)):
+        fail(f"{prefix}step", step, "only for method=finite_difference(_per_point), and > 0 (null: automatic)")
+    if order not in (1, 2) or (order == 2 and (method not in ("auto", "forward") or n_params != 1)):
+        fail(f"{prefix}order", order, "1, or 2 with method=forward (or auto) and one swept parameter")
+    if compile and (method not in ("auto", "forward") or order != 1):
+        fail(f"{prefix}compile", True, "only for method=forward (or auto) with order=1")
 
 
 def check_bind(bind: Mapping[str, str] | None, swept: Iterable[str], key: str = "bind") -> None:

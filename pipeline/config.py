@@ -152,10 +152,13 @@ class SweepConfig(RangeConfig):
 class MethodConfig:
     """How derivatives are computed (group ``method``)."""
 
-    name: MethodName = _opt(MethodName.forward, "forward | forward_dual | reverse | loop | finite_difference")
+    name: MethodName = _opt(
+        MethodName.auto,
+        "auto (forward, batched; else per point with a warning) | " + " | ".join(m for m in METHODS if m != "auto"),
+    )
     chunk_size: int | None = _opt(None, "points per batched pass; null: the largest that fits max_memory_mb")
     max_memory_mb: int | None = _opt(None, "memory budget of one pass; null: a quarter of free RAM / GPU memory")
-    step: float | None = _opt(None, "finite_difference step; null: eps^(1/3) * max(|C|, 1)")
+    step: float | None = _opt(None, "finite_difference(_per_point) step; null: eps^(1/3) * max(|C|, 1)")
     order: int = _opt(1, "2 adds d2y/dC2 (forward, one swept parameter)")
     compile: bool = _opt(
         False, "forward through torch.compile: one step of a TimeStepper model, else the whole batched jvp (order 1)"

@@ -334,11 +334,148 @@ def finite_difference(
     )
 
 
+# NOTE [Per-point methods]
+# vmap needs every op of the model to batch: data-dependent control flow (`while err > tol`,
+# `.item()`), in-place writes into tensors the model made itself (ODE solvers' solution buffers),
+# or an op without a batching rule stop it. The per-point methods run one parameter point at a
+# time, with no vmap, still batched over the samples (the model sees the whole x): forward mode
+# with dual tensors (torch.autograd.forward_ad, which accepts in-place ops and .item()), reverse
+# mode with plain autograd, or central differences of plain calls. They are what the default
+# method falls back to (pipeline.fallback), and can be forced by name.
+
+
+def _per_point(one: Callable[[Tensor], tuple[Tensor, Tensor]], points: Tensor, method: str) -> Derivatives:
+    """Run ``one(point) -> (y, dy)`` at each point (chunks of one: a progress bar per point)."""
+
+    def chunk_of_one(chunk: Tensor) -> tuple[Tensor, Tensor]:
+        y, dy = one(chunk[0])
+        return y.detach().unsqueeze(0), dy.detach().unsqueeze(0)
+
+    return in_chunks(chunk_of_one, points, chunk_size=1, max_memory_mb=None, method=method)
+
+
+def forward_per_point(
+    fn: RoutineFn,
+    x: Tensor,
+    points: Tensor,
+    *,
+    chunk_size: int | None = None,
+    max_memory_mb: int | None = None,
+    memory_hint: int | None = None,
+) -> Derivatives:
+    """Forward mode one point at a time (NOTE [Per-point methods]): a dual-tensor pass per parameter.
+
+    >>> d = forward_per_point(lambda x, t: t[0] * x if t[0].item() > 0 else x, torch.arange(3.0), torch.tensor([[2.0]]))
+    >>> d.dy[..., 0]
+    tensor([[0., 1., 2.]])
+    """
+
+    def one(theta: Tensor) -> tuple[Tensor, Tensor]:
+        tangents = []
+        for i in range(theta.shape[0]):
+            direction = torch.zeros_like(theta)
+            direction[i] = 1
+            with fwAD.dual_level():
+                y, dy = fwAD.unpack_dual(fn(x, fwAD.make_dual(theta, direction)))
+            tangents.append(torch.zeros_like(y) if dy is None else dy)
+        return y, torch.stack(tangents, dim=-1)
+
+    with torch.no_grad():  # forward AD needs no graph
+        return _per_point(one, points, "forward_per_point")
+
+
+def _batched_grad(outputs: Tensor, inputs: Tensor, cotangents: Tensor, **kwargs) -> Tensor:
+    """``autograd.grad`` for a batch of cotangents (a loop where the backward cannot be vmapped)."""
+    try:
+        (grad,) = torch.autograd.grad(outputs, inputs, cotangents, is_grads_batched=True, allow_unused=True, **kwargs)
+    except RuntimeError:
+        grads = [torch.autograd.grad(outputs, inputs, c, retain_graph=True, allow_unused=True)[0] for c in cotangents]
+        grad = None if grads[0] is None else torch.stack(grads)
+    return (
+        torch.zeros((len(cotangents), *inputs.shape), dtype=inputs.dtype, device=inputs.device)
+        if grad is None
+        else grad
+    )
+
+
+def reverse_per_point(
+    fn: RoutineFn,
+    x: Tensor,
+    points: Tensor,
+    *,
+    chunk_size: int | None = None,
+    max_memory_mb: int | None = None,
+    memory_hint: int | None = None,
+) -> Derivatives:
+    """Reverse mode one point at a time (NOTE [Per-point methods]), for ops without forward-mode rules.
+
+    With fewer output elements ``M`` than parameters ``P``: one vector-Jacobian product per output
+    element. Otherwise the Jacobian-vector products come from reverse mode by the double-backward
+    trick: ``g(u) = J^T u`` is linear in ``u``, so ``d(g . e_i)/du = J e_i``: one backward pass
+    with ``create_graph`` and one batched backward over the ``P`` directions, whatever ``M``.
+
+    >>> d = reverse_per_point(lambda x, t: t[0] * x, torch.arange(3.0), torch.tensor([[2.0]]))
+    >>> d.dy[..., 0]
+    tensor([[0., 1., 2.]])
+    """
+
+    def one(point: Tensor) -> tuple[Tensor, Tensor]:
+        theta = point.detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            y = fn(x, theta)
+            if not y.requires_grad:  # no path from theta to y
+                return y, torch.zeros((*y.shape, theta.shape[0]), dtype=y.dtype, device=y.device)
+            eye_p = torch.eye(theta.shape[0], dtype=y.dtype, device=y.device)
+            if y.numel() <= theta.shape[0]:
+                eye_m = torch.eye(y.numel(), dtype=y.dtype, device=y.device).reshape(-1, *y.shape)
+                return y, _batched_grad(y, theta, eye_m).reshape(*y.shape, -1)
+            u = torch.zeros_like(y, requires_grad=True)
+            (g,) = torch.autograd.grad(y, theta, u, create_graph=True, allow_unused=True)
+            if g is None or not g.requires_grad:
+                return y, torch.zeros((*y.shape, theta.shape[0]), dtype=y.dtype, device=y.device)
+            return y, _batched_grad(g, u, eye_p).movedim(0, -1)
+
+    return _per_point(one, points, "reverse_per_point")
+
+
+def finite_difference_per_point(
+    fn: RoutineFn,
+    x: Tensor,
+    points: Tensor,
+    *,
+    chunk_size: int | None = None,
+    max_memory_mb: int | None = None,
+    memory_hint: int | None = None,
+    step: float | None = None,
+) -> Derivatives:
+    """Central differences one point at a time (NOTE [Per-point methods]): ``2P + 1`` plain calls.
+
+    The step is :func:`finite_difference`'s.
+    """
+
+    def one(theta: Tensor) -> tuple[Tensor, Tensor]:
+        y = fn(x, theta)
+        differences = []
+        for i in range(theta.shape[0]):
+            h = fd_step(theta[i]) if step is None else torch.tensor(step, dtype=theta.dtype, device=theta.device)
+            up, down = theta.clone(), theta.clone()
+            up[i] += h
+            down[i] -= h
+            differences.append((fn(x, up) - fn(x, down)) / (up[i] - down[i]))
+        return y, torch.stack(differences, dim=-1)
+
+    with torch.no_grad():
+        return _per_point(one, points, "finite_difference_per_point")
+
+
 METHODS: dict[str, Callable[..., Derivatives]] = {
     "forward": forward,
     "forward_dual": forward_dual,
     "reverse": reverse,
     "loop": loop,
     "finite_difference": finite_difference,
+    "forward_per_point": forward_per_point,
+    "reverse_per_point": reverse_per_point,
+    "finite_difference_per_point": finite_difference_per_point,
 }
 """Derivative methods by their config name (``method.name``)."""

@@ -41,6 +41,14 @@ def check_structure(
     return reached, max(1, peak * points.shape[1] // len(probe_points(points)))
 
 
+def over_points(f: Callable[[Tensor], Tensor], points: Tensor) -> Tensor:
+    """``f`` at each point: vmapped, or one point at a time where the model cannot be batched."""
+    try:
+        return vmap(f)(points)
+    except (RuntimeError, NotImplementedError):
+        return torch.stack([f(point) for point in points])
+
+
 def probe_indices(count: int) -> Tensor:
     """Indices of the first, middle and last of ``count`` points (fewer when there are fewer)."""
     return torch.linspace(0, count - 1, min(PROBES, count)).round().long().unique()
@@ -65,7 +73,7 @@ def connected(fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, points: Tensor)
             return jvp(lambda t: fn(x, t), (theta,), (direction,))[1]
 
         try:
-            tangents = vmap(nan_tangent)(probe_points(points))
+            tangents = over_points(nan_tangent, probe_points(points))
         except (RuntimeError, NotImplementedError):
             return None
         reached.append(tangents.isnan().any(dim=0).cpu())
@@ -97,7 +105,11 @@ def hidden_dependence(
     index = probe_indices(len(points))
     probes = points[index.to(points.device)]
     eps = torch.finfo(points.dtype).eps
-    primal = vmap(lambda theta: fn(x, theta))
+
+    def primal(thetas: Tensor) -> Tensor:
+        with torch.no_grad():
+            return over_points(lambda theta: fn(x, theta), thetas)
+
     hidden, largest = [], []
     for i in range(points.shape[1]):
         step = fd_step(probes[:, i])

@@ -105,7 +105,7 @@ def test_chunk_sizes_give_identical_results():
         ({"bind": {"C": "block.0.weight[5,0]"}}, "give one in-range index per dim, e.g. 'block.0.weight[0,0]'"),
         ({"bind": {"C": "block.0.weight"}}, "block.0.weight has shape (2, 3)"),
         ({"bind": None}, "an nn.Module needs bind={'C': '<parameter path>'}"),
-        ({"bind": {"C": "scale"}, "method": "backward"}, "invalid method='backward': valid: forward"),
+        ({"bind": {"C": "scale"}, "method": "backward"}, "invalid method='backward': valid: auto, forward"),
         ({"bind": {"C": "scale"}, "dtype": "float16"}, "invalid dtype='float16': valid: float32, float64"),
         ({"bind": {"C": "scale"}, "device": "tpu"}, "invalid device='tpu'"),
     ],

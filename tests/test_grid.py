@@ -13,7 +13,16 @@ from pipeline.config import ConfigError, compose_job
 from pipeline.derivatives import METHODS
 from pipeline.models import Oscillator
 
-RTOL = {"forward": 1e-12, "forward_dual": 1e-12, "reverse": 1e-12, "loop": 1e-12, "finite_difference": 1e-7}
+RTOL = {
+    "forward": 1e-12,
+    "forward_dual": 1e-12,
+    "reverse": 1e-12,
+    "loop": 1e-12,
+    "finite_difference": 1e-7,
+    "forward_per_point": 1e-12,
+    "reverse_per_point": 1e-12,
+    "finite_difference_per_point": 1e-7,
+}
 
 
 def amplitude_decay(x, C, k):
@@ -76,11 +85,15 @@ def test_second_derivative_of_the_oscillator_matches_differences_of_the_first():
 
 
 def test_order_two_needs_forward_and_one_parameter():
-    with pytest.raises(ConfigError, match="invalid order=2: 1, or 2 with method=forward and one swept parameter"):
+    with pytest.raises(
+        ConfigError, match="invalid order=2: 1, or 2 with method=forward \\(or auto\\) and one swept parameter"
+    ):
         sensitivity(amplitude_decay, [1.0], {"C": [1.0], "k": [1.0]}, order=2)
     with pytest.raises(ConfigError, match="invalid order=2"):
         sensitivity(lambda x, C: C * x, [1.0], {"C": [1.0]}, order=2, method="reverse")
-    with pytest.raises(ConfigError, match=r"method.order=2: 1, or 2 with method=forward and one swept parameter"):
+    with pytest.raises(
+        ConfigError, match=r"method.order=2: 1, or 2 with method=forward \(or auto\) and one swept parameter"
+    ):
         compose_job("oscillator_grid", ["method.order=2"])
 
 

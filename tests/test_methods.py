@@ -7,17 +7,37 @@ import pytest
 import torch
 
 from pipeline import sensitivity
+from pipeline.checks import METHODS as CHECKED_NAMES
 from pipeline.config import ConfigError
 from pipeline.derivatives import METHODS, DerivativeError, fd_step
 from pipeline.models import Composite, ConvSlice, Oscillator, oscillator_exact, seed_linear
 
 METHOD_NAMES = list(METHODS)
 # Tolerances against exact references in float64; finite differences carry O(h^2) truncation.
-RTOL = {"forward": 1e-12, "forward_dual": 1e-12, "reverse": 1e-12, "loop": 1e-12, "finite_difference": 1e-7}
+RTOL = {
+    "forward": 1e-12,
+    "forward_dual": 1e-12,
+    "reverse": 1e-12,
+    "loop": 1e-12,
+    "finite_difference": 1e-7,
+    "forward_per_point": 1e-12,
+    "reverse_per_point": 1e-12,
+    "finite_difference_per_point": 1e-7,
+}
 
 
 def test_every_method_is_registered():
-    assert METHOD_NAMES == ["forward", "forward_dual", "reverse", "loop", "finite_difference"]
+    assert METHOD_NAMES == [
+        "forward",
+        "forward_dual",
+        "reverse",
+        "loop",
+        "finite_difference",
+        "forward_per_point",
+        "reverse_per_point",
+        "finite_difference_per_point",
+    ]
+    assert ("auto", *METHOD_NAMES) == CHECKED_NAMES
 
 
 @pytest.mark.parametrize("method", METHOD_NAMES)
@@ -25,7 +45,7 @@ def test_seed_linear_every_method_gives_x(method):
     x = torch.arange(10, dtype=torch.float64)
     ds = sensitivity(seed_linear, x, {"C": [-5.0, 0.5, 3.0]}, method=method)
     expected = np.tile(np.arange(10.0), (3, 1))
-    if method == "finite_difference":
+    if method.startswith("finite_difference"):
         np.testing.assert_allclose(ds.dy_dC.values, expected, rtol=1e-9)
     else:
         np.testing.assert_array_equal(ds.dy_dC.values, expected)

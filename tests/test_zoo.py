@@ -1,0 +1,120 @@
+"""Other people's models through the default method: each against a closed form or differences (float64).
+
+The models (torchdiffeq, torchode, recurrent and attention layers, iterative solvers) live in
+tests/zoo.py, which also prints the README's table.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from zoo import cases, reference, relative_error, run
+
+from pipeline import sensitivity
+from pipeline.errors import DerivativeError
+from pipeline.fallback import LADDER
+
+CASES = cases()
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_zoo_model_matches_its_reference(name):
+    case = CASES[name]
+    ds, _ = run(case)
+    assert ds.attrs["method"] == case.expected_method, ds.attrs.get("fallback_reason")
+    assert relative_error(ds["dy_dC"].values, reference(case)) < case.rtol
+    if ds.attrs["method"] != "forward":
+        assert ds.attrs["method_requested"] == "auto" and "failed" in ds.attrs["fallback_reason"]
+
+
+def test_fixed_step_solver_matches_differences_of_itself():
+    """torchdiffeq rk4: the derivative of the discrete solution, against its own central differences."""
+    case = CASES["torchdiffeq rk4"]
+    ds, _ = run(case)
+    differences = reference(type(case)(case.model, case.x, case.params))  # no closed form: differences
+    assert relative_error(ds["dy_dC"].values, differences) < 1e-6
+
+
+def test_fallback_warns_once_naming_the_line_and_the_method_used():
+    case = CASES["Newton, early exit"]
+    with pytest.warns(RuntimeWarning, match=r"method=auto used forward_per_point.*zoo\.py:\d+ \(newton_cubic\)"):
+        sensitivity(case.model, case.x, case.params, dtype="float64")
+
+
+def test_a_named_method_never_falls_back():
+    case = CASES["Newton, early exit"]
+    with pytest.raises(DerivativeError, match=r"method=forward cannot batch .*\.item\(\)"):
+        sensitivity(case.model, case.x, case.params, method="forward")
+
+
+@pytest.mark.parametrize("method", LADDER[1:])
+def test_every_rung_of_the_ladder_on_an_adaptive_solver(method):
+    """A model no batched method runs: each per-point method, forced by name, against the closed form."""
+    case = CASES["torchode Dopri5"]
+    ds, _ = run(case, method=method)
+    assert ds.attrs["method"] == method
+    rtol = 1e-6 if method.startswith("finite") else case.rtol
+    assert relative_error(ds["dy_dC"].values, reference(case)) < rtol
+
+
+def test_op_without_forward_rule_goes_to_reverse():
+    class NoForward(torch.autograd.Function):
+        @staticmethod
+        def forward(c):
+            return c * 2
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            pass
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad * 2
+
+    with pytest.warns(RuntimeWarning, match="no forward-mode rule"):
+        ds = sensitivity(lambda x, C: x * NoForward.apply(C), torch.arange(3.0), {"C": [1.0, 2.0]})
+    assert ds.attrs["method"] == "reverse_per_point"
+    np.testing.assert_array_equal(ds.dy_dC, [[0, 2, 4], [0, 2, 4]])
+
+
+def test_no_derivative_rule_at_all_goes_to_differences():
+    """An autograd.Function with neither a jvp nor a backward: only differences are left."""
+
+    class Opaque(torch.autograd.Function):
+        generate_vmap_rule = True
+
+        @staticmethod
+        def forward(c):
+            return torch.sin(c)
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            pass
+
+    x = torch.tensor([0.5, 1.0], dtype=torch.float64)
+    with pytest.warns(RuntimeWarning, match="used finite_difference_per_point"):
+        ds = sensitivity(lambda x, C: x * Opaque.apply(C), x, {"C": [1.0]})
+    np.testing.assert_allclose(ds.dy_dC.values[0], x.numpy() * np.cos(1.0), rtol=1e-8)
+
+
+def test_arithmetic_outside_torch_is_reported_as_hidden():
+    """Dual tensors lose their tangent to numpy without an error: the hidden-dependence check says so."""
+
+    def through_numpy(x, C):
+        return torch.from_numpy(np.sin(C.numpy() * x.numpy()))
+
+    x = torch.tensor([0.5, 1.0], dtype=torch.float64)
+    with pytest.warns(RuntimeWarning, match=r"2 outputs move with C .*method=finite_difference sees"):
+        ds = sensitivity(through_numpy, x, {"C": [1.0]})
+    assert ds.attrs["hidden_dependence_dy_dC"] == 2
+    exact = sensitivity(through_numpy, x, {"C": [1.0]}, method="finite_difference_per_point")
+    np.testing.assert_allclose(exact.dy_dC.values[0], x.numpy() * np.cos(x.numpy()), rtol=1e-8)
+
+
+def test_batchnorm_running_mean_bound_is_reported_as_hidden():
+    """Forward AD ignores a BatchNorm buffer's tangent: dy/dC = 0 while y moves, warned and counted."""
+    case = CASES["BatchNorm1d weight"]
+    with pytest.warns(RuntimeWarning, match=r"outputs move with C .* where autodiff gives exactly 0"):
+        ds = sensitivity(case.model, case.x, {"C": [0.0, 0.5]}, bind={"C": "running_mean[1]"}, dtype="float64")
+    assert ds.attrs["hidden_dependence_dy_dC"] == case.x.shape[0]
