@@ -176,6 +176,9 @@ class VerifyConfig:
         factory=lambda: [MethodName.forward, MethodName.reverse, MethodName.finite_difference],
         help="reference methods, run in float64",
     )
+    rtol: float | None = _opt(
+        None, "least relative tolerance of every comparison, e.g. an adaptive ODE solver's rtol; null: automatic"
+    )
     compare_along: str | None = _opt(None, "an output dim whose first two entries are compared (seed 002)")
 
 
@@ -297,6 +300,9 @@ def validate(cfg: DictConfig | JobConfig) -> None:
             fail(f"verify.{key}", cfg.verify[key], "must be >= 1 (verify.enabled=false turns the step off)")
     if not cfg.verify.methods:
         fail("verify.methods", [], f"give at least one of {', '.join(m.value for m in MethodName)}")
+    rtol = cfg.verify.get("rtol")
+    if rtol is not None and not (0 < rtol < 1):
+        fail("verify.rtol", rtol, "must be null (automatic) or between 0 and 1, e.g. 1e-6")
     if cfg.threads is not None and cfg.threads < 1:
         fail("threads", cfg.threads, "must be null (torch's default) or >= 1")
     check_device(cfg.device)

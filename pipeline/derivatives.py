@@ -40,6 +40,7 @@ class Derivatives:
 
 UNBATCHABLE = {
     ".item()": "calls .item() or uses a tensor in Python control flow (if/while on a value)",
+    "data-dependent control flow": "uses a tensor in Python control flow (if/while on a value)",
     "data pointer": "calls .numpy() or reads a tensor's data outside torch",
     "in-place operation": "changes a tensor in place that the transform captured (e.g. x.mul_() on the inputs)",
     "inplace arithmetic": "changes a tensor in place that is not batched (e.g. out += C * x on a preallocated out)",

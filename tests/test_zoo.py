@@ -6,6 +6,8 @@ tests/zoo.py, which also prints the README's table.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -118,3 +120,110 @@ def test_batchnorm_running_mean_bound_is_reported_as_hidden():
     with pytest.warns(RuntimeWarning, match=r"outputs move with C .* where autodiff gives exactly 0"):
         ds = sensitivity(case.model, case.x, {"C": [0.0, 0.5]}, bind={"C": "running_mean[1]"}, dtype="float64")
     assert ds.attrs["hidden_dependence_dy_dC"] == case.x.shape[0]
+
+
+STUDY = """# @package _global_
+defaults:
+  - override /model: custom
+  - override /inputs: arange
+  - override /sweep: linear
+title: "{title}"
+model:
+  _target_: my_models.{target}
+dtype: float64
+sweep: {{start: 0.5, stop: 1.5, num: 4, parts: 2}}
+"""
+
+
+@pytest.mark.slow
+def test_users_solvers_end_to_end_through_snakemake(workflow):
+    """A user's file of models beside the Snakefile: an RK4 ODE solve and a Newton solver with early exit,
+    each in its own study on the default method; results, fallback record and verification."""
+    import shutil
+
+    import xarray as xr
+    import yaml
+    from zoo import T, _decay_exact, _newton_exact
+
+    from helpers import run
+
+    shutil.copy(Path(__file__).with_name("zoo.py"), workflow / "my_models.py")
+    studies = {"decay": ("odeint_decay", "torchdiffeq RK4 decay"), "newton": ("newton_cubic", "Newton cubic root")}
+    for name, (target, title) in studies.items():
+        (workflow / "conf" / "study" / f"{name}.yaml").write_text(STUDY.format(target=target, title=title))
+    (workflow / "zoo-config.yaml").write_text(yaml.safe_dump({"studies": list(studies)}))
+    result = run(["snakemake", "--configfile", "zoo-config.yaml", "--cores", "2"], cwd=workflow)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "method=auto used forward_per_point" in (workflow / "outputs/logs/decay/compute-0.log").read_text()
+    exact = {"decay": _decay_exact, "newton": _newton_exact}
+    for name in studies:
+        with xr.open_dataset(workflow / "outputs" / name / "sensitivity.nc") as ds:
+            assert ds.attrs["method"] == "forward_per_point" and ds.attrs["title"] == studies[name][1]
+            x = ds.x.values
+            expected = np.stack([exact[name](x, c) for c in ds.C.values])
+            if name == "decay":
+                assert ds.sizes["output"] == len(T)
+            assert np.abs(ds.dy_dC.values - expected).max() / np.abs(expected).max() < 1e-7
+        report = (workflow / "outputs" / name / "verify.md").read_text()
+        assert "overall: PASS" in report, report
+
+
+def test_verify_of_an_adaptive_solver_takes_its_tolerance(tmp_path):
+    """dopri5 at rtol 1e-7 (float64): autodiff differentiates the accepted steps while differences also
+    see the step sizes move with C, so the two differ at the solver's tolerance (docs/models.md);
+    verify.rtol says so, and a derivative off by 1e-4 still fails."""
+    from pipeline.compute import compute
+    from pipeline.config import compose_job
+    from pipeline.verify import verify
+
+    overrides = [
+        "model=custom",
+        "model._target_=tests.zoo.odeint_decay",
+        "+model.args.method=dopri5",
+        "+model.args.rtol=1e-7",
+        "method=auto",
+        "dtype=float64",
+        "sweep.num=3",
+        "sweep.start=0.5",
+        "sweep.stop=1.5",
+        "sweep.parts=1",
+        f"output={tmp_path / 'sensitivity.nc'}",
+    ]
+    cfg = compose_job("seed_linear", overrides)
+    with pytest.warns(RuntimeWarning, match="used reverse_per_point"):
+        ds = compute(cfg, "seed_linear")
+    strict = verify(ds, cfg)
+    assert strict.attrs["passed"] == 0  # 7e-7 between autodiff and differences: more than sqrt(eps)
+    cfg = compose_job("seed_linear", [*overrides, "verify.rtol=1e-5"])
+    report = verify(ds, cfg)
+    assert report.attrs["passed"] == 1, report.to_dataframe().to_string()
+    rows = [str(c) for c in report.comparison.values]
+    assert any(c.startswith("forward (float64): not available") for c in rows)  # dopri5 has no forward rule
+    wrong = ds.copy()
+    wrong["dy_dC"] = ds.dy_dC * (1 + 1e-4)
+    assert verify(wrong, cfg).attrs["passed"] == 0
+
+
+def test_verify_estimates_the_error_of_differences(tmp_path):
+    """y = 1e6 + C x (float64): differences lose about 1e-5 of dy/dC to round-off, far more than the
+    fixed sqrt(eps); verify estimates it from steps h and h/2 and passes the exact study."""
+    from pipeline.compute import compute
+    from pipeline.config import compose_job
+    from pipeline.verify import verify
+
+    cfg = compose_job(
+        "seed_linear",
+        [
+            "model=custom",
+            "model._target_=tests.zoo.offset_linear",
+            "dtype=float64",
+            "sweep.num=3",
+            "sweep.parts=1",
+            "verify.methods=[finite_difference]",
+            f"output={tmp_path / 'sensitivity.nc'}",
+        ],
+    )
+    report = verify(compute(cfg, "seed_linear"), cfg)
+    row = report.isel(comparison=0)
+    assert 1e-8 < float(row.max_rel_diff) < float(row.tolerance) and float(row.reference_error) > 1e-9
+    assert report.attrs["passed"] == 1
