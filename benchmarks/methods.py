@@ -184,6 +184,13 @@ def _jax_jvp(case: Case, points: torch.Tensor) -> tuple[Callable, object] | None
     return (lambda pts: jax.block_until_ready(batched(pts))), jnp.asarray(points.cpu().numpy())
 
 
+PER_POINT = ("forward_per_point", "reverse_per_point", "finite_difference_per_point")
+"""The fallbacks of ``method=auto`` (models vmap cannot batch), timed on models where the batched path works."""
+
+PER_POINT_MAX_N = 64
+"""Per-point methods cost N separate passes: timed up to this many values."""
+
+
 def bench_case(
     case: Case,
     n: int,
@@ -242,8 +249,10 @@ def bench_case(
         )
 
     _, hint = check_structure(case.fn, x, points)  # as sensitivity() does, untimed
-    for method in ("forward", "forward_dual", "reverse", "finite_difference"):
+    for method in ("forward", "forward_dual", "reverse", "finite_difference", *PER_POINT):
         if method == "reverse" and outputs > REVERSE_MAX_OUTPUTS:
+            continue
+        if method in PER_POINT and n > PER_POINT_MAX_N:
             continue
         fn = METHODS[method]
         # Chunk sizes as users get them: fitted to the memory budget.

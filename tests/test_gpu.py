@@ -1,0 +1,74 @@
+"""The CUDA path: every method, the fallbacks, chunking and compilation on a GPU against the CPU (float64).
+
+Skipped where CUDA is not available.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import requires_cuda
+from pipeline import sensitivity
+from pipeline.derivatives import METHODS
+from pipeline.models import Composite, Oscillator
+from zoo import cases
+
+pytestmark = [pytest.mark.gpu, requires_cuda]
+
+
+def both(model, x, params, **kwargs):
+    """The same study on the GPU and on the CPU."""
+    return (sensitivity(model, x, params, device=device, **kwargs) for device in ("cuda", "cpu"))
+
+
+@pytest.mark.parametrize("method", ["auto", *METHODS])
+def test_every_method_on_cuda_matches_the_cpu(method):
+    torch.manual_seed(0)
+    x = torch.randn(32, 4, dtype=torch.float64)
+    gpu, cpu = both(Composite(), x, {"C": np.linspace(-1, 1, 5)}, bind={"C": "encoder.0.weight[0,1]"}, method=method)
+    assert gpu.attrs["device"].startswith("cuda") and cpu.attrs["device"] == "cpu"
+    np.testing.assert_allclose(gpu.y.values, cpu.y.values, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(gpu.dy_dC.values, cpu.dy_dC.values, rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(gpu.dy_dC_connected.values, cpu.dy_dC_connected.values)
+
+
+@pytest.mark.parametrize("name", ["torchdiffeq rk4", "Newton, early exit", "nn.LSTM", "TransformerEncoderLayer (eval)"])
+def test_zoo_models_fall_back_the_same_way_on_cuda(name):
+    case = cases()[name]
+    x = case.x.to("cuda") if isinstance(case.x, torch.Tensor) else case.x
+    gpu = sensitivity(case.model, x, case.params, bind=case.bind, dtype="float64", device="cuda")
+    cpu = sensitivity(case.model, case.x, case.params, bind=case.bind, dtype="float64", device="cpu")
+    assert gpu.attrs["method"] in (cpu.attrs["method"], "forward")
+    np.testing.assert_allclose(gpu.dy_dC.values, cpu.dy_dC.values, rtol=1e-8, atol=1e-12)
+
+
+def test_chunking_on_cuda_reads_the_allocator_and_changes_nothing():
+    x = torch.randn(2000, 2, dtype=torch.float32)
+    values = np.linspace(0.1, 2.0, 256)
+    model = Oscillator(dt=0.05, steps=50)
+    one = sensitivity(model, x, {"C": values}, bind={"C": "damping"}, device="cuda", chunk_size=256)
+    auto = sensitivity(model, x, {"C": values}, bind={"C": "damping"}, device="cuda", max_memory_mb=64)
+    chunk = int(re.search(r"chunk size (\d+)", auto.attrs["history"])[1])
+    assert 1 <= chunk < 256
+    np.testing.assert_allclose(auto.dy_dC.values, one.dy_dC.values, rtol=1e-5, atol=1e-6)
+
+
+def test_float32_on_cuda_against_float64():
+    x = torch.randn(128, 2, dtype=torch.float64)
+    model = Oscillator(dt=0.05, steps=100)
+    f32 = sensitivity(model, x, {"C": [0.2, 0.9]}, bind={"C": "damping"}, device="cuda", dtype="float32")
+    f64 = sensitivity(model, x, {"C": [0.2, 0.9]}, bind={"C": "damping"}, device="cpu", dtype="float64")
+    scale = np.abs(f64.dy_dC.values).max()
+    assert np.abs(f32.dy_dC.values - f64.dy_dC.values).max() / scale < 1e-4
+
+
+def test_compiled_timestepper_on_cuda():
+    x = torch.randn(64, 2, dtype=torch.float64)
+    model = Oscillator(dt=0.05, steps=40)
+    compiled = sensitivity(model, x, {"C": [0.3, 1.1]}, bind={"C": "damping"}, device="cuda", compile=True)
+    eager = sensitivity(model, x, {"C": [0.3, 1.1]}, bind={"C": "damping"}, device="cpu")
+    np.testing.assert_allclose(compiled.dy_dC.values, eager.dy_dC.values, rtol=1e-10, atol=1e-12)
