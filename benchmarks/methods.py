@@ -62,24 +62,25 @@ class Case:
     jax_fn: Callable | None = None  # (jnp module, x, theta) -> y, the same model in JAX
 
 
-def _mlp(samples: int, width: int = 256, dtype: torch.dtype = torch.float32) -> Case:
+def _mlp(samples: int, width: int = 256, dtype: torch.dtype = torch.float32, device: str = "cpu") -> Case:
     g = torch.Generator().manual_seed(0)
-    w = [torch.randn(a, b, generator=g, dtype=dtype) / a**0.5 for a, b in ((16, width), (width, width), (width, 10))]
+    shapes = ((16, width), (width, width), (width, 10))
+    w = [(torch.randn(a, b, generator=g, dtype=dtype) / a**0.5).to(device) for a, b in shapes]
 
     def fn(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         h = torch.tanh(x @ (w[0] * theta[0]))
         return torch.tanh(h @ w[1]) @ w[2]
 
     def jax_fn(jnp, x, theta):
-        h = jnp.tanh(x @ (w[0].numpy() * theta[0]))
-        return jnp.tanh(h @ w[1].numpy()) @ w[2].numpy()
+        h = jnp.tanh(x @ (w[0].cpu().numpy() * theta[0]))
+        return jnp.tanh(h @ w[1].cpu().numpy()) @ w[2].cpu().numpy()
 
     return Case("mlp", fn, torch.randn(samples, 16, generator=g, dtype=dtype), 0.5, 1.5, jax_fn=jax_fn)
 
 
-def _oscillator(samples: int, dtype: torch.dtype = torch.float32) -> Case:
+def _oscillator(samples: int, dtype: torch.dtype = torch.float32, device: str = "cpu") -> Case:
     model = Oscillator(dt=0.05, steps=200)
-    routine = as_routine(model, ["C"], bind={"C": "damping"}, dtype=dtype)
+    routine = as_routine(model, ["C"], bind={"C": "damping"}, dtype=dtype, device=torch.device(device))
     x = torch.rand(samples, 2, generator=torch.Generator().manual_seed(0), dtype=dtype) * 2 - 1
 
     def jax_fn(jnp, x, theta):
@@ -107,9 +108,10 @@ def _oscillator(samples: int, dtype: torch.dtype = torch.float32) -> Case:
     return Case("oscillator", routine.fn, x, 0.1, 1.9, stepper=routine.stepper, jax_fn=jax_fn)
 
 
-def _conv(samples: int, dtype: torch.dtype = torch.float32) -> Case:
+def _conv(samples: int, dtype: torch.dtype = torch.float32, device: str = "cpu") -> Case:
     g = torch.Generator().manual_seed(0)
     kernels = [torch.randn(8, 4, 5, generator=g, dtype=dtype) / 4, torch.randn(8, 8, 5, generator=g, dtype=dtype) / 6]
+    kernels = [k.to(device) for k in kernels]
 
     def fn(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         h = torch.tanh(torch.nn.functional.conv1d(x, kernels[0] * theta[0], padding=2))
@@ -121,12 +123,12 @@ def _conv(samples: int, dtype: torch.dtype = torch.float32) -> Case:
         def conv(a, k):
             return lax.conv_general_dilated(a, k, (1,), [(2, 2)], dimension_numbers=("NCH", "OIH", "NCH"))
 
-        return conv(jnp.tanh(conv(x, kernels[0].numpy() * theta[0])), kernels[1].numpy())
+        return conv(jnp.tanh(conv(x, kernels[0].cpu().numpy() * theta[0])), kernels[1].cpu().numpy())
 
     return Case("conv1d", fn, torch.randn(samples, 4, 64, generator=g, dtype=dtype), 0.5, 1.5, jax_fn=jax_fn)
 
 
-def _seed_linear(samples: int, dtype: torch.dtype = torch.float32) -> Case:
+def _seed_linear(samples: int, dtype: torch.dtype = torch.float32, device: str = "cpu") -> Case:
     return Case(
         "seed_linear",
         lambda x, theta: theta[0] * x,
@@ -159,7 +161,7 @@ def _timed(run: Callable[[], object], device: torch.device, repeats: int) -> tup
 def _loop_extrapolated(case: Case, points: torch.Tensor, elements: int = 20) -> tuple[float, torch.Tensor]:
     """Seconds per point of the seed's per-element loop, from ``elements`` timed elements."""
     theta = points[0].clone().requires_grad_(True)
-    y = case.fn(case.x, theta).reshape(-1)
+    y = case.fn(case.x.to(points.device), theta).reshape(-1)
     count = min(elements, y.numel())
     start = time.perf_counter()
     grads = [torch.autograd.grad(y[i], theta, retain_graph=True)[0] for i in range(count)]
@@ -323,7 +325,7 @@ def chunking(
     as a job does; the structure check that supplies its memory hint runs once, untimed, as for
     the fixed sizes (every job runs it, whatever the chunking).
     """
-    case = _conv(samples)
+    case = _conv(samples, device=str(device))
     x = case.x.to(device)
     points = torch.linspace(case.low, case.high, n, dtype=x.dtype, device=device)[:, None]
     _, hint = check_structure(case.fn, x, points)
@@ -457,7 +459,7 @@ def main(argv: list[str] | None = None) -> None:
     notes: list[str] = []
     models = args.models.split(",") if args.models else list(CASES)
     for name in models:
-        case = CASES[name](samples, dtype=dtype)
+        case = CASES[name](samples, dtype=dtype, device=str(device))
         for n in sizes:
             rows += bench_case(case, n, device, repeats, notes)
             print(markdown([r for r in rows if r["model"] == name and r["n"] == n], meta), flush=True)

@@ -37,7 +37,7 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` is CUDA when available, else CPU; an unavailable CUDA is an error."""
     if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     check_device(str(device))
     resolved = torch.device(device)
     if resolved.type == "cuda" and not torch.cuda.is_available():
@@ -107,7 +107,7 @@ def _check_cast(x: torch.Tensor, x_run: torch.Tensor, grid: dict[str, np.ndarray
     """Values the run's dtype cannot hold fail here, named: nothing is computed at an altered value."""
     name = str(dtype).removeprefix("torch.")
     if x.is_floating_point():
-        overflow = (torch.isfinite(x) & ~torch.isfinite(x_run.cpu() if x_run.device != x.device else x_run)).numpy()
+        overflow = (torch.isfinite(x) & ~torch.isfinite(x_run.to(x.device))).cpu().numpy()
         if overflow.any():
             at = _first(overflow)
             raise ConfigError(

@@ -399,6 +399,28 @@ def _batched_grad(outputs: Tensor, inputs: Tensor, cotangents: Tensor, **kwargs)
     )
 
 
+def _double_backward(y: Tensor, theta: Tensor) -> Tensor:
+    """``dy/dtheta`` (last dim: parameter) from two reverse passes: ``d(J^T u . e_i)/du = J e_i``."""
+    u = torch.zeros_like(y, requires_grad=True)
+    (g,) = torch.autograd.grad(y, theta, u, create_graph=True, retain_graph=True, allow_unused=True)
+    if g is None or not g.requires_grad:
+        return torch.zeros((*y.shape, theta.shape[0]), dtype=y.dtype, device=y.device)
+    eye_p = torch.eye(theta.shape[0], dtype=y.dtype, device=y.device)
+    return _batched_grad(g, u, eye_p).movedim(0, -1)
+
+
+def _agrees_with_a_vjp(y: Tensor, theta: Tensor, jv: Tensor) -> bool:
+    """``w . (J e_i) == (J^T w)_i`` for a fixed ``w``: one plain backward pass catches a backward that
+    is not itself differentiable (``once_differentiable``), which the double-backward trick reads as 0."""
+    w = torch.cos(0.7 * torch.arange(y.numel(), dtype=y.dtype, device=y.device) + 0.3).reshape(y.shape)
+    (jtw,) = torch.autograd.grad(y, theta, w, retain_graph=True, allow_unused=True)
+    jtw = torch.zeros_like(theta) if jtw is None else jtw
+    projected = (w.unsqueeze(-1) * jv).reshape(-1, theta.shape[0]).sum(0)
+    scale = (w.abs().unsqueeze(-1) * jv.abs()).reshape(-1, theta.shape[0]).sum(0) + jtw.abs()
+    tol = torch.finfo(y.dtype).eps ** 0.5
+    return bool(((projected - jtw).abs() <= tol * scale + torch.finfo(y.dtype).tiny).all())
+
+
 def reverse_per_point(
     fn: RoutineFn,
     x: Tensor,
@@ -410,10 +432,12 @@ def reverse_per_point(
 ) -> Derivatives:
     """Reverse mode one point at a time (NOTE [Per-point methods]), for ops without forward-mode rules.
 
-    With fewer output elements ``M`` than parameters ``P``: one vector-Jacobian product per output
-    element. Otherwise the Jacobian-vector products come from reverse mode by the double-backward
-    trick: ``g(u) = J^T u`` is linear in ``u``, so ``d(g . e_i)/du = J e_i``: one backward pass
-    with ``create_graph`` and one batched backward over the ``P`` directions, whatever ``M``.
+    With more output elements ``M`` than parameters ``P``, the Jacobian-vector products come from
+    reverse mode by the double-backward trick: ``g(u) = J^T u`` is linear in ``u``, so
+    ``d(g . e_i)/du = J e_i``: one backward pass with ``create_graph`` and one batched backward over
+    the ``P`` directions, whatever ``M``, checked against one plain vector-Jacobian product.
+    Otherwise, or where an op has no (or a wrong) double backward, one vector-Jacobian product per
+    output element (batched).
 
     >>> d = reverse_per_point(lambda x, t: t[0] * x, torch.arange(3.0), torch.tensor([[2.0]]))
     >>> d.dy[..., 0]
@@ -426,15 +450,15 @@ def reverse_per_point(
             y = fn(x, theta)
             if not y.requires_grad:  # no path from theta to y
                 return y, torch.zeros((*y.shape, theta.shape[0]), dtype=y.dtype, device=y.device)
-            eye_p = torch.eye(theta.shape[0], dtype=y.dtype, device=y.device)
-            if y.numel() <= theta.shape[0]:
-                eye_m = torch.eye(y.numel(), dtype=y.dtype, device=y.device).reshape(-1, *y.shape)
-                return y, _batched_grad(y, theta, eye_m).reshape(*y.shape, -1)
-            u = torch.zeros_like(y, requires_grad=True)
-            (g,) = torch.autograd.grad(y, theta, u, create_graph=True, allow_unused=True)
-            if g is None or not g.requires_grad:
-                return y, torch.zeros((*y.shape, theta.shape[0]), dtype=y.dtype, device=y.device)
-            return y, _batched_grad(g, u, eye_p).movedim(0, -1)
+            if y.numel() > theta.shape[0]:
+                try:
+                    jv = _double_backward(y, theta)
+                    if _agrees_with_a_vjp(y, theta, jv):
+                        return y, jv
+                except RuntimeError:  # an op without double backward (cuDNN's RNNs): vjps below
+                    pass
+            eye_m = torch.eye(y.numel(), dtype=y.dtype, device=y.device).reshape(-1, *y.shape)
+            return y, _batched_grad(y, theta, eye_m).reshape(*y.shape, -1)
 
     return _per_point(one, points, "reverse_per_point")
 

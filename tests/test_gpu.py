@@ -32,7 +32,9 @@ def test_every_method_on_cuda_matches_the_cpu(method):
     gpu, cpu = both(Composite(), x, {"C": np.linspace(-1, 1, 5)}, bind={"C": "encoder.0.weight[0,1]"}, method=method)
     assert gpu.attrs["device"].startswith("cuda") and cpu.attrs["device"] == "cpu"
     np.testing.assert_allclose(gpu.y.values, cpu.y.values, rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(gpu.dy_dC.values, cpu.dy_dC.values, rtol=1e-9, atol=1e-12)
+    # Differences carry round-off of eps / h (~1e-11 here), which differs between devices.
+    rtol = 1e-6 if method.startswith("finite_difference") else 1e-9
+    np.testing.assert_allclose(gpu.dy_dC.values, cpu.dy_dC.values, rtol=rtol, atol=1e-12)
     np.testing.assert_array_equal(gpu.dy_dC_connected.values, cpu.dy_dC_connected.values)
 
 
