@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from zoo import cases, reference, relative_error, run
 
 from pipeline import sensitivity
 from pipeline.errors import DerivativeError
 from pipeline.fallback import LADDER
+from zoo import cases, reference, relative_error, run
 
 CASES = cases()
 
@@ -143,9 +143,9 @@ def test_users_solvers_end_to_end_through_snakemake(workflow):
 
     import xarray as xr
     import yaml
-    from zoo import T, _decay_exact, _newton_exact
 
     from helpers import run
+    from zoo import T, _decay_exact, _newton_exact
 
     shutil.copy(Path(__file__).with_name("zoo.py"), workflow / "my_models.py")
     studies = {"decay": ("odeint_decay", "torchdiffeq RK4 decay"), "newton": ("newton_cubic", "Newton cubic root")}
