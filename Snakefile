@@ -54,6 +54,7 @@ rule prepare:
 rule compute:
     input:
         x=rules.prepare.output,
+        weights=model_weights,
     output:
         part_output(f"{OUT}/{{study}}/parts/{{part}}.nc"),
     log:

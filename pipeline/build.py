@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import pickle
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,8 @@ from pipeline.config import HYDRA_VERSION_BASE, JOB_CONFIG, ConfigError, check_s
 from pipeline.errors import run_cli
 from pipeline.inputs import read_x
 from pipeline.storage import reading
+
+log = logging.getLogger("sensweep.build")
 
 
 def _import(key: str, target: str) -> Any:
@@ -52,19 +55,118 @@ def _check_args(key: str, fn: Callable, args: dict[str, Any], *, skip: int = 0) 
             )
 
 
+def _is_factory(fn: Callable, args: dict[str, Any]) -> bool:
+    """A function whose required parameters ``args`` all fill builds the model (``load(checkpoint)``);
+    a model function still needs ``x`` and the swept parameters."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    required = [
+        p.name
+        for p in params
+        if p.default is inspect.Parameter.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
+    return bool(args) and all(name in args for name in required)
+
+
+def _built(cfg: DictConfig, build: Callable[..., Any], args: dict[str, Any]) -> Any:
+    torch.manual_seed(cfg.seed)  # module initialisation is part of the study's definition
+    try:
+        return build(**args)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"invalid model.args for {cfg.model._target_}: {err}") from err
+
+
+def load_weights(module: torch.nn.Module, path: str) -> None:
+    """Load a state dict (``torch.load(weights_only=True)``, or safetensors) into ``module``, strictly.
+
+    A relative ``path`` is relative to the workflow folder, as data files are.
+    """
+    file = Path(path)
+    if not file.is_absolute():
+        file = conf_dir().parent / file
+    if not file.is_file():
+        raise ConfigError(f"invalid model.weights={path!r}: no such file (looked for {file})")
+    try:
+        if file.suffix == ".safetensors":
+            try:
+                from safetensors.torch import load_file
+            except ImportError as err:
+                raise ConfigError(
+                    f"invalid model.weights={path!r}: reading .safetensors needs the safetensors package "
+                    "(pip install safetensors), or save the state dict with torch.save"
+                ) from err
+            state = load_file(file)
+        else:
+            state = torch.load(file, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(
+            f"invalid model.weights={path!r}: cannot read a state dict from it ({' '.join(str(err).split())[:160]}); "
+            "save one with torch.save(model.state_dict(), path)"
+        ) from err
+    if not isinstance(state, dict):
+        raise ConfigError(f"invalid model.weights={path!r}: holds a {type(state).__name__}, not a state dict")
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} (module: {tuple(v.shape)})"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if missing or unexpected or wrong:
+        problems = [
+            f"missing keys: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}" if missing else "",
+            f"unexpected keys: {', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}"
+            if unexpected
+            else "",
+            f"shapes differ: {', '.join(wrong[:5])}" if wrong else "",
+        ]
+        raise ConfigError(
+            f"invalid model.weights={path!r} for {type(module).__name__}: "
+            + "; ".join(filter(None, problems))
+            + f"; the module's keys are {', '.join(list(expected)[:8])}{' ...' if len(expected) > 8 else ''}"
+        )
+    module.load_state_dict(state)
+
+
 def build_model(cfg: DictConfig) -> Callable | torch.nn.Module:
-    """Import ``model._target_``: a class is built with ``args`` (after seeding), a function is partial'd."""
+    """Import ``model._target_``: a class, or a factory function, is built with ``args`` (after
+    seeding; then ``model.weights`` loaded); a model function is partial'd with ``args``."""
     target = _import("model", cfg.model._target_)
     args = OmegaConf.to_container(cfg.model.args, resolve=True)
-    if inspect.isclass(target):
-        _check_args("model", target.__init__, args, skip=1)
-        torch.manual_seed(cfg.seed)  # module initialisation is part of the study's definition
-        try:
-            return target(**args)
-        except (TypeError, ValueError) as err:
-            raise ConfigError(f"invalid model.args for {cfg.model._target_}: {err}") from err
+    weights = cfg.model.get("weights")
+    if inspect.isclass(target) or (callable(target) and _is_factory(target, args)):
+        if inspect.isclass(target):
+            _check_args("model", target.__init__, args, skip=1)
+        else:
+            _check_args("model", target, args)
+        model = _built(cfg, target, args)
+        if isinstance(model, torch.nn.Module):
+            if weights:
+                load_weights(model, weights)
+                log.info("model %s: weights loaded from %s", cfg.model._target_, weights)
+            elif any(True for _ in model.parameters()):
+                log.info(
+                    "model %s: its weights are the seeded initialisation (seed=%d); set model.weights to "
+                    "load trained ones",
+                    cfg.model._target_,
+                    cfg.seed,
+                )
+        elif weights:
+            raise ConfigError(f"invalid model.weights={weights!r}: {cfg.model._target_} did not build an nn.Module")
+        if not callable(model):
+            raise ConfigError(
+                f"invalid model._target_={cfg.model._target_!r}: built a {type(model).__name__}, not a model"
+            )
+        return model
     if not callable(target):
         raise ConfigError(f"invalid model._target_={cfg.model._target_!r}: not a function or class")
+    if weights:
+        raise ConfigError(f"invalid model.weights={weights!r}: {cfg.model._target_} is a function, not an nn.Module")
     _check_args("model", target, args, skip=2)
     if not args:
         return target

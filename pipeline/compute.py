@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from pipeline.api import resolve_device, sensitivity
 from pipeline.build import build_inputs, build_model, job_main
-from pipeline.config import to_yaml, validate
+from pipeline.config import study_title, to_yaml, validate
 from pipeline.dataset import connected_name, swept_parameters
 from pipeline.provenance import fingerprint, provenance
 from pipeline.storage import write_netcdf
@@ -62,7 +62,7 @@ def sweep_dataset(cfg: DictConfig, study: str = "") -> xr.Dataset:
         bind=cfg.model.bind,
         output_dims=cfg.model.output_dims,
         units=dict(cfg.model.units),
-        title=cfg.title or study,
+        title=study_title(cfg, study) if study else cfg.title,
         attrs={"study": study, "sweep_kind": cfg.sweep.kind.value, "config": to_yaml(cfg), **provenance(), **part},
     )
     ds.attrs["fingerprint"] = fingerprint(cfg, ds["x"].values)  # what the merge and verify compare

@@ -9,6 +9,7 @@ This module imports no torch, so the Snakefile can compose configs cheaply.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import math
 import os
@@ -111,6 +112,11 @@ class ModelConfig:
         factory=dict,
         help="for a module: swept parameter -> parameter path, e.g. "
         "{C: 'a.0.bias[1]'} (on the command line: '+model.bind.C=...')",
+    )
+    weights: str | None = _opt(
+        None,
+        "trained weights loaded into the module: a state dict saved with torch.save (.pt/.pth) or a .safetensors "
+        "file, relative to the workflow folder; null: the module's seeded initialisation",
     )
     output_dims: list[str] | None = _opt(None, "names of y's dims after sample (default: the model's, else output)")
     units: dict[str, str] = _opt(factory=dict, help="units of x, y, each swept parameter and dims, e.g. {y: m, C: s-1}")
@@ -312,6 +318,31 @@ def validate(cfg: DictConfig | JobConfig) -> None:
 def study_names(conf: Path | None = None) -> list[str]:
     """Names of the studies in ``conf/study/`` (of :func:`conf_dir` by default)."""
     return sorted(p.stem for p in ((conf or conf_dir()) / "study").glob("*.yaml"))
+
+
+def study_title(cfg: DictConfig, study: str, conf: Path | None = None) -> str:
+    """The study's ``title``; where its model was swapped (``model=custom`` on the command line for a
+    study written for another model), the model's target and the study instead: not a title about
+    a model that did not run."""
+    file = (conf or conf_dir()) / "study" / f"{study}.yaml"
+    try:
+        spec = yaml.safe_load(file.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        spec = {}
+    if cfg.title and cfg.title != spec.get("title"):  # a title given on the command line
+        return cfg.title
+    own = (spec.get("model") or {}).get("_target_") if isinstance(spec.get("model"), dict) else None
+    if own is None:
+        chosen = [
+            d["override /model"] for d in spec.get("defaults") or [] if isinstance(d, dict) and "override /model" in d
+        ]
+        if chosen:
+            group = (conf or conf_dir()) / "model" / f"{chosen[-1]}.yaml"
+            with contextlib.suppress(OSError, yaml.YAMLError, AttributeError):
+                own = (yaml.safe_load(group.read_text()) or {}).get("_target_")
+    if own is not None and own != "???" and own != cfg.model._target_:
+        return f"{cfg.model._target_} ({study} sweep)"
+    return cfg.title or study
 
 
 def closest(name: str, valid: list[str]) -> str:

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,8 +41,16 @@ def determining_yaml(cfg: DictConfig | str | dict) -> str:
 
 
 def fingerprint(cfg: DictConfig | str | dict, x: np.ndarray) -> str:
-    """SHA-256 of the determining config and of ``x`` (dtype, shape, bytes)."""
+    """SHA-256 of the determining config, of the trained weights' file if any, and of ``x`` (dtype, shape, bytes)."""
     digest = hashlib.sha256(determining_yaml(cfg).encode())
+    weights = cfg.model.get("weights") if isinstance(cfg, DictConfig) and "model" in cfg else None
+    if weights:  # trained weights determine the numbers too: their bytes, not only their path
+        from pipeline.config import conf_dir
+
+        file = Path(weights) if Path(weights).is_absolute() else conf_dir().parent / weights
+        if file.is_file():
+            with file.open("rb") as f:
+                digest.update(hashlib.file_digest(f, "sha256").digest())
     array = np.ascontiguousarray(x)
     digest.update(f"{array.dtype.str}{array.shape}".encode())
     digest.update(array.tobytes())

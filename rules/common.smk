@@ -111,6 +111,16 @@ def sensitivity_input(wildcards):
     return part_files(wildcards)
 
 
+def model_weights(wildcards):
+    """The study's trained weights file, if any (model.weights): an input, so a new file reruns it."""
+    weights = JOBS[wildcards.study].model.get("weights")
+    if not weights:
+        return []
+    return (
+        weights if os.path.isabs(weights) else os.path.join(workflow.basedir, weights)
+    )
+
+
 def compute_mem_mb(wildcards):
     """Memory to reserve for one compute job: twice its budget plus 1 GiB, or 4 GiB (auto budget)."""
     budget = JOBS[wildcards.study].method.max_memory_mb

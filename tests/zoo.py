@@ -75,6 +75,13 @@ class Recurrent(nn.Module):
         return self.head(out[:, -1])
 
 
+def load_recurrent(checkpoint: str, cell: str = "LSTM") -> nn.Module:
+    """A user's factory: builds the module and loads its trained weights itself."""
+    model = Recurrent(getattr(nn, cell))
+    model.load_state_dict(torch.load(checkpoint, weights_only=True))
+    return model
+
+
 class Encoder(nn.Module):
     """One ``nn.TransformerEncoderLayer`` in eval mode (torch's fused fast path), mean-pooled."""
 
