@@ -28,6 +28,10 @@ report: "report/workflow.rst"
 include: "rules/common.smk"
 
 
+onsuccess:
+    record_run()
+
+
 rule all:
     input:
         final_outputs,

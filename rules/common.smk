@@ -5,6 +5,7 @@ import sys
 from types import SimpleNamespace
 from pathlib import Path
 
+import yaml
 from snakemake.utils import validate
 
 from pipeline.config import ConfigError, closest, compose_job, study_names, to_yaml
@@ -22,6 +23,23 @@ CONF_PARAM = os.path.relpath(CONF)
 for key in ("merge", "keep_parts"):
     config[key] = str(config[key]).lower() == "true"
 OUT = config["outputs"]
+
+# `snakemake --report` builds the DAG from the config: without `--config`/`--configfile` it
+# takes the last successful run's studies and overrides (recorded below), not the defaults.
+RUN_RECORD = Path(OUT) / ".last-run.yaml"
+RECORDED = ("studies", "overrides", "merge", "keep_parts")
+_CONFIG_FLAGS = ("--config", "-C", "--configfile", "--configfiles")
+if (
+    "--report" in sys.argv
+    and not any(arg.split("=")[0] in _CONFIG_FLAGS for arg in sys.argv)
+    and RUN_RECORD.is_file()
+):
+    config.update(yaml.safe_load(RUN_RECORD.read_text()))
+
+
+def record_run():
+    """Keep this run's studies and overrides for a later `snakemake --report` (onsuccess)."""
+    RUN_RECORD.write_text(yaml.safe_dump({key: config[key] for key in RECORDED}))
 
 
 def _selected_studies():
