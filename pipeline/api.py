@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import xarray as xr
 from torch import nn
+from torch.utils._pytree import tree_map
 
 from pipeline import __version__
 from pipeline.checks import (
@@ -27,6 +28,7 @@ from pipeline.config import ConfigError
 from pipeline.dataset import build_dataset
 from pipeline.derivatives import METHODS, DerivativeError
 from pipeline.fallback import auto
+from pipeline.inputs import input_leaves, input_tree, to_run
 from pipeline.routine import as_routine
 from pipeline.sizes import check_grid_size, check_result_size
 from pipeline.structure import check_structure, hidden_dependence
@@ -47,10 +49,10 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return resolved
 
 
-def resolve_dtype(dtype: str | torch.dtype | None, x: torch.Tensor) -> torch.dtype:
+def resolve_dtype(dtype: str | torch.dtype | None, x: torch.Tensor | None) -> torch.dtype:
     """``None`` keeps a floating ``x``'s dtype, else torch's default dtype."""
     if dtype is None:
-        return x.dtype if x.is_floating_point() else torch.get_default_dtype()
+        return x.dtype if x is not None and x.is_floating_point() else torch.get_default_dtype()
     if isinstance(dtype, torch.dtype):
         return dtype
     check_choice("dtype", dtype, DTYPES)
@@ -85,33 +87,59 @@ def _grid_points(grid: dict[str, np.ndarray]) -> np.ndarray:
     return np.stack([m.reshape(-1) for m in mesh], axis=-1)
 
 
-def _check_x(x: torch.Tensor) -> None:
-    """``x`` needs a sample dim, no empty dim, and real numbers."""
+def _check_x(x: torch.Tensor, name: str = "x") -> None:
+    """Each input needs a sample dim, no empty dim, and real numbers."""
     if x.dim() == 0:
-        raise ConfigError("invalid x: need a leading sample dim, got a scalar")
+        raise ConfigError(f"invalid {name}: need a leading sample dim, got a scalar")
     if 0 in x.shape:
         dims = ", ".join(f"{'sample' if i == 0 else f'dim {i}'}={n}" for i, n in enumerate(x.shape) if n == 0)
-        raise ConfigError(f"invalid x of shape {tuple(x.shape)}: empty ({dims}); every dim needs at least one entry")
+        raise ConfigError(
+            f"invalid {name} of shape {tuple(x.shape)}: empty ({dims}); every dim needs at least one entry"
+        )
     if x.is_complex():
         raise ConfigError(
-            f"invalid x: complex inputs ({str(x.dtype).removeprefix('torch.')}) are not supported; "
+            f"invalid {name}: complex inputs ({str(x.dtype).removeprefix('torch.')}) are not supported; "
             "pass the real and imaginary parts as separate features"
         )
+
+
+def _check_samples(leaves: dict[str, torch.Tensor]) -> None:
+    """Every input of a dict or tuple has the same number of samples (its leading dim)."""
+    counts = {name: leaf.shape[0] for name, leaf in leaves.items()}
+    if len(set(counts.values())) > 1:
+        found = ", ".join(f"{name}: {n}" for name, n in counts.items())
+        raise ConfigError(f"invalid x: the inputs have different numbers of samples (leading dim) ({found})")
+
+
+def _describe(x: Any) -> str:
+    """``x of shape (4, 2) (float32)``, or the shape and dtype of each input of a dict or tuple."""
+    parts = [
+        f"{name} of shape {tuple(t.shape)} ({str(t.dtype).removeprefix('torch.')})"
+        for name, t in input_leaves(x).items()
+    ]
+    return ", ".join(parts)
 
 
 def _first(mask: np.ndarray) -> tuple[int, ...]:
     return tuple(int(i) for i in np.argwhere(mask)[0])
 
 
-def _check_cast(x: torch.Tensor, x_run: torch.Tensor, grid: dict[str, np.ndarray], dtype: torch.dtype) -> None:
+def _check_cast(
+    leaves: dict[str, torch.Tensor],
+    run_leaves: dict[str, torch.Tensor],
+    grid: dict[str, np.ndarray],
+    dtype: torch.dtype,
+) -> None:
     """Values the run's dtype cannot hold fail here, named: nothing is computed at an altered value."""
     name = str(dtype).removeprefix("torch.")
-    if x.is_floating_point():
-        overflow = (torch.isfinite(x) & ~torch.isfinite(x_run.to(x.device))).cpu().numpy()
+    for key, x in leaves.items():
+        if not x.is_floating_point():
+            continue
+        overflow = (torch.isfinite(x) & ~torch.isfinite(run_leaves[key].to(x.device))).cpu().numpy()
         if overflow.any():
             at = _first(overflow)
             raise ConfigError(
-                f"invalid x for dtype={name}: {int(overflow.sum())} values overflow it, e.g. "
+                f"invalid {key} for dtype={name}: {int(overflow.sum())} values overflow it, e.g. "
                 f"{float(x[at]):.6g} at index {at}; use dtype=float64 or rescale x"
             )
     np_dtype = np.dtype(name)
@@ -142,29 +170,33 @@ def _check_model_runs(fn: Callable, x: torch.Tensor, point: torch.Tensor, grid: 
     place would give every later point different inputs.
     """
     at = ", ".join(f"{p}={float(v):.6g}" for p, v in zip(grid, point, strict=True))
-    copy = x.clone()
+    copy = tree_map(torch.clone, x)
+    samples = next(iter(input_leaves(x).values())).shape[0]
     try:
         with torch.no_grad():
             y = fn(copy, point)
     except (RuntimeError, ValueError, TypeError, IndexError) as err:
         raise ConfigError(
-            f"the model fails on x of shape {tuple(x.shape)} ({str(x.dtype).removeprefix('torch.')}) "
-            f"at {at}: {str(err).splitlines()[0]}; check that the inputs match the model"
+            f"the model fails on {_describe(x)} at {at}: {str(err).splitlines()[0]}; "
+            "check that the inputs match the model"
         ) from err
-    if not torch.allclose(copy, x, rtol=0, atol=0, equal_nan=True):
+    if not all(
+        torch.equal(a, b) or torch.allclose(a, b, rtol=0, atol=0, equal_nan=True)
+        for a, b in zip(input_leaves(copy).values(), input_leaves(x).values(), strict=True)
+    ):
         raise ConfigError(
             "the model changes its input x in place (e.g. x.mul_(C) or x[...] = ...): every point "
             "would see different inputs; rewrite it out of place (y = x * C)"
         )
-    if not isinstance(y, torch.Tensor) or y.dim() < 1 or y.shape[0] != x.shape[0]:
+    if not isinstance(y, torch.Tensor) or y.dim() < 1 or y.shape[0] != samples:
         shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
         raise ConfigError(
-            f"invalid model output: expected a tensor with a leading sample dim of {x.shape[0]}, "
-            f"got {shape} for x of shape {tuple(x.shape)}"
+            f"invalid model output: expected a tensor with a leading sample dim of {samples}, "
+            f"got {shape} for {_describe(x)}"
         )
     if 0 in y.shape:
         raise ConfigError(
-            f"invalid model output of shape {tuple(y.shape)} for x of shape {tuple(x.shape)}: "
+            f"invalid model output of shape {tuple(y.shape)} for {_describe(x)}: "
             "an empty dim; every output dim needs at least one entry"
         )
     if y.is_complex() or not y.is_floating_point():
@@ -332,10 +364,13 @@ def sensitivity(
         n_params=len(grid),
     )
     check_bind(bind, grid)
-    x = torch.as_tensor(x)
-    _check_x(x)
+    x = input_tree(x)
+    leaves = input_leaves(x)
+    for name, leaf in leaves.items():
+        _check_x(leaf, name)
+    _check_samples(leaves)
     run_device = resolve_device(device)
-    run_dtype = resolve_dtype(dtype, x)
+    run_dtype = resolve_dtype(dtype, next((t for t in leaves.values() if t.is_floating_point()), None))
     routine = as_routine(
         model,
         list(grid),
@@ -345,8 +380,8 @@ def sensitivity(
         output_dims=output_dims,
         units=dict(units or {}),
     )
-    x_run = x.to(run_device, run_dtype)
-    _check_cast(x, x_run, grid, run_dtype)
+    x_run = to_run(x, run_device, run_dtype)
+    _check_cast(leaves, input_leaves(x_run), grid, run_dtype)
     check_grid_size({p: len(v) for p, v in grid.items()}, key="params")
     points = torch.as_tensor(_grid_points(grid), dtype=run_dtype, device=run_device)
 
@@ -394,7 +429,7 @@ def sensitivity(
     return build_dataset(
         routine,
         grid,
-        x_run.cpu(),
+        tree_map(lambda t: t.cpu(), x_run),
         result.y,
         result.dy,
         d2y=result.d2y,

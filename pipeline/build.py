@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config import HYDRA_VERSION_BASE, JOB_CONFIG, ConfigError, check_study_file, conf_dir
 from pipeline.errors import run_cli
-from pipeline.inputs import read_x
+from pipeline.inputs import InputTree, input_tree, read_x
 from pipeline.storage import reading
 
 log = logging.getLogger("sensweep.build")
@@ -175,8 +175,9 @@ def build_model(cfg: DictConfig) -> Callable | torch.nn.Module:
     return model
 
 
-def build_inputs(cfg: DictConfig) -> torch.Tensor:
-    """Call ``inputs._target_(**args)``: the batch ``x`` (float64, leading dim = samples).
+def build_inputs(cfg: DictConfig) -> InputTree:
+    """Call ``inputs._target_(**args)``: the batch ``x`` (leading dim = samples; a tensor, or a dict
+    or tuple of them; floats as float64).
 
     With ``inputs_file`` set (the workflow's compute jobs), ``x`` is read from that file instead.
     """
@@ -186,7 +187,7 @@ def build_inputs(cfg: DictConfig) -> torch.Tensor:
     target = _import("inputs", cfg.inputs._target_)
     args = OmegaConf.to_container(cfg.inputs.args, resolve=True)
     _check_args("inputs", target, args)
-    return torch.as_tensor(target(**args))
+    return input_tree(target(**args))
 
 
 def study_override(argv: list[str]) -> str | None:

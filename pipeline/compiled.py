@@ -20,10 +20,12 @@ import math
 import types
 import weakref
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
 from torch.func import jvp, vmap
+from torch.utils._pytree import tree_map
 
 from pipeline.derivatives import DerivativeError, Derivatives, RoutineFn, in_chunks, value_and_jacobian
 from pipeline.memory import budget_bytes
@@ -54,7 +56,7 @@ def _batch_whole_model(fn: RoutineFn) -> Callable:
     crashes reading them (pytorch/pytorch#197067). Structural independence still comes from the
     eager structure check.
     """
-    return lambda x, chunk: vmap(lambda theta: value_and_jacobian(lambda t: fn(x + 0 * t.sum(), t), theta))(chunk)
+    return lambda x, chunk: vmap(lambda theta: value_and_jacobian(lambda t: fn(_touched(x, t), t), theta))(chunk)
 
 
 def _advance_with_tangents(
@@ -82,6 +84,11 @@ def _batch_one_step(stepper: StepFunctions) -> Callable:
     return vmap(lambda state, tangents, theta: _advance_with_tangents(stepper.step, state, tangents, theta, stepper))
 
 
+def _touched(x: Any, theta: Tensor) -> Any:
+    """``x + 0 * sum(theta)`` for each floating input (see :func:`_batch_whole_model`)."""
+    return tree_map(lambda a: a + 0 * theta.sum() if a.is_floating_point() else a, x)
+
+
 def _run_time_loop(stepper: StepFunctions, x: Tensor, chunk: Tensor, step: Callable) -> tuple[Tensor, Tensor]:
     """Run the time loop for one chunk: ``y`` (chunk, ..., steps+1), ``dy`` (..., steps+1, P)."""
 
@@ -89,7 +96,7 @@ def _run_time_loop(stepper: StepFunctions, x: Tensor, chunk: Tensor, step: Calla
         zeros = tuple(() for _ in range(len(theta)))
         # As in _batch_whole_model: the initial state depends on theta (by 0), so its tangents are real
         # tensors, not "efficient zeros" or stride-0 expansions the compiled step cannot take.
-        return _advance_with_tangents(lambda _, t: stepper.initial(x + 0 * t.sum(), t), (), zeros, theta, stepper)
+        return _advance_with_tangents(lambda _, t: stepper.initial(_touched(x, t), t), (), zeros, theta, stepper)
 
     state, tangents, y, dy = vmap(start)(chunk)
     ys, dys = [y], [dy]

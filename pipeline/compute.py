@@ -15,6 +15,7 @@ from pipeline.api import resolve_device, sensitivity
 from pipeline.build import build_inputs, build_model, job_main
 from pipeline.config import study_title, to_yaml, validate
 from pipeline.dataset import connected_name, swept_parameters
+from pipeline.inputs import input_arrays, input_leaves
 from pipeline.provenance import fingerprint, provenance
 from pipeline.storage import write_netcdf
 from pipeline.sweep import part_grid
@@ -40,7 +41,7 @@ def sweep_dataset(cfg: DictConfig, study: str = "") -> xr.Dataset:
         "study %s: %s x %d samples, method=%s, device=%s, dtype=%s",
         study,
         " x ".join(f"{len(v)} values of {p}" for p, v in grid.items()),
-        x.shape[0],
+        next(iter(input_leaves(x).values())).shape[0],
         cfg.method.name.value,
         device,
         cfg.dtype.value,
@@ -65,7 +66,7 @@ def sweep_dataset(cfg: DictConfig, study: str = "") -> xr.Dataset:
         title=study_title(cfg, study) if study else cfg.title,
         attrs={"study": study, "sweep_kind": cfg.sweep.kind.value, "config": to_yaml(cfg), **provenance(), **part},
     )
-    ds.attrs["fingerprint"] = fingerprint(cfg, ds["x"].values)  # what the merge and verify compare
+    ds.attrs["fingerprint"] = fingerprint(cfg, input_arrays(ds))  # what the merge and verify compare
     independent = ds.attrs.get("structurally_independent_outputs", 0)
     if independent:
         log.warning(

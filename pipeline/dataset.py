@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from pipeline.inputs import InputTree, input_leaves
 from pipeline.routine import Routine
 
 CONVENTIONS = "CF-1.10"
@@ -96,6 +97,36 @@ def input_variable(model: Any, x: torch.Tensor, units: dict[str, str]) -> xr.Dat
     return _with_coord_attrs(da, units)
 
 
+def input_variables(model: Any, x: InputTree, units: dict[str, str]) -> dict[str, xr.DataArray]:
+    """The dataset variables of ``x``: ``x`` (:func:`input_variable`) for one tensor; for a dict or
+    tuple of inputs one variable ``x_<key>`` each, dims ``(sample, <key>_dim1, ...)``, its key in the
+    attr ``input_key`` (the dataset's attr ``input_structure`` says dict or tuple)."""
+    if isinstance(x, torch.Tensor):
+        return {"x": input_variable(model, x, units)}
+    variables = {}
+    for name, leaf in input_leaves(x).items():
+        key = name.removeprefix("x_")
+        dims = [f"{key}_dim{i}" for i in range(1, leaf.dim())]
+        attrs = {"long_name": f"model input {key}", "input_key": key}
+        if name in units:
+            attrs["units"] = units[name]
+        variables[name] = xr.DataArray(
+            leaf.detach().cpu().numpy(),
+            dims=["sample", *dims],
+            coords={
+                "sample": np.arange(leaf.shape[0]),
+                **{d: np.arange(n) for d, n in zip(dims, leaf.shape[1:], strict=True)},
+            },
+            attrs=attrs,
+        )
+    return variables
+
+
+def input_structure(x: InputTree) -> dict[str, str]:
+    """The dataset attr that tells how to rebuild a dict or tuple of inputs (none for one tensor)."""
+    return {} if isinstance(x, torch.Tensor) else {"input_structure": "dict" if isinstance(x, dict) else "tuple"}
+
+
 def second_derivative_name(param: str) -> str:
     """Name of the second-derivative variable of ``param``: ``d2y_dC2`` for ``C``."""
     return f"d2y_d{param}2"
@@ -104,7 +135,7 @@ def second_derivative_name(param: str) -> str:
 def build_dataset(
     routine: Routine,
     grid: dict[str, np.ndarray],
-    x: torch.Tensor,
+    x: InputTree,
     y: torch.Tensor,
     dy: torch.Tensor,
     *,
@@ -124,7 +155,7 @@ def build_dataset(
     out_dims = _dim_names(routine.output_dims, y.dim() - 2, "output", "output")
     coords = {
         **{p: np.asarray(v, dtype=np.float64) for p, v in grid.items()},
-        "sample": np.arange(x.shape[0]),
+        "sample": np.arange(y.shape[1]),
         **_coords(out_dims, y.shape[2:], routine.output_coords),
     }
     dims = [*params, "sample", *out_dims]
@@ -145,9 +176,9 @@ def build_dataset(
             {"long_name": f"second derivative of y with respect to {param}"},
         )
     ds = xr.Dataset(variables, coords=coords)
-    x_var = input_variable(routine, x, units)
-    clash = set(x_var.dims[1:]) & set(out_dims)
-    ds["x"] = x_var.rename({d: f"in_{d}" for d in clash})
+    for name, x_var in input_variables(routine, x, units).items():
+        clash = set(x_var.dims[1:]) & set(out_dims)
+        ds[name] = x_var.rename({d: f"in_{d}" for d in clash})
     structure = {}
     if connected is not None:
         for i, param in enumerate(params):
@@ -169,6 +200,7 @@ def build_dataset(
         "swept_parameters": " ".join(params),
         **({"bound_to": bound} if bound else {}),
         **structure,
+        **input_structure(x),
         **(attrs or {}),
     }
     return ds

@@ -12,7 +12,8 @@ from omegaconf import DictConfig
 
 from pipeline.build import build_inputs, build_model, job_main
 from pipeline.config import to_yaml, validate
-from pipeline.dataset import input_variable
+from pipeline.dataset import input_structure, input_variables
+from pipeline.inputs import input_leaves
 from pipeline.storage import write_netcdf
 
 log = logging.getLogger("sensweep.prepare")
@@ -24,16 +25,17 @@ def prepare(cfg: DictConfig, study: str = "") -> xr.Dataset:
     x = build_inputs(cfg)
     model = build_model(cfg)
     ds = xr.Dataset(
-        {"x": input_variable(model, x, units=dict(cfg.model.units))},
+        input_variables(model, x, units=dict(cfg.model.units)),
         attrs={
             "Conventions": "CF-1.10",
             "title": f"Inputs of study {study}".strip(),
             "study": study,
             "config": to_yaml(cfg),
+            **input_structure(x),
         },
     )
     write_netcdf(ds, cfg.output)
-    log.info("wrote %s: x of shape %s", cfg.output, tuple(x.shape))
+    log.info("wrote %s: %s", cfg.output, ", ".join(f"{k} {tuple(v.shape)}" for k, v in input_leaves(x).items()))
     return ds
 
 

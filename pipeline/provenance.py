@@ -40,7 +40,7 @@ def determining_yaml(cfg: DictConfig | str | dict) -> str:
     return yaml.safe_dump(determining_config(cfg), sort_keys=True)
 
 
-def fingerprint(cfg: DictConfig | str | dict, x: np.ndarray) -> str:
+def fingerprint(cfg: DictConfig | str | dict, x: np.ndarray | list[np.ndarray]) -> str:
     """SHA-256 of the determining config, of the trained weights' file if any, and of ``x`` (dtype, shape, bytes)."""
     digest = hashlib.sha256(determining_yaml(cfg).encode())
     weights = cfg.model.get("weights") if isinstance(cfg, DictConfig) and "model" in cfg else None
@@ -51,9 +51,10 @@ def fingerprint(cfg: DictConfig | str | dict, x: np.ndarray) -> str:
         if file.is_file():
             with file.open("rb") as f:
                 digest.update(hashlib.file_digest(f, "sha256").digest())
-    array = np.ascontiguousarray(x)
-    digest.update(f"{array.dtype.str}{array.shape}".encode())
-    digest.update(array.tobytes())
+    for array in x if isinstance(x, list) else [x]:  # each input of a dict or tuple of inputs
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.tobytes())
     return digest.hexdigest()
 
 

@@ -228,7 +228,8 @@ def read_part_info(path: str | os.PathLike) -> PartInfo:
     chunk_cache()
     try:
         with xr.open_dataset(path) as part:
-            missing = {"y", "x"} - set(part.data_vars)
+            has_x = "x" in part.data_vars or any("input_key" in part[v].attrs for v in part.data_vars)
+            missing = {"y", *(() if has_x else ("x",))} - set(part.data_vars)
             if missing or "swept_parameters" not in part.attrs:
                 raise ValueError(f"not a sensitivity part (missing {sorted(missing) or 'attrs'})")
             attrs = part.attrs

@@ -39,6 +39,7 @@ from pipeline.config import compose_job
 from pipeline.dataset import CONVENTIONS, connected_name, derivative_name, swept_parameters
 from pipeline.derivatives import METHODS
 from pipeline.errors import DerivativeError, VerificationError, run_cli
+from pipeline.inputs import input_arrays, input_from_dataset
 from pipeline.plot import plot_agreement
 from pipeline.provenance import config_differences, fingerprint
 from pipeline.storage import Source, one_or_many, open_sensitivity, reading, source_files, write_atomic, write_netcdf
@@ -111,7 +112,7 @@ def _differences(actual: np.ndarray, reference: np.ndarray) -> tuple[float, floa
 def check_computed_from(ds: xr.Dataset, cfg: DictConfig) -> None:
     """Refuse ``ds`` unless its ``fingerprint`` is that of ``cfg`` and its own ``x`` (VerificationError)."""
     stored = ds.attrs.get("fingerprint")
-    if stored == fingerprint(cfg, ds["x"].values):
+    if stored == fingerprint(cfg, input_arrays(ds)):
         return
     if stored is None:
         raise VerificationError(
@@ -143,7 +144,7 @@ def verify(ds: xr.Dataset, cfg: DictConfig) -> xr.Dataset:
         {**{p: _pick(opts["values"], ds.sizes[p]) for p in params}, "sample": _pick(opts.samples, ds.sizes["sample"])}
     )
     model = build_model(cfg)
-    x = torch.from_numpy(sub["x"].values).double()
+    x = input_from_dataset(sub)
     out_dims = list(sub["y"].dims[len(params) + 1 :])
     rows = []
 

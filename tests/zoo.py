@@ -93,6 +93,20 @@ class Encoder(nn.Module):
         return self.layer(x).mean(dim=1)
 
 
+class TokenModel(nn.Module):
+    """A user's model of several inputs: ``x = {"tokens": int64 ids, "scale": float}``, through
+    ``nn.Embedding`` (which needs integer ids) and a linear read-out."""
+
+    def __init__(self, vocabulary: int = 20, width: int = 6):
+        super().__init__()
+        self.embed = nn.Embedding(vocabulary, width)
+        self.head = nn.Linear(width, 3)
+
+    def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
+        pooled = self.embed(x["tokens"]).mean(dim=1)
+        return torch.tanh(self.head(pooled)) * x["scale"][:, None]
+
+
 def newton_cubic(x: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
     """The root z of z^3 + C z = x by Newton's method, stopping once converged (a data-dependent exit).
 
