@@ -103,3 +103,43 @@ def test_workflow_reads_several_input_variables(tmp_path):
         np.testing.assert_array_equal(stored.x_tokens.values, x["tokens"].numpy())
         assert stored.x_tokens.dtype == np.int64
     assert verify(ds, cfg).attrs["passed"] == 1
+
+
+TOKENS_STUDY = """# @package _global_
+defaults:
+  - override /model: custom
+  - override /inputs: file
+  - override /sweep: linear
+title: "Token model: one read-out weight"
+model:
+  _target_: my_models.TokenModel
+  bind: {C: "head.weight[0,1]"}
+inputs:
+  args: {path: data/tokens.nc, variables: [tokens, scale]}
+sweep: {start: -1.0, stop: 1.0, num: 6, parts: 2}
+"""
+
+
+@pytest.mark.slow
+def test_several_inputs_end_to_end_through_snakemake(workflow):
+    """Integer tokens and float scales from one NetCDF file, a user's Embedding model, two parts,
+    merged, summarised, plotted and verified."""
+    import shutil
+    from pathlib import Path
+
+    from helpers import run
+
+    shutil.copy(Path(__file__).with_name("zoo.py"), workflow / "my_models.py")
+    x = tokens_and_scale(8)
+    xr.Dataset(
+        {"tokens": (("sample", "position"), x["tokens"].numpy()), "scale": ("sample", x["scale"].numpy())}
+    ).to_netcdf(workflow / "data" / "tokens.nc")
+    (workflow / "conf" / "study" / "tokens.yaml").write_text(TOKENS_STUDY)
+    result = run(["snakemake", "--cores", "2", "--config", "studies=[tokens]"], cwd=workflow)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = workflow / "outputs" / "tokens"
+    with xr.open_dataset(out / "sensitivity.nc") as ds:
+        assert ds.x_tokens.dtype == np.int64 and ds.sizes["C"] == 6
+        np.testing.assert_array_equal(ds.x_tokens.values, x["tokens"].numpy())
+    assert "overall: PASS" in (out / "verify.md").read_text()
+    assert (out / "summary.nc").is_file() and any((out / "plots").glob("*.png"))
