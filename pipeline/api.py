@@ -22,12 +22,13 @@ from pipeline.checks import (
     check_device,
     check_method_options,
     check_parameter_name,
+    is_tensor_path,
 )
 from pipeline.compiled import compiled_forward
 from pipeline.config import ConfigError
 from pipeline.dataset import build_dataset
 from pipeline.derivatives import METHODS, DerivativeError
-from pipeline.fallback import auto
+from pipeline.fallback import LADDER, REVERSE_LADDER, auto
 from pipeline.inputs import input_leaves, input_tree, to_run
 from pipeline.routine import as_routine
 from pipeline.sizes import check_grid_size, check_result_size
@@ -59,8 +60,11 @@ def resolve_dtype(dtype: str | torch.dtype | None, x: torch.Tensor | None) -> to
     return DTYPES[dtype]
 
 
-def _swept_grid(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """Validated 1-D values per swept parameter (several parameters form a grid)."""
+def _swept_grid(params: Mapping[str, Any], tensors_bound: bool = False) -> dict[str, np.ndarray]:
+    """Validated 1-D values per swept parameter (several parameters form a grid); none is allowed
+    when whole tensors are bound (derivatives at the model's own values only)."""
+    if isinstance(params, Mapping) and not params and tensors_bound:
+        return {}
     if not isinstance(params, Mapping) or not params:
         raise ConfigError(
             f"invalid params={params!r}: give the swept parameters and their values, e.g. {{'C': values}}"
@@ -82,7 +86,9 @@ def _swept_grid(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
 
 
 def _grid_points(grid: dict[str, np.ndarray]) -> np.ndarray:
-    """All points of the grid, ``(N, P)``, first parameter slowest (C order)."""
+    """All points of the grid, ``(N, P)``, first parameter slowest (C order); one point without any."""
+    if not grid:
+        return np.zeros((1, 0))
     mesh = np.meshgrid(*grid.values(), indexing="ij")
     return np.stack([m.reshape(-1) for m in mesh], axis=-1)
 
@@ -169,7 +175,7 @@ def _check_model_runs(fn: Callable, x: torch.Tensor, point: torch.Tensor, grid: 
     It runs on a copy of ``x``, which must come back unchanged: a model that changes its inputs in
     place would give every later point different inputs.
     """
-    at = ", ".join(f"{p}={float(v):.6g}" for p, v in zip(grid, point, strict=True))
+    at = ", ".join(f"{p}={float(v):.6g}" for p, v in zip(grid, point[: len(grid)], strict=True)) or "the model's values"
     copy = tree_map(torch.clone, x)
     samples = next(iter(input_leaves(x).values())).shape[0]
     try:
@@ -353,7 +359,7 @@ def sensitivity(
     """
     check_choice("nan_policy", nan_policy, NAN_POLICIES)
     check_choice("hidden_policy", hidden_policy, HIDDEN_POLICIES)
-    grid = _swept_grid(params)
+    grid = _swept_grid(params, tensors_bound=any(is_tensor_path(str(v)) for v in (bind or {}).values()))
     check_method_options(
         method,
         order=order,
@@ -384,10 +390,23 @@ def sensitivity(
     _check_cast(leaves, input_leaves(x_run), grid, run_dtype)
     check_grid_size({p: len(v) for p, v in grid.items()}, key="params")
     points = torch.as_tensor(_grid_points(grid), dtype=run_dtype, device=run_device)
+    if routine.tensors:  # each tensor's elements follow the swept values, at the model's own values
+        if order == 2:
+            raise ConfigError(
+                "invalid order=2: not with a whole tensor bound (second derivatives of swept scalars only)"
+            )
+        own = torch.cat([t.values.reshape(-1) for t in routine.tensors]).to(run_device, run_dtype)
+        points = torch.cat([points, own.expand(len(points), -1)], dim=1)
+    directions = points.shape[1]
 
     y0 = _check_model_runs(routine.fn, x_run, points[0], grid)
-    check_result_size(len(points), y0.numel(), 1 + len(grid) + (order == 2), torch.finfo(run_dtype).bits // 8)
-    reached, hint = check_structure(routine.fn, x_run, points)
+    check_result_size(len(points), y0.numel(), 1 + directions + (order == 2), torch.finfo(run_dtype).bits // 8)
+    reached, hint = check_structure(routine.fn, x_run, points, columns=len(grid))
+    choice = ""
+    if method == "auto" and routine.tensors and directions > y0.numel():
+        choice = (
+            f"reverse mode: {directions} directions (parameters and tensor elements) outnumber {y0.numel()} outputs"
+        )
     start = time.perf_counter()
     used, fallback_reason = ("forward" if method == "auto" else method), ""
     options = {"step": step} if step is not None else {}
@@ -404,7 +423,16 @@ def sensitivity(
             memory_hint=hint,
         )
     elif method == "auto" and order == 1:
-        run = auto(routine.fn, x_run, points, chunk_size=chunk_size, max_memory_mb=max_memory_mb, memory_hint=hint)
+        ladder = REVERSE_LADDER if choice else LADDER
+        run = auto(
+            routine.fn,
+            x_run,
+            points,
+            chunk_size=chunk_size,
+            max_memory_mb=max_memory_mb,
+            memory_hint=hint,
+            ladder=ladder,
+        )
         result, used, fallback_reason = run.result, run.method, run.reason
     else:
         result = METHODS["forward" if method == "auto" else method](
@@ -414,10 +442,11 @@ def sensitivity(
 
     if used.startswith("finite_difference"):  # the derivatives are differences themselves
         hidden_policy = "off"
-    hidden = _check_hidden_dependence(routine.fn, x_run, points, result.dy, grid, hidden_policy)
+    swept_dy = result.dy[..., : len(grid)]
+    hidden = _check_hidden_dependence(routine.fn, x_run, points, swept_dy, grid, hidden_policy)
     nonfinite = _check_finite(result.y, result.dy, grid, nan_policy)
     if reached is not None:  # a derivative that is not zero somewhere means a path exists
-        reached = reached | (result.dy != 0).any(dim=0)
+        reached = reached | (swept_dy != 0).any(dim=0)
     # Timing and the chosen chunk size vary from run to run: they go into `history`, so that two
     # runs of the same study give identical datasets apart from it.
     rate = f"{len(points) / wall:.1f}" if wall > 0 else "inf"
@@ -441,6 +470,7 @@ def sensitivity(
             "method": used,
             "method_requested": method,
             **({"fallback_reason": fallback_reason} if fallback_reason else {}),
+            **({"method_choice": choice} if choice and not fallback_reason else {}),
             "compiled": int(compile),
             "device": str(run_device),
             "dtype": str(run_dtype).removeprefix("torch."),

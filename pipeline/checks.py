@@ -76,12 +76,31 @@ def check_method_options(
         fail(f"{prefix}compile", True, "only for method=forward (or auto) with order=1")
 
 
+def is_tensor_path(path: str) -> bool:
+    """A bind path without an index (``"0.bias"``) or with a slice (``"0.bias[0:8]"``) names a whole
+    tensor (or part of one): derivatives at the model's own values, not a swept parameter."""
+    return "[" not in path or ":" in path
+
+
 def check_bind(bind: Mapping[str, str] | None, swept: Iterable[str], key: str = "bind") -> None:
-    """Every bound name must be a swept parameter."""
+    """Every bound name is a swept parameter (one element), or a whole tensor or slice (not swept)."""
     swept = list(swept)
     for name in bind or {}:
-        if name not in swept:
-            fail(f"{key}.{name}", bind[name], f"swept parameters are {', '.join(swept)}")
+        check_parameter_name(name, key)
+        if name not in swept and not is_tensor_path(str(bind[name])):
+            fail(
+                f"{key}.{name}",
+                bind[name],
+                f"swept parameters are {', '.join(swept)}; a parameter not swept needs a whole tensor "
+                "('0.bias') or a slice ('0.bias[0:8]')",
+            )
+        if name in swept and ":" in str(bind[name]):
+            fail(
+                f"{key}.{name}",
+                bind[name],
+                f"{name} is swept, so it needs one element, e.g. '{str(bind[name]).split('[')[0]}[0]'; "
+                "derivatives with respect to a slice take a name that is not swept",
+            )
 
 
 def check_parts(parts: int, count: int, part: int | None, param: str, prefix: str = "") -> None:

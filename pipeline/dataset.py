@@ -168,6 +168,21 @@ def build_dataset(
             dy[..., i].reshape(*shape, *y.shape[1:]).numpy(),
             {"long_name": f"derivative of y with respect to {param}", **({"units": dy_units} if dy_units else {})},
         )
+    first = len(params)
+    for tensor in routine.tensors:  # dims of the tensor (or slice) after y's, named <W>_dim<i>
+        count = int(np.prod(tensor.shape))
+        dy_units = _derivative_units(units.get("y"), units.get(tensor.name))
+        variables[derivative_name(tensor.name)] = (
+            [*dims, *tensor.dims],
+            dy[..., first : first + count].reshape(*shape, *y.shape[1:], *tensor.shape).numpy(),
+            {
+                "long_name": f"derivative of y with respect to {tensor.path} (at the model's own values)",
+                "bound_to": tensor.path,
+                **({"units": dy_units} if dy_units else {}),
+            },
+        )
+        coords.update({d: c for d, c in zip(tensor.dims, tensor.coords, strict=True)})
+        first += count
     if d2y is not None:
         (param,) = params
         variables[second_derivative_name(param)] = (

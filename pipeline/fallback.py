@@ -32,6 +32,9 @@ from pipeline.errors import ConfigError, DerivativeError
 LADDER = ("forward", "forward_per_point", "reverse_per_point", "finite_difference_per_point")
 """The methods ``auto`` tries, in order (NOTE above)."""
 
+REVERSE_LADDER = ("reverse", "reverse_per_point", "finite_difference_per_point")
+"""Where a bound tensor's elements outnumber the outputs per point, reverse mode comes first."""
+
 _NO_FORWARD_RULE = ("forward AD", "forward mode AD", "forward-mode AD", "jvp function", "setup_context")
 """Markers of torch errors that mean an op (or autograd.Function) has no forward-mode rule."""
 
@@ -67,6 +70,7 @@ def auto(
     chunk_size: int | None = None,
     max_memory_mb: int | None = None,
     memory_hint: int | None = None,
+    ladder: tuple[str, ...] = LADDER,
 ) -> Fallback:
     """Derivatives by the first method of :data:`LADDER` that works (NOTE above), with one warning if not the first.
 
@@ -79,9 +83,9 @@ def auto(
     ('forward_per_point', [[0.0, 1.0, 2.0], [-0.0, -1.0, -2.0]])
     """
     failures: list[tuple[str, BaseException]] = []
-    ladder = list(LADDER)
-    while ladder:
-        method = ladder.pop(0)
+    remaining = list(ladder)
+    while remaining:
+        method = remaining.pop(0)
         try:
             result = METHODS[method](
                 fn, x, points, chunk_size=chunk_size, max_memory_mb=max_memory_mb, memory_hint=memory_hint
@@ -91,7 +95,7 @@ def auto(
                 raise
             failures.append((method, err))
             if any(marker in str(err) or marker in _cause_text(err) for marker in _NO_FORWARD_RULE):
-                ladder = [m for m in ladder if not m.startswith("forward")]
+                remaining = [m for m in remaining if not m.startswith("forward")]
             continue
         if not failures:
             return Fallback(result, method)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
@@ -23,7 +24,7 @@ from torch.func import functional_call
 from pipeline.config import ConfigError
 from pipeline.timestepper import TimeStepper
 
-_PATH = re.compile(r"^(?P<name>\w[\w.]*?)(?:\[(?P<index>[\d,\s]+)\])?$")
+_PATH = re.compile(r"^(?P<name>\w[\w.]*?)(?:\[(?P<index>[\d,:\s]+)\])?$")
 
 
 @dataclass(eq=False)  # hashable by identity: pipeline.compiled caches per stepper
@@ -41,11 +42,35 @@ class StepFunctions:
 
 
 @dataclass
+class TensorParameter:
+    """A whole tensor (or a slice of one) bound by name: derivatives at the model's own values.
+
+    Its ``values`` (flattened) follow the swept parameters in ``theta``; ``dims`` and ``coords``
+    name the kept dims of the selection and their indices in the original tensor.
+    """
+
+    name: str
+    path: str
+    values: Tensor
+    dims: list[str]
+    coords: list[np.ndarray]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(len(c) for c in self.coords)
+
+
+@dataclass
 class Routine:
-    """A pure ``fn(x, theta) -> y`` plus what the dataset needs to name its dims."""
+    """A pure ``fn(x, theta) -> y`` plus what the dataset needs to name its dims.
+
+    ``theta`` holds the swept parameters (``params``), then the elements of each tensor
+    parameter (``tensors``), flattened.
+    """
 
     fn: Callable[[Tensor, Tensor], Tensor]
     params: list[str]
+    tensors: list[TensorParameter] = field(default_factory=list)
     bound_to: dict[str, str] = field(default_factory=dict)
     input_dims: Sequence[str] | None = None
     output_dims: Sequence[str] | None = None
@@ -55,16 +80,48 @@ class Routine:
     stepper: StepFunctions | None = None
 
 
-def parse_bind_path(path: str) -> tuple[str, tuple[int, ...]]:
-    """Split ``"branch_b.0.bias[1]"`` into ``("branch_b.0.bias", (1,))``."""
+def parse_bind_path(path: str) -> tuple[str, tuple[int | slice, ...]]:
+    """Split ``"branch_b.0.bias[1]"`` into ``("branch_b.0.bias", (1,))``; ``"w[0:8, 2]"`` into
+    ``("w", (slice(0, 8), 2))``."""
     match = _PATH.match(path.replace(" ", ""))
     if match is None:
         raise ConfigError(
             f"invalid bind path {path!r}: expected a dotted parameter name with an optional "
-            "index, e.g. 'branch_b.0.bias[1]' or 'conv.weight[0,0,0]'"
+            "index, e.g. 'branch_b.0.bias[1]' or 'conv.weight[0,0,0]', or a slice, e.g. '0.bias[0:8]'"
         )
     index = match["index"]
-    return match["name"], tuple(int(i) for i in index.split(",")) if index else ()
+    if not index:
+        return match["name"], ()
+    parts: list[int | slice] = []
+    for part in index.split(","):
+        if ":" in part:
+            bounds = part.split(":")
+            if len(bounds) != 2:
+                raise ConfigError(f"invalid bind path {path!r}: slices take start:stop, e.g. '0.bias[0:8]'")
+            parts.append(slice(*(int(b) if b else None for b in bounds)))
+        else:
+            parts.append(int(part))
+    return match["name"], tuple(parts)
+
+
+def _tensor_parameter(
+    param: str, path: str, target: Tensor, selection: tuple[int | slice, ...]
+) -> tuple[TensorParameter, Tensor]:
+    """The tensor parameter ``param`` and the flat indices it replaces in ``target``."""
+    if len(selection) > target.dim():
+        raise ConfigError(f"invalid bind {param}={path!r}: {target.dim()} dims, {len(selection)} indices")
+    positions = torch.arange(target.numel(), device=target.device).reshape(target.shape)
+    try:
+        chosen = positions[selection]
+    except IndexError as err:
+        raise ConfigError(f"invalid bind {param}={path!r}: {err} (shape {tuple(target.shape)})") from err
+    if chosen.numel() == 0:
+        raise ConfigError(f"invalid bind {param}={path!r}: the selection is empty (shape {tuple(target.shape)})")
+    full = (*selection, *([slice(None)] * (target.dim() - len(selection))))
+    coords = [np.arange(n)[s] for n, s in zip(target.shape, full, strict=True) if isinstance(s, slice)]
+    dims = [f"{param}_dim{i}" for i in range(len(coords))]
+    flat = chosen.reshape(-1)
+    return TensorParameter(param, path, target.reshape(-1)[flat].clone(), dims, coords), flat
 
 
 class _Method(nn.Module):
@@ -81,10 +138,27 @@ class _Method(nn.Module):
 
 def _bind_module(
     module: nn.Module, bind: dict[str, str], params: list[str], device: torch.device, dtype: torch.dtype
-) -> tuple[Callable, StepFunctions | None]:
+) -> tuple[Callable, StepFunctions | None, list[TensorParameter]]:
     tensors = {k: v.detach() for k, v in [*module.named_parameters(), *module.named_buffers()]}
     tensors = {k: v.to(device, dtype) if v.is_floating_point() else v.to(device) for k, v in tensors.items()}
     targets = []  # (tensor name, mask, index in theta), applied in order: two may share a tensor
+    tensor_targets = []  # (tensor name, flat indices, start in theta)
+    tensor_params = []
+    start = len(params)
+    for param in [p for p in bind if p not in params]:
+        path = bind[param]
+        name, selection = parse_bind_path(path)
+        if name not in tensors:
+            valid = ", ".join(f"{k} {tuple(v.shape)}" for k, v in module.named_parameters())
+            raise ConfigError(
+                f"invalid bind {param}={path!r}: {type(module).__name__} has no parameter {name!r}; {valid}"
+            )
+        if not tensors[name].is_floating_point():
+            raise ConfigError(f"invalid bind {param}={path!r}: {name} is not floating point")
+        tensor_param, flat = _tensor_parameter(param, path, tensors[name], selection)
+        tensor_targets.append((name, flat, start))
+        tensor_params.append(tensor_param)
+        start += flat.numel()
     for i, param in enumerate(params):
         path = bind[param]
         name, index = parse_bind_path(path)
@@ -110,6 +184,9 @@ def _bind_module(
 
     def replaced(theta: Tensor) -> dict[str, Tensor]:
         out = dict(tensors)
+        for name, flat, first in tensor_targets:
+            values = theta[first : first + flat.numel()]
+            out[name] = out[name].reshape(-1).scatter(0, flat, values).reshape(out[name].shape)
         for name, mask, i in targets:
             # where() keeps the value exactly theta[i] and its tangent exactly 1 at the bound element.
             out[name] = torch.where(mask, theta[i], out[name])
@@ -119,7 +196,7 @@ def _bind_module(
         return functional_call(module, replaced(theta), (x,))
 
     if not isinstance(module, TimeStepper):
-        return fn, None
+        return fn, None, tensor_params
 
     def method(name: str) -> Callable:
         wrapper = _Method(module, name)
@@ -129,7 +206,7 @@ def _bind_module(
 
         return call
 
-    return fn, StepFunctions(method("initial"), method("step"), method("observe"), module.steps)
+    return fn, StepFunctions(method("initial"), method("step"), method("observe"), module.steps), tensor_params
 
 
 def as_routine(
@@ -153,14 +230,8 @@ def as_routine(
                 f"missing bind for {missing[0]!r}: an nn.Module needs bind={{'{missing[0]}': "
                 f"'<parameter path>'}}; its parameters are: {names}"
             )
-        extra = sorted(set(bind) - set(params))
-        if extra:
-            raise ConfigError(
-                f"invalid bind {extra[0]}={bind[extra[0]]!r}: {extra[0]!r} is not swept; "
-                f"swept parameters: {', '.join(params)}"
-            )
-        fn, stepper = _bind_module(model, bind, params, device, dtype)
-        bound_to = {p: bind[p] for p in params}
+        fn, stepper, tensor_params = _bind_module(model, dict(bind), params, device, dtype)
+        bound_to = dict(bind)
     elif callable(model):
         if bind:
             raise ConfigError(
@@ -171,12 +242,13 @@ def as_routine(
         def fn(x: Tensor, theta: Tensor) -> Tensor:
             return model(x, **{p: theta[i] for i, p in enumerate(params)})
 
-        bound_to, stepper = {}, None
+        bound_to, stepper, tensor_params = {}, None, []
     else:
         raise ConfigError(f"invalid model {model!r}: expected a function f(x, {', '.join(params)}) or an nn.Module")
     return Routine(
         fn=fn,
         params=params,
+        tensors=tensor_params,
         bound_to=bound_to,
         input_dims=getattr(model, "input_dims", None),
         output_dims=output_dims or getattr(model, "output_dims", None),

@@ -27,15 +27,16 @@ PROBES = 3
 
 
 def check_structure(
-    fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, points: Tensor
+    fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, points: Tensor, columns: int | None = None
 ) -> tuple[Tensor | None, int | None]:
     """:func:`connected`, and a pessimistic bytes-per-point estimate for forward-mode methods.
 
     The check is a forward pass over a few points: its peak memory, counted as all per point
     and once per parameter direction, bounds what a forward pass needs per point (the
-    ``memory_hint`` of :mod:`pipeline.derivatives`). ``None`` where it cannot be measured.
+    ``memory_hint`` of :mod:`pipeline.derivatives`). ``None`` where it cannot be measured. Only
+    the first ``columns`` directions (the swept parameters, not a bound tensor's elements) are checked.
     """
-    reached, peak = measure_peak_bytes(lambda: connected(fn, x, points), points.device)
+    reached, peak = measure_peak_bytes(lambda: connected(fn, x, points, columns), points.device)
     if peak is None or reached is None:
         return reached, None
     return reached, max(1, peak * points.shape[1] // len(probe_points(points)))
@@ -59,13 +60,15 @@ def probe_points(points: Tensor) -> Tensor:
     return points[probe_indices(len(points)).to(points.device)]
 
 
-def connected(fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, points: Tensor) -> Tensor | None:
+def connected(
+    fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, points: Tensor, columns: int | None = None
+) -> Tensor | None:
     """Boolean tensor ``(*y.shape, P)``: True where parameter ``i`` reaches the output (NOTE above).
 
     Returns ``None`` when the model has no forward-mode rule for some op (no check possible).
     """
     reached = []
-    for i in range(points.shape[1]):
+    for i in range(points.shape[1] if columns is None else columns):
 
         def nan_tangent(theta: Tensor, i: int = i) -> Tensor:
             direction = torch.zeros_like(theta)
@@ -77,7 +80,7 @@ def connected(fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, points: Tensor)
         except (RuntimeError, NotImplementedError):
             return None
         reached.append(tangents.isnan().any(dim=0).cpu())
-    return torch.stack(reached, dim=-1)
+    return torch.stack(reached, dim=-1) if reached else None
 
 
 # NOTE [Hidden dependence]
@@ -111,7 +114,7 @@ def hidden_dependence(
             return over_points(lambda theta: fn(x, theta), thetas)
 
     hidden, largest = [], []
-    for i in range(points.shape[1]):
+    for i in range(dy.shape[-1]):  # the parameters dy holds (the swept ones)
         step = fd_step(probes[:, i])
         up, down = probes.clone(), probes.clone()
         up[:, i] += step

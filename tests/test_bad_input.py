@@ -123,9 +123,9 @@ CASES = [
     ),
     ("bind index out of range", ['model.bind.C="branch_b.0.bias[7]"'], "give one in-range index per dim"),
     (
-        "bind of a parameter that is not swept",
-        ["+model.bind.k=encoder.0.bias"],
-        "invalid model.bind.k='encoder.0.bias': swept parameters are C",
+        "bind of one element to a parameter that is not swept",
+        ['+model.bind.k="encoder.0.bias[1]"'],
+        "invalid model.bind.k='encoder.0.bias[1]': swept parameters are C; a parameter not swept needs a whole tensor",
     ),
     ("device that does not exist", ["device=tpu"], "invalid device='tpu': valid: auto, cpu, cuda, cuda:<index>"),
     (
