@@ -19,3 +19,21 @@ def mutates_input(x: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
     """Changes its input in place."""
     x.mul_(C)
     return x
+
+
+class NoForward(torch.autograd.Function):
+    """Doubles its input; has a backward but no jvp rule (an op without forward-mode AD)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(c):
+        return c * 2
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * 2

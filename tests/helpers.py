@@ -16,6 +16,18 @@ WORKFLOW_FILES = ("Snakefile", "rules", "conf", "report", "envs", "data", ".test
 TEST_CONFIG = yaml.safe_load((ROOT / ".test" / "config.yaml").read_text())
 """The workflow's small test config (``.test/config.yaml``), also used by ``make lint``'s dry run."""
 
+# Tolerances of each method against exact references in float64; differences carry O(h^2) truncation.
+RTOL = {
+    "forward": 1e-12,
+    "forward_dual": 1e-12,
+    "reverse": 1e-12,
+    "loop": 1e-12,
+    "finite_difference": 1e-7,
+    "forward_per_point": 1e-12,
+    "reverse_per_point": 1e-12,
+    "finite_difference_per_point": 1e-7,
+}
+
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 

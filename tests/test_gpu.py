@@ -44,7 +44,9 @@ def test_zoo_models_fall_back_the_same_way_on_cuda(name):
     x = case.x.to("cuda") if isinstance(case.x, torch.Tensor) else case.x
     gpu = sensitivity(case.model, x, case.params, bind=case.bind, dtype="float64", device="cuda")
     cpu = sensitivity(case.model, case.x, case.params, bind=case.bind, dtype="float64", device="cpu")
-    assert gpu.attrs["method"] in (cpu.attrs["method"], "forward")
+    # cuDNN's LSTM has no forward-mode rule and no double backward: reverse mode per point with one
+    # vjp per output on a GPU, where the CPU runs forward mode; never differences.
+    assert not gpu.attrs["method"].startswith("finite_difference"), gpu.attrs.get("fallback_reason")
     np.testing.assert_allclose(gpu.dy_dC.values, cpu.dy_dC.values, rtol=1e-8, atol=1e-12)
 
 

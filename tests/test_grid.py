@@ -7,22 +7,12 @@ import pytest
 import torch
 import xarray as xr
 
+from helpers import RTOL
 from pipeline import sensitivity
 from pipeline.compute import compute
 from pipeline.config import ConfigError, compose_job
 from pipeline.derivatives import METHODS
 from pipeline.models import Oscillator
-
-RTOL = {
-    "forward": 1e-12,
-    "forward_dual": 1e-12,
-    "reverse": 1e-12,
-    "loop": 1e-12,
-    "finite_difference": 1e-7,
-    "forward_per_point": 1e-12,
-    "reverse_per_point": 1e-12,
-    "finite_difference_per_point": 1e-7,
-}
 
 
 def amplitude_decay(x, C, k):

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from bad_models import NoForward
 
+from helpers import RTOL
 from pipeline import sensitivity
 from pipeline.checks import METHODS as CHECKED_NAMES
 from pipeline.config import ConfigError
@@ -13,17 +15,6 @@ from pipeline.derivatives import METHODS, DerivativeError, fd_step
 from pipeline.models import Composite, ConvSlice, Oscillator, oscillator_exact, seed_linear
 
 METHOD_NAMES = list(METHODS)
-# Tolerances against exact references in float64; finite differences carry O(h^2) truncation.
-RTOL = {
-    "forward": 1e-12,
-    "forward_dual": 1e-12,
-    "reverse": 1e-12,
-    "loop": 1e-12,
-    "finite_difference": 1e-7,
-    "forward_per_point": 1e-12,
-    "reverse_per_point": 1e-12,
-    "finite_difference_per_point": 1e-7,
-}
 
 
 def test_every_method_is_registered():
@@ -129,23 +120,6 @@ def test_fd_step_rule_and_explicit_step():
 
 
 def test_op_without_forward_rule_names_it_and_suggests_reverse():
-    class NoForward(torch.autograd.Function):
-        """Doubles its input; has a backward but no jvp rule."""
-
-        generate_vmap_rule = True
-
-        @staticmethod
-        def forward(c):
-            return c * 2
-
-        @staticmethod
-        def setup_context(ctx, inputs, output):
-            pass
-
-        @staticmethod
-        def backward(ctx, grad):
-            return grad * 2
-
     def f(x, C):
         return x * NoForward.apply(C)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from bad_models import NoForward
 
 from pipeline import sensitivity
 from pipeline.errors import DerivativeError
@@ -61,19 +62,6 @@ def test_every_rung_of_the_ladder_on_an_adaptive_solver(method):
 
 
 def test_op_without_forward_rule_goes_to_reverse():
-    class NoForward(torch.autograd.Function):
-        @staticmethod
-        def forward(c):
-            return c * 2
-
-        @staticmethod
-        def setup_context(ctx, inputs, output):
-            pass
-
-        @staticmethod
-        def backward(ctx, grad):
-            return grad * 2
-
     with pytest.warns(RuntimeWarning, match="no forward-mode rule"):
         ds = sensitivity(lambda x, C: x * NoForward.apply(C), torch.arange(3.0), {"C": [1.0, 2.0]})
     assert ds.attrs["method"] == "reverse_per_point"
