@@ -28,6 +28,7 @@ from pipeline.compiled import compiled_forward
 from pipeline.config import ConfigError
 from pipeline.dataset import build_dataset
 from pipeline.derivatives import METHODS, DerivativeError
+from pipeline.design import Design
 from pipeline.fallback import LADDER, REVERSE_LADDER, auto
 from pipeline.inputs import input_leaves, input_tree, to_run
 from pipeline.routine import as_routine
@@ -135,6 +136,7 @@ def _check_cast(
     run_leaves: dict[str, torch.Tensor],
     grid: dict[str, np.ndarray],
     dtype: torch.dtype,
+    collisions: bool = True,
 ) -> None:
     """Values the run's dtype cannot hold fail here, named: nothing is computed at an altered value."""
     name = str(dtype).removeprefix("torch.")
@@ -158,7 +160,7 @@ def _check_cast(
                 f"invalid values of {param} for dtype={name}: {bad.size} overflow it, e.g. "
                 f"{bad[0]:.6g}; use dtype=float64"
             )
-        same = np.flatnonzero(np.diff(np.sort(cast)) == 0) if values.size > 1 else []
+        same = np.flatnonzero(np.diff(np.sort(cast)) == 0) if values.size > 1 and collisions else []
         if len(same):
             ordered = np.sort(values)
             a, b = ordered[same[0]], ordered[same[0] + 1]
@@ -249,7 +251,9 @@ def _check_hidden_dependence(
     return counts
 
 
-def _check_finite(y: torch.Tensor, dy: torch.Tensor, grid: dict[str, np.ndarray], policy: str) -> dict[str, int]:
+def _check_finite(
+    y: torch.Tensor, dy: torch.Tensor, grid: dict[str, np.ndarray], policy: str, design: bool = False
+) -> dict[str, int]:
     """Count NaN/Inf in ``y`` and each ``dy/dp``; warn, or raise naming the first bad point and sample."""
     bad_y, bad_dy = ~torch.isfinite(y), ~torch.isfinite(dy)
     counts = {"nonfinite_y": int(bad_y.sum())}
@@ -258,8 +262,11 @@ def _check_finite(y: torch.Tensor, dy: torch.Tensor, grid: dict[str, np.ndarray]
         return counts
     bad = (bad_y | bad_dy.any(-1)).reshape(y.shape[0], y.shape[1], -1).any(-1).nonzero()
     first_point, first_sample = (int(i) for i in bad[0])
-    index = np.unravel_index(first_point, [len(v) for v in grid.values()])
-    where = ", ".join(f"{p}={grid[p][i]:.6g} (index {i})" for p, i in zip(grid, index, strict=True))
+    if design:
+        where = f"point {first_point} (" + ", ".join(f"{p}={grid[p][first_point]:.6g}" for p in grid) + ")"
+    else:
+        index = np.unravel_index(first_point, [len(v) for v in grid.values()])
+        where = ", ".join(f"{p}={grid[p][i]:.6g} (index {i})" for p, i in zip(grid, index, strict=True))
     found = ", ".join(f"{n} in {k.removeprefix('nonfinite_').replace('_d', '/d', 1)}" for k, n in counts.items())
     text = f"non-finite results: {found}; first at {where}, sample {first_sample}"
     if policy == "raise":
@@ -359,7 +366,11 @@ def sensitivity(
     """
     check_choice("nan_policy", nan_policy, NAN_POLICIES)
     check_choice("hidden_policy", hidden_policy, HIDDEN_POLICIES)
-    grid = _swept_grid(params, tensors_bound=any(is_tensor_path(str(v)) for v in (bind or {}).values()))
+    design = params if isinstance(params, Design) else None
+    if design is not None:
+        grid = design.columns()
+    else:
+        grid = _swept_grid(params, tensors_bound=any(is_tensor_path(str(v)) for v in (bind or {}).values()))
     check_method_options(
         method,
         order=order,
@@ -387,9 +398,10 @@ def sensitivity(
         units=dict(units or {}),
     )
     x_run = to_run(x, run_device, run_dtype)
-    _check_cast(leaves, input_leaves(x_run), grid, run_dtype)
-    check_grid_size({p: len(v) for p, v in grid.items()}, key="params")
-    points = torch.as_tensor(_grid_points(grid), dtype=run_dtype, device=run_device)
+    _check_cast(leaves, input_leaves(x_run), grid, run_dtype, collisions=design is None)
+    check_grid_size({"point": len(design)} if design else {p: len(v) for p, v in grid.items()}, key="params")
+    table = design.table if design else _grid_points(grid)
+    points = torch.as_tensor(table, dtype=run_dtype, device=run_device)
     if routine.tensors:  # each tensor's elements follow the swept values, at the model's own values
         if order == 2:
             raise ConfigError(
@@ -444,7 +456,7 @@ def sensitivity(
         hidden_policy = "off"
     swept_dy = result.dy[..., : len(grid)]
     hidden = _check_hidden_dependence(routine.fn, x_run, points, swept_dy, grid, hidden_policy)
-    nonfinite = _check_finite(result.y, result.dy, grid, nan_policy)
+    nonfinite = _check_finite(result.y, result.dy, grid, nan_policy, design=design is not None)
     if reached is not None:  # a derivative that is not zero somewhere means a path exists
         reached = reached | (swept_dy != 0).any(dim=0)
     # Timing and the chosen chunk size vary from run to run: they go into `history`, so that two
@@ -463,6 +475,7 @@ def sensitivity(
         result.dy,
         d2y=result.d2y,
         connected=reached,
+        design=design,
         title=title,
         history_note=timing,
         attrs={

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from pipeline.design import Design
 from pipeline.inputs import InputTree, input_leaves
 from pipeline.routine import Routine
 
@@ -141,6 +142,7 @@ def build_dataset(
     *,
     d2y: torch.Tensor | None = None,
     connected: torch.Tensor | None = None,
+    design: Design | None = None,
     title: str = "",
     history_note: str = "",
     attrs: dict[str, Any] | None = None,
@@ -151,14 +153,19 @@ def build_dataset(
     flattened in C order (first parameter slowest), ``dy`` with one trailing entry per parameter.
     """
     params, units = list(grid), routine.units
-    shape = [len(v) for v in grid.values()]
     out_dims = _dim_names(routine.output_dims, y.dim() - 2, "output", "output")
+    if design is None:  # a grid: one dim per parameter
+        shape, sweep_dims = [len(v) for v in grid.values()], params
+        sweep_coords = {p: np.asarray(v, dtype=np.float64) for p, v in grid.items()}
+    else:  # a sampled design: one dim `point`, a coordinate variable per parameter
+        shape, sweep_dims = [len(design)], ["point"]
+        sweep_coords = {"point": np.arange(len(design)), **{p: ("point", np.asarray(v)) for p, v in grid.items()}}
     coords = {
-        **{p: np.asarray(v, dtype=np.float64) for p, v in grid.items()},
+        **sweep_coords,
         "sample": np.arange(y.shape[1]),
         **_coords(out_dims, y.shape[2:], routine.output_coords),
     }
-    dims = [*params, "sample", *out_dims]
+    dims = [*sweep_dims, "sample", *out_dims]
     y_units = {"units": units["y"]} if "y" in units else {}
     variables = {"y": (dims, y.reshape(*shape, *y.shape[1:]).numpy(), {"long_name": "model output y", **y_units})}
     for i, param in enumerate(params):
@@ -197,7 +204,7 @@ def build_dataset(
     structure = {}
     if connected is not None:
         for i, param in enumerate(params):
-            ds[connected_name(param)] = connected_variable(param, connected[..., i].numpy(), dims[len(params) :])
+            ds[connected_name(param)] = connected_variable(param, connected[..., i].numpy(), dims[len(sweep_dims) :])
         structure = {
             "structurally_independent_outputs": int((~connected).sum()),
             "outputs": int(connected[..., 0].numel()),
@@ -216,6 +223,7 @@ def build_dataset(
         **({"bound_to": bound} if bound else {}),
         **structure,
         **input_structure(x),
+        **(design.attrs() if design is not None else {}),
         **(attrs or {}),
     }
     return ds

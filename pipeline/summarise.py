@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 import xarray as xr
 
+from pipeline.bounds import design_bounds
 from pipeline.dataset import CONVENTIONS, derivative_name, swept_parameters
 from pipeline.errors import run_cli
 from pipeline.storage import Source, one_or_many, open_sensitivity, reading, source_files, write_netcdf
@@ -32,9 +33,19 @@ def _units(da: xr.DataArray, power: int = 1) -> dict[str, str]:
     return {"units": units if power == 1 else f"({units})^{power}"}
 
 
+def sweep_dims(ds: xr.Dataset) -> list[str]:
+    """The dims the sweep spans: one per parameter for a grid, ``point`` for a sampled design."""
+    return ["point"] if "point" in ds.dims else swept_parameters(ds)
+
+
 def summarise(ds: xr.Dataset) -> xr.Dataset:
-    """Summary statistics of a sensitivity dataset (see module docstring), per swept parameter."""
+    """Summary statistics of a sensitivity dataset (see module docstring), per swept parameter.
+
+    For a sampled design (dim ``point``) the sweep-wide measures are the bounds of
+    :mod:`pipeline.bounds` (DGSM with each parameter's distribution, Sobol' index bounds).
+    """
     params = swept_parameters(ds)
+    sweep = sweep_dims(ds)
     y = ds["y"].astype("float64")  # float64 sums: a float32 mean over 10^8 values is off by 1e-4
     variables = {
         "y_mean": (y.mean("sample"), "mean over samples of y", _units(y)),
@@ -55,24 +66,31 @@ def summarise(ds: xr.Dataset) -> xr.Dataset:
                     f"mean over samples of the elasticity {p}/y dy/d{p} (where y != 0)",
                     {"units": "1"},
                 ),
-                f"dgsm_{p}": ((dy**2).mean(params), f"DGSM: mean over the sweep of (dy/d{p})^2", _units(dy, 2)),
-                f"dgsm_{p}_mean": (
-                    (dy**2).mean([*params, "sample"]),
-                    f"DGSM of {p} averaged over samples",
-                    _units(dy, 2),
-                ),
-                f"mu_star_{p}": (
-                    abs(dy).mean([*params, "sample"]),
-                    f"mean over sweep and samples of |dy/d{p}|",
-                    _units(dy),
-                ),
             }
         )
+        if sweep == params:  # a grid: means over its points, each weighted equally
+            variables.update(
+                {
+                    f"dgsm_{p}": ((dy**2).mean(params), f"DGSM: mean over the sweep of (dy/d{p})^2", _units(dy, 2)),
+                    f"dgsm_{p}_mean": (
+                        (dy**2).mean([*params, "sample"]),
+                        f"DGSM of {p} averaged over samples",
+                        _units(dy, 2),
+                    ),
+                    f"mu_star_{p}": (
+                        abs(dy).mean([*params, "sample"]),
+                        f"mean over sweep and samples of |dy/d{p}|",
+                        _units(dy),
+                    ),
+                }
+            )
+    if sweep == ["point"]:
+        variables.update(design_bounds(ds.load(), params))
     summary = xr.Dataset()
     for key, (da, long_name, attrs) in variables.items():
         summary[key] = da.assign_attrs(long_name=long_name, **attrs)
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    keep = ("title", "study", "swept_parameters", "method", "device", "dtype", "sweep_kind", "source")
+    keep = ("title", "study", "swept_parameters", "method", "device", "dtype", "sweep_kind", "source", "design")
     summary.attrs = {
         "Conventions": CONVENTIONS,
         **{k: ds.attrs[k] for k in keep if k in ds.attrs},
@@ -95,7 +113,7 @@ def summarise_file(sensitivity: Source, output: str | os.PathLike) -> None:
     An input that turns out unreadable is moved aside and named (:func:`pipeline.storage.reading`).
     """
     with reading(source_files(sensitivity), "sensitivity file"), open_sensitivity(sensitivity, chunks={}) as ds:
-        param = swept_parameters(ds)[0]
+        param = sweep_dims(ds)[0]
         per_value = max(1, ds["y"].size // ds.sizes[param])
         ds = ds.chunk({param: max(1, REDUCE_CHUNK_ELEMENTS // per_value)})
         write_netcdf(summarise(ds), output)

@@ -1,0 +1,205 @@
+"""Sampled designs over several uncertain parameters, each with a distribution (``scipy.stats.qmc``).
+
+A :class:`Design` is N points of P parameters, passed as ``params`` to
+:func:`pipeline.sensitivity`; the dataset then has one dim ``point`` with a coordinate variable per
+parameter (``C(point)``), where a grid has one dim per parameter. Each parameter's distribution
+gives the points (through its quantile function) and the Poincaré constant that turns the DGSM
+into an upper bound on the total Sobol' index (:mod:`pipeline.bounds`).
+
+>>> d = sobol({"C": uniform(0.5, 1.5), "K": loguniform(0.1, 10)}, n=8, seed=0)
+>>> d.table.shape, bool((d.table[:, 0] >= 0.5).all() and (d.table[:, 1] <= 10).all())
+((8, 2), True)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import stats
+from scipy.stats import qmc
+
+from pipeline.checks import check_parameter_name
+from pipeline.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """One parameter's distribution: ``kind`` and its arguments, as written (``uniform(0.5, 1.5)``).
+
+    ``log`` distributions (``loguniform``, ``lognormal``) are those of ``ln p``: their Poincaré
+    constant applies to ``p dy/dp`` (the derivative with respect to ``ln p``).
+    """
+
+    kind: str
+    args: tuple[float, ...]
+
+    def __str__(self) -> str:
+        return f"{self.kind}({', '.join(f'{a:g}' for a in self.args)})"
+
+    @property
+    def log(self) -> bool:
+        return self.kind in ("loguniform", "lognormal")
+
+    def frozen(self) -> stats.rv_continuous:
+        """The scipy distribution of ``p``."""
+        a = self.args
+        if self.kind == "uniform":
+            return stats.uniform(a[0], a[1] - a[0])
+        if self.kind == "loguniform":
+            return stats.loguniform(a[0], a[1])
+        if self.kind == "normal":
+            return stats.norm(a[0], a[1])
+        if self.kind == "truncnormal":
+            mean, std, low, high = a
+            return stats.truncnorm((low - mean) / std, (high - mean) / std, loc=mean, scale=std)
+        return stats.lognorm(a[1], scale=math.exp(a[0]))  # lognormal(mean, std) of ln p
+
+    def ppf(self, u: np.ndarray) -> np.ndarray:
+        return self.frozen().ppf(u)
+
+    def variable(self) -> stats.rv_continuous:
+        """The distribution of the variable the bounds use: ``p``, or ``ln p`` for a log distribution."""
+        if self.kind == "loguniform":
+            return stats.uniform(math.log(self.args[0]), math.log(self.args[1] / self.args[0]))
+        if self.kind == "lognormal":
+            return stats.norm(self.args[0], self.args[1])
+        return self.frozen()
+
+    def poincare_constant(self) -> float:
+        """C with ``Var g <= C E[g'^2]`` for the variable of :meth:`variable` (Lamboni et al. 2013).
+
+        Uniform on [a, b]: ``(b - a)^2 / pi^2``; normal: ``sigma^2``; a normal truncated to [a, b]
+        is log-concave on a convex set: ``min(sigma^2, (b - a)^2 / pi^2)`` (Brascamp-Lieb, and the
+        interval's own constant); log distributions: the constant of ``ln p``.
+        """
+        a = self.args
+        if self.kind == "uniform":
+            return (a[1] - a[0]) ** 2 / math.pi**2
+        if self.kind == "loguniform":
+            return math.log(a[1] / a[0]) ** 2 / math.pi**2
+        if self.kind in ("normal", "lognormal"):
+            return a[1] ** 2
+        _, std, low, high = a
+        return min(std**2, (high - low) ** 2 / math.pi**2)
+
+
+def _distribution(kind: str, *args: float) -> Distribution:
+    values = tuple(float(a) for a in args)
+    if not all(math.isfinite(v) for v in values):
+        raise ConfigError(f"invalid {kind}{values}: arguments must be finite numbers")
+    return Distribution(kind, values)
+
+
+def uniform(low: float, high: float) -> Distribution:
+    if not low < high:
+        raise ConfigError(f"invalid uniform({low}, {high}): need low < high")
+    return _distribution("uniform", low, high)
+
+
+def loguniform(low: float, high: float) -> Distribution:
+    if not 0 < low < high:
+        raise ConfigError(f"invalid loguniform({low}, {high}): need 0 < low < high")
+    return _distribution("loguniform", low, high)
+
+
+def normal(mean: float, std: float) -> Distribution:
+    if not std > 0:
+        raise ConfigError(f"invalid normal({mean}, {std}): need std > 0")
+    return _distribution("normal", mean, std)
+
+
+def truncnormal(mean: float, std: float, low: float, high: float) -> Distribution:
+    if not (std > 0 and low < high):
+        raise ConfigError(f"invalid truncnormal({mean}, {std}, {low}, {high}): need std > 0 and low < high")
+    return _distribution("truncnormal", mean, std, low, high)
+
+
+def lognormal(mean: float, std: float) -> Distribution:
+    """``ln p ~ normal(mean, std)``."""
+    if not std > 0:
+        raise ConfigError(f"invalid lognormal({mean}, {std}): need std > 0 (of ln p)")
+    return _distribution("lognormal", mean, std)
+
+
+@dataclass
+class Design:
+    """N points of P parameters (``table``, ``(N, P)``) and the parameters' distributions."""
+
+    names: list[str]
+    table: np.ndarray
+    distributions: dict[str, Distribution] = field(default_factory=dict)
+    kind: str = "points"
+    seed: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def columns(self) -> dict[str, np.ndarray]:
+        return {name: self.table[:, i] for i, name in enumerate(self.names)}
+
+    def attrs(self) -> dict[str, str | int]:
+        """What the dataset records: the design's kind, seed and every distribution."""
+        out: dict[str, str | int] = {"design": self.kind}
+        if self.seed is not None:
+            out["design_seed"] = self.seed
+        out.update({f"distribution_{p}": str(d) for p, d in self.distributions.items()})
+        return out
+
+
+def _checked(distributions: Mapping[str, Distribution], n: int) -> list[str]:
+    if not isinstance(distributions, Mapping) or not distributions:
+        raise ConfigError("invalid design: give each parameter a distribution, e.g. {'C': design.uniform(0, 1)}")
+    for name, dist in distributions.items():
+        check_parameter_name(name, "design")
+        if not isinstance(dist, Distribution):
+            raise ConfigError(f"invalid design[{name!r}]={dist!r}: use design.uniform(...), design.normal(...), ...")
+    if not isinstance(n, int | np.integer) or n < 1:
+        raise ConfigError(f"invalid n={n!r}: the number of points must be an integer >= 1")
+    return list(distributions)
+
+
+def _from_unit(distributions: Mapping[str, Distribution], unit: np.ndarray, kind: str, seed: int | None) -> Design:
+    names = list(distributions)
+    table = np.column_stack([distributions[p].ppf(unit[:, i]) for i, p in enumerate(names)])
+    if not np.isfinite(table).all():  # u = 0 maps to -inf for unbounded distributions
+        raise ConfigError(f"invalid {kind} design: a point fell on an infinite quantile; use another seed")
+    return Design(names, table, dict(distributions), kind, seed)
+
+
+def sobol(distributions: Mapping[str, Distribution], n: int, seed: int = 0) -> Design:
+    """A scrambled Sobol' sequence of ``n`` points (a power of two, for its balance properties)."""
+    names = _checked(distributions, n)
+    if n & (n - 1):
+        raise ConfigError(f"invalid n={n}: a Sobol' design needs a power of two (e.g. {1 << int(math.log2(n))})")
+    unit = qmc.Sobol(d=len(names), scramble=True, seed=seed).random(n)
+    return _from_unit(distributions, unit, "sobol", seed)
+
+
+def lhs(distributions: Mapping[str, Distribution], n: int, seed: int = 0) -> Design:
+    """A Latin hypercube of ``n`` points."""
+    names = _checked(distributions, n)
+    return _from_unit(distributions, qmc.LatinHypercube(d=len(names), seed=seed).random(n), "lhs", seed)
+
+
+def random(distributions: Mapping[str, Distribution], n: int, seed: int = 0) -> Design:
+    """``n`` independent random points."""
+    names = _checked(distributions, n)
+    unit = np.random.default_rng(seed).random((n, len(names)))
+    return _from_unit(distributions, unit, "random", seed)
+
+
+def points(table: np.ndarray, names: list[str], distributions: Mapping[str, Distribution] | None = None) -> Design:
+    """The user's own ``N x P`` table (optionally with distributions, for the bounds)."""
+    table = np.asarray(table, dtype=np.float64)
+    if table.ndim != 2 or table.shape[1] != len(names) or len(table) == 0:
+        raise ConfigError(
+            f"invalid points of shape {table.shape}: need an N x P table with one column per parameter {names}"
+        )
+    for name in names:
+        check_parameter_name(name, "points")
+    if not np.isfinite(table).all():
+        raise ConfigError(f"invalid points: {int((~np.isfinite(table)).sum())} non-finite values")
+    return Design(list(names), table, dict(distributions or {}), "points", None)

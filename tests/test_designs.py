@@ -1,0 +1,124 @@
+"""Sampled designs and the derivative-based bounds on Sobol' indices, validated on Ishigami."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline import design, sensitivity
+from pipeline.config import ConfigError
+from pipeline.summarise import summarise
+
+A, B = 7.0, 0.1
+PI = math.pi
+NU = {"x1": 0.5 * (1 + 2 * B * PI**4 / 5 + B**2 * PI**8 / 9), "x2": A**2 / 2, "x3": 8 * B**2 * PI**6 / 7}
+D = A**2 / 8 + B * PI**4 / 5 + B**2 * PI**8 / 18 + 0.5
+V1 = 0.5 * (1 + B * PI**4 / 5) ** 2
+FIRST = {"x1": V1 / D, "x2": A**2 / 8 / D, "x3": 0.0}
+TOTAL = {"x1": (V1 + B**2 * PI**8 * 8 / 225) / D, "x2": A**2 / 8 / D, "x3": B**2 * PI**8 * 8 / 225 / D}
+
+
+def value(da) -> float:
+    """A summary value of the one sample and output."""
+    return float(da.squeeze())
+
+
+def ishigami(x: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor, x3: torch.Tensor) -> torch.Tensor:
+    """The Ishigami function (a = 7, b = 0.1) of three uncertain parameters; x is a dummy batch."""
+    y = torch.sin(x1) + A * torch.sin(x2) ** 2 + B * x3**4 * torch.sin(x1)
+    return y * torch.ones_like(x) if y.dim() == 0 else y[:, None] * torch.ones_like(x)
+
+
+def test_reference_values_of_ishigami():
+    """The closed forms used below agree with the literature's figures."""
+    assert [round(NU[p], 4) for p in NU] == [7.7196, 24.5, 10.9873]
+    assert round(D, 4) == 13.8446
+    assert [round(TOTAL[p], 4) for p in TOTAL] == [0.5576, 0.4424, 0.2437]
+
+
+@pytest.fixture(scope="module")
+def ishigami_summary():
+    dists = {p: design.uniform(-PI, PI) for p in ("x1", "x2", "x3")}
+    d = design.sobol(dists, n=2**13, seed=1)
+    ds = sensitivity(ishigami, torch.zeros(1, dtype=torch.float64), d, dtype="float64")
+    return ds, summarise(ds)
+
+
+def test_design_dataset_has_one_point_dim(ishigami_summary):
+    ds, _ = ishigami_summary
+    assert ds.y.dims == ("point", "sample") and ds.sizes["point"] == 2**13
+    assert ds.x1.dims == ("point",) and ds.attrs["distribution_x2"] == "uniform(-3.14159, 3.14159)"
+    assert ds.attrs["design"] == "sobol" and ds.attrs["method"] == "forward"
+
+
+def test_ishigami_dgsm_and_bounds(ishigami_summary):
+    _, s = ishigami_summary
+    assert value(s.y_var) == pytest.approx(D, rel=0.02)
+    for p in NU:
+        assert value(s[f"dgsm_{p}"]) == pytest.approx(NU[p], rel=0.02), p
+        upper = value(s[f"sobol_total_upper_{p}"])
+        lower = value(s[f"sobol_first_lower_{p}"])
+        assert upper >= TOTAL[p] and lower <= FIRST[p] + 0.01, p
+        assert upper == pytest.approx(4 * NU[p] / D, rel=0.03)  # C = (2 pi)^2 / pi^2 = 4
+        agg = s[f"sobol_total_upper_{p}_aggregated"]
+        assert agg.attrs["ci_low"] <= float(agg) <= agg.attrs["ci_high"]
+    # Cov(y, x1) = E[x1 sin x1] (1 + b E[x3^4]) = 1 + b pi^4 / 5, Var x1 = pi^2 / 3
+    expected_lower = (1 + B * PI**4 / 5) ** 2 / (PI**2 / 3 * D)
+    assert value(s.sobol_first_lower_x1) == pytest.approx(expected_lower, rel=0.03)
+    assert abs(value(s.sobol_first_lower_x3)) < 0.01
+    assert s.active_eigenvalues.sizes["direction"] == 3
+
+
+def test_normal_and_log_distributions_use_their_constants():
+    """y = a C + b ln K with C ~ normal(0, 2), K ~ loguniform(1, e^3): every index is known."""
+    d = design.random({"C": design.normal(0.0, 2.0), "K": design.loguniform(1.0, math.e**3)}, n=20000, seed=3)
+    ds = sensitivity(lambda x, C, K: (1.5 * C + 2.0 * torch.log(K)) * torch.ones_like(x), torch.zeros(1), d)
+    s = summarise(ds)
+    var_c, var_lnk = 4.0 * 1.5**2, 2.0**2 * 9 / 12
+    total = var_c + var_lnk
+    # linear in C and ln K: the bounds are tight (upper = lower = the index) up to sampling error
+    assert value(s.sobol_total_upper_C) == pytest.approx(var_c / total, rel=0.05)
+    assert value(s.sobol_first_lower_C) == pytest.approx(var_c / total, rel=0.05)
+    assert value(s.sobol_total_upper_K) == pytest.approx(9 / math.pi**2 * 4.0 / total, rel=0.05)
+    assert value(s.sobol_first_lower_K) == pytest.approx(var_lnk / total, rel=0.05)
+
+
+def test_designs_reject_bad_arguments():
+    with pytest.raises(ConfigError, match="power of two"):
+        design.sobol({"C": design.uniform(0, 1)}, n=100)
+    with pytest.raises(ConfigError, match=r"loguniform\(0, 1\): need 0 < low < high"):
+        design.loguniform(0, 1)
+    with pytest.raises(ConfigError, match="N x P table"):
+        design.points(np.zeros((4, 3)), ["C", "K"])
+    table = design.lhs({"C": design.uniform(0, 1), "K": design.truncnormal(0, 1, -1, 2)}, n=16, seed=0).table
+    assert table.shape == (16, 2) and (table[:, 1] >= -1).all() and (table[:, 1] <= 2).all()
+    # one value per stratum in each column: a Latin hypercube
+    assert sorted(np.floor(table[:, 0] * 16).astype(int)) == list(range(16))
+
+
+def test_salib_indices_lie_within_the_bounds_and_its_dgsm_agrees(ishigami_summary):
+    """SALib as the outside reference on the same model: Saltelli/Jansen Sobol' indices, and its
+    finite-difference DGSM ((P + 1) N evaluations, step 1e-3 relative)."""
+    sample = pytest.importorskip("SALib.sample.sobol")
+    from SALib.analyze import dgsm as salib_dgsm
+    from SALib.analyze import sobol as salib_sobol
+    from SALib.sample import finite_diff
+
+    _, s = ishigami_summary
+    problem = {"num_vars": 3, "names": list(NU), "bounds": [[-PI, PI]] * 3}
+
+    def f(X: np.ndarray) -> np.ndarray:
+        return ishigami(torch.zeros(1, dtype=torch.float64), *torch.from_numpy(X).T)[..., 0].numpy()
+
+    X = sample.sample(problem, 2048, seed=0)
+    indices = salib_sobol.analyze(problem, f(X), seed=0)
+    X = finite_diff.sample(problem, 4000, delta=1e-3, seed=0)
+    dgsm = salib_dgsm.analyze(problem, X, f(X), seed=0)
+    for i, p in enumerate(NU):
+        assert value(s[f"sobol_first_lower_{p}"]) <= indices["S1"][i] + indices["S1_conf"][i], p
+        assert indices["ST"][i] <= value(s[f"sobol_total_upper_{p}"]), p
+        assert dgsm["vi"][i] == pytest.approx(value(s[f"dgsm_{p}"]), rel=0.03), p
+        assert dgsm["dgsm"][i] == pytest.approx(value(s[f"sobol_total_upper_{p}"]), rel=0.04), p
