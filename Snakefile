@@ -169,3 +169,18 @@ rule plot:
     shell:
         ": > {log:q}; python -m pipeline.plot {input.sensitivity:q} --summary {input.summary:q}"
         " --outdir {params.outdir:q} 2>&1 >> {log:q} | tee -a {log:q} >&2"
+
+
+# A sampled design's plots (dy/dp and y at the points, parameters ranked by their bounds).
+use rule plot as plot_design with:
+    output:
+        *[
+            report(
+                f"{OUT}/{{study}}/plots/{name}",
+                caption=f"report/{name.removesuffix('.png')}.rst",
+                category="{study}",
+            )
+            for name in DESIGN_PLOTS
+        ],
+    log:
+        f"{OUT}/logs/{{study}}/plot_design.log",

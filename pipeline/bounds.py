@@ -26,18 +26,12 @@ import numpy as np
 import xarray as xr
 
 from pipeline.dataset import derivative_name
-from pipeline.design import Distribution
+from pipeline.design import Distribution, parse
 
 BOOTSTRAP = 200
 """Resamples of the points for the intervals on the aggregated bounds."""
 
 CONFIDENCE = 0.95
-
-
-def parse_distribution(text: str) -> Distribution:
-    """``"uniform(0.5, 1.5)"`` (a dataset attr) back to a :class:`Distribution`."""
-    kind, _, rest = text.partition("(")
-    return Distribution(kind.strip(), tuple(float(a) for a in rest.rstrip(")").split(",")))
 
 
 def stein_weight(dist: Distribution, v: np.ndarray) -> np.ndarray:
@@ -72,7 +66,7 @@ def design_bounds(ds: xr.Dataset, params: list[str], rng_seed: int = 0) -> dict[
     out: dict[str, tuple[xr.DataArray, str, dict]] = {
         "y_var": (D, "D: variance of y over the design's points", {}),
     }
-    dists = {p: parse_distribution(ds.attrs[f"distribution_{p}"]) for p in params if f"distribution_{p}" in ds.attrs}
+    dists = {p: parse(ds.attrs[f"distribution_{p}"]) for p in params if f"distribution_{p}" in ds.attrs}
     gradients = {}
     for p in params:
         dist = dists.get(p)

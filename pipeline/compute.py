@@ -15,10 +15,11 @@ from pipeline.api import resolve_device, sensitivity
 from pipeline.build import build_inputs, build_model, job_main
 from pipeline.config import study_title, to_yaml, validate
 from pipeline.dataset import connected_name, swept_parameters
+from pipeline.design import Design
 from pipeline.inputs import input_arrays, input_leaves
 from pipeline.provenance import fingerprint, provenance
 from pipeline.storage import write_netcdf
-from pipeline.sweep import part_grid
+from pipeline.sweep import part_sweep
 
 log = logging.getLogger("sensweep.compute")
 
@@ -28,7 +29,7 @@ def sweep_dataset(cfg: DictConfig, study: str = "") -> xr.Dataset:
     validate(cfg)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    grid = part_grid(cfg.sweep, cfg.part)
+    grid = part_sweep(cfg.sweep, cfg.part)
     x = build_inputs(cfg)
     model = build_model(cfg)
     part = {} if cfg.part is None else {"part": cfg.part, "parts": cfg.sweep.parts}
@@ -40,7 +41,9 @@ def sweep_dataset(cfg: DictConfig, study: str = "") -> xr.Dataset:
     log.info(
         "study %s: %s x %d samples, method=%s, device=%s, dtype=%s",
         study,
-        " x ".join(f"{len(v)} values of {p}" for p, v in grid.items()),
+        f"{len(grid)} points of a {grid.kind} design of {', '.join(grid.names)}"
+        if isinstance(grid, Design)
+        else " x ".join(f"{len(v)} values of {p}" for p, v in grid.items()),
         next(iter(input_leaves(x).values())).shape[0],
         cfg.method.name.value,
         device,

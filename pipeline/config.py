@@ -73,11 +73,19 @@ JOB_CONFIG = "job"
 
 
 class SweepKind(StrEnum):
-    """How sweep values are generated."""
+    """How sweep values are generated: a range or list (a grid), or a sampled design."""
 
     linear = "linear"
     log = "log"
     list = "list"
+    sobol = "sobol"
+    lhs = "lhs"
+    random = "random"
+    points = "points"
+
+
+DESIGN_KINDS = (SweepKind.sobol, SweepKind.lhs, SweepKind.random, SweepKind.points)
+"""Sweep kinds that are sampled designs: one dim ``point``, parameters in ``sweep.parameters``."""
 
 
 # The choices come from pipeline.checks, their one home (the functional API: `raise` is a keyword).
@@ -136,7 +144,7 @@ class InputsConfig:
 class RangeConfig:
     """Values of one swept parameter: a linear or log range, or an explicit list."""
 
-    kind: SweepKind = _opt(SweepKind.linear, "linear | log | list")
+    kind: SweepKind = _opt(SweepKind.linear, "linear | log | list; the sweep also: sobol | lhs | random | points")
     start: float | None = _opt(None, "first value (linear, log)")
     stop: float | None = _opt(None, "last value, included (linear, log)")
     num: int | None = _opt(None, "number of values (linear, log)")
@@ -151,7 +159,15 @@ class SweepConfig(RangeConfig):
     grid: dict[str, RangeConfig] = _opt(
         factory=dict, help="further parameters, each its own dim: {k: {kind: log, start: 0.1, stop: 10, num: 5}}"
     )
-    parts: int = _opt(1, "compute jobs the sweep is split into, along the first parameter")
+    parts: int = _opt(1, "compute jobs the sweep is split into, along the first parameter (designs: along point)")
+    n: int | None = _opt(None, "points of a sampled design (sobol: a power of two)")
+    seed: int = _opt(0, "seed of a sampled design")
+    parameters: dict[str, str | None] = _opt(
+        factory=dict,
+        help="designs: parameter -> distribution, e.g. {C: 'uniform(0.5, 1.5)', K: 'loguniform(0.1, 10)'} "
+        "(points: null where no bounds are wanted)",
+    )
+    path: str | None = _opt(None, "points: an N x P table (.npy, .csv with a header, .nc), relative to the workflow")
 
 
 @dataclass
@@ -276,20 +292,50 @@ def _check_known_keys(cfg: DictConfig | JobConfig) -> None:
         raise ConfigError(f"invalid key{'s' if len(problems) > 1 else ''}: {'; '.join(problems)}")
 
 
+def _check_design(sweep: DictConfig) -> int:
+    """Check a sampled design's keys; return its number of points."""
+    from pipeline.design import parse
+
+    if not sweep.parameters:
+        fail("sweep.parameters", {}, "a design needs its parameters and distributions, e.g. {C: 'uniform(0, 1)'}")
+    if sweep.grid:
+        fail("sweep.grid", dict(sweep.grid), "a design lists every parameter in sweep.parameters, not sweep.grid")
+    for name, text in sweep.parameters.items():
+        check_parameter_name(name, f"sweep.parameters.{name}")
+        if text is not None or sweep.kind != SweepKind.points:
+            parse(text, key=f"sweep.parameters.{name}")
+    if sweep.kind == SweepKind.points:
+        if not sweep.path:
+            fail("sweep.path", None, "kind=points needs the path of an N x P table (.npy, .csv, .nc)")
+        return -1  # known once the table is read
+    if sweep.n is None or sweep.n < 1:
+        fail("sweep.n", sweep.n, f"kind={sweep.kind.value} needs the number of points n >= 1")
+    if sweep.kind == SweepKind.sobol and sweep.n & (sweep.n - 1):
+        fail("sweep.n", sweep.n, f"a Sobol' design needs a power of two, e.g. {1 << int(math.log2(sweep.n))}")
+    return sweep.n
+
+
 def validate(cfg: DictConfig | JobConfig) -> None:
     """Check what the schema's types cannot: ranges and consistency. Raises ConfigError."""
     _check_known_keys(cfg)
     sweep = cfg.sweep
-    for name in (sweep.param, *sweep.grid):
-        check_parameter_name(name, "sweep.param" if name == sweep.param else f"sweep.grid.{name}")
-    if sweep.param in sweep.grid:
-        fail(f"sweep.grid.{sweep.param}", "...", f"{sweep.param} is already the first swept parameter")
-    count = _check_range("sweep", sweep)
-    counts = {sweep.param: count}
-    for name, spec in sweep.grid.items():
-        counts[name] = _check_range(f"sweep.grid.{name}", spec)
-    check_grid_size(counts)
-    check_parts(sweep.parts, count, cfg.part, sweep.param, prefix="sweep.")
+    if sweep.kind in DESIGN_KINDS:
+        count = _check_design(sweep)
+        counts = dict.fromkeys(sweep.parameters, 1)
+        if count > 0:
+            check_grid_size({"point": count})
+            check_parts(sweep.parts, count, cfg.part, "point", prefix="sweep.")
+    else:
+        for name in (sweep.param, *sweep.grid):
+            check_parameter_name(name, "sweep.param" if name == sweep.param else f"sweep.grid.{name}")
+        if sweep.param in sweep.grid:
+            fail(f"sweep.grid.{sweep.param}", "...", f"{sweep.param} is already the first swept parameter")
+        count = _check_range("sweep", sweep)
+        counts = {sweep.param: count}
+        for name, spec in sweep.grid.items():
+            counts[name] = _check_range(f"sweep.grid.{name}", spec)
+        check_grid_size(counts)
+        check_parts(sweep.parts, count, cfg.part, sweep.param, prefix="sweep.")
     method = cfg.method
     check_method_options(
         method.name,

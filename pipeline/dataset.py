@@ -159,7 +159,8 @@ def build_dataset(
         sweep_coords = {p: np.asarray(v, dtype=np.float64) for p, v in grid.items()}
     else:  # a sampled design: one dim `point`, a coordinate variable per parameter
         shape, sweep_dims = [len(design)], ["point"]
-        sweep_coords = {"point": np.arange(len(design)), **{p: ("point", np.asarray(v)) for p, v in grid.items()}}
+        point = np.arange(design.first_point, design.first_point + len(design))
+        sweep_coords = {"point": point, **{p: ("point", np.asarray(v)) for p, v in grid.items()}}
     coords = {
         **sweep_coords,
         "sample": np.arange(y.shape[1]),

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from scipy import stats
@@ -133,9 +134,14 @@ class Design:
     distributions: dict[str, Distribution] = field(default_factory=dict)
     kind: str = "points"
     seed: int | None = None
+    first_point: int = 0  # index of the first row in the whole design (a part's offset)
 
     def __len__(self) -> int:
         return len(self.table)
+
+    def part(self, start: int, stop: int) -> Design:
+        """Rows ``start:stop``, keeping their indices in the whole design (a compute job's part)."""
+        return Design(self.names, self.table[start:stop], self.distributions, self.kind, self.seed, start)
 
     def columns(self) -> dict[str, np.ndarray]:
         return {name: self.table[:, i] for i, name in enumerate(self.names)}
@@ -203,3 +209,60 @@ def points(table: np.ndarray, names: list[str], distributions: Mapping[str, Dist
     if not np.isfinite(table).all():
         raise ConfigError(f"invalid points: {int((~np.isfinite(table)).sum())} non-finite values")
     return Design(list(names), table, dict(distributions or {}), "points", None)
+
+
+DESIGNS = {"sobol": sobol, "lhs": lhs, "random": random}
+"""Sampled designs by their config name (``sweep.kind``); ``points`` reads a table instead."""
+
+DISTRIBUTIONS = {
+    "uniform": uniform,
+    "loguniform": loguniform,
+    "normal": normal,
+    "truncnormal": truncnormal,
+    "lognormal": lognormal,
+}
+
+
+def parse(text: str, key: str = "distribution") -> Distribution:
+    """``"uniform(0.5, 1.5)"`` (a config value or a dataset attr) as a :class:`Distribution`."""
+    kind, open_, rest = str(text).strip().partition("(")
+    kind = kind.strip()
+    if kind not in DISTRIBUTIONS or not open_ or not rest.endswith(")"):
+        raise ConfigError(
+            f"invalid {key}={text!r}: write one of {', '.join(f'{k}(...)' for k in DISTRIBUTIONS)}, "
+            "e.g. 'uniform(0.5, 1.5)', 'loguniform(0.1, 10)', 'normal(0, 1)', 'truncnormal(0, 1, -2, 2)'"
+        )
+    try:
+        args = [float(a) for a in rest[:-1].split(",")]
+    except ValueError as err:
+        raise ConfigError(f"invalid {key}={text!r}: the arguments must be numbers") from err
+    try:
+        return DISTRIBUTIONS[kind](*args)
+    except TypeError as err:
+        raise ConfigError(
+            f"invalid {key}={text!r}: {kind} takes {DISTRIBUTIONS[kind].__code__.co_argcount} numbers"
+        ) from err
+
+
+def read_points(path: Path, names: list[str]) -> np.ndarray:
+    """An N x P table from ``.npy`` (columns in the order of ``names``), ``.csv`` (a header naming
+    the columns) or ``.nc`` (one variable per parameter)."""
+    if path.suffix == ".npy":
+        return np.load(path, allow_pickle=False)
+    if path.suffix == ".csv":
+        data = np.genfromtxt(path, delimiter=",", names=True)
+        missing = [n for n in names if n not in (data.dtype.names or ())]
+        if missing:
+            raise ConfigError(f"invalid sweep.path={str(path)!r}: no column {missing[0]!r} (has {data.dtype.names})")
+        return np.column_stack([np.atleast_1d(data[n]) for n in names])
+    if path.suffix == ".nc":
+        import xarray as xr
+
+        with xr.open_dataset(path) as ds:
+            missing = [n for n in names if n not in ds.data_vars]
+            if missing:
+                raise ConfigError(
+                    f"invalid sweep.path={str(path)!r}: no variable {missing[0]!r} (has {list(ds.data_vars)})"
+                )
+            return np.column_stack([ds[n].values.reshape(-1) for n in names])
+    raise ConfigError(f"invalid sweep.path={str(path)!r}: supported file types are .npy, .csv, .nc")

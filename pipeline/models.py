@@ -20,6 +20,13 @@ def seed_linear(x: Tensor, C: Tensor) -> Tensor:
     return C * x
 
 
+def ishigami(x: Tensor, x1: Tensor, x2: Tensor, x3: Tensor, a: float = 7.0, b: float = 0.1) -> Tensor:
+    """The Ishigami function ``sin x1 + a sin^2 x2 + b x3^4 sin x1`` of three uncertain parameters,
+    the standard test of sensitivity analysis (Ishigami & Homma 1990), for every sample of ``x``
+    (an offset added to y, so that a batch of inputs is a batch of shifted copies)."""
+    return x + torch.sin(x1) + a * torch.sin(x2) ** 2 + b * x3**4 * torch.sin(x1)
+
+
 class Composite(nn.Module):
     """Sub-models composed sequentially, in parallel and conditionally (seed 001).
 

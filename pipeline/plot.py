@@ -27,6 +27,12 @@ PLOTS = ("derivative_vs_param.png", "derivative_heatmap.png", "output_vs_param.p
 """File names written by :func:`plot_study`, in ``OUTDIR`` (the Snakefile's plot rule takes them from here;
 each has a caption ``report/<name>.rst``)."""
 
+DESIGN_PLOTS = ("derivatives_at_points.png", "parameter_ranking.png", "output_at_points.png")
+"""File names written by :func:`plot_design` for a sampled design (dim ``point``), each with a caption."""
+
+POINTS_SHOWN = 4000
+"""Most points drawn in a design's scatter plots."""
+
 AGREEMENT_PLOT = "method_agreement.png"
 """File name of :func:`plot_agreement`'s plot, written by the verify rule beside the others."""
 
@@ -69,8 +75,84 @@ def _lines_with_band(ax, da: xr.DataArray, mean: xr.DataArray, std: xr.DataArray
     ax.plot(c, mean.values, color="k", lw=2, label="mean over samples")
 
 
+def _save(figures: dict[str, Figure], outdir: str | os.PathLike, log_x: bool = False) -> list[Path]:
+    written = []
+    for filename, fig in figures.items():
+        for ax in fig.axes[:1]:
+            if log_x:
+                ax.set_xscale("log")
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7, loc="best")
+        for ax in fig.axes:
+            if ax.get_label() != "<colorbar>":
+                ax.grid(alpha=0.3)
+        fig.tight_layout()
+        written.append(
+            write_atomic(Path(outdir) / filename, lambda tmp, fig=fig: fig.savefig(tmp, dpi=110, format="png"))
+        )
+    return written
+
+
+def plot_design(sensitivity: xr.Dataset, summary: xr.Dataset, outdir: str | os.PathLike) -> list[Path]:
+    """A sampled design's plots (:data:`DESIGN_PLOTS`): dy/dp and y against each parameter at the
+    design's points (for the output element whose y varies most), and the parameters ranked by
+    their bounds on the Sobol' indices (aggregated over outputs, with bootstrap intervals)."""
+    params = swept_parameters(sensitivity)
+    study = sensitivity.attrs.get("study") or sensitivity.attrs.get("title", "")
+    var = summary["y_var"]
+    flat = int(np.nanargmax(var.values)) if var.ndim and np.isfinite(var.values).any() else 0
+    element = (
+        {d: var[d].values[i].item() for d, i in zip(var.dims, np.unravel_index(flat, var.shape), strict=True)}
+        if var.ndim
+        else {}
+    )
+    # A random subset: a stride through a Sobol' sequence would keep half of a dimension's range.
+    count = sensitivity.sizes["point"]
+    chosen = np.sort(np.random.default_rng(0).choice(count, min(count, POINTS_SHOWN), replace=False))
+    shown = sensitivity.isel(point=chosen)
+    where = _element_text(element)
+    figures = {}
+    for filename, variable in ((DESIGN_PLOTS[0], "dy"), (DESIGN_PLOTS[2], "y")):
+        fig = Figure(figsize=(3.4 * len(params), 3.6))
+        for ax, p in zip(fig.subplots(1, len(params), squeeze=False)[0], params, strict=True):
+            name = "y" if variable == "y" else derivative_name(p)
+            ax.scatter(shown[p].values, shown[name].sel(element).values, s=4, alpha=0.5)
+            ax.set(
+                xlabel=_label(sensitivity[p], p),
+                ylabel=_label(sensitivity[name], "y" if variable == "y" else f"dy/d{p}"),
+            )
+            if str(sensitivity.attrs.get(f"distribution_{p}", "")).startswith(("loguniform", "lognormal")):
+                ax.set_xscale("log")
+        what = "dy/dp" if variable == "dy" else "y"
+        fig.suptitle(f"{study}: {what} at the design's points ({where or 'the output'})", fontsize=9)
+        figures[filename] = fig
+    fig, ax = _figure((6, 1.2 + 0.5 * len(params)))
+    upper = {p: summary.get(f"sobol_total_upper_{p}_aggregated") for p in params}
+    ranked = sorted((p for p in params if upper[p] is not None), key=lambda p: -float(upper[p]))
+    for row, p in enumerate(ranked):
+        marks = (
+            (upper[p], "s", "C0", "upper bound, total index"),
+            (summary[f"sobol_first_lower_{p}_aggregated"], "o", "C1", "lower bound, first-order index"),
+        )
+        for bound, marker, colour, label in marks:
+            value = float(bound)  # a percentile interval need not contain the estimate: clip the bars at it
+            spread = [[max(value - bound.attrs["ci_low"], 0.0)], [max(bound.attrs["ci_high"] - value, 0.0)]]
+            ax.errorbar(value, row, xerr=spread, fmt=marker, color=colour, label=label if row == 0 else None)
+    ax.set_yticks(range(len(ranked)), ranked)
+    ax.invert_yaxis()
+    ax.axvline(1.0, color="0.6", lw=0.8)
+    ax.set(
+        xlabel="Sobol' index bound (aggregated over outputs; 95% bootstrap interval)",
+        title=f"{study}: parameters ranked",
+    )
+    figures[DESIGN_PLOTS[1]] = fig
+    return _save(figures, outdir)
+
+
 def plot_study(sensitivity: xr.Dataset, summary: xr.Dataset, outdir: str | os.PathLike) -> list[Path]:
-    """Write the study's plots (:data:`PLOTS`) into ``outdir``; returns their paths."""
+    """Write the study's plots (:data:`PLOTS`; :data:`DESIGN_PLOTS` for a design) into ``outdir``."""
+    if "point" in sensitivity.dims:
+        return plot_design(sensitivity, summary, outdir)
     param, *others = swept_parameters(sensitivity)
     name = derivative_name(param)
     element = most_sensitive_element(summary, param)
@@ -120,19 +202,7 @@ def plot_study(sensitivity: xr.Dataset, summary: xr.Dataset, outdir: str | os.Pa
     ax.set(xlabel=x_label, ylabel=_label(sensitivity["y"], "y"), title=f"{study}: y against {param}{suffix}")
     figures[PLOTS[2]] = fig
 
-    written = []
-    for filename, fig in figures.items():
-        for ax in fig.axes[:1]:
-            if log_x:
-                ax.set_xscale("log")
-            if ax.get_legend_handles_labels()[0]:
-                ax.legend(fontsize=7, loc="best")
-            ax.grid(alpha=0.3)
-        fig.tight_layout()
-        written.append(
-            write_atomic(Path(outdir) / filename, lambda tmp, fig=fig: fig.savefig(tmp, dpi=110, format="png"))
-        )
-    return written
+    return _save(figures, outdir, log_x)
 
 
 def plot_agreement(report: xr.Dataset, path: str | os.PathLike) -> Path:

@@ -1,11 +1,14 @@
-"""Values of the swept parameters, and the part of them one compute job takes."""
+"""Values of the swept parameters (a grid or a sampled design), and the part of them one compute job takes."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
 from pipeline.checks import check_parts
-from pipeline.config import ConfigError, RangeConfig, SweepConfig, SweepKind
+from pipeline.config import DESIGN_KINDS, ConfigError, RangeConfig, SweepConfig, SweepKind, conf_dir
+from pipeline.design import DESIGNS, Design, parse, points, read_points
 
 
 def sweep_values(spec: RangeConfig) -> np.ndarray:
@@ -42,3 +45,25 @@ def part_grid(sweep: SweepConfig, part: int | None) -> dict[str, np.ndarray]:
         start, stop = part_bounds(len(grid[sweep.param]), sweep.parts, part)
         grid[sweep.param] = grid[sweep.param][start:stop]
     return grid
+
+
+def sweep_design(sweep: SweepConfig) -> Design:
+    """The whole sampled design of a ``sweep`` of a design kind (``sobol``, ``lhs``, ``random``, ``points``)."""
+    dists = {name: parse(text, f"sweep.parameters.{name}") for name, text in sweep.parameters.items() if text}
+    if sweep.kind == SweepKind.points:
+        path = Path(sweep.path)
+        table = read_points(path if path.is_absolute() else conf_dir().parent / path, list(sweep.parameters))
+        return points(table, list(sweep.parameters), dists)
+    return DESIGNS[sweep.kind.value](dists, sweep.n, seed=sweep.seed)
+
+
+def part_sweep(sweep: SweepConfig, part: int | None) -> dict[str, np.ndarray] | Design:
+    """What one job computes: :func:`part_grid`, or its rows of the sampled design (part ``part``)."""
+    if sweep.kind not in DESIGN_KINDS:
+        return part_grid(sweep, part)
+    design = sweep_design(sweep)
+    if part is None:
+        return design
+    check_parts(sweep.parts, len(design), part, "point", prefix="sweep.")
+    start, stop = part_bounds(len(design), sweep.parts, part)
+    return design.part(start, stop)

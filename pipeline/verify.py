@@ -38,6 +38,7 @@ from pipeline.build import build_model
 from pipeline.config import compose_job
 from pipeline.dataset import CONVENTIONS, connected_name, derivative_name, swept_parameters
 from pipeline.derivatives import METHODS
+from pipeline.design import points as design_points
 from pipeline.errors import DerivativeError, VerificationError, run_cli
 from pipeline.inputs import input_arrays, input_from_dataset
 from pipeline.plot import plot_agreement
@@ -140,19 +141,24 @@ def verify(ds: xr.Dataset, cfg: DictConfig) -> xr.Dataset:
     check_computed_from(ds, cfg)
     params = swept_parameters(ds)
     opts = cfg.verify
-    sub = ds.isel(
-        {**{p: _pick(opts["values"], ds.sizes[p]) for p in params}, "sample": _pick(opts.samples, ds.sizes["sample"])}
-    )
+    sweep = ["point"] if "point" in ds.dims else params  # a sampled design, or a grid
+    picks = {d: _pick(opts["values"] ** (len(params) if d == "point" else 1), ds.sizes[d]) for d in sweep}
+    sub = ds.isel({**picks, "sample": _pick(opts.samples, ds.sizes["sample"])})
     model = build_model(cfg)
     x = input_from_dataset(sub)
-    out_dims = list(sub["y"].dims[len(params) + 1 :])
+    out_dims = list(sub["y"].dims[len(sweep) + 1 :])
+    values = (
+        design_points(np.column_stack([sub[p].values for p in params]), params)
+        if sweep == ["point"]
+        else {p: sub[p].values for p in params}
+    )
     rows = []
 
     def run(method: str, step: float | None = None) -> xr.Dataset:
         return sensitivity(
             model,
             x,
-            {p: sub[p].values for p in params},
+            values,
             method=method,
             step=step,
             dtype="float64",
@@ -220,7 +226,7 @@ def verify(ds: xr.Dataset, cfg: DictConfig) -> xr.Dataset:
         "history": f"{dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}: verification (pipeline.verify)",
         "source": ds.attrs.get("source", "sensweep"),
         "study": ds.attrs.get("study", ""),
-        "checked_points": int(np.prod([sub.sizes[p] for p in params])),
+        "checked_points": int(np.prod([sub.sizes[d] for d in sweep])),
         "checked_samples": sub.sizes["sample"],
         "passed": int(all(row["passed"] for row in rows if row["available"]) and any(r["available"] for r in rows)),
     }

@@ -9,7 +9,8 @@ import yaml
 from snakemake.utils import validate
 
 from pipeline.config import ConfigError, closest, compose_job, study_names, to_yaml
-from pipeline.plot import AGREEMENT_PLOT, PLOTS
+from pipeline.config import DESIGN_KINDS
+from pipeline.plot import AGREEMENT_PLOT, DESIGN_PLOTS, PLOTS
 from pipeline.provenance import determining_yaml
 
 validate(config, schema="../conf/workflow.schema.yaml")
@@ -149,13 +150,19 @@ def compute_gpus(wildcards):
     return 1 if JOBS[wildcards.study].device.startswith("cuda") else 0
 
 
+def is_design(study):
+    """A sampled design (one dim `point`) rather than a grid: its plots differ."""
+    return JOBS[study].sweep.kind in DESIGN_KINDS
+
+
 def final_outputs(wildcards):
     """Every study's datasets, plots and verify reports (an input function: runs once all rules exist)."""
     targets = [
         *(rules.merge.output if config["merge"] else []),
         *rules.summarise.output,
-        *rules.plot.output,
     ]
+    designs = [s for s in STUDIES if is_design(s)]
+    grids = [s for s in STUDIES if not is_design(s)]
     verified = [s for s in STUDIES if JOBS[s].verify.enabled]
     # Without the merge, the part files are the study's results: targets themselves.
     parts = (
@@ -165,6 +172,8 @@ def final_outputs(wildcards):
     )
     return (
         expand(targets, study=STUDIES)
+        + expand(rules.plot.output, study=grids)
+        + expand(rules.plot_design.output, study=designs)
         + expand(rules.verify.output, study=verified)
         + parts
     )

@@ -12,8 +12,8 @@ import torch
 from hydra.errors import ConfigCompositionException
 
 from pipeline.build import build_inputs, build_model
-from pipeline.config import ConfigError, compose_job, study_names
-from pipeline.sweep import part_bounds, part_grid, sweep_values
+from pipeline.config import DESIGN_KINDS, ConfigError, compose_job, study_names
+from pipeline.sweep import part_bounds, part_grid, sweep_design, sweep_values
 
 STUDIES = study_names()
 
@@ -29,6 +29,10 @@ def test_every_study_composes_and_builds(study):
     x = build_inputs(cfg)
     assert x.dim() >= 1 and x.shape[0] >= 1 and torch.isfinite(x).all()
     assert callable(model)
+    if cfg.sweep.kind in DESIGN_KINDS:  # a sampled design: its points, enough for its parts
+        design = sweep_design(cfg.sweep)
+        assert len(design) >= cfg.sweep.parts and np.isfinite(design.table).all()
+        return
     values = sweep_values(cfg.sweep)
     assert len(values) >= cfg.sweep.parts and np.all(np.diff(values) > 0)
 

@@ -122,3 +122,55 @@ def test_salib_indices_lie_within_the_bounds_and_its_dgsm_agrees(ishigami_summar
         assert indices["ST"][i] <= value(s[f"sobol_total_upper_{p}"]), p
         assert dgsm["vi"][i] == pytest.approx(value(s[f"dgsm_{p}"]), rel=0.03), p
         assert dgsm["dgsm"][i] == pytest.approx(value(s[f"sobol_total_upper_{p}"]), rel=0.04), p
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["sweep.n=1000"], r"invalid sweep.n=1000: a Sobol' design needs a power of two, e.g. 512"),
+        (['sweep.parameters.x1="uniform(1)"'], r"invalid sweep.parameters.x1='uniform\(1\)': uniform takes 2 numbers"),
+        (['sweep.parameters.x2="gauss(0, 1)"'], r"invalid sweep.parameters.x2='gauss\(0, 1\)': write one of uniform"),
+        (["sweep.parts=5000"], r"sweep.parts"),
+    ],
+)
+def test_design_config_mistakes_are_named(overrides, message):
+    from pipeline.config import compose_job
+
+    with pytest.raises(ConfigError, match=message):
+        compose_job("ishigami", overrides)
+
+
+def test_design_parts_keep_their_point_indices(tmp_path):
+    """Two parts of a Sobol' design: each computes its rows, with their indices in the whole design."""
+    from pipeline.compute import sweep_dataset
+    from pipeline.config import compose_job
+
+    parts = [sweep_dataset(compose_job("ishigami", ["sweep.n=64", f"part={i}"]), "ishigami") for i in (0, 1)]
+    assert [list(p.point.values[[0, -1]]) for p in parts] == [[0, 31], [32, 63]]
+    whole = sweep_dataset(compose_job("ishigami", ["sweep.n=64", "sweep.parts=1"]), "ishigami")
+    np.testing.assert_array_equal(np.concatenate([p.x1.values for p in parts]), whole.x1.values)
+    np.testing.assert_array_equal(np.concatenate([p.dy_dx3.values for p in parts]), whole.dy_dx3.values)
+
+
+@pytest.mark.slow
+def test_design_studies_end_to_end_through_snakemake(workflow):
+    """The built-in design studies: parts merged along point, summary bounds, plots, verify."""
+    import xarray as xr
+
+    from helpers import run
+    from pipeline.plot import DESIGN_PLOTS
+
+    result = run(["snakemake", "--cores", "2", "--config", "studies=[ishigami,oscillator_design]"], cwd=workflow)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with xr.open_dataset(workflow / "outputs/ishigami/summary.nc") as s:
+        for p in NU:
+            assert value(s[f"dgsm_{p}"]) == pytest.approx(NU[p], rel=0.03)
+            assert value(s[f"sobol_total_upper_{p}"]) >= TOTAL[p]
+            assert value(s[f"sobol_first_lower_{p}"]) <= FIRST[p] + 0.01
+    with xr.open_dataset(workflow / "outputs/oscillator_design/sensitivity.nc") as ds:
+        assert (
+            ds.sizes["point"] == 512 and ds.K.dims == ("point",) and ds.attrs["distribution_K"] == "loguniform(0.5, 2)"
+        )
+    for study in ("ishigami", "oscillator_design"):
+        assert "overall: PASS" in (workflow / "outputs" / study / "verify.md").read_text()
+        assert all((workflow / "outputs" / study / "plots" / name).stat().st_size > 0 for name in DESIGN_PLOTS)
