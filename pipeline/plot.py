@@ -27,7 +27,7 @@ PLOTS = ("derivative_vs_param.png", "derivative_heatmap.png", "output_vs_param.p
 """File names written by :func:`plot_study`, in ``OUTDIR`` (the Snakefile's plot rule takes them from here;
 each has a caption ``report/<name>.rst``)."""
 
-DESIGN_PLOTS = ("derivatives_at_points.png", "parameter_ranking.png", "output_at_points.png")
+DESIGN_PLOTS = ("derivatives_at_points.png", "parameter_ranking.png", "output_at_points.png", "bounds_along_output.png")
 """File names written by :func:`plot_design` for a sampled design (dim ``point``), each with a caption."""
 
 POINTS_SHOWN = 4000
@@ -146,7 +146,32 @@ def plot_design(sensitivity: xr.Dataset, summary: xr.Dataset, outdir: str | os.P
         title=f"{study}: parameters ranked",
     )
     figures[DESIGN_PLOTS[1]] = fig
+    figures[DESIGN_PLOTS[3]] = _bounds_along_output(summary, ranked, study)
     return _save(figures, outdir)
+
+
+def _bounds_along_output(summary: xr.Dataset, params: list[str], study: str) -> Figure:
+    """Each parameter's bounds along the last output dim (e.g. time), aggregated over the other
+    element dims with variance weights (a weighted mean of the per-element bounds, weights D)."""
+    weights = summary["y_var"].fillna(0)
+    along = [d for d in weights.dims if d != "sample"][-1:]
+    other = [d for d in weights.dims if d not in along]
+    fig, ax = _figure((7, 4.5))
+    for i, p in enumerate(params):
+        for name, style in ((f"sobol_total_upper_{p}", "-"), (f"sobol_first_lower_{p}", "--")):
+            bound = (summary[name].fillna(0) * weights).sum(other) / weights.sum(other).where(lambda w: w > 0)
+            kind = "upper, total" if "upper" in name else "lower, first-order"
+            if along:
+                ax.plot(bound[along[0]].values, bound.values, style, color=f"C{i}", label=f"{p}: {kind}")
+            else:
+                ax.plot([0], [float(bound)], "s" if style == "-" else "o", color=f"C{i}", label=f"{p}: {kind}")
+    ax.set(
+        xlabel=_label(summary[along[0]], along[0]) if along else "",
+        ylabel="Sobol' index bound",
+        ylim=(0, min(1.05, max(1e-3, *ax.get_ylim()))),
+        title=f"{study}: bounds along {along[0] if along else 'the output'} (upper: solid, lower: dashed)",
+    )
+    return fig
 
 
 def plot_study(sensitivity: xr.Dataset, summary: xr.Dataset, outdir: str | os.PathLike) -> list[Path]:
