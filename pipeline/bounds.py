@@ -33,6 +33,9 @@ BOOTSTRAP = 200
 
 CONFIDENCE = 0.95
 
+BOOTSTRAP_BATCH_VALUES = 2**24
+"""Point counts held at once (128 MiB of float64): resamples are drawn in batches of this size."""
+
 
 def stein_weight(dist: Distribution, v: np.ndarray) -> np.ndarray:
     """``k(v)`` of NOTE [Bounds from derivatives] for the variable of ``dist``."""
@@ -68,6 +71,7 @@ def design_bounds(ds: xr.Dataset, params: list[str], rng_seed: int = 0) -> dict[
     }
     dists = {p: parse(ds.attrs[f"distribution_{p}"]) for p in params if f"distribution_{p}" in ds.attrs}
     gradients = {}
+    weights: dict[str, tuple[xr.DataArray, np.ndarray, float, float]] = {}
     for p in params:
         dist = dists.get(p)
         if dist is None:
@@ -93,17 +97,20 @@ def design_bounds(ds: xr.Dataset, params: list[str], rng_seed: int = 0) -> dict[
         out[f"mu_star_{p}"] = (abs(dv).mean("point"), f"mean over the points of |dy/d{wrt}|", {})
         upper_agg = constant * float(nu.sum(element_dims)) / float(total_D)
         lower_agg = float((cov**2).sum(element_dims)) / (var_v * float(total_D))
-        low_ci, high_ci = _bootstrap(y, dv, v, dist, element_dims, rng_seed)
         out[f"sobol_total_upper_{p}_aggregated"] = (
             xr.DataArray(upper_agg),
             f"upper bound on the total index of {p}, aggregated over samples and outputs (variance weights)",
-            {"ci_low": low_ci[0], "ci_high": high_ci[0], "confidence": CONFIDENCE},
+            {"confidence": CONFIDENCE},
         )
         out[f"sobol_first_lower_{p}_aggregated"] = (
             xr.DataArray(lower_agg),
             f"lower bound on the first-order index of {p}, aggregated over samples and outputs",
-            {"ci_low": low_ci[1], "ci_high": high_ci[1], "confidence": CONFIDENCE},
+            {"confidence": CONFIDENCE},
         )
+        weights[p] = (dv, stein_weight(dist, v.values), constant, var_v)
+    for p, ((upper_low, upper_high), (lower_low, lower_high)) in _bootstrap(y, weights, rng_seed).items():
+        out[f"sobol_total_upper_{p}_aggregated"][2].update(ci_low=upper_low, ci_high=upper_high)
+        out[f"sobol_first_lower_{p}_aggregated"][2].update(ci_low=lower_low, ci_high=lower_high)
     if len(gradients) > 1:
         names = list(gradients)
         stacked = xr.concat([gradients[p] for p in names], dim="parameter").assign_coords(parameter=names)
@@ -123,29 +130,40 @@ def design_bounds(ds: xr.Dataset, params: list[str], rng_seed: int = 0) -> dict[
     return out
 
 
-def _bootstrap(
-    y: xr.DataArray, dv: xr.DataArray, v: xr.DataArray, dist: Distribution, element_dims: list[str], seed: int
-) -> tuple[tuple[float, float], tuple[float, float]]:
-    """Percentile intervals of the aggregated upper and lower bounds, resampling the points."""
-    axis = y.get_axis_num("point")
-    yv = np.moveaxis(y.values, axis, 0).reshape(y.sizes["point"], -1)
-    dvv = np.moveaxis(dv.transpose(*y.dims).values, axis, 0).reshape(yv.shape)
-    k = stein_weight(dist, v.values)
-    constant, var_v = dist.poincare_constant(), float(dist.variable().var())
-    rng = np.random.default_rng(seed)
-    uppers, lowers = [], []
-    n = len(yv)
-    for _ in range(BOOTSTRAP):
-        idx = rng.integers(0, n, n)
-        D = yv[idx].var(axis=0, ddof=1).sum()
-        if D <= 0:
-            continue
-        uppers.append(constant * (dvv[idx] ** 2).mean(axis=0).sum() / D)
-        lowers.append(((dvv[idx] * k[idx, None]).mean(axis=0) ** 2).sum() / (var_v * D))
+def _percentiles(values: np.ndarray) -> tuple[float, float]:
     tail = (1 - CONFIDENCE) / 2 * 100
-    if not uppers:
-        return (math.nan, math.nan), (math.nan, math.nan)
-    return (
-        (float(np.percentile(uppers, tail)), float(np.percentile(lowers, tail))),
-        (float(np.percentile(uppers, 100 - tail)), float(np.percentile(lowers, 100 - tail))),
-    )
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return math.nan, math.nan
+    return float(np.percentile(finite, tail)), float(np.percentile(finite, 100 - tail))
+
+
+def _bootstrap(
+    y: xr.DataArray, weights: dict[str, tuple[xr.DataArray, np.ndarray, float, float]], seed: int
+) -> dict[str, tuple[tuple[float, float], tuple[float, float]]]:
+    """Percentile intervals of every parameter's aggregated upper and lower bounds, from the same
+    :data:`BOOTSTRAP` resamples of the points. A resample is its count of each point, so every
+    mean over it is a matrix product (counts @ values / n): no resampled copies of the data."""
+    axis = y.get_axis_num("point")
+    n = y.sizes["point"]
+    yv = np.moveaxis(y.values, axis, 0).reshape(n, -1)
+    rng = np.random.default_rng(seed)
+    per_batch = max(1, BOOTSTRAP_BATCH_VALUES // n)  # resamples whose counts fit in 128 MiB
+    grads = {p: np.moveaxis(dv.transpose(*y.dims).values, axis, 0).reshape(n, -1) for p, (dv, *_) in weights.items()}
+    D, nu, cov2 = [], {p: [] for p in weights}, {p: [] for p in weights}
+    for start in range(0, BOOTSTRAP, per_batch):
+        draws = rng.integers(0, n, (min(per_batch, BOOTSTRAP - start), n))
+        counts = np.stack([np.bincount(row, minlength=n) for row in draws]).astype(np.float64) / n
+        D.append(((counts @ yv**2 - (counts @ yv) ** 2) * n / (n - 1)).sum(axis=-1))
+        for p, (_, k, _, _) in weights.items():
+            nu[p].append((counts @ grads[p] ** 2).sum(axis=-1))
+            cov2[p].append(((counts @ (grads[p] * k[:, None])) ** 2).sum(axis=-1))
+    total = np.concatenate(D)
+    total = np.where(total > 0, total, np.nan)
+    return {
+        p: (
+            _percentiles(constant * np.concatenate(nu[p]) / total),
+            _percentiles(np.concatenate(cov2[p]) / (var_v * total)),
+        )
+        for p, (_, _, constant, var_v) in weights.items()
+    }

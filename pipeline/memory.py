@@ -55,6 +55,11 @@ TUNE_SIZES = (8, 32)
 TUNE_MIN_POINTS = 256
 """Sweeps (or parts) with fewer values are not timed: they run in the largest chunk that fits."""
 
+TUNE_MIN_SECONDS = 0.002
+"""A small chunk computed faster than this is bound by per-pass overhead, not by the caches: the
+largest chunk that fits is kept (a 1 ms timing is too noisy to decide on; on a cheap closed-form
+model over 16,384 points, chunks of 8 took 2.6 s where one chunk takes 0.03 s)."""
+
 TUNE_GAIN = 0.8
 """The large chunk is kept when its time per value is below this fraction of the small one's."""
 
@@ -146,6 +151,8 @@ def faster_chunk_size(small_seconds: float, large_seconds: float, fitting: int) 
     """After timing chunks of :data:`TUNE_SIZES`: ``fitting`` (the largest that fits the budget)
     if the large chunk was clearly faster per value, else the small size."""
     small, large = TUNE_SIZES
+    if small_seconds < TUNE_MIN_SECONDS:  # per-pass overhead dominates: one timing is noise
+        return fitting
     return fitting if large_seconds / large < TUNE_GAIN * small_seconds / small else small
 
 

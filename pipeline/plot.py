@@ -195,13 +195,24 @@ def plot_study(sensitivity: xr.Dataset, summary: xr.Dataset, outdir: str | os.Pa
     method = sensitivity.attrs.get("method", "")
 
     figures = {}
-    fig, ax = _figure((7, 4.5))
+    fig = Figure(figsize=(7 + 4.5 * len(others), 4.5))
+    ax, *more = fig.subplots(1, 1 + len(others), squeeze=False)[0]
     _lines_with_band(ax, dy, mean, std, param)
     ax.set(
         xlabel=x_label,
         ylabel=_label(sensitivity[name], f"dy/d{param}"),
         title=f"{study}: dy/d{param} against {param} ({method}){suffix}",
     )
+    for axis, q in zip(more, others, strict=True):  # every parameter of a grid, the rest at their middle
+        held = {p: sensitivity[p].values[sensitivity.sizes[p] // 2].item() for p in (param, *others) if p != q}
+        at = {**most_sensitive_element(summary, q), **held}
+        dq = derivative_name(q)
+        _lines_with_band(axis, sensitivity[dq].sel(at), summary[f"{dq}_mean"].sel(at), summary[f"{dq}_std"].sel(at), q)
+        axis.set(
+            xlabel=_label(sensitivity[q], q),
+            ylabel=_label(sensitivity[dq], f"dy/d{q}"),
+            title=f"dy/d{q} against {q}\n({_element_text(at)})",
+        )
     figures[PLOTS[0]] = fig
 
     fig, ax = _figure((7, 4.5))

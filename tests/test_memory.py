@@ -73,6 +73,7 @@ def test_faster_chunk_size_keeps_large_chunks_only_when_clearly_faster_per_value
     assert faster_chunk_size(small * 1.0, large * 0.5, fitting=500) == 500  # op-bound: 2x faster per value
     assert faster_chunk_size(small * 1.0, large * 1.0, fitting=500) == small  # no gain: small chunks
     assert faster_chunk_size(small * 1.0, large * 3.0, fitting=500) == small  # cache-bound: large is slower
+    assert faster_chunk_size(0.0005, 0.004, fitting=500) == 500  # a 0.5 ms pass: overhead-bound, keep it large
 
 
 @pytest.mark.parametrize(
