@@ -61,7 +61,7 @@ def test_nan_policy_raise_fails_the_job_without_output(tmp_path):
     non-finite at C = 0 (10) and at x = 0 otherwise (4): 14.
     """
     out = tmp_path / "part.nc"
-    args = ["study=seed_linear", "model._target_=tests.test_methods.log_model", "sweep.num=5", f"output={out}"]
+    args = ["study=seed_linear", "model._target_=tests.bad_models.log_model", "sweep.num=5", f"output={out}"]
     failed = compute(*args, "nan_policy=raise")
     assert failed.returncode == 1
     assert (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from bad_models import NoForward
+from bad_models import NoForward, log_model
 
 from helpers import RTOL
 from pipeline import sensitivity
@@ -127,11 +127,6 @@ def test_op_without_forward_rule_names_it_and_suggests_reverse():
         with pytest.raises(DerivativeError, match=f"method={method} failed: .*forward mode AD.*use method=reverse"):
             sensitivity(f, torch.ones(3), {"C": [1.0, 2.0]}, method=method)
     np.testing.assert_array_equal(sensitivity(f, torch.ones(3), {"C": [1.0]}, method="reverse").dy_dC, [[2, 2, 2]])
-
-
-def log_model(x, C):
-    """y = log(C x): NaN where x < 0, while dy/dC = 1/C stays finite."""
-    return torch.log(C * x)
 
 
 def test_nonfinite_results_are_counted_and_warned():
