@@ -155,10 +155,10 @@ def build_dataset(
     params, units = list(grid), routine.units
     out_dims = _dim_names(routine.output_dims, y.dim() - 2, "output", "output")
     if design is None:  # a grid: one dim per parameter
-        shape, sweep_dims = [len(v) for v in grid.values()], params
+        shape, sweep = [len(v) for v in grid.values()], params
         sweep_coords = {p: np.asarray(v, dtype=np.float64) for p, v in grid.items()}
     else:  # a sampled design: one dim `point`, a coordinate variable per parameter
-        shape, sweep_dims = [len(design)], ["point"]
+        shape, sweep = [len(design)], ["point"]
         point = np.arange(design.first_point, design.first_point + len(design))
         sweep_coords = {"point": point, **{p: ("point", np.asarray(v)) for p, v in grid.items()}}
     coords = {
@@ -166,7 +166,7 @@ def build_dataset(
         "sample": np.arange(y.shape[1]),
         **_coords(out_dims, y.shape[2:], routine.output_coords),
     }
-    dims = [*sweep_dims, "sample", *out_dims]
+    dims = [*sweep, "sample", *out_dims]
     y_units = {"units": units["y"]} if "y" in units else {}
     variables = {"y": (dims, y.reshape(*shape, *y.shape[1:]).numpy(), {"long_name": "model output y", **y_units})}
     for i, param in enumerate(params):
@@ -205,7 +205,7 @@ def build_dataset(
     structure = {}
     if connected is not None:
         for i, param in enumerate(params):
-            ds[connected_name(param)] = connected_variable(param, connected[..., i].numpy(), dims[len(sweep_dims) :])
+            ds[connected_name(param)] = connected_variable(param, connected[..., i].numpy(), dims[len(sweep) :])
         structure = {
             "structurally_independent_outputs": int((~connected).sum()),
             "outputs": int(connected[..., 0].numel()),
@@ -228,6 +228,11 @@ def build_dataset(
         **(attrs or {}),
     }
     return ds
+
+
+def sweep_dims(ds: xr.Dataset) -> list[str]:
+    """The dims the sweep spans: one per parameter for a grid, ``point`` for a sampled design."""
+    return ["point"] if "point" in ds.dims else swept_parameters(ds)
 
 
 def swept_parameters(ds: xr.Dataset) -> list[str]:

@@ -48,6 +48,9 @@ UNBATCHABLE = {
 }
 """Markers of torch errors that mean "this model cannot run under vmap/jvp", and what the model does."""
 
+NO_FORWARD_RULE = ("forward AD", "forward mode AD", "forward-mode AD")
+"""Markers of torch errors that mean an op has no forward-mode AD rule."""
+
 
 def _model_frame(err: BaseException) -> str:
     """``file:line (function)`` of the innermost traceback frame outside torch and sensweep, if any."""
@@ -72,7 +75,7 @@ def translate_error(err: BaseException, method: str) -> DerivativeError | None:
             "sensweep rejects this so that every value of C sees the same computation: call "
             "model.eval(), or draw the randomness into the inputs x"
         )
-    if any(marker in text for marker in ("forward AD", "forward mode AD", "forward-mode AD")):
+    if any(marker in text for marker in NO_FORWARD_RULE):
         return DerivativeError(
             f"method={method} failed: an op of the model has no forward-mode AD rule "
             f"({first}){at}; use method=reverse for this model"
@@ -289,6 +292,16 @@ def loop(
     return in_chunks(one_point, points, chunk_size=1, max_memory_mb=None, method="loop")
 
 
+def central_points(points: Tensor, i: int, step: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``points`` with parameter ``i`` (the last dim) moved up and down by ``step``, and the
+    distance between the two: the divisor of a central difference, which is the difference of the
+    representable arguments rather than ``2 step``, so the step's own round-off does not bias it."""
+    up, down = points.clone(), points.clone()
+    up[..., i] += step
+    down[..., i] -= step
+    return up, down, up[..., i] - down[..., i]
+
+
 def fd_step(values: Tensor) -> Tensor:
     """Central-difference step: ``eps^(1/3) * max(|C|, 1)``, which balances truncation error
     (``O(h^2)``) against round-off (``O(eps / h)``) for a smooth ``y``."""
@@ -308,8 +321,7 @@ def finite_difference(
 ) -> Derivatives:
     """Central differences ``(y(C+h) - y(C-h)) / 2h`` per parameter, from batched primal passes.
 
-    ``h`` is :func:`fd_step` unless ``step`` is given. The divisor is the difference of the
-    two representable arguments, not ``2h``, so the step's own round-off does not bias it.
+    ``h`` is :func:`fd_step` unless ``step`` is given; the points are :func:`central_points`.
     """
     primal = vmap(lambda theta: fn(x, theta))
 
@@ -319,10 +331,8 @@ def finite_difference(
         differences = []
         for i in range(chunk.shape[1]):
             h = fd_step(chunk[:, i]) if step is None else torch.full_like(chunk[:, i], step)
-            up, down = chunk.clone(), chunk.clone()
-            up[:, i] += h
-            down[:, i] -= h
-            differences.append((primal(up) - primal(down)) / (up[:, i] - down[:, i]).reshape(shape))
+            up, down, width = central_points(chunk, i, h)
+            differences.append((primal(up) - primal(down)) / width.reshape(shape))
         return y, torch.stack(differences, dim=-1)
 
     return in_chunks(
@@ -483,10 +493,8 @@ def finite_difference_per_point(
         differences = []
         for i in range(theta.shape[0]):
             h = fd_step(theta[i]) if step is None else torch.tensor(step, dtype=theta.dtype, device=theta.device)
-            up, down = theta.clone(), theta.clone()
-            up[i] += h
-            down[i] -= h
-            differences.append((fn(x, up) - fn(x, down)) / (up[i] - down[i]))
+            up, down, width = central_points(theta, i, h)
+            differences.append((fn(x, up) - fn(x, down)) / width)
         return y, torch.stack(differences, dim=-1)
 
     with torch.no_grad():

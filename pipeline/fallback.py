@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from pipeline.derivatives import METHODS, UNBATCHABLE, Derivatives, RoutineFn, _model_frame
+from pipeline.derivatives import METHODS, NO_FORWARD_RULE, UNBATCHABLE, Derivatives, RoutineFn, _model_frame
 from pipeline.errors import ConfigError, DerivativeError
 
 LADDER = ("forward", "forward_per_point", "reverse_per_point", "finite_difference_per_point")
@@ -35,8 +35,8 @@ LADDER = ("forward", "forward_per_point", "reverse_per_point", "finite_differenc
 REVERSE_LADDER = ("reverse", "reverse_per_point", "finite_difference_per_point")
 """Where a bound tensor's elements outnumber the outputs per point, reverse mode comes first."""
 
-_NO_FORWARD_RULE = ("forward AD", "forward mode AD", "forward-mode AD", "jvp function", "setup_context")
-"""Markers of torch errors that mean an op (or autograd.Function) has no forward-mode rule."""
+_NO_FORWARD_RULE = (*NO_FORWARD_RULE, "jvp function", "setup_context")
+"""Markers of torch errors that mean an op (or an autograd.Function) has no forward-mode rule."""
 
 
 @dataclass
@@ -48,9 +48,14 @@ class Fallback:
     reason: str = ""
 
 
+def _cause(err: BaseException) -> BaseException:
+    """The torch error behind ``err`` (a DerivativeError keeps it as its cause)."""
+    return err.__cause__ if isinstance(err, DerivativeError) and err.__cause__ is not None else err
+
+
 def _cause_text(err: BaseException) -> str:
-    """The torch message behind ``err`` (a DerivativeError keeps it as its cause)."""
-    cause = err.__cause__ if isinstance(err, DerivativeError) and err.__cause__ is not None else err
+    """The first line of the torch message behind ``err``."""
+    cause = _cause(err)
     text = str(cause).strip()
     return text.splitlines()[0] if text else type(cause).__name__
 
@@ -114,8 +119,7 @@ def auto(
 
 def _describe(method: str, err: BaseException) -> str:
     """``<method> failed at file:line: <what the model does> (torch: <its message>)``."""
-    cause = err.__cause__ if isinstance(err, DerivativeError) and err.__cause__ is not None else err
-    where = _model_frame(cause)
+    where = _model_frame(_cause(err))
     text = _cause_text(err)
     what = next((f"the model {what}" for marker, what in UNBATCHABLE.items() if marker in text), "")
     if not what and any(marker in text for marker in _NO_FORWARD_RULE):

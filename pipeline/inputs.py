@@ -61,12 +61,26 @@ def input_from_dataset(ds: xr.Dataset) -> InputTree:
         values = ds[name].values
         return torch.from_numpy(np.asarray(values, np.float64) if np.issubdtype(values.dtype, np.floating) else values)
 
+    names, structure = _stored_inputs(ds)
+    return _assembled({key: tensor(name) for key, name in names.items()}, structure)
+
+
+def _stored_inputs(ds: xr.Dataset) -> tuple[dict[str, str], str | None]:
+    """The inputs a dataset stores, ``{key: variable name}``, and how they go together: ``None``
+    for the one variable ``x``, else ``"dict"`` or ``"tuple"`` (its attr ``input_structure``)."""
     if "x" in ds:
-        return tensor("x")
-    names = [v for v in ds.data_vars if "input_key" in ds[v].attrs]
-    if ds.attrs.get("input_structure") == "tuple":
-        return tuple(tensor(n) for n in sorted(names, key=lambda n: int(ds[n].attrs["input_key"])))
-    return {ds[n].attrs["input_key"]: tensor(n) for n in names}
+        return {"x": "x"}, None
+    names = {ds[v].attrs["input_key"]: v for v in ds.data_vars if "input_key" in ds[v].attrs}
+    return names, ds.attrs.get("input_structure", "dict")
+
+
+def _assembled(tensors: dict[str, Tensor], structure: str | None) -> InputTree:
+    """The tensors of :func:`_stored_inputs` as ``x``: one tensor, a tuple (by index) or a dict."""
+    if structure is None:
+        return tensors["x"]
+    if structure == "tuple":
+        return tuple(tensors[k] for k in sorted(tensors, key=int))
+    return tensors
 
 
 def input_arrays(ds: xr.Dataset) -> list[np.ndarray]:
@@ -163,13 +177,10 @@ def read_x(path: str, key: str, base: Path | None = None, variables: list[str] |
                             f"(has {list(ds.data_vars)})"
                         )
                     arrays, structure = {v: ds[v].values for v in variables}, "dict"
-                elif "x" in ds:
-                    arrays, structure = {"x": ds["x"].values}, None
-                elif any("input_key" in ds[v].attrs for v in ds.data_vars):
-                    names = [v for v in ds.data_vars if "input_key" in ds[v].attrs]
-                    arrays = {ds[v].attrs["input_key"]: ds[v].values for v in names}
-                    structure = ds.attrs.get("input_structure", "dict")
                 else:
+                    names, structure = _stored_inputs(ds)
+                    arrays = {input_key: ds[name].values for input_key, name in names.items()}
+                if not arrays:
                     raise ConfigError(f"invalid {key}={path!r}: no variable 'x' (has {list(ds.data_vars)})")
     except (OSError, ValueError, RuntimeError) as err:
         if isinstance(err, ConfigError):
@@ -178,9 +189,4 @@ def read_x(path: str, key: str, base: Path | None = None, variables: list[str] |
         raise ConfigError(
             f"invalid {key}={path!r}: cannot read it: {what} ({' '.join(str(err).split())[:200] or type(err).__name__})"
         ) from err
-    tensors = {name: _checked(array, key, path, name) for name, array in arrays.items()}
-    if structure is None:
-        return tensors["x"]
-    if structure == "tuple":
-        return tuple(tensors[k] for k in sorted(tensors, key=int))
-    return tensors
+    return _assembled({name: _checked(array, key, path, name) for name, array in arrays.items()}, structure)

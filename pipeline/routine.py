@@ -144,22 +144,9 @@ def _bind_module(
     targets = []  # (tensor name, mask, index in theta), applied in order: two may share a tensor
     tensor_targets = []  # (tensor name, flat indices, start in theta)
     tensor_params = []
-    start = len(params)
-    for param in [p for p in bind if p not in params]:
-        path = bind[param]
-        name, selection = parse_bind_path(path)
-        if name not in tensors:
-            valid = ", ".join(f"{k} {tuple(v.shape)}" for k, v in module.named_parameters())
-            raise ConfigError(
-                f"invalid bind {param}={path!r}: {type(module).__name__} has no parameter {name!r}; {valid}"
-            )
-        if not tensors[name].is_floating_point():
-            raise ConfigError(f"invalid bind {param}={path!r}: {name} is not floating point")
-        tensor_param, flat = _tensor_parameter(param, path, tensors[name], selection)
-        tensor_targets.append((name, flat, start))
-        tensor_params.append(tensor_param)
-        start += flat.numel()
-    for i, param in enumerate(params):
+
+    def bound(param: str) -> tuple[str, tuple[int | slice, ...]]:
+        """The tensor name and index of ``bind[param]``; a name the module lacks fails, naming its tensors."""
         path = bind[param]
         name, index = parse_bind_path(path)
         if name not in tensors:
@@ -170,6 +157,21 @@ def _bind_module(
                 f"invalid bind {param}={path!r}: {type(module).__name__} has no parameter {name!r}; "
                 f"{hint}Its parameters are: {valid}"
             )
+        return name, index
+
+    start = len(params)
+    for param in [p for p in bind if p not in params]:
+        path = bind[param]
+        name, selection = bound(param)
+        if not tensors[name].is_floating_point():
+            raise ConfigError(f"invalid bind {param}={path!r}: {name} is not floating point")
+        tensor_param, flat = _tensor_parameter(param, path, tensors[name], selection)
+        tensor_targets.append((name, flat, start))
+        tensor_params.append(tensor_param)
+        start += flat.numel()
+    for i, param in enumerate(params):
+        path = bind[param]
+        name, index = bound(param)
         target = tensors[name]
         in_range = len(index) == target.dim() and all(0 <= i < n for i, n in zip(index, target.shape, strict=True))
         if not in_range:

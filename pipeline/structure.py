@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 from torch.func import jvp, vmap
 
-from pipeline.derivatives import fd_step
+from pipeline.derivatives import central_points, fd_step
 from pipeline.memory import measure_peak_bytes
 
 PROBES = 3
@@ -115,16 +115,13 @@ def hidden_dependence(
 
     hidden, largest = [], []
     for i in range(dy.shape[-1]):  # the parameters dy holds (the swept ones)
-        step = fd_step(probes[:, i])
-        up, down = probes.clone(), probes.clone()
-        up[:, i] += step
-        down[:, i] -= step
+        up, down, width = central_points(probes, i, fd_step(probes[:, i]))
         y_up, y_down = primal(up).cpu(), primal(down).cpu()
         change = (y_up - y_down).abs()
         scale = torch.maximum(y_up.abs(), y_down.abs())
         moves = change > MOVE_ROUNDOFF * eps * scale
         shape = (-1,) + (1,) * (change.dim() - 1)
-        differences = change / (up[:, i] - down[:, i]).cpu().reshape(shape)
+        differences = change / width.cpu().reshape(shape)
         zero = dy[index.cpu(), ..., i] == 0
         found = moves & zero
         hidden.append(found.any(dim=0))

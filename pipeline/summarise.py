@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import xarray as xr
 
 from pipeline.bounds import design_bounds
-from pipeline.dataset import CONVENTIONS, derivative_name, swept_parameters
+from pipeline.dataset import CONVENTIONS, derivative_name, sweep_dims, swept_parameters
 from pipeline.errors import run_cli
 from pipeline.storage import Source, one_or_many, open_sensitivity, reading, source_files, write_netcdf
 
@@ -31,11 +31,6 @@ def _units(da: xr.DataArray, power: int = 1) -> dict[str, str]:
     if units is None:
         return {}
     return {"units": units if power == 1 else f"({units})^{power}"}
-
-
-def sweep_dims(ds: xr.Dataset) -> list[str]:
-    """The dims the sweep spans: one per parameter for a grid, ``point`` for a sampled design."""
-    return ["point"] if "point" in ds.dims else swept_parameters(ds)
 
 
 def summarise(ds: xr.Dataset) -> xr.Dataset:
