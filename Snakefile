@@ -58,7 +58,7 @@ rule prepare:
 rule compute:
     input:
         x=rules.prepare.output,
-        weights=model_weights,
+        data=data_files,
     output:
         part_output(f"{OUT}/{{study}}/parts/{{part}}.nc"),
     log:

@@ -17,11 +17,19 @@ from pipeline.config import study_title, to_yaml, validate
 from pipeline.dataset import connected_name, swept_parameters
 from pipeline.design import Design
 from pipeline.inputs import input_arrays, input_leaves
-from pipeline.provenance import fingerprint, provenance
+from pipeline.provenance import GROWABLE, fingerprint, provenance
 from pipeline.storage import write_netcdf
-from pipeline.sweep import part_sweep
+from pipeline.sweep import part_count, part_sweep
 
 log = logging.getLogger("sensweep.compute")
+
+
+def part_attrs(cfg: DictConfig) -> dict[str, int]:
+    """Which part a file holds: ``part`` of ``parts``, or ``part`` of ``part_size`` points for a
+    growable design, whose number of parts may grow (:data:`pipeline.provenance.GROWABLE`)."""
+    if cfg.sweep.kind.value in GROWABLE and cfg.sweep.part_size:
+        return {"part": cfg.part, "part_size": cfg.sweep.part_size}
+    return {"part": cfg.part, "parts": part_count(cfg.sweep)}
 
 
 def sweep_dataset(cfg: DictConfig, study: str = "") -> xr.Dataset:
@@ -32,7 +40,7 @@ def sweep_dataset(cfg: DictConfig, study: str = "") -> xr.Dataset:
     grid = part_sweep(cfg.sweep, cfg.part)
     x = build_inputs(cfg)
     model = build_model(cfg)
-    part = {} if cfg.part is None else {"part": cfg.part, "parts": cfg.sweep.parts}
+    part = {} if cfg.part is None else part_attrs(cfg)
     device = cfg.device
     if device.startswith("cuda") and not torch.cuda.is_available() and cfg.device_fallback:
         log.warning("device=%s but CUDA is not available: running on the CPU (device_fallback=true)", device)

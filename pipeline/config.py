@@ -160,6 +160,11 @@ class SweepConfig(RangeConfig):
         factory=dict, help="further parameters, each its own dim: {k: {kind: log, start: 0.1, stop: 10, num: 5}}"
     )
     parts: int = _opt(1, "compute jobs the sweep is split into, along the first parameter (designs: along point)")
+    part_size: int | None = _opt(
+        None,
+        "designs, instead of parts: points per compute job; a sobol or random design grown to more points "
+        "then reuses the parts already computed",
+    )
     n: int | None = _opt(None, "points of a sampled design (sobol: a power of two)")
     seed: int = _opt(0, "seed of a sampled design")
     parameters: dict[str, str | None] = _opt(
@@ -307,11 +312,20 @@ def _check_design(sweep: DictConfig) -> int:
     if sweep.kind == SweepKind.points:
         if not sweep.path:
             fail("sweep.path", None, "kind=points needs the path of an N x P table (.npy, .csv, .nc)")
+        if sweep.part_size is not None:
+            fail("sweep.part_size", sweep.part_size, "kind=points is split by sweep.parts")
         return -1  # known once the table is read
     if sweep.n is None or sweep.n < 1:
         fail("sweep.n", sweep.n, f"kind={sweep.kind.value} needs the number of points n >= 1")
     if sweep.kind == SweepKind.sobol and sweep.n & (sweep.n - 1):
         fail("sweep.n", sweep.n, f"a Sobol' design needs a power of two, e.g. {1 << int(math.log2(sweep.n))}")
+    size = sweep.part_size
+    if size is not None:
+        if sweep.parts != 1:
+            fail("sweep.parts", sweep.parts, f"give sweep.parts or sweep.part_size, not both (part_size={size})")
+        if size < 1 or sweep.n % size:
+            nearest = next(d for d in range(min(max(size, 1), sweep.n), 0, -1) if sweep.n % d == 0)
+            fail("sweep.part_size", size, f"must divide sweep.n={sweep.n} into equal parts, e.g. {nearest}")
     return sweep.n
 
 
@@ -324,7 +338,8 @@ def validate(cfg: DictConfig | JobConfig) -> None:
         counts = dict.fromkeys(sweep.parameters, 1)
         if count > 0:
             check_grid_size({"point": count})
-            check_parts(sweep.parts, count, cfg.part, "point", prefix="sweep.")
+            parts = count // sweep.part_size if sweep.part_size else sweep.parts
+            check_parts(parts, count, cfg.part, "point", prefix="sweep.")
     else:
         for name in (sweep.param, *sweep.grid):
             check_parameter_name(name, "sweep.param" if name == sweep.param else f"sweep.grid.{name}")

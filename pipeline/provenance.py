@@ -23,16 +23,37 @@ from omegaconf import DictConfig, OmegaConf
 NOT_DETERMINING = ("part", "output", "inputs_file", "threads", "verify")
 """Config keys that do not change a part's values (which part it is, paths, threads, the verify step)."""
 
+GROWABLE = ("sobol", "random")
+"""Designs whose first n points are the same whatever their size: split by ``sweep.part_size``, a
+part's values do not depend on ``sweep.n``, so a design grown to more points keeps its parts."""
+
 
 def determining_config(cfg: DictConfig | str | dict) -> dict[str, Any]:
-    """The config as a plain dict without :data:`NOT_DETERMINING`; a stored YAML string is parsed, not run."""
+    """The config as a plain dict without :data:`NOT_DETERMINING`; a stored YAML string is parsed, not run.
+
+    For a :data:`GROWABLE` design split by ``part_size``, ``sweep.n`` and ``sweep.parts`` only say
+    how many parts there are, not what each holds: they are left out too.
+    """
     if isinstance(cfg, str):
         plain = yaml.safe_load(cfg) or {}
     elif isinstance(cfg, DictConfig):
         plain = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     else:
         plain = dict(cfg)
-    return {k: v for k, v in plain.items() if k not in NOT_DETERMINING}
+    out = {k: v for k, v in plain.items() if k not in NOT_DETERMINING}
+    sweep = out.get("sweep")
+    if isinstance(sweep, dict) and sweep.get("part_size") and sweep.get("kind") in GROWABLE:
+        out["sweep"] = {k: v for k, v in sweep.items() if k not in ("n", "parts")}
+    return out
+
+
+def data_files(cfg: DictConfig, root: str | Path) -> list[Path]:
+    """Files named in the config whose bytes determine the numbers: trained weights, a design's table.
+
+    Relative paths are relative to ``root`` (the workflow folder).
+    """
+    named = [cfg.model.get("weights"), cfg.sweep.get("path") if cfg.sweep.get("kind") == "points" else None]
+    return [Path(f) if Path(f).is_absolute() else Path(root) / f for f in named if f]
 
 
 def determining_yaml(cfg: DictConfig | str | dict) -> str:
@@ -41,16 +62,15 @@ def determining_yaml(cfg: DictConfig | str | dict) -> str:
 
 
 def fingerprint(cfg: DictConfig | str | dict, x: np.ndarray | list[np.ndarray]) -> str:
-    """SHA-256 of the determining config, of the trained weights' file if any, and of ``x`` (dtype, shape, bytes)."""
+    """SHA-256 of the determining config, of its :func:`data_files` and of ``x`` (dtype, shape, bytes)."""
     digest = hashlib.sha256(determining_yaml(cfg).encode())
-    weights = cfg.model.get("weights") if isinstance(cfg, DictConfig) and "model" in cfg else None
-    if weights:  # trained weights determine the numbers too: their bytes, not only their path
+    if isinstance(cfg, DictConfig) and "model" in cfg:  # their bytes, not only their paths
         from pipeline.config import conf_dir
 
-        file = Path(weights) if Path(weights).is_absolute() else conf_dir().parent / weights
-        if file.is_file():
-            with file.open("rb") as f:
-                digest.update(hashlib.file_digest(f, "sha256").digest())
+        for file in data_files(cfg, conf_dir().parent):
+            if file.is_file():
+                with file.open("rb") as f:
+                    digest.update(hashlib.file_digest(f, "sha256").digest())
     for array in x if isinstance(x, list) else [x]:  # each input of a dict or tuple of inputs
         array = np.ascontiguousarray(array)
         digest.update(f"{array.dtype.str}{array.shape}".encode())

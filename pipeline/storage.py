@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import xarray as xr
+import yaml
 
 from pipeline.dataset import encoding
 from pipeline.errors import MergeError, UnreadableInputError
@@ -216,6 +217,7 @@ class PartInfo:
     path: Path
     part: int | None
     parts: int | None
+    part_size: int | None  # a growable design's part (no fixed number of parts)
     fingerprint: str | None
     config: str
     study: str
@@ -237,6 +239,7 @@ def read_part_info(path: str | os.PathLike) -> PartInfo:
                 path=Path(path),
                 part=attrs.get("part"),
                 parts=attrs.get("parts"),
+                part_size=attrs.get("part_size"),
                 fingerprint=attrs.get("fingerprint"),
                 config=attrs.get("config", ""),
                 study=attrs.get("study", ""),
@@ -269,7 +272,7 @@ def check_parts(infos: Sequence[PartInfo], stale_hint: str = "") -> None:
     studies = {info.study for info in infos}
     if len(studies) > 1:
         raise MergeError(f"part files of different studies {sorted(studies)}: {_names(infos)}")
-    unnumbered = [info for info in infos if info.part is None or info.parts is None]
+    unnumbered = [info for info in infos if info.part is None or (info.parts or info.part_size) is None]
     if unnumbered:
         raise MergeError(
             f"not part files of a sweep (no part/parts attrs): {_names(unnumbered)}; merge the files "
@@ -281,6 +284,8 @@ def check_parts(infos: Sequence[PartInfo], stale_hint: str = "") -> None:
             f"part files of sweeps split into different numbers of parts {sorted(totals)}: {_names(infos)}{stale_hint}"
         )
     (total,) = totals
+    if total is None:  # a growable design: parts 0, 1, ... of part_size points each, as many as given
+        total = max(int(info.part) for info in infos) + 1
     seen: dict[int, list[PartInfo]] = {}
     for info in infos:
         seen.setdefault(int(info.part), []).append(info)
@@ -309,6 +314,10 @@ def combined_parts(ds: xr.Dataset, infos: Sequence[PartInfo], note: str) -> xr.D
         names = {flag.name for flag in flags}
         ds.attrs["structurally_independent_outputs"] = sum(int((ds[name] == 0).sum()) for name in names)
     ds.attrs.pop("part", None)
+    if ds.attrs.pop("part_size", None) and "config" in ds.attrs:  # a grown design: its size is the parts'
+        config = yaml.safe_load(ds.attrs["config"])
+        config["sweep"].update(n=ds.sizes["point"], parts=1)
+        ds.attrs["config"] = yaml.safe_dump(config, sort_keys=False)
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     ds.attrs.update(parts=len(infos), history="\n".join([*(i.history for i in infos), f"{now}: {note}"]))
     return ds

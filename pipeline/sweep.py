@@ -28,9 +28,9 @@ def sweep_values(spec: RangeConfig) -> np.ndarray:
     return values
 
 
-def part_bounds(count: int, parts: int, part: int) -> tuple[int, int]:
-    """Start and stop index of ``part`` when ``count`` values are split into ``parts`` near-equal parts."""
-    check_parts(parts, count, part, "the first parameter")
+def part_bounds(count: int, parts: int, part: int, param: str = "the first parameter") -> tuple[int, int]:
+    """Start and stop index of ``part`` when ``count`` values of ``param`` are split into ``parts`` near-equal parts."""
+    check_parts(parts, count, part, param, prefix="sweep.")
     edges = np.linspace(0, count, parts + 1).round().astype(int)
     return int(edges[part]), int(edges[part + 1])
 
@@ -57,13 +57,23 @@ def sweep_design(sweep: SweepConfig) -> Design:
     return DESIGNS[sweep.kind.value](dists, sweep.n, seed=sweep.seed)
 
 
+def part_count(sweep: SweepConfig) -> int:
+    """The number of compute jobs: ``sweep.parts``, or ``n / part_size`` for a design split by size."""
+    return sweep.n // sweep.part_size if sweep.kind in DESIGN_KINDS and sweep.part_size else sweep.parts
+
+
 def part_sweep(sweep: SweepConfig, part: int | None) -> dict[str, np.ndarray] | Design:
-    """What one job computes: :func:`part_grid`, or its rows of the sampled design (part ``part``)."""
+    """What one job computes: :func:`part_grid`, or its rows of the sampled design (part ``part``).
+
+    A design split by ``part_size`` has parts of fixed rows (``part * part_size`` onwards), so a
+    Sobol' or random design grown to more points keeps its first parts.
+    """
     if sweep.kind not in DESIGN_KINDS:
         return part_grid(sweep, part)
     design = sweep_design(sweep)
     if part is None:
         return design
-    check_parts(sweep.parts, len(design), part, "point", prefix="sweep.")
-    start, stop = part_bounds(len(design), sweep.parts, part)
+    if sweep.part_size:
+        return design.part(part * sweep.part_size, (part + 1) * sweep.part_size)
+    start, stop = part_bounds(len(design), sweep.parts, part, "point")
     return design.part(start, stop)

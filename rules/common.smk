@@ -11,7 +11,9 @@ from snakemake.utils import validate
 from pipeline.config import ConfigError, closest, compose_job, study_names, to_yaml
 from pipeline.config import DESIGN_KINDS
 from pipeline.plot import AGREEMENT_PLOT, DESIGN_PLOTS, PLOTS
+from pipeline import provenance
 from pipeline.provenance import determining_yaml
+from pipeline.sweep import part_count
 
 validate(config, schema="../conf/workflow.schema.yaml")
 
@@ -85,8 +87,13 @@ wildcard_constraints:
     part=r"\d+",
 
 
-def overrides(wildcards):
-    """The study's extra Hydra overrides, quoted for the shell."""
+def overrides(wildcards, input):
+    """The study's extra Hydra overrides, quoted for the shell.
+
+    Taking `input` makes this a derived param, not a rerun trigger: `determining_config` is, so
+    that a verify or threads override reruns no computation, and a Sobol' design grown by
+    `sweep.n` reruns none of the parts it keeps.
+    """
     return shlex.join(OVERRIDES.get(wildcards.study, []))
 
 
@@ -114,7 +121,7 @@ def part_output(path):
 
 
 def part_files(wildcards):
-    parts = JOBS[wildcards.study].sweep.parts
+    parts = part_count(JOBS[wildcards.study].sweep)
     return expand(rules.compute.output, study=wildcards.study, part=range(parts))
 
 
@@ -130,14 +137,11 @@ def sensitivity_input(wildcards):
     return part_files(wildcards)
 
 
-def model_weights(wildcards):
-    """The study's trained weights file, if any (model.weights): an input, so a new file reruns it."""
-    weights = JOBS[wildcards.study].model.get("weights")
-    if not weights:
-        return []
-    return (
-        weights if os.path.isabs(weights) else os.path.join(workflow.basedir, weights)
-    )
+def data_files(wildcards):
+    """Trained weights (model.weights) and a design's table (sweep.path): inputs, so a new file reruns."""
+    return [
+        str(f) for f in provenance.data_files(JOBS[wildcards.study], workflow.basedir)
+    ]
 
 
 def compute_mem_mb(wildcards):

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
 import torch
+import xarray as xr
 
 from pipeline import design, sensitivity
 from pipeline.config import ConfigError
+from pipeline.errors import MergeError
 from pipeline.summarise import summarise
 
 A, B = 7.0, 0.1
@@ -18,6 +21,7 @@ NU = {"x1": 0.5 * (1 + 2 * B * PI**4 / 5 + B**2 * PI**8 / 9), "x2": A**2 / 2, "x
 D = A**2 / 8 + B * PI**4 / 5 + B**2 * PI**8 / 18 + 0.5
 V1 = 0.5 * (1 + B * PI**4 / 5) ** 2
 FIRST = {"x1": V1 / D, "x2": A**2 / 8 / D, "x3": 0.0}
+ISHIGAMI = {p: design.uniform(-PI, PI) for p in ("x1", "x2", "x3")}
 TOTAL = {"x1": (V1 + B**2 * PI**8 * 8 / 225) / D, "x2": A**2 / 8 / D, "x3": B**2 * PI**8 * 8 / 225 / D}
 
 
@@ -41,8 +45,7 @@ def test_reference_values_of_ishigami():
 
 @pytest.fixture(scope="module")
 def ishigami_summary():
-    dists = {p: design.uniform(-PI, PI) for p in ("x1", "x2", "x3")}
-    d = design.sobol(dists, n=2**13, seed=1)
+    d = design.sobol(ISHIGAMI, n=2**13, seed=1)
     ds = sensitivity(ishigami, torch.zeros(1, dtype=torch.float64), d, dtype="float64")
     return ds, summarise(ds)
 
@@ -130,7 +133,13 @@ def test_salib_indices_lie_within_the_bounds_and_its_dgsm_agrees(ishigami_summar
         (["sweep.n=1000"], r"invalid sweep.n=1000: a Sobol' design needs a power of two, e.g. 512"),
         (['sweep.parameters.x1="uniform(1)"'], r"invalid sweep.parameters.x1='uniform\(1\)': uniform takes 2 numbers"),
         (['sweep.parameters.x2="gauss(0, 1)"'], r"invalid sweep.parameters.x2='gauss\(0, 1\)': write one of uniform"),
-        (["sweep.parts=5000"], r"sweep.parts"),
+        (["sweep.part_size=null", "sweep.parts=5000"], r"sweep.parts"),
+        (
+            ["sweep.part_size=1000"],
+            r"invalid sweep.part_size=1000: must divide sweep.n=4096 into equal parts, e.g. 512",
+        ),
+        (["sweep.parts=2"], r"invalid sweep.parts=2: give sweep.parts or sweep.part_size, not both"),
+        (["sweep.part_size=2048", "part=2"], r"invalid part=2: must be between 0 and sweep.parts-1 \(1\)"),
     ],
 )
 def test_design_config_mistakes_are_named(overrides, message):
@@ -145,11 +154,74 @@ def test_design_parts_keep_their_point_indices(tmp_path):
     from pipeline.compute import sweep_dataset
     from pipeline.config import compose_job
 
-    parts = [sweep_dataset(compose_job("ishigami", ["sweep.n=64", f"part={i}"]), "ishigami") for i in (0, 1)]
+    split = ["sweep.n=64", "sweep.part_size=null", "sweep.parts=2"]
+    parts = [sweep_dataset(compose_job("ishigami", [*split, f"part={i}"]), "ishigami") for i in (0, 1)]
     assert [list(p.point.values[[0, -1]]) for p in parts] == [[0, 31], [32, 63]]
-    whole = sweep_dataset(compose_job("ishigami", ["sweep.n=64", "sweep.parts=1"]), "ishigami")
+    whole = sweep_dataset(compose_job("ishigami", ["sweep.n=64", "sweep.part_size=null"]), "ishigami")
     np.testing.assert_array_equal(np.concatenate([p.x1.values for p in parts]), whole.x1.values)
     np.testing.assert_array_equal(np.concatenate([p.dy_dx3.values for p in parts]), whole.dy_dx3.values)
+
+
+def test_points_from_a_table_file(tmp_path):
+    """kind=points reads the user's table (.csv with a header); its bytes enter the fingerprint."""
+    from pipeline.compute import sweep_dataset
+    from pipeline.config import compose_job
+    from pipeline.provenance import fingerprint
+
+    table = tmp_path / "points.csv"
+    table.write_text("x1,x2,x3\n0.1,0.2,0.3\n1.0,-1.0,2.0\n0.5,0.5,-0.5\n")
+    cfg = compose_job(
+        "ishigami",
+        [
+            "sweep=points",
+            f"sweep.path='{table}'",
+            "sweep.part_size=null",
+            "sweep.parameters.x1=null",
+            "sweep.parts=3",
+            "part=1",
+        ],
+    )
+    ds = sweep_dataset(cfg, "ishigami")
+    assert list(ds.point.values) == [1] and list(ds.x3.values) == [2.0] and "distribution_x1" not in ds.attrs
+    exact = np.sin(1.0) + A * np.sin(-1.0) ** 2 + B * 2.0**4 * np.sin(1.0)
+    assert value(ds.y) == pytest.approx(exact, rel=1e-12)
+    assert value(ds.dy_dx2) == pytest.approx(2 * A * np.sin(-1.0) * np.cos(-1.0), rel=1e-12)
+    table.write_text("x1,x2,x3\n0.1,0.2,0.3\n1.0,-1.0,2.5\n0.5,0.5,-0.5\n")
+    assert fingerprint(cfg, ds.x.values) != ds.attrs["fingerprint"]
+
+
+@pytest.mark.parametrize("kind", ["sobol", "random"])
+def test_a_grown_design_keeps_its_parts(tmp_path, kind):
+    """Split by part_size, a Sobol' or random design grown from 64 to 128 points keeps parts 0-3:
+    same values, same fingerprint, and merged with the new parts 4-7 it equals the 128-point design."""
+    from pipeline.compute import compute, sweep_dataset
+    from pipeline.config import compose_job
+    from pipeline.merge import merge_parts
+
+    def job(n, part):
+        output = tmp_path / f"{n}-{part}.nc"
+        args = [f"sweep.kind={kind}", f"sweep.n={n}", "sweep.part_size=16", f"part={part}", f"output='{output}'"]
+        return compose_job("ishigami", args), output
+
+    small = [job(64, i) for i in range(4)]
+    grown = [job(128, i) for i in range(8)]
+    for cfg, _ in small + grown[4:]:
+        compute(cfg, "ishigami")
+    again = sweep_dataset(grown[1][0], "ishigami")
+    with xr.open_dataset(small[1][1]) as kept:
+        xr.testing.assert_equal(kept[["y", "dy_dx1"]], again[["y", "dy_dx1"]])
+        assert kept.attrs["fingerprint"] == again.attrs["fingerprint"]
+    merge_parts([out for _, out in small + grown[4:]], tmp_path / "merged.nc")
+    whole = sweep_dataset(compose_job("ishigami", [f"sweep.kind={kind}", "sweep.n=128", "sweep.part_size=null"]))
+    with xr.open_dataset(tmp_path / "merged.nc") as merged:
+        assert merged.sizes["point"] == 128 and merged.attrs["parts"] == 8
+        np.testing.assert_array_equal(merged.x2.values, whole.x2.values)
+        np.testing.assert_array_equal(merged.dy_dx3.values, whole.dy_dx3.values)
+        assert "n: 128" in merged.attrs["config"]
+    # Parts of the 64-point design alone still merge as that design; a gap is named.
+    merge_parts([out for _, out in small], tmp_path / "small.nc")
+    with pytest.raises(MergeError, match=r"parts \[2\] of 4 are missing"):
+        merge_parts([small[i][1] for i in (0, 1, 3)], tmp_path / "gap.nc")
 
 
 @pytest.mark.slow
@@ -174,3 +246,19 @@ def test_design_studies_end_to_end_through_snakemake(workflow):
     for study in ("ishigami", "oscillator_design"):
         assert "overall: PASS" in (workflow / "outputs" / study / "verify.md").read_text()
         assert all((workflow / "outputs" / study / "plots" / name).stat().st_size > 0 for name in DESIGN_PLOTS)
+
+    # Ishigami's Sobol' design grown from 4096 to 8192 points: its two parts are kept, two new ones computed.
+    parts = sorted((workflow / "outputs/ishigami/parts").glob("*.nc"))
+    before = [p.stat().st_mtime_ns for p in parts]
+    grown = ["--config", "studies=[ishigami]", "overrides={ishigami: [sweep.n=8192]}"]
+    plan = run(["snakemake", "-n", *grown], cwd=workflow)
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    jobs = plan.stdout.split("Job stats:")[1].split("total")[0]
+    assert re.search(r"^compute\s+2$", jobs, re.M) and "prepare" not in jobs, jobs
+    result = run(["snakemake", "--cores", "2", *grown], cwd=workflow)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [p.stat().st_mtime_ns for p in parts] == before
+    with xr.open_dataset(workflow / "outputs/ishigami/sensitivity.nc") as ds:
+        assert ds.sizes["point"] == 8192 and ds.attrs["parts"] == 4
+        np.testing.assert_array_equal(ds.x1.values, design.sobol(ISHIGAMI, 8192).table[:, 0])
+    assert "overall: PASS" in (workflow / "outputs/ishigami/verify.md").read_text()
