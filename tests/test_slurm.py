@@ -8,6 +8,7 @@ start SLURM fails the test instead.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.slow
 SCRIPT = ROOT / "tests" / "slurm" / "localhost.sh"
 CONFIG = {
     "studies": ["seed_linear", "oscillator"],
-    "overrides": {"oscillator": ["sweep.num=8", "sweep.parts=2", "model.args.steps=40"]},
+    "overrides": {"oscillator": ["sweep.num=8", "sweep.parts=4", "model.args.steps=40"]},
 }
 
 
@@ -56,12 +57,23 @@ def test_slurm_profile_gives_the_local_results(slurm, workflow, tmp_path):
             "c.yaml",
             "--slurm-init-seconds-before-status-checks",
             "1",
+            # what this node offers, per grouped submission (the profile's 8 cores would not fit)
+            "--cores",
+            str(os.cpu_count()),
+            "--resources",
+            "mem_mb=12000",
         ],
         cwd=workflow,
         timeout=600,
     )
+    output = on_slurm.stdout + on_slurm.stderr
     assert on_slurm.returncode == 0, on_slurm.stdout[-3000:] + on_slurm.stderr[-3000:]
-    assert "has been submitted with SLURM jobid" in on_slurm.stdout + on_slurm.stderr
+    # The compute jobs of both studies (seed_linear's and the oscillator's 4 parts) go in one submission.
+    stats = output.split("Job stats:")[1].split("total")[0]
+    jobs = {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, flags=re.M)}
+    assert jobs["compute"] >= 5 and "Group job compute" in output
+    submitted = sum(count for rule, count in jobs.items() if rule not in ("compute", "all")) + 1
+    assert output.count("has been submitted with SLURM jobid") == submitted
     on_laptop = run(["snakemake", "--profile", "profiles/local", "--configfile", "c.yaml"], cwd=local, timeout=600)
     assert on_laptop.returncode == 0, on_laptop.stderr[-3000:]
 
