@@ -13,14 +13,15 @@ whose derivative is ``p dy/dp``), over the design's points, per sample and outpu
   [a, b]: ``(v - a)(b - v) / 2``; normal: ``sigma^2``), which is what makes it derivative-based;
 - aggregated over samples and output elements with variance weights (as OpenTURNS aggregates
   Sobol' indices): ``C_p sum nu / sum D`` and ``sum Cov^2 / (Var v sum D)``;
-- bootstrap intervals (resampling the points) on the aggregated bounds;
+- bootstrap intervals (resampling the points) on the bounds of each element, on those aggregated
+  over all but the last output dim (e.g. at each time) and on those aggregated over all;
 - ``mu_star_p = E|dy/dv|``, and the P x P matrix ``E[grad y grad y^T]`` (aggregated) with its
   eigenvalues: the directions in parameter space along which y varies most (active subspaces).
 """
 
 from __future__ import annotations
 
-import math
+import warnings
 
 import numpy as np
 import xarray as xr
@@ -108,9 +109,28 @@ def design_bounds(ds: xr.Dataset, params: list[str], rng_seed: int = 0) -> dict[
             {"confidence": CONFIDENCE},
         )
         weights[p] = (dv, stein_weight(dist, v.values), constant, var_v)
-    for p, ((upper_low, upper_high), (lower_low, lower_high)) in _bootstrap(y, weights, rng_seed).items():
-        out[f"sobol_total_upper_{p}_aggregated"][2].update(ci_low=upper_low, ci_high=upper_high)
-        out[f"sobol_first_lower_{p}_aggregated"][2].update(ci_low=lower_low, ci_high=lower_high)
+    along = [d for d in element_dims if d != "sample"][-1:]
+    for p, intervals in _bootstrap(y, weights, rng_seed).items():
+        for kind, name in (("upper", f"sobol_total_upper_{p}"), ("lower", f"sobol_first_lower_{p}")):
+            low, high = intervals[kind]["aggregated"]
+            out[f"{name}_aggregated"][2].update(ci_low=low, ci_high=high)
+            out[f"{name}_interval"] = (
+                intervals[kind]["element"],
+                f"{CONFIDENCE:.0%} bootstrap interval of {name} (resampled points)",
+                {},
+            )
+            if along:
+                other = [d for d in element_dims if d != along[0]]
+                out[f"{name}_per_{along[0]}"] = (
+                    (out[name][0] * D).sum(other) / D.sum(other).where(lambda w: w > 0),
+                    f"{name} at each {along[0]}, aggregated over {', '.join(other)} with variance weights",
+                    {},
+                )
+                out[f"{name}_per_{along[0]}_interval"] = (
+                    intervals[kind]["along"],
+                    f"{CONFIDENCE:.0%} bootstrap interval of {name}_per_{along[0]}",
+                    {},
+                )
     if len(gradients) > 1:
         names = list(gradients)
         stacked = xr.concat([gradients[p] for p in names], dim="parameter").assign_coords(parameter=names)
@@ -130,40 +150,99 @@ def design_bounds(ds: xr.Dataset, params: list[str], rng_seed: int = 0) -> dict[
     return out
 
 
-def _percentiles(values: np.ndarray) -> tuple[float, float]:
+def _percentiles(values: np.ndarray) -> np.ndarray:
+    """The :data:`CONFIDENCE` percentile interval along the first axis (resamples), NaN where none is finite."""
     tail = (1 - CONFIDENCE) / 2 * 100
-    finite = values[np.isfinite(values)]
-    if not finite.size:
-        return math.nan, math.nan
-    return float(np.percentile(finite, tail)), float(np.percentile(finite, 100 - tail))
+    values = np.where(np.isfinite(values), values, np.nan)
+    with warnings.catch_warnings():  # all-NaN slices (D = 0) stay NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanpercentile(values, [tail, 100 - tail], axis=0)
 
 
 def _bootstrap(
     y: xr.DataArray, weights: dict[str, tuple[xr.DataArray, np.ndarray, float, float]], seed: int
-) -> dict[str, tuple[tuple[float, float], tuple[float, float]]]:
-    """Percentile intervals of every parameter's aggregated upper and lower bounds, from the same
-    :data:`BOOTSTRAP` resamples of the points. A resample is its count of each point, so every
-    mean over it is a matrix product (counts @ values / n): no resampled copies of the data."""
-    axis = y.get_axis_num("point")
+) -> dict[str, dict[str, dict[str, xr.DataArray | tuple[float, float]]]]:
+    """Percentile intervals of every parameter's upper and lower bounds, per element, along the
+    last output dim (aggregated over the others) and aggregated over all, from the same
+    :data:`BOOTSTRAP` resamples of the points.
+
+    A resample is its count of each point, so every mean over it is a matrix product (counts @
+    values / n): no resampled copies of the data. Elements are taken in slabs of whole rows of the
+    last dim, so that the resampled values held at once stay under :data:`BOOTSTRAP_BATCH_VALUES`.
+    """
+    element_dims = [d for d in y.dims if d != "point"]
+    along = [d for d in element_dims if d != "sample"][-1:]
+    y = y.transpose("point", *[d for d in element_dims if d not in along], *along)
     n = y.sizes["point"]
-    yv = np.moveaxis(y.values, axis, 0).reshape(n, -1)
-    rng = np.random.default_rng(seed)
+    last = y.sizes[along[0]] if along else 1
+    yv = y.values.reshape(n, -1, last)
+    rows = yv.shape[1]
+    grads = {p: dv.transpose(*y.dims).values.reshape(n, rows, last) for p, (dv, *_) in weights.items()}
+    stein = {p: k.reshape(n, 1, 1) for p, (_, k, _, _) in weights.items()}
+    held = BOOTSTRAP * last * (1 + 2 * len(weights))
+    slab = max(1, BOOTSTRAP_BATCH_VALUES // held)
     per_batch = max(1, BOOTSTRAP_BATCH_VALUES // n)  # resamples whose counts fit in 128 MiB
-    grads = {p: np.moveaxis(dv.transpose(*y.dims).values, axis, 0).reshape(n, -1) for p, (dv, *_) in weights.items()}
-    D, nu, cov2 = [], {p: [] for p in weights}, {p: [] for p in weights}
-    for start in range(0, BOOTSTRAP, per_batch):
-        draws = rng.integers(0, n, (min(per_batch, BOOTSTRAP - start), n))
-        counts = np.stack([np.bincount(row, minlength=n) for row in draws]).astype(np.float64) / n
-        D.append(((counts @ yv**2 - (counts @ yv) ** 2) * n / (n - 1)).sum(axis=-1))
-        for p, (_, k, _, _) in weights.items():
-            nu[p].append((counts @ grads[p] ** 2).sum(axis=-1))
-            cov2[p].append(((counts @ (grads[p] * k[:, None])) ** 2).sum(axis=-1))
-    total = np.concatenate(D)
-    total = np.where(total > 0, total, np.nan)
-    return {
-        p: (
-            _percentiles(constant * np.concatenate(nu[p]) / total),
-            _percentiles(np.concatenate(cov2[p]) / (var_v * total)),
+    upper = {p: np.empty((2, rows, last)) for p in weights}
+    lower = {p: np.empty((2, rows, last)) for p in weights}
+    D_along = np.zeros((BOOTSTRAP, last))
+    nu_along = {p: np.zeros((BOOTSTRAP, last)) for p in weights}
+    cov2_along = {p: np.zeros((BOOTSTRAP, last)) for p in weights}
+    for r0 in range(0, rows, slab):
+        r1 = min(rows, r0 + slab)
+        rng = np.random.default_rng(seed)  # the same resamples for every slab
+        D = np.empty((BOOTSTRAP, r1 - r0, last))
+        nu = {p: np.empty_like(D) for p in weights}
+        cov2 = {p: np.empty_like(D) for p in weights}
+        Y = yv[:, r0:r1].reshape(n, -1)
+        for start in range(0, BOOTSTRAP, per_batch):
+            stop = min(BOOTSTRAP, start + per_batch)
+            draws = rng.integers(0, n, (stop - start, n))
+            counts = np.stack([np.bincount(row, minlength=n) for row in draws]).astype(np.float64) / n
+            D[start:stop] = ((counts @ Y**2 - (counts @ Y) ** 2) * n / (n - 1)).reshape(-1, r1 - r0, last)
+            for p in weights:
+                G = grads[p][:, r0:r1]
+                nu[p][start:stop] = (counts @ (G**2).reshape(n, -1)).reshape(-1, r1 - r0, last)
+                cov2[p][start:stop] = ((counts @ (G * stein[p]).reshape(n, -1)) ** 2).reshape(-1, r1 - r0, last)
+        D_along += D.sum(axis=1)
+        positive = np.where(D > 0, D, np.nan)
+        for p, (_, _, constant, var_v) in weights.items():
+            nu_along[p] += nu[p].sum(axis=1)
+            cov2_along[p] += cov2[p].sum(axis=1)
+            upper[p][:, r0:r1] = _percentiles(constant * nu[p] / positive)
+            lower[p][:, r0:r1] = _percentiles(cov2[p] / (var_v * positive))
+
+    def element(values: np.ndarray) -> xr.DataArray:
+        other = [d for d in y.dims[1:] if d not in along]
+        shape = [2, *(y.sizes[d] for d in other), *([last] if along else [])]
+        coords = {d: y[d] for d in y.dims[1:] if d in y.coords}
+        return xr.DataArray(
+            values.reshape(shape), dims=["interval", *other, *along], coords={"interval": ["low", "high"], **coords}
         )
-        for p, (_, _, constant, var_v) in weights.items()
-    }
+
+    def per_along(values: np.ndarray) -> xr.DataArray | None:
+        if not along:
+            return None
+        coords = {"interval": ["low", "high"], **({along[0]: y[along[0]]} if along[0] in y.coords else {})}
+        return xr.DataArray(values, dims=["interval", along[0]], coords=coords)
+
+    def aggregated(values: np.ndarray) -> tuple[float, float]:
+        low, high = _percentiles(values)
+        return float(low), float(high)
+
+    total = np.where(D_along.sum(axis=1) > 0, D_along.sum(axis=1), np.nan)
+    D_positive = np.where(D_along > 0, D_along, np.nan)
+    out = {}
+    for p, (_, _, constant, var_v) in weights.items():
+        out[p] = {
+            "upper": {
+                "element": element(upper[p]),
+                "along": per_along(_percentiles(constant * nu_along[p] / D_positive)),
+                "aggregated": aggregated(constant * nu_along[p].sum(axis=1) / total),
+            },
+            "lower": {
+                "element": element(lower[p]),
+                "along": per_along(_percentiles(cov2_along[p] / (var_v * D_positive))),
+                "aggregated": aggregated(cov2_along[p].sum(axis=1) / (var_v * total)),
+            },
+        }
+    return out

@@ -135,9 +135,8 @@ def plot_design(sensitivity: xr.Dataset, summary: xr.Dataset, outdir: str | os.P
             (summary[f"sobol_first_lower_{p}_aggregated"], "o", "C1", "lower bound, first-order index"),
         )
         for bound, marker, colour, label in marks:
-            value = float(bound)  # a percentile interval need not contain the estimate: clip the bars at it
-            spread = [[max(value - bound.attrs["ci_low"], 0.0)], [max(bound.attrs["ci_high"] - value, 0.0)]]
-            ax.errorbar(value, row, xerr=spread, fmt=marker, color=colour, label=label if row == 0 else None)
+            kw = {"fmt": marker, "color": colour, "label": label if row == 0 else None}
+            ax.errorbar(float(bound), row, xerr=_spread(bound), **kw)
     ax.set_yticks(range(len(ranked)), ranked)
     ax.invert_yaxis()
     ax.axvline(1.0, color="0.6", lw=0.8)
@@ -150,24 +149,34 @@ def plot_design(sensitivity: xr.Dataset, summary: xr.Dataset, outdir: str | os.P
     return _save(figures, outdir)
 
 
+def _spread(bound: xr.DataArray) -> list[list[float]]:
+    """Error bar lengths of an aggregated bound's interval (``ci_low``, ``ci_high`` attrs); a
+    percentile interval need not contain the estimate: the bars stop at it."""
+    value = float(bound)
+    return [[max(value - bound.attrs["ci_low"], 0.0)], [max(bound.attrs["ci_high"] - value, 0.0)]]
+
+
 def _bounds_along_output(summary: xr.Dataset, params: list[str], study: str) -> Figure:
     """Each parameter's bounds along the last output dim (e.g. time), aggregated over the other
-    element dims with variance weights (a weighted mean of the per-element bounds, weights D)."""
-    weights = summary["y_var"].fillna(0)
-    along = [d for d in weights.dims if d != "sample"][-1:]
-    other = [d for d in weights.dims if d not in along]
+    element dims with variance weights, with their bootstrap intervals as bands."""
+    along = [d for d in summary["y_var"].dims if d != "sample"][-1:]
     fig, ax = _figure((7, 4.5))
     for i, p in enumerate(params):
         for name, style in ((f"sobol_total_upper_{p}", "-"), (f"sobol_first_lower_{p}", "--")):
-            bound = (summary[name].fillna(0) * weights).sum(other) / weights.sum(other).where(lambda w: w > 0)
             kind = "upper, total" if "upper" in name else "lower, first-order"
             if along:
-                ax.plot(bound[along[0]].values, bound.values, style, color=f"C{i}", label=f"{p}: {kind}")
+                bound, interval = summary[f"{name}_per_{along[0]}"], summary[f"{name}_per_{along[0]}_interval"]
+                t = bound[along[0]].values
+                ax.plot(t, bound.values, style, color=f"C{i}", label=f"{p}: {kind}")
+                low, high = interval.sel(interval="low").values, interval.sel(interval="high").values
+                ax.fill_between(t, low, high, color=f"C{i}", alpha=0.15, lw=0)
             else:
-                ax.plot([0], [float(bound)], "s" if style == "-" else "o", color=f"C{i}", label=f"{p}: {kind}")
+                bound = summary[f"{name}_aggregated"]
+                marker = "s" if style == "-" else "o"
+                ax.errorbar([i], [float(bound)], yerr=_spread(bound), fmt=marker, color=f"C{i}", label=f"{p}: {kind}")
     ax.set(
         xlabel=_label(summary[along[0]], along[0]) if along else "",
-        ylabel="Sobol' index bound",
+        ylabel="Sobol' index bound (95% bootstrap band)",
         ylim=(0, min(1.05, max(1e-3, *ax.get_ylim()))),
         title=f"{study}: bounds along {along[0] if along else 'the output'} (upper: solid, lower: dashed)",
     )

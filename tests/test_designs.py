@@ -75,6 +75,40 @@ def test_ishigami_dgsm_and_bounds(ishigami_summary):
     assert s.active_eigenvalues.sizes["direction"] == 3
 
 
+def test_bootstrap_intervals_per_element_along_time_and_aggregated(monkeypatch):
+    """The count-matrix bootstrap equals resampling copies of the points with the same draws: per
+    element, along the last output dim (weighted over samples) and aggregated over all."""
+    from pipeline import bounds
+
+    monkeypatch.setattr(bounds, "BOOTSTRAP", 40)
+    monkeypatch.setattr(bounds, "BOOTSTRAP_BATCH_VALUES", 3 * 40 * 4)  # slabs of one sample row of 4 times
+    t = torch.linspace(0.0, 1.0, 4, dtype=torch.float64)
+    x = torch.tensor([[1.0], [2.0], [0.5]], dtype=torch.float64)
+    d = design.sobol({"C": design.uniform(0.0, 2.0), "K": design.normal(1.0, 0.5)}, n=128, seed=2)
+    ds = sensitivity(lambda x, C, K: torch.sin(C * x * t) + K**2 * x * t, x, d, dtype="float64")
+    ds = ds.rename(output="t")
+    out = bounds.design_bounds(ds, ["C", "K"])
+    y, dy = ds.y.values, ds.dy_dC.values  # (point, sample, t)
+    n = len(y)
+    draws = np.random.default_rng(0).integers(0, n, (40, n))
+    D = np.stack([y[i].var(0, ddof=1) for i in draws])  # (resample, sample, t)
+    nu = np.stack([(dy[i] ** 2).mean(0) for i in draws])
+    constant = (2.0 - 0.0) ** 2 / PI**2
+    q = [2.5, 97.5]
+    np.seterr(invalid="ignore")  # t = 0: D = 0
+    np.testing.assert_allclose(out["sobol_total_upper_C_interval"][0].values, np.percentile(constant * nu / D, q, 0))
+    along = constant * nu.sum(1) / D.sum(1)
+    np.testing.assert_allclose(
+        out["sobol_total_upper_C_per_t_interval"][0].values[:, 1:], np.percentile(along, q, 0)[:, 1:]
+    )
+    assert np.isnan(out["sobol_total_upper_C_per_t_interval"][0].values[:, 0]).all()  # t = 0: y does not vary
+    agg = out["sobol_total_upper_C_aggregated"][2]
+    expected = np.percentile(constant * nu.sum((1, 2)) / D.sum((1, 2)), q)
+    assert [agg["ci_low"], agg["ci_high"]] == pytest.approx(list(expected))
+    per_t = out["sobol_total_upper_C_per_t"][0]
+    np.testing.assert_allclose(per_t.values[1:], constant * (dy**2).mean(0).sum(0)[1:] / y.var(0, ddof=1).sum(0)[1:])
+
+
 def test_normal_and_log_distributions_use_their_constants():
     """y = a C + b ln K with C ~ normal(0, 2), K ~ loguniform(1, e^3): every index is known."""
     d = design.random({"C": design.normal(0.0, 2.0), "K": design.loguniform(1.0, math.e**3)}, n=20000, seed=3)
