@@ -45,6 +45,7 @@ bench: setup ## Benchmarks: every method against the primal floor, outputs/bench
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check 'jax>=0.4.20' \
 		|| echo "JAX could not be installed: the bench runs without its JAX rows"
 	$(BIN)/python -m benchmarks.methods $(if $(QUICK),--quick) --out outputs/bench
+	$(BIN)/python -m benchmarks.designs --out outputs/bench
 
 report: run ## HTML report of every study's plots: outputs/report.html
 	$(BIN)/snakemake --report outputs/report.html

@@ -21,7 +21,7 @@ whose derivative is ``p dy/dp``), over the design's points, per sample and outpu
 
 from __future__ import annotations
 
-import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import xarray as xr
@@ -40,110 +40,141 @@ BOOTSTRAP_BATCH_VALUES = 2**24
 
 def stein_weight(dist: Distribution, v: np.ndarray) -> np.ndarray:
     """``k(v)`` of NOTE [Bounds from derivatives] for the variable of ``dist``."""
-    var = dist.variable()
     if dist.kind in ("normal", "lognormal"):
         return np.full_like(v, dist.args[1] ** 2)
     if dist.kind in ("uniform", "loguniform"):
-        low, high = var.support()
+        low, high = dist.support()
         return (v - low) * (high - v) / 2
     mean, std, _, high = dist.args  # truncated normal: sigma^2 (rho(v) - rho(b)) + (mu - m)(1 - F(v))
+    var = dist.variable()
     rho = var.pdf(v)
     tail = std**2 * (rho - var.pdf(high)) + (mean - var.mean()) * var.sf(v)
     return np.where(rho > 0, tail / np.where(rho > 0, rho, 1), 0.0)
 
 
-def _variable(ds: xr.Dataset, p: str, dist: Distribution) -> tuple[xr.DataArray, xr.DataArray]:
-    """``v`` at each point and ``dy/dv``."""
-    values = ds[p].astype("float64")
-    dy = ds[derivative_name(p)].astype("float64")
-    if dist.log:
-        return np.log(values), dy * values
-    return values, dy
+@dataclass
+class _Elements:
+    """A design's values as ``(point, rows, last)`` arrays: ``last`` is the last output dim (e.g.
+    time), ``rows`` every other element dim (samples first); ``wrap`` gives results their dims back
+    (by copying a template: far cheaper than building each DataArray's coords anew)."""
+
+    dims: list[str]  # element dims, in the arrays' order
+    along: list[str]  # [the last output dim], or [] when y has samples only
+    templates: dict[tuple[bool, bool], xr.DataArray]  # (with interval, along only) -> empty result
+
+    @classmethod
+    def of(cls, y: xr.DataArray) -> _Elements:
+        dims = [d for d in y.dims if d != "point"]
+        along = [d for d in dims if d != "sample"][-1:]
+        order = [*[d for d in dims if d not in along], *along]
+        one = y.isel(point=0, drop=True).transpose(*order)
+        interval = {"interval": ["low", "high"]}
+        element = xr.DataArray(np.empty(one.shape), dims=order, coords=one.coords)
+        templates = {
+            (False, False): element,
+            (True, False): element.expand_dims(interval).copy(),
+        }
+        if along:
+            per = element.isel({d: 0 for d in order if d not in along}, drop=True)
+            templates.update({(False, True): per, (True, True): per.expand_dims(interval).copy()})
+        return cls(order, along, templates)
+
+    def array(self, da: xr.DataArray) -> np.ndarray:
+        order = [da.get_axis_num(d) for d in ("point", *self.dims)]
+        values = np.transpose(da.values, order).astype(np.float64, copy=False)
+        last = self.templates[False, False].sizes[self.along[0]] if self.along else 1
+        return values.reshape(len(values), -1, last)
+
+    def wrap(self, values: np.ndarray, interval: bool = False, along: bool = False) -> xr.DataArray:
+        """``values`` of shape ``([2,] rows, last)`` (or ``([2,] last)`` ``along``) with their dims."""
+        template = self.templates[interval, along]
+        return template.copy(data=np.reshape(values, template.shape), deep=False)
 
 
 def design_bounds(ds: xr.Dataset, params: list[str], rng_seed: int = 0) -> dict[str, tuple[xr.DataArray, str, dict]]:
-    """The variables of NOTE [Bounds from derivatives]: ``{name: (data, long_name, attrs)}``."""
-    y = ds["y"].astype("float64")
-    element_dims = [d for d in y.dims if d != "point"]
-    D = y.var("point", ddof=1)
-    total_D = D.sum(element_dims)
+    """The variables of NOTE [Bounds from derivatives]: ``{name: (data, long_name, attrs)}``.
+
+    Computed on plain arrays of ``(point, rows, last)``; results get their dims back at the end.
+    """
+    el = _Elements.of(ds["y"])
+    Y = el.array(ds["y"])
+    n = len(Y)
+    D = Y.var(axis=0, ddof=1)
+    positive = np.where(D > 0, D, np.nan)
+    total_D = float(D.sum())
     out: dict[str, tuple[xr.DataArray, str, dict]] = {
-        "y_var": (D, "D: variance of y over the design's points", {}),
+        "y_var": (el.wrap(D), "D: variance of y over the design's points", {}),
     }
     dists = {p: parse(ds.attrs[f"distribution_{p}"]) for p in params if f"distribution_{p}" in ds.attrs}
-    gradients = {}
-    weights: dict[str, tuple[xr.DataArray, np.ndarray, float, float]] = {}
-    for p in params:
-        dist = dists.get(p)
-        if dist is None:
-            continue
-        v, dv = _variable(ds, p, dist)
+    gradients: dict[str, np.ndarray] = {}
+    weights: dict[str, tuple[np.ndarray, np.ndarray, float, float]] = {}
+    for p, dist in dists.items():
+        values = ds[p].values.astype(np.float64).reshape(n)
+        dv = el.array(ds[derivative_name(p)])
+        v = values
+        if dist.log:  # the variable is ln p; dy/d(ln p) = p dy/dp
+            v, dv = np.log(values), dv * values[:, None, None]
         gradients[p] = dv
-        nu = (dv**2).mean("point")
-        constant = dist.poincare_constant()
-        var_v = float(dist.variable().var())
-        cov = (dv * xr.DataArray(stein_weight(dist, v.values), dims=v.dims, coords=v.coords)).mean("point")
+        k = stein_weight(dist, v)
+        nu = np.einsum("nre,nre->re", dv, dv) / n
+        cov = np.einsum("nre,n->re", dv, k) / n
+        constant, var_v = dist.poincare_constant(), dist.variance()
         wrt = f"ln {p}" if dist.log else p
-        out[f"dgsm_{p}"] = (nu, f"DGSM nu: mean over the points of (dy/d{wrt})^2", {"distribution": str(dist)})
+        out[f"dgsm_{p}"] = (el.wrap(nu), f"DGSM nu: mean over the points of (dy/d{wrt})^2", {"distribution": str(dist)})
         out[f"sobol_total_upper_{p}"] = (
-            constant * nu / D.where(D > 0),
+            el.wrap(constant * nu / positive),
             f"upper bound on the total Sobol' index of {p}: C nu / D (C = {constant:.6g}, Poincare constant)",
             {"poincare_constant": constant},
         )
         out[f"sobol_first_lower_{p}"] = (
-            cov**2 / (var_v * D.where(D > 0)),
+            el.wrap(cov**2 / (var_v * positive)),
             f"lower bound on the first-order Sobol' index of {p}: E[dy/d{wrt} k]^2 / (Var {wrt} D)",
             {},
         )
-        out[f"mu_star_{p}"] = (abs(dv).mean("point"), f"mean over the points of |dy/d{wrt}|", {})
-        upper_agg = constant * float(nu.sum(element_dims)) / float(total_D)
-        lower_agg = float((cov**2).sum(element_dims)) / (var_v * float(total_D))
-        out[f"sobol_total_upper_{p}_aggregated"] = (
-            xr.DataArray(upper_agg),
-            f"upper bound on the total index of {p}, aggregated over samples and outputs (variance weights)",
-            {"confidence": CONFIDENCE},
-        )
-        out[f"sobol_first_lower_{p}_aggregated"] = (
-            xr.DataArray(lower_agg),
-            f"lower bound on the first-order index of {p}, aggregated over samples and outputs",
-            {"confidence": CONFIDENCE},
-        )
-        weights[p] = (dv, stein_weight(dist, v.values), constant, var_v)
-    along = [d for d in element_dims if d != "sample"][-1:]
-    for p, intervals in _bootstrap(y, weights, rng_seed).items():
+        out[f"mu_star_{p}"] = (el.wrap(np.abs(dv).mean(axis=0)), f"mean over the points of |dy/d{wrt}|", {})
+        for name, total, what in (
+            (f"sobol_total_upper_{p}", constant * nu, "upper bound on the total index"),
+            (f"sobol_first_lower_{p}", cov**2 / var_v, "lower bound on the first-order index"),
+        ):
+            out[f"{name}_aggregated"] = (
+                xr.DataArray(float(total.sum()) / total_D),
+                f"{what} of {p}, aggregated over samples and outputs (variance weights)",
+                {"confidence": CONFIDENCE},
+            )
+            if el.along:  # at each entry of the last output dim, weighted over the others: sum / sum D
+                per = total.sum(axis=0) / np.where(D.sum(axis=0) > 0, D.sum(axis=0), np.nan)
+                out[f"{name}_per_{el.along[0]}"] = (
+                    el.wrap(per, along=True),
+                    f"{name} at each {el.along[0]}, aggregated over the other element dims with variance weights",
+                    {},
+                )
+        weights[p] = (dv, k, constant, var_v)
+    for p, intervals in _bootstrap(Y, weights, rng_seed).items():
         for kind, name in (("upper", f"sobol_total_upper_{p}"), ("lower", f"sobol_first_lower_{p}")):
-            low, high = intervals[kind]["aggregated"]
+            element, along, (low, high) = intervals[kind]
             out[f"{name}_aggregated"][2].update(ci_low=low, ci_high=high)
             out[f"{name}_interval"] = (
-                intervals[kind]["element"],
+                el.wrap(element, interval=True),
                 f"{CONFIDENCE:.0%} bootstrap interval of {name} (resampled points)",
                 {},
             )
-            if along:
-                other = [d for d in element_dims if d != along[0]]
-                out[f"{name}_per_{along[0]}"] = (
-                    (out[name][0] * D).sum(other) / D.sum(other).where(lambda w: w > 0),
-                    f"{name} at each {along[0]}, aggregated over {', '.join(other)} with variance weights",
-                    {},
-                )
-                out[f"{name}_per_{along[0]}_interval"] = (
-                    intervals[kind]["along"],
-                    f"{CONFIDENCE:.0%} bootstrap interval of {name}_per_{along[0]}",
+            if el.along:
+                out[f"{name}_per_{el.along[0]}_interval"] = (
+                    el.wrap(along, interval=True, along=True),
+                    f"{CONFIDENCE:.0%} bootstrap interval of {name}_per_{el.along[0]}",
                     {},
                 )
     if len(gradients) > 1:
         names = list(gradients)
-        stacked = xr.concat([gradients[p] for p in names], dim="parameter").assign_coords(parameter=names)
-        outer = (stacked * stacked.rename(parameter="parameter_2").assign_coords(parameter_2=names)).mean("point")
-        matrix = outer.sum(element_dims)
-        eigenvalues = np.linalg.eigvalsh(matrix.values)[::-1]
+        G = np.stack([gradients[p].reshape(n, -1) for p in names], axis=-1)  # (point, element, parameter)
+        matrix = np.einsum("nep,neq->pq", G, G) / n
         out["gradient_outer_product"] = (
-            matrix,
+            xr.DataArray(matrix, dims=["parameter", "parameter_2"], coords={"parameter": names, "parameter_2": names}),
             "E[grad y grad y^T] summed over samples and outputs (derivatives in each parameter's variable)",
             {},
         )
         out["active_eigenvalues"] = (
-            xr.DataArray(eigenvalues, dims="direction"),
+            xr.DataArray(np.linalg.eigvalsh(matrix)[::-1], dims="direction"),
             "eigenvalues of gradient_outer_product, largest first (active directions)",
             {},
         )
@@ -151,98 +182,79 @@ def design_bounds(ds: xr.Dataset, params: list[str], rng_seed: int = 0) -> dict[
 
 
 def _percentiles(values: np.ndarray) -> np.ndarray:
-    """The :data:`CONFIDENCE` percentile interval along the first axis (resamples), NaN where none is finite."""
+    """The :data:`CONFIDENCE` percentile interval along the first axis (resamples); NaN where a
+    resample's bound is undefined (D = 0: y does not vary over those points)."""
     tail = (1 - CONFIDENCE) / 2 * 100
-    values = np.where(np.isfinite(values), values, np.nan)
-    with warnings.catch_warnings():  # all-NaN slices (D = 0) stay NaN
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanpercentile(values, [tail, 100 - tail], axis=0)
+    return np.percentile(np.where(np.isfinite(values), values, np.nan), [tail, 100 - tail], axis=0)
+
+
+def _resample_counts(rng: np.random.Generator, resamples: int, n: int) -> np.ndarray:
+    """Each resample's count of each of the ``n`` points, divided by ``n``: ``(resamples, n)``."""
+    counts = np.empty((resamples, n))
+    for row, draw in zip(counts, rng.integers(0, n, (resamples, n)), strict=True):
+        row[:] = np.bincount(draw, minlength=n)  # one row at a time: its n counts stay in cache
+    counts /= n
+    return counts
 
 
 def _bootstrap(
-    y: xr.DataArray, weights: dict[str, tuple[xr.DataArray, np.ndarray, float, float]], seed: int
-) -> dict[str, dict[str, dict[str, xr.DataArray | tuple[float, float]]]]:
-    """Percentile intervals of every parameter's upper and lower bounds, per element, along the
-    last output dim (aggregated over the others) and aggregated over all, from the same
-    :data:`BOOTSTRAP` resamples of the points.
+    Y: np.ndarray, weights: dict[str, tuple[np.ndarray, np.ndarray, float, float]], seed: int
+) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray, tuple[float, float]]]]:
+    """Percentile intervals of every parameter's upper and lower bounds: per element ``(2, rows,
+    last)``, along the last dim aggregated over rows ``(2, last)``, and aggregated over all, from
+    the same :data:`BOOTSTRAP` resamples of the points.
 
-    A resample is its count of each point, so every mean over it is a matrix product (counts @
-    values / n): no resampled copies of the data. Elements are taken in slabs of whole rows of the
-    last dim, so that the resampled values held at once stay under :data:`BOOTSTRAP_BATCH_VALUES`.
+    A resample is its count of each point, so every mean over it is a product with the counts:
+    the columns every bound needs (y, y^2, and per parameter (dy/dv)^2 and k dy/dv) are stacked
+    and multiplied at once, no resampled copies made. Rows are taken in slabs so that the values
+    held at once stay under :data:`BOOTSTRAP_BATCH_VALUES`.
     """
-    element_dims = [d for d in y.dims if d != "point"]
-    along = [d for d in element_dims if d != "sample"][-1:]
-    y = y.transpose("point", *[d for d in element_dims if d not in along], *along)
-    n = y.sizes["point"]
-    last = y.sizes[along[0]] if along else 1
-    yv = y.values.reshape(n, -1, last)
-    rows = yv.shape[1]
-    grads = {p: dv.transpose(*y.dims).values.reshape(n, rows, last) for p, (dv, *_) in weights.items()}
-    stein = {p: k.reshape(n, 1, 1) for p, (_, k, _, _) in weights.items()}
-    held = BOOTSTRAP * last * (1 + 2 * len(weights))
-    slab = max(1, BOOTSTRAP_BATCH_VALUES // held)
+    n, rows, last = Y.shape
+    names = list(weights)
+    columns = 2 + 2 * len(names)  # y, y^2, then (dy/dv)^2 and k dy/dv of each parameter
+    slab = max(1, BOOTSTRAP_BATCH_VALUES // (max(BOOTSTRAP, n) * last * columns))
     per_batch = max(1, BOOTSTRAP_BATCH_VALUES // n)  # resamples whose counts fit in 128 MiB
-    upper = {p: np.empty((2, rows, last)) for p in weights}
-    lower = {p: np.empty((2, rows, last)) for p in weights}
-    D_along = np.zeros((BOOTSTRAP, last))
-    nu_along = {p: np.zeros((BOOTSTRAP, last)) for p in weights}
-    cov2_along = {p: np.zeros((BOOTSTRAP, last)) for p in weights}
+    upper = {p: np.empty((2, rows, last)) for p in names}
+    lower = {p: np.empty((2, rows, last)) for p in names}
+    sums = np.zeros((columns, BOOTSTRAP, last))  # D, nu and Cov^2 summed over rows: slots 0, 2.., 3..
     for r0 in range(0, rows, slab):
         r1 = min(rows, r0 + slab)
+        values = [Y[:, r0:r1], Y[:, r0:r1] ** 2]
+        for p in names:
+            dv, k, _, _ = weights[p]
+            values += [dv[:, r0:r1] ** 2, dv[:, r0:r1] * k[:, None, None]]
+        stacked = np.stack(values, axis=1).reshape(n, -1)  # (point, column x rows x last)
+        means = np.empty((BOOTSTRAP, columns, r1 - r0, last))
         rng = np.random.default_rng(seed)  # the same resamples for every slab
-        D = np.empty((BOOTSTRAP, r1 - r0, last))
-        nu = {p: np.empty_like(D) for p in weights}
-        cov2 = {p: np.empty_like(D) for p in weights}
-        Y = yv[:, r0:r1].reshape(n, -1)
         for start in range(0, BOOTSTRAP, per_batch):
             stop = min(BOOTSTRAP, start + per_batch)
-            draws = rng.integers(0, n, (stop - start, n))
-            counts = np.stack([np.bincount(row, minlength=n) for row in draws]).astype(np.float64) / n
-            D[start:stop] = ((counts @ Y**2 - (counts @ Y) ** 2) * n / (n - 1)).reshape(-1, r1 - r0, last)
-            for p in weights:
-                G = grads[p][:, r0:r1]
-                nu[p][start:stop] = (counts @ (G**2).reshape(n, -1)).reshape(-1, r1 - r0, last)
-                cov2[p][start:stop] = ((counts @ (G * stein[p]).reshape(n, -1)) ** 2).reshape(-1, r1 - r0, last)
-        D_along += D.sum(axis=1)
+            means[start:stop] = (_resample_counts(rng, stop - start, n) @ stacked).reshape(
+                stop - start, columns, r1 - r0, last
+            )
+        D = (means[:, 1] - means[:, 0] ** 2) * n / (n - 1)
         positive = np.where(D > 0, D, np.nan)
-        for p, (_, _, constant, var_v) in weights.items():
-            nu_along[p] += nu[p].sum(axis=1)
-            cov2_along[p] += cov2[p].sum(axis=1)
-            upper[p][:, r0:r1] = _percentiles(constant * nu[p] / positive)
-            lower[p][:, r0:r1] = _percentiles(cov2[p] / (var_v * positive))
+        sums[0] += D.sum(axis=1)
+        for i, p in enumerate(names):
+            _, _, constant, var_v = weights[p]
+            nu, cov2 = means[:, 2 + 2 * i], means[:, 3 + 2 * i] ** 2
+            sums[2 + 2 * i] += nu.sum(axis=1)
+            sums[3 + 2 * i] += cov2.sum(axis=1)
+            upper[p][:, r0:r1] = _percentiles(constant * nu / positive)
+            lower[p][:, r0:r1] = _percentiles(cov2 / (var_v * positive))
+    D_along = np.where(sums[0] > 0, sums[0], np.nan)
+    total = sums[0].sum(axis=1)
+    total = np.where(total > 0, total, np.nan)
 
-    def element(values: np.ndarray) -> xr.DataArray:
-        other = [d for d in y.dims[1:] if d not in along]
-        shape = [2, *(y.sizes[d] for d in other), *([last] if along else [])]
-        coords = {d: y[d] for d in y.dims[1:] if d in y.coords}
-        return xr.DataArray(
-            values.reshape(shape), dims=["interval", *other, *along], coords={"interval": ["low", "high"], **coords}
-        )
-
-    def per_along(values: np.ndarray) -> xr.DataArray | None:
-        if not along:
-            return None
-        coords = {"interval": ["low", "high"], **({along[0]: y[along[0]]} if along[0] in y.coords else {})}
-        return xr.DataArray(values, dims=["interval", along[0]], coords=coords)
-
-    def aggregated(values: np.ndarray) -> tuple[float, float]:
+    def both(values: np.ndarray) -> tuple[float, float]:
         low, high = _percentiles(values)
         return float(low), float(high)
 
-    total = np.where(D_along.sum(axis=1) > 0, D_along.sum(axis=1), np.nan)
-    D_positive = np.where(D_along > 0, D_along, np.nan)
     out = {}
-    for p, (_, _, constant, var_v) in weights.items():
+    for i, p in enumerate(names):
+        _, _, constant, var_v = weights[p]
+        nu, cov2 = sums[2 + 2 * i], sums[3 + 2 * i]
         out[p] = {
-            "upper": {
-                "element": element(upper[p]),
-                "along": per_along(_percentiles(constant * nu_along[p] / D_positive)),
-                "aggregated": aggregated(constant * nu_along[p].sum(axis=1) / total),
-            },
-            "lower": {
-                "element": element(lower[p]),
-                "along": per_along(_percentiles(cov2_along[p] / (var_v * D_positive))),
-                "aggregated": aggregated(cov2_along[p].sum(axis=1) / (var_v * total)),
-            },
+            "upper": (upper[p], _percentiles(constant * nu / D_along), both(constant * nu.sum(axis=1) / total)),
+            "lower": (lower[p], _percentiles(cov2 / (var_v * D_along)), both(cov2.sum(axis=1) / (var_v * total))),
         }
     return out

@@ -198,18 +198,18 @@ def build_dataset(
             d2y.reshape(*shape, *y.shape[1:]).numpy(),
             {"long_name": f"second derivative of y with respect to {param}"},
         )
-    ds = xr.Dataset(variables, coords=coords)
     for name, x_var in input_variables(routine, x, units).items():
         clash = set(x_var.dims[1:]) & set(out_dims)
-        ds[name] = x_var.rename({d: f"in_{d}" for d in clash})
+        variables[name] = x_var.rename({d: f"in_{d}" for d in clash})
     structure = {}
     if connected is not None:
         for i, param in enumerate(params):
-            ds[connected_name(param)] = connected_variable(param, connected[..., i].numpy(), dims[len(sweep) :])
+            variables[connected_name(param)] = connected_variable(param, connected[..., i].numpy(), dims[len(sweep) :])
         structure = {
             "structurally_independent_outputs": int((~connected).sum()),
             "outputs": int(connected[..., 0].numel()),
         }
+    ds = xr.Dataset(variables, coords=coords)  # at once: one alignment, not one per variable
     _with_coord_attrs(ds["y"], units)
     for param in params:
         ds[param].attrs["long_name"] = f"swept parameter {param}"

@@ -69,6 +69,26 @@ class Distribution:
             return stats.norm(self.args[0], self.args[1])
         return self.frozen()
 
+    def support(self) -> tuple[float, float]:
+        """Where the variable of :meth:`variable` lives (closed forms: no scipy object is built)."""
+        a = self.args
+        if self.kind == "uniform":
+            return a[0], a[1]
+        if self.kind == "loguniform":
+            return math.log(a[0]), math.log(a[1])
+        if self.kind == "truncnormal":
+            return a[2], a[3]
+        return -math.inf, math.inf
+
+    def variance(self) -> float:
+        """The variance of the variable of :meth:`variable` (closed forms but for the truncated normal)."""
+        if self.kind in ("uniform", "loguniform"):
+            low, high = self.support()
+            return (high - low) ** 2 / 12
+        if self.kind in ("normal", "lognormal"):
+            return self.args[1] ** 2
+        return float(self.frozen().var())
+
     def poincare_constant(self) -> float:
         """C with ``Var g <= C E[g'^2]`` for the variable of :meth:`variable` (Lamboni et al. 2013).
 

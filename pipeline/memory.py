@@ -15,12 +15,12 @@ large chunks run slower per value than small ones (the benchmark's Conv1d stack,
 3.3 s in chunks of 4, 10.9 s in chunks of 256; the MLP 1.4 s in chunks of 4, 2.3 s in one),
 while models made of many small ops (the eager RK4 oscillator) want the largest chunk (4.7 s
 in one chunk of 512, 28 s in chunks of 16). So a CPU sweep of at least :data:`TUNE_MIN_POINTS`
-values runs its next two chunks at the sizes :data:`TUNE_SIZES` (results kept) and goes on with
-the small size unless the large one was clearly faster per value (:func:`faster_chunk_size`). Chunking does not change
-results: every value's derivative is computed by the same ops whatever its chunk (checked
-bitwise on the benchmark models). The price: the oscillator's sweep of 512 values takes 6.6 s
-instead of 4.7 s (its two timed chunks run at small-chunk speed). GPUs keep the largest chunk
-that fits.
+values runs its next chunks at the sizes :data:`TUNE_SIZES`, twice each (results kept), and goes
+on with the small size unless the large one was clearly faster per value
+(:func:`faster_chunk_size`). Chunking does not change results: every value's derivative is
+computed by the same ops whatever its chunk (checked bitwise on the benchmark models). The price:
+the timed chunks run at small-chunk speed (the oscillator's sweep of 512 values took 6.6 s instead
+of 4.7 s with one timing of each). GPUs keep the largest chunk that fits.
 
 Peak memory is read from the CUDA allocator on GPUs and from the process's peak resident
 set (``VmHWM``, reset through ``/proc/self/clear_refs``, after ``malloc_trim`` hands freed
@@ -31,6 +31,7 @@ available, the probe's output size times :data:`FALLBACK_FACTOR` stands in for i
 from __future__ import annotations
 
 import ctypes
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -59,6 +60,11 @@ TUNE_MIN_SECONDS = 0.002
 """A small chunk computed faster than this is bound by per-pass overhead, not by the caches: the
 largest chunk that fits is kept (a 1 ms timing is too noisy to decide on; on a cheap closed-form
 model over 16,384 points, chunks of 8 took 2.6 s where one chunk takes 0.03 s)."""
+
+TUNE_REPEATS = 2
+"""Each of :data:`TUNE_SIZES` is timed this many times, interleaved, and its fastest run counts: a
+pause (garbage collection, page faults) during one timing would otherwise pick the small chunk
+for a model bound by per-pass overhead, 70 times slower on a cheap closed-form model."""
 
 TUNE_GAIN = 0.8
 """The large chunk is kept when its time per value is below this fraction of the small one's."""
@@ -188,11 +194,13 @@ def choose_chunk_size(
                 break
     small, large = TUNE_SIZES
     if points.device.type == "cpu" and chunk_size > large and len(points) - start >= TUNE_MIN_POINTS:
-        seconds = []
-        for size in (small, large):
+        seconds = {small: math.inf, large: math.inf}
+        for size in (small, large) * TUNE_REPEATS:  # interleaved; the fastest of each counts
             tic = time.perf_counter()
             run(points[start : start + size])
-            seconds.append(time.perf_counter() - tic)
+            seconds[size] = min(seconds[size], time.perf_counter() - tic)
             start += size
-        chunk_size = faster_chunk_size(seconds[0], seconds[1], chunk_size)
+            if seconds[small] < TUNE_MIN_SECONDS:  # bound by per-pass overhead: no more timing
+                break
+        chunk_size = faster_chunk_size(seconds[small], seconds[large], chunk_size)
     return chunk_size, start

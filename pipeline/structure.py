@@ -6,9 +6,9 @@ numerically zero there, or no path exists (a ``detach()``, a parameter the model
 the branch a ``where``/``if`` did not select, an inactive ReLU). To tell them apart we push a
 NaN tangent through the model with ``torch.func.jvp``: every op on a path multiplies or adds
 it, and ``NaN * 0`` is still NaN, so an output is NaN exactly when some path carries C's
-tangent to it; selections and cut paths leave 0. The check runs once per swept parameter (a NaN
-in that direction only), at a few points of the sweep (first, middle, last of those given), and
-an output counts as connected if any of them reaches it.
+tangent to it; selections and cut paths leave 0. The check pushes one tangent per swept parameter
+(a NaN in that direction only), all in one batched call, at a few points of the sweep (first,
+middle, last of those given), and an output counts as connected if any of them reaches it.
 """
 
 from __future__ import annotations
@@ -39,15 +39,16 @@ def check_structure(
     reached, peak = measure_peak_bytes(lambda: connected(fn, x, points, columns), points.device)
     if peak is None or reached is None:
         return reached, None
-    return reached, max(1, peak * points.shape[1] // len(probe_points(points)))
+    evaluations = len(probe_points(points)) * reached.shape[-1]  # (point, direction) pairs at once
+    return reached, max(1, peak * points.shape[1] // evaluations)
 
 
-def over_points(f: Callable[[Tensor], Tensor], points: Tensor) -> Tensor:
-    """``f`` at each point: vmapped, or one point at a time where the model cannot be batched."""
+def over_points(f: Callable[..., Tensor], *args: Tensor) -> Tensor:
+    """``f`` at each point (the rows of ``args``): vmapped, or one at a time where the model cannot be batched."""
     try:
-        return vmap(f)(points)
+        return vmap(f)(*args)
     except (RuntimeError, NotImplementedError):
-        return torch.stack([f(point) for point in points])
+        return torch.stack([f(*row) for row in zip(*args, strict=True)])
 
 
 def probe_indices(count: int) -> Tensor:
@@ -67,20 +68,23 @@ def connected(
 
     Returns ``None`` when the model has no forward-mode rule for some op (no check possible).
     """
-    reached = []
-    for i in range(points.shape[1] if columns is None else columns):
+    count = points.shape[1] if columns is None else columns
+    if count == 0:
+        return None
+    probes = probe_points(points)
+    one_hot = torch.eye(count, points.shape[1], dtype=torch.bool, device=points.device)
+    directions = torch.zeros(one_hot.shape, dtype=points.dtype, device=points.device).masked_fill(one_hot, float("nan"))
+    thetas = probes.repeat_interleave(count, dim=0)  # each probe point once per direction
 
-        def nan_tangent(theta: Tensor, i: int = i) -> Tensor:
-            direction = torch.zeros_like(theta)
-            direction[i] = float("nan")
-            return jvp(lambda t: fn(x, t), (theta,), (direction,))[1]
+    def nan_tangent(theta: Tensor, direction: Tensor) -> Tensor:
+        return jvp(lambda t: fn(x, t), (theta,), (direction,))[1]
 
-        try:
-            tangents = over_points(nan_tangent, probe_points(points))
-        except (RuntimeError, NotImplementedError):
-            return None
-        reached.append(tangents.isnan().any(dim=0).cpu())
-    return torch.stack(reached, dim=-1) if reached else None
+    try:
+        tangents = over_points(nan_tangent, thetas, directions.repeat(len(probes), 1))
+    except (RuntimeError, NotImplementedError):
+        return None
+    reached = tangents.reshape(len(probes), count, *tangents.shape[1:]).isnan().any(dim=0)
+    return reached.movedim(0, -1).cpu()
 
 
 # NOTE [Hidden dependence]

@@ -109,6 +109,23 @@ def test_bootstrap_intervals_per_element_along_time_and_aggregated(monkeypatch):
     np.testing.assert_allclose(per_t.values[1:], constant * (dy**2).mean(0).sum(0)[1:] / y.var(0, ddof=1).sum(0)[1:])
 
 
+@pytest.mark.parametrize(
+    "dist",
+    [
+        design.uniform(1, 3),
+        design.loguniform(0.1, 10),
+        design.normal(1, 2),
+        design.lognormal(0, 0.5),
+        design.truncnormal(0, 1, -1, 2),
+    ],
+    ids=str,
+)
+def test_closed_form_moments_agree_with_scipy(dist):
+    """The bounds' closed-form variance and support of each variable (p or ln p) are scipy's."""
+    assert dist.variance() == pytest.approx(float(dist.variable().var()), rel=1e-12)
+    assert dist.support() == pytest.approx(dist.variable().support(), rel=1e-12)
+
+
 def test_normal_and_log_distributions_use_their_constants():
     """y = a C + b ln K with C ~ normal(0, 2), K ~ loguniform(1, e^3): every index is known."""
     d = design.random({"C": design.normal(0.0, 2.0), "K": design.loguniform(1.0, math.e**3)}, n=20000, seed=3)

@@ -101,6 +101,23 @@ def test_cpu_sweep_times_two_chunks_and_keeps_every_result(per_pass, per_value_s
     points = torch.arange(300.0)[:, None]
     # everything fits the budget
     result = in_chunks(batched, points, chunk_size=None, max_memory_mb=None, memory_hint=1)
-    assert sizes[:2] == list(TUNE_SIZES)
+    assert sizes[:4] == list(TUNE_SIZES) * 2  # each timed twice, interleaved
     assert result.chunk_size == (TUNE_SIZES[0] if expected == "small" else 300)
     assert sum(sizes) == 300 and torch.equal(result.y, points[:, 0] * 2) and torch.equal(result.dy, points * 3)
+
+
+def test_an_overhead_bound_sweep_stops_timing_after_one_small_chunk():
+    """A pass under TUNE_MIN_SECONDS says per-pass overhead dominates: no more timed chunks, the rest in one."""
+    from pipeline.derivatives import in_chunks
+    from pipeline.memory import TUNE_SIZES
+
+    sizes = []
+
+    def batched(chunk):
+        sizes.append(len(chunk))
+        return chunk[:, 0] * 2, chunk[:, :1] * 3
+
+    points = torch.arange(300.0)[:, None]
+    result = in_chunks(batched, points, chunk_size=None, max_memory_mb=None, memory_hint=1)
+    assert sizes == [TUNE_SIZES[0], 300 - TUNE_SIZES[0]] and result.chunk_size == 300
+    assert torch.equal(result.dy, points * 3)
