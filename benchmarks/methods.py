@@ -38,7 +38,7 @@ import torch
 from torch.func import jacfwd, vmap
 
 from pipeline.compiled import compiled_forward
-from pipeline.derivatives import METHODS
+from pipeline.derivatives import METHODS, ieee_float32
 from pipeline.memory import measure_peak_bytes
 from pipeline.models import Oscillator
 from pipeline.routine import StepFunctions, as_routine
@@ -461,7 +461,8 @@ def main(argv: list[str] | None = None) -> None:
     for name in models:
         case = CASES[name](samples, dtype=dtype, device=str(device))
         for n in sizes:
-            rows += bench_case(case, n, device, repeats, notes)
+            with ieee_float32(device):  # as sensitivity() runs: no TF32 on a GPU
+                rows += bench_case(case, n, device, repeats, notes)
             print(markdown([r for r in rows if r["model"] == name and r["n"] == n], meta), flush=True)
     chunk_rows = []
     if args.chunking:

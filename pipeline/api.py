@@ -27,11 +27,11 @@ from pipeline.checks import (
 from pipeline.compiled import compiled_forward
 from pipeline.config import ConfigError
 from pipeline.dataset import build_dataset
-from pipeline.derivatives import METHODS, DerivativeError
+from pipeline.derivatives import METHODS, DerivativeError, Derivatives, ieee_float32
 from pipeline.design import Design
 from pipeline.fallback import LADDER, REVERSE_LADDER, auto
 from pipeline.inputs import input_leaves, input_tree, to_run
-from pipeline.routine import as_routine
+from pipeline.routine import Routine, as_routine
 from pipeline.sizes import check_grid_size, check_result_size
 from pipeline.structure import check_structure, hidden_dependence
 
@@ -275,6 +275,38 @@ def _check_finite(
     return counts
 
 
+def _run_method(
+    routine: Routine,
+    x: Any,
+    points: torch.Tensor,
+    *,
+    method: str,
+    reverse_first: bool,
+    compile: bool,
+    order: int,
+    step: float | None,
+    chunk_size: int | None,
+    max_memory_mb: int | None,
+    memory_hint: int | None,
+) -> tuple[Derivatives, str, str, float]:
+    """The derivatives by ``method`` (``auto``: the fallback ladder), the method used, why it fell
+    back (empty if it did not) and the wall time."""
+    start = time.perf_counter()
+    used, fallback_reason = ("forward" if method == "auto" else method), ""
+    sizes = {"chunk_size": chunk_size, "max_memory_mb": max_memory_mb, "memory_hint": memory_hint}
+    if compile:
+        result = compiled_forward(routine.fn, x, points, stepper=routine.stepper, **sizes)
+    elif method == "auto" and order == 1:
+        run = auto(routine.fn, x, points, ladder=REVERSE_LADDER if reverse_first else LADDER, **sizes)
+        result, used, fallback_reason = run.result, run.method, run.reason
+    else:
+        options = {"step": step} if step is not None else {}
+        if order == 2:
+            options["order"] = 2
+        result = METHODS[used](routine.fn, x, points, **sizes, **options)
+    return result, used, fallback_reason, time.perf_counter() - start
+
+
 def sensitivity(
     model: Callable | nn.Module,
     x: torch.Tensor | np.ndarray | Sequence[float],
@@ -411,52 +443,33 @@ def sensitivity(
         points = torch.cat([points, own.expand(len(points), -1)], dim=1)
     directions = points.shape[1]
 
-    y0 = _check_model_runs(routine.fn, x_run, points[0], grid)
-    check_result_size(len(points), y0.numel(), 1 + directions + (order == 2), torch.finfo(run_dtype).bits // 8)
-    reached, hint = check_structure(routine.fn, x_run, points, columns=len(grid))
-    choice = ""
-    if method == "auto" and routine.tensors and directions > y0.numel():
-        choice = (
-            f"reverse mode: {directions} directions (parameters and tensor elements) outnumber {y0.numel()} outputs"
-        )
-    start = time.perf_counter()
-    used, fallback_reason = ("forward" if method == "auto" else method), ""
-    options = {"step": step} if step is not None else {}
-    if order == 2:
-        options["order"] = 2
-    if compile:
-        result = compiled_forward(
-            routine.fn,
+    with ieee_float32(run_device):
+        y0 = _check_model_runs(routine.fn, x_run, points[0], grid)
+        check_result_size(len(points), y0.numel(), 1 + directions + (order == 2), torch.finfo(run_dtype).bits // 8)
+        reached, hint = check_structure(routine.fn, x_run, points, columns=len(grid))
+        choice = ""
+        if method == "auto" and routine.tensors and directions > y0.numel():
+            choice = (
+                f"reverse mode: {directions} directions (parameters and tensor elements) outnumber {y0.numel()} outputs"
+            )
+        result, used, fallback_reason, wall = _run_method(
+            routine,
             x_run,
             points,
-            stepper=routine.stepper,
+            method=method,
+            reverse_first=bool(choice),
+            compile=compile,
+            order=order,
+            step=step,
             chunk_size=chunk_size,
             max_memory_mb=max_memory_mb,
             memory_hint=hint,
         )
-    elif method == "auto" and order == 1:
-        ladder = REVERSE_LADDER if choice else LADDER
-        run = auto(
-            routine.fn,
-            x_run,
-            points,
-            chunk_size=chunk_size,
-            max_memory_mb=max_memory_mb,
-            memory_hint=hint,
-            ladder=ladder,
-        )
-        result, used, fallback_reason = run.result, run.method, run.reason
-    else:
-        result = METHODS["forward" if method == "auto" else method](
-            routine.fn, x_run, points, chunk_size=chunk_size, max_memory_mb=max_memory_mb, memory_hint=hint, **options
-        )
-    wall = time.perf_counter() - start
-
-    if used.startswith("finite_difference"):  # the derivatives are differences themselves
-        hidden_policy = "off"
-    swept_dy = result.dy[..., : len(grid)]
-    hidden = _check_hidden_dependence(routine.fn, x_run, points, swept_dy, grid, hidden_policy)
-    nonfinite = _check_finite(result.y, result.dy, grid, nan_policy, design=design is not None)
+        if used.startswith("finite_difference"):  # the derivatives are differences themselves
+            hidden_policy = "off"
+        swept_dy = result.dy[..., : len(grid)]
+        hidden = _check_hidden_dependence(routine.fn, x_run, points, swept_dy, grid, hidden_policy)
+        nonfinite = _check_finite(result.y, result.dy, grid, nan_policy, design=design is not None)
     if reached is not None:  # a derivative that is not zero somewhere means a path exists
         reached = reached | (swept_dy != 0).any(dim=0)
     # Timing and the chosen chunk size vary from run to run: they go into `history`, so that two

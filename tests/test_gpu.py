@@ -76,3 +76,39 @@ def test_compiled_timestepper_on_cuda():
     compiled = sensitivity(model, x, {"C": [0.3, 1.1]}, bind={"C": "damping"}, device="cuda", compile=True)
     eager = sensitivity(model, x, {"C": [0.3, 1.1]}, bind={"C": "damping"}, device="cpu")
     np.testing.assert_allclose(compiled.dy_dC.values, eager.dy_dC.values, rtol=1e-10, atol=1e-12)
+
+
+def test_float32_convolutions_on_cuda_are_ieee_not_tf32():
+    """cuDNN runs float32 convolutions as TF32 by default (errors near 1e-3): not while sensweep computes."""
+    g = torch.Generator().manual_seed(0)
+    kernels = [torch.randn(8, 4, 5, generator=g, dtype=torch.float64) / 4, torch.randn(8, 8, 5, generator=g) / 6]
+    x = torch.randn(64, 4, 64, generator=g, dtype=torch.float64)
+
+    def conv(weights):
+        def model(x, C):
+            h = torch.tanh(torch.nn.functional.conv1d(x, weights[0] * C, padding=2))
+            return torch.nn.functional.conv1d(h, weights[1], padding=2)
+
+        return model
+
+    values = np.linspace(0.5, 1.5, 4)
+    tf32 = torch.backends.cudnn.allow_tf32
+    f32 = sensitivity(conv([k.float().cuda() for k in kernels]), x.float(), {"C": values}, device="cuda")
+    f64 = sensitivity(conv([k.double() for k in kernels]), x, {"C": values}, device="cpu")
+    assert torch.backends.cudnn.allow_tf32 == tf32  # restored
+    scale = np.abs(f64.dy_dC.values).max()
+    assert np.abs(f32.dy_dC.values - f64.dy_dC.values).max() / scale < 1e-4
+
+
+@pytest.mark.parametrize("pin_max_bytes", [2**26, 0])
+def test_results_reach_the_host_intact(monkeypatch, pin_max_bytes):
+    """Into page-locked memory, or staged through small page-locked buffers in many pieces: same values."""
+    import pipeline.derivatives
+
+    monkeypatch.setattr(pipeline.derivatives, "PIN_MAX_BYTES", pin_max_bytes)
+    monkeypatch.setattr(pipeline.derivatives, "STAGE_BYTES", 4096)
+    x = torch.randn(300, 2, dtype=torch.float64)
+    model = Oscillator(dt=0.05, steps=30)
+    gpu, cpu = both(model, x, {"C": np.linspace(0.1, 1.0, 7)}, bind={"C": "damping"}, chunk_size=3)
+    np.testing.assert_allclose(gpu.y.values, cpu.y.values, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(gpu.dy_dC.values, cpu.dy_dC.values, rtol=1e-10, atol=1e-13)

@@ -155,3 +155,19 @@ def test_randomness_inside_the_batched_pass_is_rejected_clearly():
         sensitivity(model.train(), torch.randn(4, 3), {"C": [1.0, 2.0]}, bind={"C": "0.bias[0]"})
     ds = sensitivity(model.eval(), torch.randn(4, 3), {"C": [1.0, 2.0]}, bind={"C": "0.bias[0]"})
     assert (ds.dy_dC.isel(output=0) == 1).all()
+
+
+def test_tf32_is_off_while_computing_on_a_gpu_and_restored_after():
+    """cuDNN's default TF32 would put 1e-3 errors into float32 derivatives: off inside, restored after."""
+    from pipeline.derivatives import ieee_float32
+
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+        with ieee_float32(torch.device("cuda")):
+            assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+        with ieee_float32(torch.device("cpu")):  # nothing to change on a CPU
+            assert torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved

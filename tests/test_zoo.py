@@ -239,3 +239,26 @@ def test_reverse_without_double_backward_uses_one_vjp_per_output():
     # One path through the op, one around it: the trick alone would miss only the first.
     ds = sensitivity(lambda x, C: x * Once.apply(C) + C * x, x, {"C": [0.3]}, method="reverse_per_point")
     np.testing.assert_allclose(ds.dy_dC.values[0], x.numpy() * (np.cos(0.3) + 1), rtol=1e-14)
+
+
+def test_reverse_falls_back_to_a_loop_where_the_backward_cannot_be_batched():
+    """A backward that reads its gradient outside torch (cannot be vmapped, as cuDNN's RNNs on a GPU)
+    and has no double backward: the batched attempt must leave the graph for the loop of vjps."""
+
+    class Outside(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, c):
+            ctx.save_for_backward(c)
+            return torch.sin(c)
+
+        @staticmethod
+        @torch.autograd.function.once_differentiable
+        def backward(ctx, grad):
+            (c,) = ctx.saved_tensors
+            return torch.as_tensor(grad.numpy() * np.cos(c.numpy()))
+
+    x = torch.arange(4.0, dtype=torch.float64)
+    ds = sensitivity(lambda x, C: (x * Outside.apply(C)) ** 2, x, {"C": [0.3]})
+    assert ds.attrs["method"] == "reverse_per_point", ds.attrs.get("fallback_reason")
+    expected = 2 * (x.numpy() * np.sin(0.3)) * x.numpy() * np.cos(0.3)
+    np.testing.assert_allclose(ds.dy_dC.values[0], expected, rtol=1e-14)
