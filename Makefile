@@ -46,6 +46,7 @@ bench: setup ## Benchmarks: every method against the primal floor, outputs/bench
 		|| echo "JAX could not be installed: the bench runs without its JAX rows"
 	$(BIN)/python -m benchmarks.methods $(if $(QUICK),--quick) --out outputs/bench
 	$(BIN)/python -m benchmarks.designs --out outputs/bench
+	$(BIN)/python -m benchmarks.directions --out outputs/bench
 
 report: run ## HTML report of every study's plots: outputs/report.html
 	$(BIN)/snakemake --report outputs/report.html

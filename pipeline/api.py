@@ -29,7 +29,7 @@ from pipeline.config import ConfigError
 from pipeline.dataset import build_dataset
 from pipeline.derivatives import METHODS, DerivativeError, Derivatives, ieee_float32
 from pipeline.design import Design
-from pipeline.fallback import LADDER, REVERSE_LADDER, auto
+from pipeline.fallback import LADDER, REVERSE_FIRST, REVERSE_LADDER, auto
 from pipeline.inputs import input_leaves, input_tree, to_run
 from pipeline.routine import Routine, as_routine
 from pipeline.sizes import check_grid_size, check_result_size
@@ -297,7 +297,8 @@ def _run_method(
     if compile:
         result = compiled_forward(routine.fn, x, points, stepper=routine.stepper, **sizes)
     elif method == "auto" and order == 1:
-        run = auto(routine.fn, x, points, ladder=REVERSE_LADDER if reverse_first else LADDER, **sizes)
+        ladder = (REVERSE_LADDER if routine.tensors else REVERSE_FIRST) if reverse_first else LADDER
+        run = auto(routine.fn, x, points, ladder=ladder, **sizes)
         result, used, fallback_reason = run.result, run.method, run.reason
     else:
         options = {"step": step} if step is not None else {}
@@ -340,7 +341,8 @@ def sensitivity(
         ``{"C": values}``: the swept parameter and its 1-D values. Several parameters form a
         grid (one dim each, in the given order) and give one ``dy_d<name>`` each.
     method : str, default: "auto"
-        ``auto``: ``forward`` where torch can batch the model, else the first of
+        ``auto``: ``forward`` where torch can batch the model (``reverse`` first where the swept
+        parameters outnumber the outputs per point: attr ``method_choice``), else the first of
         ``forward_per_point``, ``reverse_per_point``, ``finite_difference_per_point`` that works,
         with a warning (:mod:`pipeline.fallback`). ``forward``: ``torch.func.jvp`` vmapped over
         the values of a chunk; ``forward_dual``: ``torch.autograd.forward_ad`` dual tensors;
@@ -448,10 +450,9 @@ def sensitivity(
         check_result_size(len(points), y0.numel(), 1 + directions + (order == 2), torch.finfo(run_dtype).bits // 8)
         reached, hint = check_structure(routine.fn, x_run, points, columns=len(grid))
         choice = ""
-        if method == "auto" and routine.tensors and directions > y0.numel():
-            choice = (
-                f"reverse mode: {directions} directions (parameters and tensor elements) outnumber {y0.numel()} outputs"
-            )
+        if method == "auto" and directions > y0.numel():
+            what = "parameters and tensor elements" if routine.tensors else "parameters"
+            choice = f"reverse mode: {directions} directions ({what}) outnumber {y0.numel()} outputs"
         result, used, fallback_reason, wall = _run_method(
             routine,
             x_run,

@@ -181,7 +181,8 @@ class MethodConfig:
 
     name: MethodName = _opt(
         MethodName.auto,
-        "auto (forward, batched; else per point with a warning) | " + " | ".join(m for m in METHODS if m != "auto"),
+        "auto (forward, batched, or reverse where parameters outnumber outputs; else per point with a warning) | "
+        + " | ".join(m for m in METHODS if m != "auto"),
     )
     chunk_size: int | None = _opt(None, "points per batched pass; null: the largest that fits max_memory_mb")
     max_memory_mb: int | None = _opt(None, "memory budget of one pass; null: a quarter of free RAM / GPU memory")

@@ -35,6 +35,10 @@ LADDER = ("forward", "forward_per_point", "reverse_per_point", "finite_differenc
 REVERSE_LADDER = ("reverse", "reverse_per_point", "finite_difference_per_point")
 """Where a bound tensor's elements outnumber the outputs per point, reverse mode comes first."""
 
+REVERSE_FIRST = ("reverse", *LADDER)
+"""Where swept parameters outnumber the outputs per point (a design over one output): reverse mode
+costs a pass per output, forward mode one per parameter (``benchmarks/directions.py``)."""
+
 _NO_FORWARD_RULE = (*NO_FORWARD_RULE, "jvp function", "setup_context")
 """Markers of torch errors that mean an op (or an autograd.Function) has no forward-mode rule."""
 
@@ -105,12 +109,12 @@ def auto(
         if not failures:
             return Fallback(result, method)
         reason = "; ".join(_describe(m, err) for m, err in failures)
-        warnings.warn(
-            f"method=auto used {method}, which runs one parameter point at a time (slower than the "
-            f"batched pass): {reason}",
-            RuntimeWarning,
-            stacklevel=3,
+        slower = (
+            ", which runs one parameter point at a time (slower than the batched pass)"
+            if method.endswith("_per_point")
+            else ""
         )
+        warnings.warn(f"method=auto used {method}{slower}: {reason}", RuntimeWarning, stacklevel=3)
         return Fallback(result, method, reason)
     raise DerivativeError(
         "no method could differentiate this model: " + "; ".join(_describe(m, err) for m, err in failures)

@@ -54,7 +54,11 @@ def test_design_dataset_has_one_point_dim(ishigami_summary):
     ds, _ = ishigami_summary
     assert ds.y.dims == ("point", "sample") and ds.sizes["point"] == 2**13
     assert ds.x1.dims == ("point",) and ds.attrs["distribution_x2"] == "uniform(-3.14159, 3.14159)"
-    assert ds.attrs["design"] == "sobol" and ds.attrs["method"] == "forward"
+    assert ds.attrs["design"] == "sobol"
+    # 3 parameters, 1 output per point: reverse mode (a pass per output) beats forward (one per parameter)
+    assert (
+        ds.attrs["method"] == "reverse" and "3 directions (parameters) outnumber 1 outputs" in ds.attrs["method_choice"]
+    )
 
 
 def test_ishigami_dgsm_and_bounds(ishigami_summary):

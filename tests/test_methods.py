@@ -171,3 +171,42 @@ def test_tf32_is_off_while_computing_on_a_gpu_and_restored_after():
             assert torch.backends.cudnn.allow_tf32
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def test_auto_takes_reverse_mode_where_parameters_outnumber_outputs_and_forward_if_that_fails():
+    """Two parameters, one output per point: reverse mode first; an op without a reverse rule sends
+    auto on to batched forward mode (with a warning), never to the per-point rungs."""
+
+    class ForwardOnly(torch.autograd.Function):
+        generate_vmap_rule = True
+
+        @staticmethod
+        def forward(c):
+            return torch.sin(c)
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            ctx.save_for_forward(inputs[0])
+
+        @staticmethod
+        def jvp(ctx, dc):
+            (c,) = ctx.saved_tensors
+            return torch.cos(c) * dc
+
+        @staticmethod
+        def backward(ctx, grad):
+            raise NotImplementedError("no reverse rule")
+
+    x = torch.tensor([2.0], dtype=torch.float64)
+    params = {"C": [0.3, 0.7], "K": [1.5]}
+    plain = sensitivity(lambda x, C, K: torch.sin(C) * K * x, x, params)
+    assert (
+        plain.attrs["method"] == "reverse"
+        and "2 directions (parameters) outnumber 1 outputs" in plain.attrs["method_choice"]
+    )
+    with pytest.warns(RuntimeWarning, match=r"method=auto used forward: reverse failed"):
+        ds = sensitivity(lambda x, C, K: ForwardOnly.apply(C) * K * x, x, params)
+    assert ds.attrs["method"] == "forward"
+    np.testing.assert_allclose(ds.dy_dC.values, plain.dy_dC.values, rtol=1e-14)
+    np.testing.assert_allclose(ds.dy_dK.values, plain.dy_dK.values, rtol=1e-14)
+    np.testing.assert_allclose(plain.dy_dC.values[:, 0, 0], 2 * 1.5 * np.cos([0.3, 0.7]), rtol=1e-14)

@@ -217,21 +217,24 @@ def test_verify_estimates_the_error_of_differences(tmp_path):
     assert report.attrs["passed"] == 1
 
 
+class Once(torch.autograd.Function):
+    """sin, with a backward that is not itself differentiable."""
+
+    @staticmethod
+    def forward(ctx, c):
+        ctx.save_for_backward(c)
+        return torch.sin(c)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        (c,) = ctx.saved_tensors
+        return grad * torch.cos(c)
+
+
 def test_reverse_without_double_backward_uses_one_vjp_per_output():
     """An op whose backward is not itself differentiable (as cuDNN's LSTM on a GPU): reverse mode
     falls back from the double-backward trick to vector-Jacobian products."""
-
-    class Once(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, c):
-            ctx.save_for_backward(c)
-            return torch.sin(c)
-
-        @staticmethod
-        @torch.autograd.function.once_differentiable
-        def backward(ctx, grad):
-            (c,) = ctx.saved_tensors
-            return grad * torch.cos(c)
 
     x = torch.arange(4.0, dtype=torch.float64)
     ds = sensitivity(lambda x, C: x * Once.apply(C), x, {"C": [0.3]}, method="reverse_per_point")
@@ -245,12 +248,7 @@ def test_reverse_falls_back_to_a_loop_where_the_backward_cannot_be_batched():
     """A backward that reads its gradient outside torch (cannot be vmapped, as cuDNN's RNNs on a GPU)
     and has no double backward: the batched attempt must leave the graph for the loop of vjps."""
 
-    class Outside(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, c):
-            ctx.save_for_backward(c)
-            return torch.sin(c)
-
+    class Outside(Once):
         @staticmethod
         @torch.autograd.function.once_differentiable
         def backward(ctx, grad):
