@@ -13,8 +13,9 @@ process and on the same inputs, for each model and number of parameter values N:
 - the outside peer, JAX ``jit(vmap(jvp))`` of the same model and weights (``lax.scan`` over the
   RK4 steps), where JAX is installed (``pip install .[bench]``; a note otherwise).
 
-A second table (``--chunking``, on by default) runs the Conv1d stack at N=512 under a 2 GB
-budget (``max_memory_mb=2048``, chunk size chosen automatically) against fixed chunk sizes.
+A second table (``--chunking``, on by default) runs each model at N=512 with its chunk size chosen
+automatically (the Conv1d stack under a 2 GB budget, ``max_memory_mb=2048``) against fixed chunk
+sizes: the automatic choice, checks included, against the best fixed one.
 
 Each figure is the median of repeats after a warm-up; peak memory is the process's peak RSS
 increase (CPU) or ``torch.cuda.max_memory_allocated`` (GPU). Every method's derivative is checked
@@ -316,16 +317,32 @@ def bench_case(
     return rows
 
 
+CHUNKING = {
+    # model: (budget MB or None, fixed sizes, repeats): the eager oscillator's small chunks take
+    # half a minute each, so it is timed once
+    "conv1d": (2048, (4, 8, 16, 32, 128, 256), 3),
+    "mlp": (None, (4, 8, 32, 128, 512), 3),
+    "oscillator": (None, (16, 128, 512), 1),
+}
+"""The chunking table's models, budgets and fixed chunk sizes (N = 512, 1000 samples)."""
+
+
 def chunking(
-    samples: int, n: int, budget_mb: int, sizes: tuple[int, ...], device: torch.device, repeats: int
+    model: str,
+    samples: int,
+    n: int,
+    budget_mb: int | None,
+    sizes: tuple[int, ...],
+    device: torch.device,
+    repeats: int,
 ) -> list[dict]:
-    """Conv1d forward mode: automatic chunks under ``budget_mb`` against fixed chunk sizes.
+    """Forward mode: automatic chunks (under ``budget_mb``) against fixed chunk sizes.
 
     The automatic run chooses its chunk size from scratch each time (memory fit, timed chunks),
     as a job does; the structure check that supplies its memory hint runs once, untimed, as for
     the fixed sizes (every job runs it, whatever the chunking).
     """
-    case = _conv(samples, device=str(device))
+    case = CASES[model](samples, device=str(device))
     x = case.x.to(device)
     points = torch.linspace(case.low, case.high, n, dtype=x.dtype, device=device)[:, None]
     _, hint = check_structure(case.fn, x, points)
@@ -340,9 +357,10 @@ def chunking(
         return METHODS["forward"](case.fn, x, points, max_memory_mb=budget_mb, memory_hint=hint)
 
     seconds, peak, result = _timed(automatic, device, repeats)
+    under = f" under {budget_mb} MB" if budget_mb else ""
     rows.append(
         {
-            "chunk": f"auto under {budget_mb} MB: {result.chunk_size}",
+            "chunk": f"auto{under}: {result.chunk_size}",
             "seconds": seconds,
             "peak_mb": peak / 2**20 if peak else None,
         }
@@ -354,18 +372,22 @@ def chunking(
 
 
 def chunking_markdown(rows: list[dict]) -> str:
-    r0 = rows[0]
-    lines = [
-        f"Chunking: {r0['model']}, N = {r0['n']}, {r0['samples']} samples, forward; slowdown: time / best "
-        "fixed chunk size.",
-        "",
-        "| chunk size | time [s] | slowdown | peak [MB] |",
-        "| --- | --- | --- | --- |",
-    ]
-    for r in rows:
-        peak = "-" if r["peak_mb"] is None else f"{r['peak_mb']:.0f}"
-        lines.append(f"| {r['chunk']} | {r['seconds']:.3g} | {r['slowdown']:.2f} | {peak} |")
-    return "\n".join(lines) + "\n"
+    """One table per model: time and slowdown (time / best fixed chunk size) of each chunking."""
+    lines = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == model]
+        lines += [
+            f"Chunking: {model}, N = {mine[0]['n']}, {mine[0]['samples']} samples, forward; slowdown: time / best "
+            "fixed chunk size.",
+            "",
+            "| chunk size | time [s] | slowdown | peak [MB] |",
+            "| --- | --- | --- | --- |",
+        ]
+        for r in mine:
+            peak = "-" if r["peak_mb"] is None else f"{r['peak_mb']:.0f}"
+            lines.append(f"| {r['chunk']} | {r['seconds']:.3g} | {r['slowdown']:.2f} | {peak} |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def markdown(rows: list[dict], meta: dict) -> str:
@@ -467,9 +489,13 @@ def main(argv: list[str] | None = None) -> None:
     chunk_rows = []
     if args.chunking:
         chunk_rows = (
-            chunking(200, 64, 16, (4, 16, 64), device, repeats)
+            chunking("conv1d", 200, 64, 16, (4, 16, 64), device, repeats)
             if args.quick
-            else chunking(1000, 512, 2048, (4, 8, 16, 32, 128, 256), device, repeats)
+            else [
+                row
+                for model, (budget, fixed, times) in CHUNKING.items()
+                for row in chunking(model, 1000, 512, budget, fixed, device, times)
+            ]
         )
         print(chunking_markdown(chunk_rows), flush=True)
     out = Path(args.out)

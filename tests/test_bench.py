@@ -29,6 +29,23 @@ def test_bench_rows_check_every_method_against_forward():
     assert table.count("\n| seed_linear | 4 |") == len(rows)
 
 
+def test_chunking_table_has_every_fixed_size_and_the_automatic_choice():
+    from benchmarks.methods import chunking, chunking_markdown
+
+    rows = chunking("mlp", 20, 16, None, (4, 16), torch.device("cpu"), repeats=1)
+    assert [r["chunk"] for r in rows][:2] == ["4", "16"] and rows[-1]["chunk"].startswith("auto: ")
+    assert min(r["slowdown"] for r in rows[:-1]) == 1.0
+    assert chunking_markdown(rows).count("\n| ") == len(rows) + 2  # the header and its rule too
+
+
+def test_directions_rows_name_the_method_auto_used():
+    """One output and two parameters: auto takes reverse mode; both methods' ratios are measured."""
+    from benchmarks.directions import _row
+
+    row = _row(2, 1, 16, torch.randn(1, 16, dtype=torch.float64))
+    assert row["auto"] == "reverse" and row["forward"] > 0 and row["reverse"] > 0
+
+
 @pytest.mark.slow
 def test_workflow_bench_reports_every_run_and_job(tmp_path):
     """The workflow-overhead harness on a small study: every figure present, the jobs' records read."""
