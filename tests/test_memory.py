@@ -121,3 +121,23 @@ def test_an_overhead_bound_sweep_stops_timing_after_one_small_chunk():
     result = in_chunks(batched, points, chunk_size=None, max_memory_mb=None, memory_hint=1)
     assert sizes == [TUNE_SIZES[0], 300 - TUNE_SIZES[0]] and result.chunk_size == 300
     assert torch.equal(result.dy, points * 3)
+
+
+def test_growing_chunks_are_timed_until_they_stop_paying():
+    """Synthetic costs: a per-pass overhead, and values 6x dearer in chunks over 128 (past the caches):
+    8 < 32 < 128 are each clearly faster per value, 512 is not: the rest runs in chunks of 128."""
+    import time
+
+    from pipeline.derivatives import in_chunks
+
+    sizes = []
+
+    def batched(chunk):
+        sizes.append(len(chunk))
+        time.sleep(0.01 + (0.00005 if len(chunk) <= 128 else 0.0003) * len(chunk))
+        return chunk[:, 0] * 2, chunk[:, :1] * 3
+
+    points = torch.arange(2000.0)[:, None]
+    result = in_chunks(batched, points, chunk_size=None, max_memory_mb=None, memory_hint=1)
+    assert sizes[:8] == [8, 32, 8, 32, 128, 128, 512, 512] and set(sizes[8:-1]) == {128}
+    assert result.chunk_size == 128 and torch.equal(result.dy, points * 3)
