@@ -450,7 +450,7 @@ def sensitivity(
         check_result_size(len(points), y0.numel(), 1 + directions + (order == 2), torch.finfo(run_dtype).bits // 8)
         reached, hint = check_structure(routine.fn, x_run, points, columns=len(grid))
         choice = ""
-        if method == "auto" and directions > y0.numel():
+        if method == "auto" and order == 1 and not compile and directions > y0.numel():
             what = "parameters and tensor elements" if routine.tensors else "parameters"
             choice = f"reverse mode: {directions} directions ({what}) outnumber {y0.numel()} outputs"
         result, used, fallback_reason, wall = _run_method(
