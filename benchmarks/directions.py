@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 import torch
 
+from benchmarks.methods import _timed
 from pipeline import design, sensitivity
 from pipeline.derivatives import METHODS
 from pipeline.storage import write_atomic
@@ -42,13 +41,8 @@ def _model(p: int, m: int, width: int = 64):
 
 
 def _median_seconds(run) -> float:
-    run()  # warm-up
-    times = []
-    for _ in range(REPEATS):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    """Median of :data:`REPEATS` runs after a warm-up (the methods bench's timer, on the CPU)."""
+    return _timed(run, torch.device("cpu"), REPEATS)[0]
 
 
 def _row(p: int, m: int, n: int, x: torch.Tensor) -> dict:

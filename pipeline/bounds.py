@@ -100,7 +100,7 @@ def design_bounds(ds: xr.Dataset, params: list[str], rng_seed: int = 0) -> dict[
     Y = el.array(ds["y"])
     n = len(Y)
     D = Y.var(axis=0, ddof=1)
-    positive = np.where(D > 0, D, np.nan)
+    positive, D_along = _positive(D), _positive(D.sum(axis=0))  # per element; per entry of the last dim
     total_D = float(D.sum())
     out: dict[str, tuple[xr.DataArray, str, dict]] = {
         "y_var": (el.wrap(D), "D: variance of y over the design's points", {}),
@@ -142,9 +142,8 @@ def design_bounds(ds: xr.Dataset, params: list[str], rng_seed: int = 0) -> dict[
                 {"confidence": CONFIDENCE},
             )
             if el.along:  # at each entry of the last output dim, weighted over the others: sum / sum D
-                per = total.sum(axis=0) / np.where(D.sum(axis=0) > 0, D.sum(axis=0), np.nan)
                 out[f"{name}_per_{el.along[0]}"] = (
-                    el.wrap(per, along=True),
+                    el.wrap(total.sum(axis=0) / D_along, along=True),
                     f"{name} at each {el.along[0]}, aggregated over the other element dims with variance weights",
                     {},
                 )
@@ -179,6 +178,11 @@ def design_bounds(ds: xr.Dataset, params: list[str], rng_seed: int = 0) -> dict[
             {},
         )
     return out
+
+
+def _positive(variance: np.ndarray) -> np.ndarray:
+    """``variance`` as a divisor: NaN where it is 0 (y does not vary there, so no bound is defined)."""
+    return np.where(variance > 0, variance, np.nan)
 
 
 def _percentiles(values: np.ndarray) -> np.ndarray:
@@ -232,7 +236,7 @@ def _bootstrap(
                 stop - start, columns, r1 - r0, last
             )
         D = (means[:, 1] - means[:, 0] ** 2) * n / (n - 1)
-        positive = np.where(D > 0, D, np.nan)
+        positive = _positive(D)
         sums[0] += D.sum(axis=1)
         for i, p in enumerate(names):
             _, _, constant, var_v = weights[p]
@@ -241,9 +245,7 @@ def _bootstrap(
             sums[3 + 2 * i] += cov2.sum(axis=1)
             upper[p][:, r0:r1] = _percentiles(constant * nu / positive)
             lower[p][:, r0:r1] = _percentiles(cov2 / (var_v * positive))
-    D_along = np.where(sums[0] > 0, sums[0], np.nan)
-    total = sums[0].sum(axis=1)
-    total = np.where(total > 0, total, np.nan)
+    D_along, total = _positive(sums[0]), _positive(sums[0].sum(axis=1))
 
     def both(values: np.ndarray) -> tuple[float, float]:
         low, high = _percentiles(values)

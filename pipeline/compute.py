@@ -17,7 +17,7 @@ from pipeline.config import study_title, to_yaml, validate
 from pipeline.dataset import connected_name, swept_parameters
 from pipeline.design import Design
 from pipeline.inputs import input_arrays, input_leaves
-from pipeline.provenance import GROWABLE, fingerprint, provenance
+from pipeline.provenance import fingerprint, grows_by_part_size, provenance
 from pipeline.storage import write_netcdf
 from pipeline.sweep import part_count, part_sweep
 
@@ -27,7 +27,7 @@ log = logging.getLogger("sensweep.compute")
 def part_attrs(cfg: DictConfig) -> dict[str, int]:
     """Which part a file holds: ``part`` of ``parts``, or ``part`` of ``part_size`` points for a
     growable design, whose number of parts may grow (:data:`pipeline.provenance.GROWABLE`)."""
-    if cfg.sweep.kind.value in GROWABLE and cfg.sweep.part_size:
+    if grows_by_part_size(cfg.sweep):
         return {"part": cfg.part, "part_size": cfg.sweep.part_size}
     return {"part": cfg.part, "parts": part_count(cfg.sweep)}
 

@@ -339,8 +339,9 @@ def validate(cfg: DictConfig | JobConfig) -> None:
         counts = dict.fromkeys(sweep.parameters, 1)
         if count > 0:
             check_grid_size({"point": count})
-            parts = count // sweep.part_size if sweep.part_size else sweep.parts
-            check_parts(parts, count, cfg.part, "point", prefix="sweep.")
+            from pipeline.sweep import part_count  # pipeline.sweep imports this module
+
+            check_parts(part_count(sweep), count, cfg.part, "point", prefix="sweep.")
     else:
         for name in (sweep.param, *sweep.grid):
             check_parameter_name(name, "sweep.param" if name == sweep.param else f"sweep.grid.{name}")

@@ -96,15 +96,13 @@ class Distribution:
         is log-concave on a convex set: ``min(sigma^2, (b - a)^2 / pi^2)`` (Brascamp-Lieb, and the
         interval's own constant); log distributions: the constant of ``ln p``.
         """
-        a = self.args
-        if self.kind == "uniform":
-            return (a[1] - a[0]) ** 2 / math.pi**2
-        if self.kind == "loguniform":
-            return math.log(a[1] / a[0]) ** 2 / math.pi**2
+        low, high = self.support()
+        interval = (high - low) ** 2 / math.pi**2  # infinite for an unbounded variable
         if self.kind in ("normal", "lognormal"):
-            return a[1] ** 2
-        _, std, low, high = a
-        return min(std**2, (high - low) ** 2 / math.pi**2)
+            return self.args[1] ** 2
+        if self.kind == "truncnormal":
+            return min(self.args[1] ** 2, interval)
+        return interval
 
 
 def _distribution(kind: str, *args: float) -> Distribution:

@@ -21,9 +21,9 @@ on with the small size unless the large one was clearly faster per value
 being clearly faster and the sweep has values left for them (the oscillator over 1,000 samples is
 fastest in chunks of 128: 3.8 s for 512 values, 4.9 s in one chunk). Chunking does not change
 results: every value's derivative is computed by the same ops whatever its chunk (checked bitwise
-on the benchmark models). The price:
-the timed chunks run at small-chunk speed (the oscillator's sweep of 512 values took 6.6 s instead
-of 4.7 s with one timing of each). GPUs keep the largest chunk that fits.
+on the benchmark models). The price: the timed chunks run at small-chunk speed (the oscillator's
+sweep of 512 values took 6.6 s instead of 4.7 s with one timing of each). GPUs keep the largest
+chunk that fits.
 
 Peak memory is read from the CUDA allocator on GPUs and from the process's peak resident
 set (``VmHWM``, reset through ``/proc/self/clear_refs``, after ``malloc_trim`` hands freed

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import subprocess
+from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -41,10 +42,14 @@ def determining_config(cfg: DictConfig | str | dict) -> dict[str, Any]:
     else:
         plain = dict(cfg)
     out = {k: v for k, v in plain.items() if k not in NOT_DETERMINING}
-    sweep = out.get("sweep")
-    if isinstance(sweep, dict) and sweep.get("part_size") and sweep.get("kind") in GROWABLE:
-        out["sweep"] = {k: v for k, v in sweep.items() if k not in ("n", "parts")}
+    if isinstance(out.get("sweep"), dict) and grows_by_part_size(out["sweep"]):
+        out["sweep"] = {k: v for k, v in out["sweep"].items() if k not in ("n", "parts")}
     return out
+
+
+def grows_by_part_size(sweep: Mapping[str, Any]) -> bool:
+    """A :data:`GROWABLE` design split by ``part_size`` (a sweep config, or its plain dict)."""
+    return bool(sweep.get("part_size")) and sweep.get("kind") in GROWABLE
 
 
 def data_files(cfg: DictConfig, root: str | Path) -> list[Path]:

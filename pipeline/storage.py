@@ -316,7 +316,7 @@ def combined_parts(ds: xr.Dataset, infos: Sequence[PartInfo], note: str) -> xr.D
     ds.attrs.pop("part", None)
     if ds.attrs.pop("part_size", None) and "config" in ds.attrs:  # a grown design: its size is the parts'
         config = yaml.safe_load(ds.attrs["config"])
-        config["sweep"].update(n=ds.sizes["point"], parts=1)
+        config["sweep"]["n"] = ds.sizes["point"]
         ds.attrs["config"] = yaml.safe_dump(config, sort_keys=False)
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     ds.attrs.update(parts=len(infos), history="\n".join([*(i.history for i in infos), f"{now}: {note}"]))

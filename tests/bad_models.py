@@ -39,6 +39,37 @@ class NoForward(torch.autograd.Function):
         return grad * 2
 
 
+class Opaque(torch.autograd.Function):
+    """sin, with neither a jvp nor a backward: no autodiff goes through it."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(c):
+        return torch.sin(c)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+
+class ForwardOnly(Opaque):
+    """sin with a jvp and no reverse rule (an op without backward)."""
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_forward(inputs[0])
+
+    @staticmethod
+    def jvp(ctx, dc):
+        (c,) = ctx.saved_tensors
+        return torch.cos(c) * dc
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise NotImplementedError("no reverse rule")
+
+
 def log_model(x: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
     """y = log(C x): NaN where x < 0, while dy/dC = 1/C stays finite."""
     return torch.log(C * x)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from bad_models import NoForward, log_model
+from bad_models import ForwardOnly, NoForward, log_model
 
 from helpers import RTOL
 from pipeline import sensitivity
@@ -176,26 +176,6 @@ def test_tf32_is_off_while_computing_on_a_gpu_and_restored_after():
 def test_auto_takes_reverse_mode_where_parameters_outnumber_outputs_and_forward_if_that_fails():
     """Two parameters, one output per point: reverse mode first; an op without a reverse rule sends
     auto on to batched forward mode (with a warning), never to the per-point rungs."""
-
-    class ForwardOnly(torch.autograd.Function):
-        generate_vmap_rule = True
-
-        @staticmethod
-        def forward(c):
-            return torch.sin(c)
-
-        @staticmethod
-        def setup_context(ctx, inputs, output):
-            ctx.save_for_forward(inputs[0])
-
-        @staticmethod
-        def jvp(ctx, dc):
-            (c,) = ctx.saved_tensors
-            return torch.cos(c) * dc
-
-        @staticmethod
-        def backward(ctx, grad):
-            raise NotImplementedError("no reverse rule")
 
     x = torch.tensor([2.0], dtype=torch.float64)
     params = {"C": [0.3, 0.7], "K": [1.5]}

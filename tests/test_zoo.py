@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from bad_models import NoForward
+from bad_models import NoForward, Opaque
 
 from pipeline import sensitivity
 from pipeline.errors import DerivativeError
@@ -70,17 +70,6 @@ def test_op_without_forward_rule_goes_to_reverse():
 
 def test_no_derivative_rule_at_all_goes_to_differences():
     """An autograd.Function with neither a jvp nor a backward: only differences are left."""
-
-    class Opaque(torch.autograd.Function):
-        generate_vmap_rule = True
-
-        @staticmethod
-        def forward(c):
-            return torch.sin(c)
-
-        @staticmethod
-        def setup_context(ctx, inputs, output):
-            pass
 
     x = torch.tensor([0.5, 1.0], dtype=torch.float64)
     with pytest.warns(RuntimeWarning, match="used finite_difference_per_point"):
