@@ -45,6 +45,7 @@ from pipeline.models import Oscillator
 from pipeline.routine import StepFunctions, as_routine
 from pipeline.storage import write_atomic
 from pipeline.structure import check_structure
+from pipeline.zerotensor import cheap_zero_tangents
 
 REVERSE_MAX_OUTPUTS = 1024
 """Reverse mode costs one pass per output element: skipped above this many outputs per point."""
@@ -251,18 +252,19 @@ def bench_case(
             }
         )
 
-    _, hint = check_structure(case.fn, x, points)  # as sensitivity() does, untimed
-    for method in ("forward", "forward_dual", "reverse", "finite_difference", *PER_POINT):
-        if method == "reverse" and outputs > REVERSE_MAX_OUTPUTS:
-            continue
-        if method in PER_POINT and n > PER_POINT_MAX_N:
-            continue
-        fn = METHODS[method]
-        # Chunk sizes as users get them: fitted to the memory budget.
-        seconds, peak, result = _timed(lambda fn=fn: fn(case.fn, x, points, memory_hint=hint), device, repeats)
-        if reference is None:
-            reference = result.dy[..., 0].cpu()
-        add(method, seconds, peak, result.dy[..., 0])
+    with cheap_zero_tangents():  # as sensitivity() runs eager methods
+        _, hint = check_structure(case.fn, x, points)  # untimed
+        for method in ("forward", "forward_dual", "reverse", "finite_difference", *PER_POINT):
+            if method == "reverse" and outputs > REVERSE_MAX_OUTPUTS:
+                continue
+            if method in PER_POINT and n > PER_POINT_MAX_N:
+                continue
+            fn = METHODS[method]
+            # Chunk sizes as users get them: fitted to the memory budget.
+            seconds, peak, result = _timed(lambda fn=fn: fn(case.fn, x, points, memory_hint=hint), device, repeats)
+            if reference is None:
+                reference = result.dy[..., 0].cpu()
+            add(method, seconds, peak, result.dy[..., 0])
 
     def compiled() -> object:
         return compiled_forward(case.fn, x, points, stepper=case.stepper, memory_hint=hint)

@@ -34,6 +34,7 @@ from pipeline.inputs import input_leaves, input_tree, to_run
 from pipeline.routine import Routine, as_routine
 from pipeline.sizes import check_grid_size, check_result_size
 from pipeline.structure import check_structure, hidden_dependence
+from pipeline.zerotensor import cheap_zero_tangents
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -445,7 +446,7 @@ def sensitivity(
         points = torch.cat([points, own.expand(len(points), -1)], dim=1)
     directions = points.shape[1]
 
-    with ieee_float32(run_device):
+    with ieee_float32(run_device), cheap_zero_tangents(enabled=not compile):
         y0 = _check_model_runs(routine.fn, x_run, points[0], grid)
         check_result_size(len(points), y0.numel(), 1 + directions + (order == 2), torch.finfo(run_dtype).bits // 8)
         reached, hint = check_structure(routine.fn, x_run, points, columns=len(grid))
