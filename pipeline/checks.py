@@ -31,6 +31,8 @@ DTYPES = ("float32", "float64")
 NAN_POLICIES = ("warn", "raise")
 HIDDEN_POLICIES = ("warn", "raise", "off")
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:<index>")
+COMPRESSIONS = ("zstd", "zlib", "none")
+"""How NetCDF variables are compressed (:func:`pipeline.dataset.encoding`); the first is the default."""
 
 
 def fail(key: str, value: Any, valid: str) -> None:

@@ -27,6 +27,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.checks import (
+    COMPRESSIONS,
     DTYPES,
     HIDDEN_POLICIES,
     METHODS,
@@ -94,6 +95,8 @@ DType.__doc__ = "Floating-point precision of the computation."
 
 
 NanPolicy = StrEnum("NanPolicy", {p: p for p in NAN_POLICIES})
+Compression = StrEnum("Compression", {c: c for c in COMPRESSIONS})
+Compression.__doc__ = "How the job's NetCDF files are compressed (all carry checksums)."
 HiddenPolicy = StrEnum("HiddenPolicy", {p: p for p in HIDDEN_POLICIES})
 HiddenPolicy.__doc__ = "What a job does where finite differences see y move but autodiff gives exactly 0."
 NanPolicy.__doc__ = "What a job does with NaN or Inf in y or dy/dC."
@@ -233,6 +236,11 @@ class JobConfig:
     part: int | None = _opt(None, "which part of the sweep this job computes; null: all")
     inputs_file: str | None = _opt(None, "read x from this file (written by pipeline.prepare) instead of inputs")
     output: str = _opt("sensitivity.nc", "NetCDF file the job writes")
+    compression: Compression = _opt(
+        Compression.zstd,
+        "zstd (fast; HDF5 readers other than netCDF4 need its filter plugin) | zlib (any HDF5 reader, smaller, "
+        "8x slower to write) | none",
+    )
 
 
 ConfigStore.instance().store(name="job_schema", node=JobConfig)
@@ -330,6 +338,11 @@ def _check_design(sweep: DictConfig) -> int:
     return sweep.n
 
 
+def part_count(sweep: SweepConfig) -> int:
+    """The number of compute jobs: ``sweep.parts``, or ``n / part_size`` for a design split by size."""
+    return sweep.n // sweep.part_size if sweep.kind in DESIGN_KINDS and sweep.part_size else sweep.parts
+
+
 def validate(cfg: DictConfig | JobConfig) -> None:
     """Check what the schema's types cannot: ranges and consistency. Raises ConfigError."""
     _check_known_keys(cfg)
@@ -339,8 +352,6 @@ def validate(cfg: DictConfig | JobConfig) -> None:
         counts = dict.fromkeys(sweep.parameters, 1)
         if count > 0:
             check_grid_size({"point": count})
-            from pipeline.sweep import part_count  # pipeline.sweep imports this module
-
             check_parts(part_count(sweep), count, cfg.part, "point", prefix="sweep.")
     else:
         for name in (sweep.param, *sweep.grid):

@@ -21,20 +21,11 @@ from matplotlib.figure import Figure
 
 from pipeline.dataset import derivative_name, swept_parameters
 from pipeline.errors import run_cli
+from pipeline.filenames import DESIGN_PLOTS, PLOTS
 from pipeline.storage import Source, one_or_many, open_sensitivity, reading, source_files, write_atomic
-
-PLOTS = ("derivative_vs_param.png", "derivative_heatmap.png", "output_vs_param.png")
-"""File names written by :func:`plot_study`, in ``OUTDIR`` (the Snakefile's plot rule takes them from here;
-each has a caption ``report/<name>.rst``)."""
-
-DESIGN_PLOTS = ("derivatives_at_points.png", "parameter_ranking.png", "output_at_points.png", "bounds_along_output.png")
-"""File names written by :func:`plot_design` for a sampled design (dim ``point``), each with a caption."""
 
 POINTS_SHOWN = 4000
 """Most points drawn in a design's scatter plots."""
-
-AGREEMENT_PLOT = "method_agreement.png"
-"""File name of :func:`plot_agreement`'s plot, written by the verify rule beside the others."""
 
 SAMPLES_SHOWN = 5
 HEATMAP_CELLS = (2000, 500)

@@ -21,8 +21,9 @@ import numpy as np
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-NOT_DETERMINING = ("part", "output", "inputs_file", "threads", "verify")
-"""Config keys that do not change a part's values (which part it is, paths, threads, the verify step)."""
+NOT_DETERMINING = ("part", "output", "inputs_file", "threads", "verify", "compression")
+"""Config keys that do not change a part's values (which part it is, paths, threads, the verify step,
+how its file is compressed)."""
 
 GROWABLE = ("sobol", "random")
 """Designs whose first n points are the same whatever their size: split by ``sweep.part_size``, a

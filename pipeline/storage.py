@@ -20,9 +20,11 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import errno
+import functools
 import math
 import os
 import shutil
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +32,7 @@ from pathlib import Path
 import xarray as xr
 import yaml
 
+from pipeline.checks import COMPRESSIONS
 from pipeline.dataset import encoding
 from pipeline.errors import MergeError, UnreadableInputError
 from pipeline.provenance import config_differences
@@ -118,10 +121,49 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], object]) -> Pa
     return final
 
 
-def write_netcdf(ds: xr.Dataset, path: str | os.PathLike) -> Path:
-    """Write ``ds`` as compressed, chunked, checksummed NetCDF-4, atomically."""
+FILTER_CHECKS = {"zstd": "has_zstd_filter"}
+"""netCDF4's test of each compression choice that is an HDF5 plugin (zlib is built into HDF5)."""
+
+MISSING_FILTER = "undefined filter"
+"""netCDF's message on reading data compressed with a filter plugin it cannot load (NC_ENOFILTER)."""
+
+
+@functools.cache
+def _has_filter(name: str) -> bool:
+    """Whether this process's netCDF4/HDF5 can use the compression filter ``name``."""
+    import netCDF4
+
+    with netCDF4.Dataset("probe.nc", "w", memory=1024) as probe:
+        return bool(getattr(probe, FILTER_CHECKS[name])())
+
+
+def compression_of(ds: xr.Dataset) -> str:
+    """The compression chosen in the config the dataset records (``attrs["config"]``), else the default."""
+    with contextlib.suppress(yaml.YAMLError, AttributeError):
+        chosen = (yaml.safe_load(ds.attrs.get("config", "")) or {}).get("compression")
+        if chosen in COMPRESSIONS:
+            return chosen
+    return COMPRESSIONS[0]
+
+
+def write_netcdf(ds: xr.Dataset, path: str | os.PathLike, compression: str | None = None) -> Path:
+    """Write ``ds`` as compressed, chunked, checksummed NetCDF-4, atomically.
+
+    ``compression``: one of :data:`~pipeline.checks.COMPRESSIONS`; ``None``, the one its config
+    chose (:func:`compression_of`). Where HDF5 lacks the zstd plugin, zlib is used with a warning
+    instead of failing after the work is done.
+    """
     chunk_cache()
-    return write_atomic(path, lambda tmp: ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=encoding(ds)))
+    compression = compression or compression_of(ds)
+    if compression in FILTER_CHECKS and not _has_filter(compression):
+        warnings.warn(
+            f"{path}: HDF5 has no {compression} filter here (HDF5_PLUGIN_PATH="
+            f"{os.environ.get('HDF5_PLUGIN_PATH', 'unset')}); writing it with zlib instead",
+            stacklevel=2,
+        )
+        compression = "zlib"
+    enc = encoding(ds, compression)
+    return write_atomic(path, lambda tmp: ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=enc))
 
 
 def check_readable(path: str | os.PathLike) -> None:
@@ -151,7 +193,16 @@ def _reason(err: BaseException) -> str:
 
 
 def unreadable_error(path: Path, err: BaseException, what: str = "input file") -> UnreadableInputError:
-    """Move ``path`` aside and build the one message that says so."""
+    """Move ``path`` aside and build the one message that says so.
+
+    A file compressed with a filter this process lacks is not corrupt: it stays where it is.
+    """
+    if MISSING_FILTER in str(err):
+        return UnreadableInputError(
+            f"{what} {path} is compressed with an HDF5 filter plugin (zstd) that this netCDF4/HDF5 cannot find "
+            f"(HDF5_PLUGIN_PATH={os.environ.get('HDF5_PLUGIN_PATH', 'unset')}); the file is kept: read it where "
+            "netCDF4's filter plugins are found (its pip wheels include them), or write it with compression=zlib"
+        )
     try:
         aside = f"moved it to {quarantine(path)}"
     except OSError as move_err:

@@ -57,11 +57,6 @@ def sweep_design(sweep: SweepConfig) -> Design:
     return DESIGNS[sweep.kind.value](dists, sweep.n, seed=sweep.seed)
 
 
-def part_count(sweep: SweepConfig) -> int:
-    """The number of compute jobs: ``sweep.parts``, or ``n / part_size`` for a design split by size."""
-    return sweep.n // sweep.part_size if sweep.kind in DESIGN_KINDS and sweep.part_size else sweep.parts
-
-
 def part_sweep(sweep: SweepConfig, part: int | None) -> dict[str, np.ndarray] | Design:
     """What one job computes: :func:`part_grid`, or its rows of the sampled design (part ``part``).
 

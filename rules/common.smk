@@ -9,11 +9,10 @@ import yaml
 from snakemake.utils import validate
 
 from pipeline.config import ConfigError, closest, compose_job, study_names, to_yaml
-from pipeline.config import DESIGN_KINDS
-from pipeline.plot import AGREEMENT_PLOT, DESIGN_PLOTS, PLOTS
+from pipeline.config import DESIGN_KINDS, part_count
+from pipeline.filenames import AGREEMENT_PLOT, DESIGN_PLOTS, PLOTS
 from pipeline import provenance
 from pipeline.provenance import determining_yaml
-from pipeline.sweep import part_count
 
 validate(config, schema="../conf/workflow.schema.yaml")
 

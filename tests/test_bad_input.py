@@ -37,6 +37,7 @@ CASES = [
     ("misspelt key added with +", ["+sweep.nmu=3"], "'sweep.nmu' is not a config key (did you mean sweep.num?"),
     ("wrong type", ["sweep.num=many"], "Value 'many' of type 'str' could not be converted to Integer"),
     ("invalid choice", ["dtype=float16"], "expected one of [float32, float64]"),
+    ("unknown compression", ["compression=lz4"], "expected one of [zstd, zlib, none]"),
     ("reversed range", ["sweep.start=2", "sweep.stop=1"], "invalid sweep.stop=1.0: must be greater than sweep.start"),
     ("empty range", ["sweep.num=0"], "invalid sweep.num=0: must be at least 1"),
     ("log sweep over non-positive values", ["sweep=log", "sweep.start=-1"], "a log sweep needs start > 0"),

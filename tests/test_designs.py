@@ -285,7 +285,7 @@ def test_design_studies_end_to_end_through_snakemake(workflow):
     import xarray as xr
 
     from helpers import run
-    from pipeline.plot import DESIGN_PLOTS
+    from pipeline.filenames import DESIGN_PLOTS
 
     result = run(["snakemake", "--cores", "2", "--config", "studies=[ishigami,oscillator_design]"], cwd=workflow)
     assert result.returncode == 0, result.stderr[-3000:]

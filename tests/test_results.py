@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import errno
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -13,12 +15,15 @@ import xarray as xr
 
 from helpers import ROOT, run
 from pipeline import sensitivity
+from pipeline.checks import COMPRESSIONS
 from pipeline.compute import compute
 from pipeline.config import compose_job
 from pipeline.errors import UnreadableInputError
+from pipeline.filenames import PLOTS
 from pipeline.merge import merge_parts
 from pipeline.models import Composite, seed_linear
-from pipeline.plot import PLOTS, most_sensitive_element, plot_study
+from pipeline.plot import most_sensitive_element, plot_study
+from pipeline.provenance import fingerprint
 from pipeline.storage import open_parts, write_atomic, write_netcdf
 from pipeline.summarise import summarise, summarise_file
 
@@ -36,11 +41,57 @@ def composite_ds():
     )
 
 
-def test_netcdf_round_trip_is_identical(tmp_path, composite_ds):
-    path = write_netcdf(composite_ds, tmp_path / "s.nc")
+@pytest.mark.parametrize("compression", COMPRESSIONS)
+def test_netcdf_round_trip_is_identical(tmp_path, composite_ds, compression):
+    path = write_netcdf(composite_ds, tmp_path / "s.nc", compression)
     with xr.open_dataset(path) as back:
         xr.testing.assert_identical(back.load(), composite_ds)
-        assert back.dy_dC.encoding["zlib"] and back.dy_dC.encoding["chunksizes"] == (9, 12, 6)
+        enc = back.dy_dC.encoding
+        assert enc["chunksizes"] == (9, 12, 6) and enc["fletcher32"]
+        assert [k for k in ("zstd", "zlib") if enc[k]] == ([compression] if compression != "none" else [])
+
+
+def test_compression_is_the_configs_and_takes_incompressible_data(tmp_path):
+    """Random bytes (which the blosc filter refuses to write) round-trip; the config's choice is used."""
+    noise = np.random.default_rng(0).integers(0, 2**32, (300, 1000), dtype=np.uint32).view(np.float32)
+    ds = xr.Dataset({"y": (("C", "sample"), noise)}, attrs={"config": "compression: zlib\n"})
+    with xr.open_dataset(write_netcdf(ds, tmp_path / "z.nc")) as back:
+        assert back.y.encoding["zlib"] and np.array_equal(back.y.values.view(np.uint32), noise.view(np.uint32))
+    ds.attrs["config"] = "seed: 0\n"  # no choice recorded: the default
+    with xr.open_dataset(write_netcdf(ds, tmp_path / "d.nc")) as back:
+        assert back.y.encoding[COMPRESSIONS[0]] and np.array_equal(back.y.values.view(np.uint32), noise.view(np.uint32))
+
+
+def test_compression_leaves_the_fingerprint():
+    """Files of one sweep written with different compressions merge: how a file is stored is not what it holds."""
+    x = np.arange(6.0)
+    assert fingerprint(compose_job("seed_linear", ["compression=zlib"]), x) == fingerprint(
+        compose_job("seed_linear"), x
+    )
+    assert fingerprint(compose_job("seed_linear", ["dtype=float64"]), x) != fingerprint(compose_job("seed_linear"), x)
+
+
+def test_missing_filter_plugin_falls_back_to_zlib_and_keeps_unreadable_files(tmp_path):
+    """Without the zstd plugin a write uses zlib (warning), and a zstd file is named, not moved aside as corrupt."""
+    zstd_file = write_netcdf(xr.Dataset({"y": ("C", np.arange(4.0))}), tmp_path / "zstd.nc", "zstd")
+    script = f"""
+import warnings, numpy as np, xarray as xr
+from pipeline.storage import reading, write_netcdf
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    path = write_netcdf(xr.Dataset({{"y": ("C", np.arange(4.0))}}), {str(tmp_path / "new.nc")!r}, "zstd")
+print("WARN", caught[0].message)
+with xr.open_dataset(path) as ds:
+    print("ZLIB", ds.y.encoding["zlib"], ds.y.values.tolist())
+with reading([{str(zstd_file)!r}]), xr.open_dataset({str(zstd_file)!r}) as ds:
+    ds.y.load()
+"""
+    env = {**os.environ, "HDF5_PLUGIN_PATH": str(tmp_path / "no-plugins")}
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert "WARN" in done.stdout and "writing it with zlib instead" in done.stdout
+    assert "ZLIB True [0.0, 1.0, 2.0, 3.0]" in done.stdout
+    assert done.returncode != 0 and "cannot find" in done.stderr and "the file is kept" in done.stderr
+    assert zstd_file.is_file() and not zstd_file.with_name("zstd.nc.corrupt").exists()
 
 
 def test_atomic_write_leaves_nothing_on_failure(tmp_path):

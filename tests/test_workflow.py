@@ -11,7 +11,7 @@ import yaml
 
 from helpers import TEST_CONFIG, WORKFLOW_FILES, run
 from pipeline.config import study_names
-from pipeline.plot import PLOTS
+from pipeline.filenames import PLOTS
 
 pytestmark = pytest.mark.slow
 

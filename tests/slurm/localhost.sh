@@ -4,7 +4,9 @@
 # slurmctld and slurmd by hand (no systemd) and waits for the node; `localhost.sh stop` stops them.
 # Pitfalls this handles: the job step plugin drops SLURM_CONF, so the config lives at
 # /etc/slurm/slurm.conf; apt must not start services (policy-rc.d); munged needs /run/munge
-# owned by munge; no slurmdbd, so Snakemake polls with squeue (profiles/slurm).
+# owned by munge; no slurmdbd, so Snakemake polls with squeue (profiles/slurm). MessageTimeout=3:
+# Snakemake's SLURM plugin runs `scontrol show config` whenever it loads, local runs too, and once
+# the daemons are stopped that waits MessageTimeout - 1 seconds (9 s with the default 10).
 set -euo pipefail
 
 start() {
@@ -35,6 +37,7 @@ AccountingStorageType=accounting_storage/none
 MpiDefault=none
 ReturnToService=2
 MinJobAge=300
+MessageTimeout=3
 StateSaveLocation=/var/spool/slurmctld
 SlurmdSpoolDir=/var/spool/slurmd
 SlurmctldPidFile=/run/slurmctld.pid
