@@ -32,7 +32,7 @@ NAN_POLICIES = ("warn", "raise")
 HIDDEN_POLICIES = ("warn", "raise", "off")
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:<index>")
 COMPRESSIONS = ("zstd", "zlib", "none")
-"""How NetCDF variables are compressed (:func:`pipeline.dataset.encoding`); the first is the default."""
+"""How NetCDF variables are compressed (:func:`pipeline.storage.encoding`); the first is the default."""
 
 
 def fail(key: str, value: Any, valid: str) -> None:

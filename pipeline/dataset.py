@@ -2,7 +2,7 @@
 
 Dims are ``(<param>, sample, *output dims)`` for ``y`` and ``dy_d<param>``, and
 ``(sample, *input dims)`` for ``x``. Attrs carry meaning (units, long_name, provenance);
-:func:`encoding` carries the on-disk choices (compression, chunking).
+how it is stored on disk (compression, chunking) is :func:`pipeline.storage.encoding`.
 """
 
 from __future__ import annotations
@@ -16,14 +16,11 @@ import numpy as np
 import torch
 import xarray as xr
 
-from pipeline.checks import COMPRESSIONS
 from pipeline.design import Design
 from pipeline.inputs import InputTree, input_leaves
 from pipeline.routine import Routine
 
 CONVENTIONS = "CF-1.10"
-CHUNK_ELEMENTS = 2**18
-"""Target number of elements per NetCDF chunk (1 MiB of float32 before compression)."""
 
 
 def derivative_name(param: str) -> str:
@@ -239,35 +236,3 @@ def sweep_dims(ds: xr.Dataset) -> list[str]:
 def swept_parameters(ds: xr.Dataset) -> list[str]:
     """The swept parameters of a sensitivity dataset, in grid order."""
     return ds.attrs["swept_parameters"].split()
-
-
-COMPRESSION_ENCODING: dict[str, dict[str, Any]] = {
-    "zstd": {"compression": "zstd", "complevel": 1},
-    "zlib": {"zlib": True, "complevel": 1, "shuffle": True},
-    "none": {},
-}
-"""netCDF4 settings of each :data:`pipeline.checks.COMPRESSIONS` choice. On the oscillator's float32
-results (420 MB, one thread) zstd level 1 writes in 0.61 s and reads in 0.37 s (385 MB on disk),
-zlib level 1 with shuffle in 4.9 s and 2.0 s (264 MB), none in 0.19 s and 0.13 s (421 MB). Blosc
-is left out: its HDF5 filter fails the write on a chunk it cannot compress (random bytes)."""
-
-
-def encoding(ds: xr.Dataset, compression: str = COMPRESSIONS[0]) -> dict[str, dict[str, Any]]:
-    """Compression, chunks of about :data:`CHUNK_ELEMENTS` and checksums for every numeric variable.
-
-    HDF5's Fletcher-32 checksum per chunk makes a corrupted chunk an error when it is read.
-    """
-    enc = {}
-    for name, var in ds.variables.items():
-        if name in ds.dims:  # CF: coordinate variables carry no _FillValue
-            enc[name] = {"_FillValue": None, **({"fletcher32": True} if var.dtype.kind in "fiu" else {})}
-            continue
-        if var.dtype.kind not in "fiu" or var.ndim == 0:
-            continue
-        chunks, room = [], CHUNK_ELEMENTS
-        for size in reversed(var.shape):  # keep trailing dims whole, cut leading ones
-            chunk = max(1, min(size, room))
-            chunks.append(chunk)
-            room = max(1, room // chunk)
-        enc[name] = {**COMPRESSION_ENCODING[compression], "fletcher32": True, "chunksizes": tuple(reversed(chunks))}
-    return enc
