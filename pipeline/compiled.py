@@ -99,12 +99,15 @@ def _run_time_loop(stepper: StepFunctions, x: Tensor, chunk: Tensor, step: Calla
         return _advance_with_tangents(lambda _, t: stepper.initial(_touched(x, t), t), (), zeros, theta, stepper)
 
     state, tangents, y, dy = vmap(start)(chunk)
-    ys, dys = [y], [dy]
-    for _ in range(stepper.steps):
+    # Each step's observation goes straight to its place: stacking lists of steps cost more than
+    # all the compiled steps together (oscillator, N = 512: 0.45 s of stacking, 0.14 s of steps).
+    ys = y.new_empty((*y.shape, stepper.steps + 1))
+    dys = dy.new_empty((*dy.shape[:-1], stepper.steps + 1, dy.shape[-1]))
+    ys[..., 0], dys[..., 0, :] = y, dy
+    for i in range(1, stepper.steps + 1):
         state, tangents, y, dy = step(state, tangents, chunk)
-        ys.append(y)
-        dys.append(dy)
-    return torch.stack(ys, dim=-1), torch.stack(dys, dim=-2)
+        ys[..., i], dys[..., i, :] = y, dy
+    return ys, dys
 
 
 def compiled_forward(
@@ -139,6 +142,6 @@ def compiled_forward(
                 f"method.compile=true failed: torch.compile cannot compile this model "
                 f"({str(err).splitlines()[0]}); set method.compile=false"
             ) from err
-        return tuple(t[: len(t) - short] for t in result)
+        return tuple(t[: len(t) - short] for t in result) if short else result
 
     return in_chunks(padded, points, chunk_size=chunk_size, max_memory_mb=max_memory_mb, method="forward")

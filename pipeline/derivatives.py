@@ -152,6 +152,11 @@ def in_chunks(
                     raise
                 raise translated from err
             nonlocal filled
+            if not out and len(chunk) == len(points) and all(_adoptable(t) for t in result):
+                out.extend(result)  # one chunk, already in host memory: kept as it is, not copied
+                filled = len(points)
+                bar.update(len(chunk))
+                return result
             if not out:
                 per_point = sum(t[0].numel() * t.element_size() for t in result)
                 pin = result[0].is_cuda and per_point * len(points) <= PIN_MAX_BYTES
@@ -171,6 +176,11 @@ def in_chunks(
         torch.cuda.synchronize(points.device)  # the last copies to the host are done
     y, dy, *d2y = out
     return Derivatives(y, dy, chunk_size, d2y[0] if d2y else None)
+
+
+def _adoptable(t: Tensor) -> bool:
+    """A result that can be the returned array itself: in ordinary host memory, contiguous, not a view."""
+    return not t.is_cuda and t.is_contiguous() and t._base is None
 
 
 class _HostCopies:

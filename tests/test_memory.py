@@ -141,3 +141,22 @@ def test_growing_chunks_are_timed_until_they_stop_paying():
     result = in_chunks(batched, points, chunk_size=None, max_memory_mb=None, memory_hint=1)
     assert sizes[:8] == [8, 32, 8, 32, 128, 128, 512, 512] and set(sizes[8:-1]) == {128}
     assert result.chunk_size == 128 and torch.equal(result.dy, points * 3)
+
+
+def test_one_chunk_in_host_memory_is_kept_not_copied():
+    """A single chunk's fresh contiguous results become the results; views and later chunks are copied."""
+    from pipeline.derivatives import in_chunks
+
+    made = []
+
+    def batched(chunk):
+        made.append((chunk[:, 0] * 2, chunk * 3))
+        return made[-1]
+
+    points = torch.arange(10.0)[:, None]
+    whole = in_chunks(batched, points, chunk_size=10, max_memory_mb=None)
+    assert whole.y.data_ptr() == made[-1][0].data_ptr() and whole.dy.data_ptr() == made[-1][1].data_ptr()
+    views = in_chunks(lambda chunk: tuple(t[:10] for t in batched(chunk)), points, chunk_size=10, max_memory_mb=None)
+    assert views.y.data_ptr() != made[-1][0].data_ptr() and torch.equal(views.y, points[:, 0] * 2)
+    parts = in_chunks(batched, points, chunk_size=4, max_memory_mb=None)
+    assert all(parts.y.data_ptr() != y.data_ptr() for y, _ in made[-3:]) and torch.equal(parts.dy, points * 3)
