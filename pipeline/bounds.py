@@ -195,7 +195,7 @@ def _percentiles(values: np.ndarray) -> np.ndarray:
 def _resample_counts(rng: np.random.Generator, resamples: int, n: int) -> np.ndarray:
     """Each resample's count of each of the ``n`` points, divided by ``n``: ``(resamples, n)``."""
     counts = np.empty((resamples, n))
-    for row, draw in zip(counts, rng.integers(0, n, (resamples, n)), strict=True):
+    for row, draw in zip(counts, rng.integers(0, n, (resamples, n), dtype=np.int32), strict=True):  # 32 bits: faster
         row[:] = np.bincount(draw, minlength=n)  # one row at a time: its n counts stay in cache
     counts /= n
     return counts

@@ -59,6 +59,13 @@ class Distribution:
         return stats.lognorm(a[1], scale=math.exp(a[0]))  # lognormal(mean, std) of ln p
 
     def ppf(self, u: np.ndarray) -> np.ndarray:
+        """Quantiles at ``u``: closed forms for the uniform laws (scipy's values, bit for bit, without
+        building its objects), scipy for the others."""
+        a = self.args
+        if self.kind == "uniform":
+            return a[0] + (a[1] - a[0]) * u
+        if self.kind == "loguniform":
+            return np.exp(np.log(a[0]) + u * (np.log(a[1]) - np.log(a[0])))
         return self.frozen().ppf(u)
 
     def variable(self) -> stats.rv_continuous:

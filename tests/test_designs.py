@@ -94,7 +94,7 @@ def test_bootstrap_intervals_per_element_along_time_and_aggregated(monkeypatch):
     out = bounds.design_bounds(ds, ["C", "K"])
     y, dy = ds.y.values, ds.dy_dC.values  # (point, sample, t)
     n = len(y)
-    draws = np.random.default_rng(0).integers(0, n, (40, n))
+    draws = np.random.default_rng(0).integers(0, n, (40, n), dtype=np.int32)
     D = np.stack([y[i].var(0, ddof=1) for i in draws])  # (resample, sample, t)
     nu = np.stack([(dy[i] ** 2).mean(0) for i in draws])
     constant = (2.0 - 0.0) ** 2 / PI**2
@@ -125,9 +125,11 @@ def test_bootstrap_intervals_per_element_along_time_and_aggregated(monkeypatch):
     ids=str,
 )
 def test_closed_form_moments_agree_with_scipy(dist):
-    """The bounds' closed-form variance and support of each variable (p or ln p) are scipy's."""
+    """The bounds' closed-form variance and support of each variable (p or ln p), and the quantiles, are scipy's."""
     assert dist.variance() == pytest.approx(float(dist.variable().var()), rel=1e-12)
     assert dist.support() == pytest.approx(dist.variable().support(), rel=1e-12)
+    u = np.random.default_rng(0).random(10_000)
+    np.testing.assert_array_equal(dist.ppf(u), dist.frozen().ppf(u))  # bit for bit: grown designs keep their parts
 
 
 def test_normal_and_log_distributions_use_their_constants():
