@@ -61,3 +61,18 @@ def test_workflow_bench_reports_every_run_and_job(tmp_path):
     assert {"compute-0", "compute-1", "merge"} <= jobs  # seed_linear has 2 parts
     assert {j["job"] for j in report["jobs_parts"]} == {"compute-0", "compute-1"}  # no merge job
     assert "snakemake to the parts (no-merge mode)" in (tmp_path / "workflow.md").read_text()
+
+
+def test_plain_function_rk4_case_matches_the_time_stepper_and_notes_its_compile():
+    """The plain-function oscillator gives the TimeStepper's derivatives; compile=true is left out, with why."""
+    from pipeline.derivatives import forward
+
+    plain, stepper = CASES["rk4_function"](3), CASES["oscillator"](3)
+    points = torch.linspace(0.1, 1.9, 3)[:, None]
+    a, b = forward(plain.fn, plain.x, points), forward(stepper.fn, stepper.x, points)
+    assert torch.allclose(a.dy, b.dy, rtol=1e-5, atol=1e-6) and torch.allclose(a.y, b.y, rtol=1e-5, atol=1e-6)
+    notes: list[str] = []
+    rows = bench_case(plain, 2, torch.device("cpu"), repeats=1, notes=notes)
+    assert "forward compile=true" not in [r["method"] for r in rows]
+    assert any("rk4_function: forward compile=true not timed" in note for note in notes)
+    assert all(r["check"] in ("ok", "-") for r in rows), rows
