@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from pipeline.dataset import derivative_name
 from pipeline.design import Distribution, parse
+from pipeline.schema import derivative_name
 
 BOOTSTRAP = 200
 """Resamples of the points for the intervals on the aggregated bounds."""

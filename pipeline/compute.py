@@ -14,10 +14,10 @@ from omegaconf import DictConfig
 from pipeline.api import resolve_device, sensitivity
 from pipeline.build import build_inputs, build_model, job_main
 from pipeline.config import part_count, study_title, to_yaml, validate
-from pipeline.dataset import connected_name, swept_parameters
 from pipeline.design import Design
 from pipeline.inputs import input_arrays, input_leaves
 from pipeline.provenance import fingerprint, grows_by_part_size, provenance
+from pipeline.schema import connected_name, swept_parameters
 from pipeline.storage import write_netcdf
 from pipeline.sweep import part_sweep
 

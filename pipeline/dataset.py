@@ -19,18 +19,7 @@ import xarray as xr
 from pipeline.design import Design
 from pipeline.inputs import InputTree, input_leaves
 from pipeline.routine import Routine
-
-CONVENTIONS = "CF-1.10"
-
-
-def derivative_name(param: str) -> str:
-    """Name of the derivative variable of ``param``: ``dy_dC`` for ``C``."""
-    return f"dy_d{param}"
-
-
-def connected_name(param: str) -> str:
-    """Name of the variable that flags outputs ``param`` reaches: ``dy_dC_connected``."""
-    return f"{derivative_name(param)}_connected"
+from pipeline.schema import CONVENTIONS, connected_name, derivative_name, second_derivative_name
 
 
 def connected_variable(param: str, flags: np.ndarray, dims: list[str]) -> xr.DataArray:
@@ -124,11 +113,6 @@ def input_variables(model: Any, x: InputTree, units: dict[str, str]) -> dict[str
 def input_structure(x: InputTree) -> dict[str, str]:
     """The dataset attr that tells how to rebuild a dict or tuple of inputs (none for one tensor)."""
     return {} if isinstance(x, torch.Tensor) else {"input_structure": "dict" if isinstance(x, dict) else "tuple"}
-
-
-def second_derivative_name(param: str) -> str:
-    """Name of the second-derivative variable of ``param``: ``d2y_dC2`` for ``C``."""
-    return f"d2y_d{param}2"
 
 
 def build_dataset(
@@ -226,13 +210,3 @@ def build_dataset(
         **(attrs or {}),
     }
     return ds
-
-
-def sweep_dims(ds: xr.Dataset) -> list[str]:
-    """The dims the sweep spans: one per parameter for a grid, ``point`` for a sampled design."""
-    return ["point"] if "point" in ds.dims else swept_parameters(ds)
-
-
-def swept_parameters(ds: xr.Dataset) -> list[str]:
-    """The swept parameters of a sensitivity dataset, in grid order."""
-    return ds.attrs["swept_parameters"].split()

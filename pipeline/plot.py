@@ -19,9 +19,9 @@ import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
 
-from pipeline.dataset import derivative_name, swept_parameters
 from pipeline.errors import run_cli
 from pipeline.filenames import DESIGN_PLOTS, PLOTS
+from pipeline.schema import derivative_name, swept_parameters
 from pipeline.storage import Source, one_or_many, open_sensitivity, reading, source_files, write_atomic
 
 POINTS_SHOWN = 4000

@@ -1,4 +1,5 @@
-"""Files on disk: atomic writes that keep the last good version, and checked reads.
+"""Files on disk: how datasets are laid out (:func:`encoding`: chunks, checksums, compression),
+atomic writes that keep the last good version, and checked reads.
 
 # NOTE [What a failed or killed job leaves]
 Every output is written to a hidden temporary name in the same folder and renamed into place

@@ -21,8 +21,8 @@ from collections.abc import Sequence
 import xarray as xr
 
 from pipeline.bounds import design_bounds
-from pipeline.dataset import CONVENTIONS, derivative_name, sweep_dims, swept_parameters
 from pipeline.errors import run_cli
+from pipeline.schema import CONVENTIONS, derivative_name, sweep_dims, swept_parameters
 from pipeline.storage import Source, one_or_many, open_sensitivity, reading, source_files, write_netcdf
 
 

@@ -36,13 +36,13 @@ from omegaconf import DictConfig
 from pipeline.api import sensitivity
 from pipeline.build import build_model
 from pipeline.config import compose_job
-from pipeline.dataset import CONVENTIONS, connected_name, derivative_name, sweep_dims, swept_parameters
 from pipeline.derivatives import METHODS
 from pipeline.design import points as design_points
 from pipeline.errors import DerivativeError, VerificationError, run_cli
 from pipeline.inputs import input_arrays, input_from_dataset
 from pipeline.plot import plot_agreement
 from pipeline.provenance import config_differences, fingerprint
+from pipeline.schema import CONVENTIONS, connected_name, derivative_name, sweep_dims, swept_parameters
 from pipeline.storage import Source, one_or_many, open_sensitivity, reading, source_files, write_atomic, write_netcdf
 
 FD_SAFETY = 10

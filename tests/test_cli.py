@@ -73,3 +73,11 @@ def test_nan_policy_raise_fails_the_job_without_output(tmp_path):
     assert warned.returncode == 0 and out.exists()
     with xr.open_dataset(out) as ds:
         assert ds.attrs["nonfinite_y"] == 32 and ds.attrs["nonfinite_dy_dC"] == 14
+
+
+def test_reading_stages_and_the_snakefile_start_without_torch():
+    """Merge, summarise and plot only read datasets, and the Snakefile only composes configs: none
+    imports torch (about a second per job and per snakemake call)."""
+    modules = ", ".join(f"pipeline.{m}" for m in ("merge", "summarise", "plot", "config", "provenance", "filenames"))
+    done = run([sys.executable, "-c", f"import sys, {modules}; print('torch' in sys.modules)"], ROOT)
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr
