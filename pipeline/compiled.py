@@ -10,7 +10,8 @@
 Compiled graphs are specialised to shapes (``dynamic=False``), so every chunk is padded to the
 chunk size (repeating its last point; the padded rows are dropped) and a sweep compiles once.
 The chunk size is ``chunk_size``, or all points, or the largest power of two the memory hint
-fits in the budget: no probe chunks, since every new size would compile anew. Compiled
+fits in the budget: no probe chunks, since every new size would compile anew. A time stepper on
+the CPU runs all points in one chunk: its results are written in place and kept. Compiled
 callables are cached per routine, so a second sweep of the same routine does not compile again.
 """
 
@@ -121,6 +122,10 @@ def compiled_forward(
     memory_hint: int | None = None,
 ) -> Derivatives:
     """Forward mode as :func:`pipeline.derivatives.forward` (order 1), compiled (module docstring)."""
+    if chunk_size is None and stepper is not None and points.device.type == "cpu":
+        # The results are written in place and kept (one chunk): a step's state is small beside them,
+        # and the memory hint, measured on the eager model, counts every step's intermediates.
+        chunk_size = len(points)
     if chunk_size is None:  # a power of two: free memory varies a little from run to run, shapes should not
         fits = len(points) if memory_hint is None else budget_bytes(points.device, max_memory_mb) // memory_hint
         chunk_size = len(points) if fits >= len(points) else 2 ** int(math.log2(max(fits, 1)))
