@@ -15,8 +15,9 @@ large chunks run slower per value than small ones (the benchmark's Conv1d stack,
 3.3 s in chunks of 4, 10.9 s in chunks of 256; the MLP 1.4 s in chunks of 4, 2.3 s in one),
 while models made of many small ops (the eager RK4 oscillator) want the largest chunk (4.7 s
 in one chunk of 512, 28 s in chunks of 16). So a CPU sweep of at least :data:`TUNE_MIN_POINTS`
-values runs its next chunks at the sizes :data:`TUNE_SIZES`, twice each (results kept), and goes
-on with the small size unless the large one was clearly faster per value
+values runs its next chunks at the sizes :data:`TUNE_SIZES`, twice each (results kept; once when
+the first timings already differ twofold per value), and goes on with the small size unless the
+large one was clearly faster per value
 (:func:`faster_chunk_size`); if it was, chunks 4 times larger are timed in turn while they keep
 being clearly faster and the sweep has values left for them (the oscillator over 1,000 samples is
 fastest in chunks of 128: 3.8 s for 512 values, 4.9 s in one chunk). Chunking does not change
@@ -68,6 +69,11 @@ TUNE_REPEATS = 2
 """Each of :data:`TUNE_SIZES` is timed this many times, interleaved, and its fastest run counts: a
 pause (garbage collection, page faults) during one timing would otherwise pick the small chunk
 for a model bound by per-pass overhead, 70 times slower on a cheap closed-form model."""
+
+TUNE_CLEAR = 2.0
+"""A first timing this many times faster or slower per value than the one it is compared with
+decides at once: no second run (a pause cannot make that difference). On the eager oscillator the
+second runs of the small chunks cost more than a third of a 512-value sweep."""
 
 TUNE_GROWTH = 4
 """While a larger timed chunk is clearly faster per value, the next one timed is this many times larger."""
@@ -169,17 +175,27 @@ def faster_chunk_size(small_seconds: float, large_seconds: float, fitting: int) 
 
 
 def _timed_chunks(
-    run: Callable[[torch.Tensor], object], points: torch.Tensor, start: int, sizes: tuple[int, ...]
+    run: Callable[[torch.Tensor], object],
+    points: torch.Tensor,
+    start: int,
+    sizes: tuple[int, ...],
+    against: float | None = None,
 ) -> tuple[dict[int, float], int]:
     """Seconds of a chunk of each size, the fastest of :data:`TUNE_REPEATS` interleaved runs (results
-    kept), and where the sweep now starts; stops after a first chunk under :data:`TUNE_MIN_SECONDS`."""
+    kept), and where the sweep now starts; stops after a first chunk under :data:`TUNE_MIN_SECONDS`,
+    and after the first round when the sizes' times per value (with ``against``, a time per value
+    already known) differ by :data:`TUNE_CLEAR` or more."""
     seconds = dict.fromkeys(sizes, math.inf)
-    for size in sizes * TUNE_REPEATS:
-        tic = time.perf_counter()
-        run(points[start : start + size])
-        seconds[size] = min(seconds[size], time.perf_counter() - tic)
-        start += size
-        if seconds[sizes[0]] < TUNE_MIN_SECONDS:  # bound by per-pass overhead: no more timing
+    for _ in range(TUNE_REPEATS):
+        for size in sizes:
+            tic = time.perf_counter()
+            run(points[start : start + size])
+            seconds[size] = min(seconds[size], time.perf_counter() - tic)
+            start += size
+            if seconds[sizes[0]] < TUNE_MIN_SECONDS:  # bound by per-pass overhead: no more timing
+                return seconds, start
+        per_value = [seconds[size] / size for size in sizes] + ([against] if against is not None else [])
+        if max(per_value) >= TUNE_CLEAR * min(per_value):
             break
     return seconds, start
 
@@ -198,7 +214,7 @@ def _tuned_chunk_size(
         return choice, start
     best = large
     while (size := best * TUNE_GROWTH) < fitting and len(points) - start >= TUNE_REPEATS * size:
-        timed, start = _timed_chunks(run, points, start, (size,))
+        timed, start = _timed_chunks(run, points, start, (size,), against=seconds[best] / best)
         if timed[size] / size >= TUNE_GAIN * seconds[best] / best:
             return best, start  # past the caches: larger chunks no longer pay
         seconds[size], best = timed[size], size

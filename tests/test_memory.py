@@ -77,14 +77,18 @@ def test_faster_chunk_size_keeps_large_chunks_only_when_clearly_faster_per_value
 
 
 @pytest.mark.parametrize(
-    ("per_pass", "per_value_small", "per_value_large", "expected"),
+    ("per_pass", "per_value_small", "per_value_large", "expected", "rounds"),
     [
-        (0.0, 0.0005, 0.004, "small"),  # large chunks 8x slower per value (cache-bound)
-        (0.02, 0.0001, 0.0001, "fitting"),  # a fixed cost per pass dominates (op-bound)
+        (0.0, 0.0005, 0.004, "small", 1),  # large chunks 8x slower per value (cache-bound): clear at once
+        (0.02, 0.0001, 0.0001, "fitting", 1),  # a fixed cost per pass dominates (op-bound): 3.6x, clear
+        (0.005, 0.001, 0.001, "fitting", 2),  # 1.4x faster per value in large chunks: timed twice
     ],
 )
-def test_cpu_sweep_times_two_chunks_and_keeps_every_result(per_pass, per_value_small, per_value_large, expected):
-    """Synthetic costs (sleeps with wide margins): the choice, and that no value is lost or repeated."""
+def test_cpu_sweep_times_two_chunks_and_keeps_every_result(
+    per_pass, per_value_small, per_value_large, expected, rounds
+):
+    """Synthetic costs (sleeps with wide margins): the choice, how often each size is timed, and that no
+    value is lost or repeated."""
     import time
 
     from pipeline.derivatives import in_chunks
@@ -101,7 +105,7 @@ def test_cpu_sweep_times_two_chunks_and_keeps_every_result(per_pass, per_value_s
     points = torch.arange(300.0)[:, None]
     # everything fits the budget
     result = in_chunks(batched, points, chunk_size=None, max_memory_mb=None, memory_hint=1)
-    assert sizes[:4] == list(TUNE_SIZES) * 2  # each timed twice, interleaved
+    assert sizes[: 2 * rounds] == list(TUNE_SIZES) * rounds and sizes[2 * rounds : 2 * rounds + 2] != list(TUNE_SIZES)
     assert result.chunk_size == (TUNE_SIZES[0] if expected == "small" else 300)
     assert sum(sizes) == 300 and torch.equal(result.y, points[:, 0] * 2) and torch.equal(result.dy, points * 3)
 
@@ -125,7 +129,8 @@ def test_an_overhead_bound_sweep_stops_timing_after_one_small_chunk():
 
 def test_growing_chunks_are_timed_until_they_stop_paying():
     """Synthetic costs: a per-pass overhead, and values 6x dearer in chunks over 128 (past the caches):
-    8 < 32 < 128 are each clearly faster per value, 512 is not: the rest runs in chunks of 128."""
+    8 < 32 < 128 are each clearly faster per value, 512 is not: the rest runs in chunks of 128. Sizes
+    whose first timing differs twofold or more per value from the one compared are timed once."""
     import time
 
     from pipeline.derivatives import in_chunks
@@ -139,7 +144,7 @@ def test_growing_chunks_are_timed_until_they_stop_paying():
 
     points = torch.arange(2000.0)[:, None]
     result = in_chunks(batched, points, chunk_size=None, max_memory_mb=None, memory_hint=1)
-    assert sizes[:8] == [8, 32, 8, 32, 128, 128, 512, 512] and set(sizes[8:-1]) == {128}
+    assert sizes[:4] == [8, 32, 128, 512] and set(sizes[4:-1]) == {128}  # each at least 2.5x apart: once
     assert result.chunk_size == 128 and torch.equal(result.dy, points * 3)
 
 
