@@ -12,19 +12,17 @@ the rest run in one chunk, so a small sweep costs one extra pass.
 
 Fitting the budget is not the whole story on a CPU: once a pass's tensors outgrow the caches,
 large chunks run slower per value than small ones (the benchmark's Conv1d stack, 512 values:
-3.3 s in chunks of 4, 10.9 s in chunks of 256; the MLP 1.4 s in chunks of 4, 2.3 s in one),
-while models made of many small ops (the eager RK4 oscillator) want the largest chunk (4.7 s
-in one chunk of 512, 28 s in chunks of 16). So a CPU sweep of at least :data:`TUNE_MIN_POINTS`
-values runs its next chunks at the sizes :data:`TUNE_SIZES`, twice each (results kept; once when
-the first timings already differ twofold per value), and goes on with the small size unless the
-large one was clearly faster per value
-(:func:`faster_chunk_size`); if it was, chunks 4 times larger are timed in turn while they keep
-being clearly faster and the sweep has values left for them (the oscillator over 1,000 samples is
-fastest in chunks of 128: 3.8 s for 512 values, 4.9 s in one chunk). Chunking does not change
-results: every value's derivative is computed by the same ops whatever its chunk (checked bitwise
-on the benchmark models). The price: the timed chunks run at small-chunk speed (the oscillator's
-sweep of 512 values took 6.6 s instead of 4.7 s with one timing of each). GPUs keep the largest
-chunk that fits.
+3.5 s in chunks of 4, 12.6 s in chunks of 256; the MLP 1.7 s in chunks of 8, 3.0 s in one),
+while models made of many small ops (the eager RK4 oscillator) want large chunks (2.0 s in one
+chunk of 512 or in chunks of 128, 7.3 s in chunks of 16). So a CPU sweep of at least
+:data:`TUNE_MIN_POINTS` values runs its next chunks at the sizes :data:`TUNE_SIZES`, twice each
+(results kept; once when the first timings already differ twofold per value), and goes on with
+the small size unless the large one was clearly faster per value (:func:`faster_chunk_size`); if
+it was, chunks 4 times larger are timed in turn while they keep being clearly faster and the
+sweep has values left for them. Chunking does not change results: every value's derivative is
+computed by the same ops whatever its chunk (checked bitwise on the benchmark models). The price:
+the timed chunks run at their own speed (automatic chunking took 0.90-1.11x the best fixed chunk
+size on the benchmark models at 512 values). GPUs keep the largest chunk that fits.
 
 Peak memory is read from the CUDA allocator on GPUs and from the process's peak resident
 set (``VmHWM``, reset through ``/proc/self/clear_refs``, after ``malloc_trim`` hands freed
@@ -72,8 +70,9 @@ for a model bound by per-pass overhead, 70 times slower on a cheap closed-form m
 
 TUNE_CLEAR = 2.0
 """A first timing this many times faster or slower per value than the one it is compared with
-decides at once: no second run (a pause cannot make that difference). On the eager oscillator the
-second runs of the small chunks cost more than a third of a 512-value sweep."""
+decides at once: no second run (a pause cannot make that difference). The eager oscillator's small
+chunks are 4-9 times slower per value than its best: a second run of each cost about a third of a
+512-value sweep."""
 
 TUNE_GROWTH = 4
 """While a larger timed chunk is clearly faster per value, the next one timed is this many times larger."""
