@@ -11,7 +11,7 @@ from torch.func import jvp, vmap
 from pipeline import zerotensor
 from pipeline.models import Oscillator
 from pipeline.routine import as_routine
-from pipeline.zerotensor import DIVISION, OPS, binary_meta, cheap_zero_tangents, div_meta
+from pipeline.zerotensor import DIVISION, OPS, binary_meta, broadcast, cheap_zero_tangents, div_meta
 
 OPERANDS = [
     torch.ones(3, dtype=torch.float32),
@@ -88,3 +88,11 @@ def test_derivatives_are_bit_identical(dtype, monkeypatch):
         assert torch.equal(y, y_fast) and torch.equal(dy, dy_fast)
         assert calls, "the zero tangents did not go through pipeline.zerotensor"
         calls.clear()
+
+
+def test_broadcast_is_torchs():
+    shapes = [(), (1,), (3,), (2, 1), (1, 3), (4, 2, 3), (4, 1, 1)]
+    for a, b in itertools.product(shapes, shapes):
+        assert broadcast(a, b) == tuple(torch.broadcast_shapes(a, b)), (a, b)
+    with pytest.raises(RuntimeError, match="cannot be broadcast"):
+        broadcast((2,), (3,))
