@@ -26,7 +26,8 @@ SCALARS = [2, 0.5, True, 1j]
 
 
 def _torch_meta(op: str, a, b):
-    return getattr(torch.ops.aten, op.split(".")[0]).__getattr__(op.split(".")[1])(a, b)
+    name, overload = op.split(".")
+    return getattr(getattr(torch.ops.aten, name), overload)(a, b)
 
 
 @pytest.mark.parametrize("op", OPS)
