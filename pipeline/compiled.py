@@ -11,7 +11,8 @@ Compiled graphs are specialised to shapes (``dynamic=False``), so every chunk is
 chunk size (repeating its last point; the padded rows are dropped) and a sweep compiles once.
 The chunk size is ``chunk_size``, or all points, or the largest power of two the memory hint
 fits in the budget: no probe chunks, since every new size would compile anew. A time stepper on
-the CPU runs all points in one chunk: its results are written in place and kept. Compiled
+the CPU runs all points in one chunk: its results are written in place (a block of steps at a
+time) and kept. Compiled
 callables are cached per routine, so a second sweep of the same routine does not compile again.
 """
 
@@ -35,18 +36,19 @@ from pipeline.routine import StepFunctions
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _compile_cached(key: object, make: Callable[[], Callable]) -> Callable:
-    """The compiled function for ``key`` (a routine), compiled on first use.
+def _compile_cached(key: object, make: Callable[[], Callable], role: str = "model") -> Callable:
+    """The compiled function ``role`` of ``key`` (a routine), compiled on first use.
 
     Dynamo counts recompilations per code object, and every routine's function comes from the
     same code: a copy with its own code object keeps one routine's compilations from using up
     another's recompile limit (after which torch falls back to eager).
     """
-    if key not in _COMPILED:
+    compiled = _COMPILED.setdefault(key, {})
+    if role not in compiled:
         f = make()
         fresh = types.FunctionType(f.__code__.replace(), f.__globals__, f.__name__, f.__defaults__, f.__closure__)
-        _COMPILED[key] = torch.compile(fresh, dynamic=False)
-    return _COMPILED[key]
+        compiled[role] = torch.compile(fresh, dynamic=False)
+    return compiled[role]
 
 
 def _batch_whole_model(fn: RoutineFn) -> Callable:
@@ -90,8 +92,26 @@ def _touched(x: Any, theta: Tensor) -> Any:
     return tree_map(lambda a: a + 0 * theta.sum() if a.is_floating_point() else a, x)
 
 
-def _run_time_loop(stepper: StepFunctions, x: Tensor, chunk: Tensor, step: Callable) -> tuple[Tensor, Tensor]:
-    """Run the time loop for one chunk: ``y`` (chunk, ..., steps+1), ``dy`` (..., steps+1, P)."""
+BLOCK_STEPS = 16
+"""Observations are gathered this many steps at a time before going to the time-last results."""
+
+
+def _put_block(ys: Tensor, dys: Tensor, block_y: Tensor, block_dy: Tensor) -> None:
+    """Copy a block of steps (step first) into its place in the time-last results."""
+    ys.copy_(block_y.movedim(0, -1))
+    dys.copy_(block_dy.movedim(0, -2))
+
+
+def _run_time_loop(
+    stepper: StepFunctions, x: Tensor, chunk: Tensor, step: Callable, put: Callable
+) -> tuple[Tensor, Tensor]:
+    """Run the time loop for one chunk: ``y`` (chunk, ..., steps+1), ``dy`` (..., steps+1, P).
+
+    Each step's observation goes to a block of :data:`BLOCK_STEPS` steps, step first, and each full
+    block to the results with ``put`` (compiled :func:`_put_block`). Writing every step straight into
+    the time-last results touches every cache line of them at every step (oscillator, N = 512:
+    0.45 s of writes beside 0.05 s of compiled steps); stacking lists of steps cost as much.
+    """
 
     def start(theta: Tensor):
         zeros = tuple(() for _ in range(len(theta)))
@@ -100,14 +120,20 @@ def _run_time_loop(stepper: StepFunctions, x: Tensor, chunk: Tensor, step: Calla
         return _advance_with_tangents(lambda _, t: stepper.initial(_touched(x, t), t), (), zeros, theta, stepper)
 
     state, tangents, y, dy = vmap(start)(chunk)
-    # Each step's observation goes straight to its place: stacking lists of steps cost more than
-    # all the compiled steps together (oscillator, N = 512: 0.45 s of stacking, 0.14 s of steps).
     ys = y.new_empty((*y.shape, stepper.steps + 1))
     dys = dy.new_empty((*dy.shape[:-1], stepper.steps + 1, dy.shape[-1]))
     ys[..., 0], dys[..., 0, :] = y, dy
-    for i in range(1, stepper.steps + 1):
-        state, tangents, y, dy = step(state, tangents, chunk)
-        ys[..., i], dys[..., i, :] = y, dy
+    block_y = y.new_empty((BLOCK_STEPS, *y.shape))
+    block_dy = dy.new_empty((BLOCK_STEPS, *dy.shape))
+    for first in range(1, stepper.steps + 1, BLOCK_STEPS):
+        count = min(BLOCK_STEPS, stepper.steps + 1 - first)
+        for j in range(count):
+            state, tangents, block_y[j], block_dy[j] = step(state, tangents, chunk)
+        block = slice(first, first + count)
+        if count == BLOCK_STEPS:
+            put(ys[..., block], dys[..., block, :], block_y, block_dy)
+        else:  # the last, shorter block: not compiled for a shape of its own
+            _put_block(ys[..., block], dys[..., block, :], block_y[:count], block_dy[:count])
     return ys, dys
 
 
@@ -130,8 +156,9 @@ def compiled_forward(
         fits = len(points) if memory_hint is None else budget_bytes(points.device, max_memory_mb) // memory_hint
         chunk_size = len(points) if fits >= len(points) else 2 ** int(math.log2(max(fits, 1)))
     if stepper is not None:
-        step = _compile_cached(stepper, lambda: _batch_one_step(stepper))
-        run = lambda chunk: _run_time_loop(stepper, x, chunk, step)  # noqa: E731
+        step = _compile_cached(stepper, lambda: _batch_one_step(stepper), role="step")
+        put = _compile_cached(stepper, lambda: _put_block, role="put")
+        run = lambda chunk: _run_time_loop(stepper, x, chunk, step, put)  # noqa: E731
     else:
         whole = _compile_cached(fn, lambda: _batch_whole_model(fn))
         run = lambda chunk: whole(x, chunk)  # noqa: E731

@@ -12,8 +12,11 @@ import pytest
 import torch
 
 from pipeline import sensitivity
+from pipeline.compiled import BLOCK_STEPS, _batch_one_step, _put_block, _run_time_loop
 from pipeline.config import ConfigError
+from pipeline.derivatives import forward
 from pipeline.models import Composite, Oscillator, oscillator_exact
+from pipeline.routine import as_routine
 
 
 def _x(samples: int, features: int) -> torch.Tensor:
@@ -59,3 +62,18 @@ def test_whole_model_compiled_when_not_a_time_stepper():
 def test_compile_only_with_first_order_forward(kwargs):
     with pytest.raises(ConfigError, match="compile=True"):
         sensitivity(lambda x, C: C * x, torch.arange(3.0), {"C": [1.0]}, compile=True, **kwargs)
+
+
+@pytest.mark.parametrize("steps", [5, BLOCK_STEPS, 2 * BLOCK_STEPS + 3])
+def test_time_loop_blocks_put_every_step_in_its_place(steps):
+    """Observations gathered in blocks of steps land where each step's own does: fewer steps
+    than a block, exactly one block, and full blocks plus a short one (uncompiled, so no compile)."""
+    model, x = Oscillator(dt=0.05, steps=steps), _x(3, 2)
+    routine = as_routine(model, ["C", "K"], bind={"C": "damping", "K": "stiffness"}, dtype=torch.float64)
+    chunk = torch.tensor([[0.3, 0.5], [1.1, 2.0]], dtype=torch.float64)
+    stepper = routine.stepper
+    ys, dys = _run_time_loop(stepper, x, chunk, _batch_one_step(stepper), _put_block)
+    eager = forward(routine.fn, x, chunk)
+    assert ys.shape == eager.y.shape and dys.shape == eager.dy.shape
+    torch.testing.assert_close(ys, eager.y, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(dys, eager.dy, rtol=1e-12, atol=1e-14)
