@@ -12,8 +12,8 @@ chunk size (repeating its last point; the padded rows are dropped) and a sweep c
 The chunk size is ``chunk_size``, or all points, or the largest power of two the memory hint
 fits in the budget: no probe chunks, since every new size would compile anew. A time stepper on
 the CPU runs all points in one chunk: its results are written in place (a block of steps at a
-time) and kept. Compiled
-callables are cached per routine, so a second sweep of the same routine does not compile again.
+time) and kept. Compiled callables are cached per routine, so a second sweep of the same routine
+does not compile again.
 """
 
 from __future__ import annotations
