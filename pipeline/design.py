@@ -17,13 +17,15 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import stats
-from scipy.stats import qmc
 
 from pipeline.checks import check_parameter_name
 from pipeline.errors import ConfigError
+
+if TYPE_CHECKING:  # scipy.stats takes 0.3 s to import: only where a design is sampled or bounded
+    from scipy import stats
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,8 @@ class Distribution:
 
     def frozen(self) -> stats.rv_continuous:
         """The scipy distribution of ``p``."""
+        from scipy import stats
+
         a = self.args
         if self.kind == "uniform":
             return stats.uniform(a[0], a[1] - a[0])
@@ -70,6 +74,8 @@ class Distribution:
 
     def variable(self) -> stats.rv_continuous:
         """The distribution of the variable the bounds use: ``p``, or ``ln p`` for a log distribution."""
+        from scipy import stats
+
         if self.kind == "loguniform":
             return stats.uniform(math.log(self.args[0]), math.log(self.args[1] / self.args[0]))
         if self.kind == "lognormal":
@@ -205,12 +211,16 @@ def sobol(distributions: Mapping[str, Distribution], n: int, seed: int = 0) -> D
     names = _checked(distributions, n)
     if n & (n - 1):
         raise ConfigError(f"invalid n={n}: a Sobol' design needs a power of two (e.g. {1 << int(math.log2(n))})")
+    from scipy.stats import qmc
+
     unit = qmc.Sobol(d=len(names), scramble=True, seed=seed).random(n)
     return _from_unit(distributions, unit, "sobol", seed)
 
 
 def lhs(distributions: Mapping[str, Distribution], n: int, seed: int = 0) -> Design:
     """A Latin hypercube of ``n`` points."""
+    from scipy.stats import qmc
+
     names = _checked(distributions, n)
     return _from_unit(distributions, qmc.LatinHypercube(d=len(names), seed=seed).random(n), "lhs", seed)
 

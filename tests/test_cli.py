@@ -81,3 +81,10 @@ def test_reading_stages_and_the_snakefile_start_without_torch():
     modules = ", ".join(f"pipeline.{m}" for m in ("merge", "summarise", "plot", "config", "provenance", "filenames"))
     done = run([sys.executable, "-c", f"import sys, {modules}; print('torch' in sys.modules)"], ROOT)
     assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr
+
+
+def test_compute_job_imports_scipy_stats_only_for_designs():
+    """scipy.stats (0.3 s of imports) is loaded where a design is sampled, not by every compute job."""
+    check = "import sys, pipeline.compute; print(any(m.startswith('scipy.stats') for m in sys.modules))"
+    done = run([sys.executable, "-c", check], ROOT)
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr

@@ -4,9 +4,10 @@
 # slurmctld and slurmd by hand (no systemd) and waits for the node; `localhost.sh stop` stops them.
 # Pitfalls this handles: the job step plugin drops SLURM_CONF, so the config lives at
 # /etc/slurm/slurm.conf; apt must not start services (policy-rc.d); munged needs /run/munge
-# owned by munge; no slurmdbd, so Snakemake polls with squeue (profiles/slurm). MessageTimeout=3:
-# Snakemake's SLURM plugin runs `scontrol show config` whenever it loads, local runs too, and once
-# the daemons are stopped that waits MessageTimeout - 1 seconds (9 s with the default 10).
+# owned by munge; no slurmdbd, so Snakemake polls with squeue (profiles/slurm). MessageTimeout:
+# Snakemake's SLURM plugin runs `scontrol show config` whenever it loads, local runs too, and with
+# no controller running that waits MessageTimeout - 1 seconds (9 s with the default 10): 3 while
+# the daemons run, 1 (no wait) once `stop` has stopped them.
 set -euo pipefail
 
 start() {
@@ -74,6 +75,9 @@ stop() {
     pkill -x "$daemon" 2>/dev/null || true
   done
   sleep 0.5
+  if [ -f /etc/slurm/slurm.conf ]; then
+    sed -i 's/^MessageTimeout=.*/MessageTimeout=1/' /etc/slurm/slurm.conf
+  fi
 }
 
 "${1:?usage: localhost.sh start|stop}"
