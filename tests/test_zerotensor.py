@@ -6,12 +6,12 @@ import itertools
 
 import pytest
 import torch
-from torch.func import jvp, vmap
 
 from pipeline import zerotensor
+from pipeline.derivatives import forward
 from pipeline.models import Oscillator
 from pipeline.routine import as_routine
-from pipeline.zerotensor import DIVISION, OPS, binary_meta, broadcast, cheap_zero_tangents, div_meta
+from pipeline.zerotensor import DIVISION, OPS, ZERO_KERNELS, binary_meta, broadcast, cheap_zero_tangents, div_meta
 
 OPERANDS = [
     torch.ones(3, dtype=torch.float32),
@@ -69,26 +69,105 @@ def _constants_everywhere(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     return v
 
 
+_W = torch.randn(4, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+_V = torch.randn(8, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+_BIAS = torch.randn(8, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+
+
+def _mlp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Products with unswept inputs (``x @ W`` with a swept ``W``, batched ``matmul``) and bias sums."""
+    w, v, bias = (t.to(x.dtype) for t in (_W, _V, _BIAS))
+    h = torch.tanh(x @ (w * theta[0]) + bias - theta[-1])  # zero tangents on either side of + and -
+    h = (bias - h) - bias + (bias + h)
+    stacked = torch.stack([h, 2 * h]) @ v  # bmm with an unswept right operand
+    return (h @ v).sub(stacked[1], alpha=0.5) + x[:, :1]
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_derivatives_are_bit_identical(dtype, monkeypatch):
-    """Forward mode inside the block gives exactly the values of torch's own kernels, which it replaces there."""
+    """Forward mode inside the block gives exactly the values of torch's own kernels, which it
+    replaces there: one and two parameters (``jacfwd``), second order (nested ``jvp``)."""
     calls = []
-    monkeypatch.setattr(zerotensor, "binary_meta", lambda *a, **k: calls.append(1) or binary_meta(*a, **k))
-    monkeypatch.setattr(zerotensor, "div_meta", lambda *a: calls.append(1) or div_meta(*a))
+    monkeypatch.setattr(zerotensor, "binary_meta", lambda *a, **k: calls.append("meta") or binary_meta(*a, **k))
+    monkeypatch.setattr(zerotensor, "div_meta", lambda *a: calls.append("meta") or div_meta(*a))
+    for name in ZERO_KERNELS.values():
+        kernel = getattr(zerotensor, name)
+        monkeypatch.setattr(
+            zerotensor, name, lambda *a, kernel=kernel, name=name, **k: calls.append(name) or kernel(*a, **k)
+        )
     x = torch.randn(50, 4, dtype=dtype, generator=torch.Generator().manual_seed(0))
     cs = torch.linspace(0.1, 1.9, 6, dtype=dtype)
     oscillator = as_routine(Oscillator(steps=30), ["C"], bind={"C": "damping"}, dtype=dtype)
-    for fn, inputs in ((_constants_everywhere, x), (oscillator.fn, x[:, :2])):
-
-        def tangents(fn=fn, inputs=inputs):
-            return vmap(lambda c: jvp(lambda t: fn(inputs, t), (c,), (torch.ones_like(c),)))(cs[:, None])
-
-        y, dy = tangents()
+    cases = [
+        (_constants_everywhere, x, cs[:, None], {}, {"meta"}),
+        (oscillator.fn, x[:, :2], cs[:, None], {}, {"meta"}),
+        (_mlp, x, cs[:, None], {}, {"meta", *ZERO_KERNELS.values()}),
+        (_mlp, x, torch.stack([cs, cs.flip(0)], dim=1), {}, {"meta", *ZERO_KERNELS.values()}),
+        (_mlp, x, cs[:, None], {"order": 2}, {"meta", "zero_mm", "zero_add"}),
+    ]
+    for fn, inputs, points, options, used in cases:
+        plain = forward(fn, inputs, points, chunk_size=4, **options)
         with cheap_zero_tangents():
-            y_fast, dy_fast = tangents()
-        assert torch.equal(y, y_fast) and torch.equal(dy, dy_fast)
-        assert calls, "the zero tangents did not go through pipeline.zerotensor"
+            fast = forward(fn, inputs, points, chunk_size=4, **options)
+        for name in ("y", "dy", "d2y"):
+            if getattr(plain, name) is not None:
+                assert torch.equal(getattr(plain, name), getattr(fast, name)), (fn.__name__, options, name)
+        assert used <= set(calls), f"{fn.__name__}: {used - set(calls)} not called: not through pipeline.zerotensor"
         calls.clear()
+
+
+ZEROS = [
+    ((3, 4), torch.float32),
+    ((1, 4), torch.float64),
+    ((), torch.float32),
+    ((2, 3, 4), torch.float32),
+]
+
+
+@pytest.mark.parametrize("op", ["add.Tensor", "sub.Tensor"])
+def test_zero_sums_match_torchs(op):
+    """A sum with a ZeroTensor operand: torch's shape, dtype, values and zero-ness, either side, with alpha."""
+    aten = getattr(torch.ops.aten, op.split(".")[0]).Tensor
+    checked = 0
+    for (zero_shape, zero_dtype), (shape, dtype), alpha, zero_first in itertools.product(
+        ZEROS, ZEROS, [1, 2.5], [True, False]
+    ):
+        zero = torch._efficientzerotensor(zero_shape, dtype=zero_dtype)
+        real = torch.arange(1, 1 + torch.Size(shape).numel(), dtype=dtype).reshape(shape)
+        if zero_shape == shape == ():
+            real = real.reshape(())
+        args = (zero, real) if zero_first else (real, zero)
+        try:
+            expected = aten(*args, alpha=alpha)
+        except RuntimeError:
+            with pytest.raises(RuntimeError), cheap_zero_tangents():
+                aten(*args, alpha=alpha)
+            continue
+        with cheap_zero_tangents():
+            got = aten(*args, alpha=alpha)
+        assert (got.shape, got.dtype, got._is_zerotensor()) == (expected.shape, expected.dtype, False)
+        assert torch.equal(got, expected), (op, zero_shape, shape, alpha, zero_first)
+        checked += 1
+    with cheap_zero_tangents():
+        both = aten(torch._efficientzerotensor((2, 1)), torch._efficientzerotensor((3,)))
+    assert both._is_zerotensor() and both.shape == (2, 3)
+    assert checked >= 40
+
+
+def test_zero_products_match_torchs_and_keep_its_errors():
+    zero = torch._efficientzerotensor((5, 3), dtype=torch.float64)
+    real = torch.ones(3, 2, dtype=torch.float64)
+    with cheap_zero_tangents():
+        product = torch.ops.aten.mm(zero, real)
+        batched = torch.ops.aten.bmm(
+            torch.ones(4, 5, 3, dtype=torch.float64), torch._efficientzerotensor((4, 3, 2), dtype=torch.float64)
+        )
+        for a, b in ((zero, torch.ones(2, 2, dtype=torch.float64)), (zero, real.float())):
+            with pytest.raises(RuntimeError):  # shapes or dtypes that do not multiply: torch's error
+                torch.ops.aten.mm(a, b)
+    assert product._is_zerotensor() and product.shape == (5, 2) and product.dtype == torch.float64
+    assert batched._is_zerotensor() and batched.shape == (4, 5, 2)
+    assert torch.equal(product, torch.ops.aten.mm(zero, real))
 
 
 def test_broadcast_is_torchs():
