@@ -14,13 +14,13 @@ the ZeroTensor kernels read (the broadcast shape and the promoted dtype), and re
 here, and they are checked against torch's meta kernels in the tests. Not used while
 ``torch.compile`` traces, which needs the full meta kernels (strides, checks).
 
-Two more ZeroTensor paths cost as much as the op itself, on large tensors: ``mm`` and ``bmm`` have
-no ZeroTensor kernel, so torch fills a real tensor with zeros and multiplies it (``x @ W`` with a
-swept ``W`` computes ``0 @ W`` for the unswept ``x``'s tangent), and adding a zero tangent goes
-through meta copies of both operands. Inside the block, :data:`ZERO_KERNELS` replace these: a
-product with a zero operand is a zero tensor of the product's shape, and a sum with one is one
-copy of the other operand (scaled by ``alpha``), torch's own arithmetic. The MLP's forward pass
-(N = 512, chunks of 8) took 28% less time.
+Two more ZeroTensor paths cost as much as the op itself, on large tensors: ``mm``, ``bmm`` and
+``convolution`` have no ZeroTensor kernel, so torch fills a real tensor with zeros and multiplies
+or convolves it (``x @ W`` with a swept ``W`` computes ``0 @ W`` for the unswept ``x``'s tangent),
+and adding a zero tangent goes through meta copies of both operands. Inside the block,
+:data:`ZERO_KERNELS` replace these: a product or convolution with a zero operand is a zero tensor
+of its result's shape, and a sum with one is one copy of the other operand (scaled by ``alpha``),
+torch's own arithmetic. The MLP's forward pass (N = 512, chunks of 8) took 28% less time.
 """
 
 from __future__ import annotations
@@ -94,6 +94,33 @@ def zero_bmm(a: Tensor, b: Tensor) -> Tensor:
     return torch._efficientzerotensor((a.shape[0], a.shape[1], b.shape[2]), dtype=a.dtype, device=a.device)
 
 
+def zero_convolution(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    transposed: bool,
+    output_padding: list[int],
+    groups: int,
+) -> Tensor:
+    """A convolution with a ZeroTensor input or weight and no bias (or a zero one): a ZeroTensor of
+    the output's shape, found on meta tensors. Otherwise (a real bias, or only the bias zero),
+    torch's computation with the zeros made real."""
+    args = (stride, padding, dilation, transposed, output_padding, groups)
+    zero_product = input._is_zerotensor() or weight._is_zerotensor()
+    if not zero_product or (bias is not None and not bias._is_zerotensor()):
+        bias = None if bias is None else _real(bias)
+        return torch.ops.aten.convolution(_real(input), _real(weight), bias, *args)
+    meta = torch.ops.aten.convolution(_on_meta(input), _on_meta(weight), None, *args)
+    return torch._efficientzerotensor(meta.shape, dtype=meta.dtype, device=input.device)
+
+
+def _on_meta(t: Tensor) -> Tensor:
+    return torch.empty(t.shape, dtype=t.dtype, device="meta")
+
+
 def _out_device(a: Tensor, b: Tensor) -> torch.device:
     """The device of an elementwise result: a 0-dim CPU tensor follows the other operand."""
     if a.device == b.device:
@@ -101,8 +128,11 @@ def _out_device(a: Tensor, b: Tensor) -> torch.device:
     return b.device if a.dim() == 0 and a.device.type == "cpu" else a.device
 
 
-def _zero_sum(a: Tensor, b: Tensor, alpha: Number) -> Tensor:
-    """``a + alpha * b`` where one is a ZeroTensor: one copy of the other operand, as torch computes it."""
+def _zero_sum(a: Tensor, b: Tensor | Number, alpha: Number, op: object) -> Tensor:
+    """``a + alpha * b`` where one is a ZeroTensor: one copy of the other operand, as torch computes
+    it (``op``, torch's own, where ``b`` is a Python number)."""
+    if not isinstance(b, Tensor):
+        return op(_real(a), b, alpha=alpha)
     shape = broadcast(tuple(a.shape), tuple(b.shape))
     dtype, device = torch.result_type(a, b), _out_device(a, b)
     if a._is_zerotensor() and b._is_zerotensor():
@@ -112,15 +142,23 @@ def _zero_sum(a: Tensor, b: Tensor, alpha: Number) -> Tensor:
     return out if scale == 1 else out.mul_(scale)
 
 
-def zero_add(a: Tensor, b: Tensor, *, alpha: Number = 1) -> Tensor:
-    return _zero_sum(a, b, alpha)
+def zero_add(a: Tensor, b: Tensor | Number, *, alpha: Number = 1) -> Tensor:
+    return _zero_sum(a, b, alpha, torch.ops.aten.add.Tensor)
 
 
-def zero_sub(a: Tensor, b: Tensor, *, alpha: Number = 1) -> Tensor:
-    return _zero_sum(a, b, -alpha)
+def zero_sub(a: Tensor, b: Tensor | Number, *, alpha: Number = 1) -> Tensor:
+    if not isinstance(b, Tensor):
+        return torch.ops.aten.sub.Tensor(_real(a), b, alpha=alpha)
+    return _zero_sum(a, b, -alpha, torch.ops.aten.add.Tensor)
 
 
-ZERO_KERNELS = {"mm": "zero_mm", "bmm": "zero_bmm", "add.Tensor": "zero_add", "sub.Tensor": "zero_sub"}
+ZERO_KERNELS = {
+    "mm": "zero_mm",
+    "bmm": "zero_bmm",
+    "convolution": "zero_convolution",
+    "add.Tensor": "zero_add",
+    "sub.Tensor": "zero_sub",
+}
 """``aten`` overloads and the names of their ZeroTensor kernels here (looked up at registration)."""
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pipeline import zerotensor
-from pipeline.derivatives import forward
+from pipeline.derivatives import forward, forward_per_point
 from pipeline.models import Oscillator
 from pipeline.routine import as_routine
 from pipeline.zerotensor import DIVISION, OPS, ZERO_KERNELS, binary_meta, broadcast, cheap_zero_tangents, div_meta
@@ -83,6 +83,20 @@ def _mlp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     return (h @ v).sub(stacked[1], alpha=0.5) + x[:, :1]
 
 
+_K1 = torch.randn(3, 1, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+_K2 = torch.randn(3, 3, 3, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+
+
+def _conv(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Convolutions with a swept weight and an unswept bias (the input's and the bias's tangents are
+    zero), with an unswept weight (the weight's is), and with a swept bias on an unswept weight."""
+    k1, k2 = _K1.to(x.dtype), _K2.to(x.dtype)
+    bias = torch.linspace(-1, 1, 3, dtype=x.dtype)
+    h = torch.tanh(torch.nn.functional.conv1d(x[:, None, :], k1 * theta[0], bias=bias, padding=1))
+    h = torch.nn.functional.conv1d(h, k2, bias=theta[-1] * torch.ones(3, dtype=x.dtype), padding=1)
+    return torch.nn.functional.conv1d(h, k2, padding=1)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_derivatives_are_bit_identical(dtype, monkeypatch):
     """Forward mode inside the block gives exactly the values of torch's own kernels, which it
@@ -98,21 +112,26 @@ def test_derivatives_are_bit_identical(dtype, monkeypatch):
     x = torch.randn(50, 4, dtype=dtype, generator=torch.Generator().manual_seed(0))
     cs = torch.linspace(0.1, 1.9, 6, dtype=dtype)
     oscillator = as_routine(Oscillator(steps=30), ["C"], bind={"C": "damping"}, dtype=dtype)
+    products = {"meta", "zero_mm", "zero_bmm", "zero_add", "zero_sub"}
     cases = [
         (_constants_everywhere, x, cs[:, None], {}, {"meta"}),
         (oscillator.fn, x[:, :2], cs[:, None], {}, {"meta"}),
-        (_mlp, x, cs[:, None], {}, {"meta", *ZERO_KERNELS.values()}),
-        (_mlp, x, torch.stack([cs, cs.flip(0)], dim=1), {}, {"meta", *ZERO_KERNELS.values()}),
+        (_mlp, x, cs[:, None], {}, products),
+        (_mlp, x, torch.stack([cs, cs.flip(0)], dim=1), {}, products),
         (_mlp, x, cs[:, None], {"order": 2}, {"meta", "zero_mm", "zero_add"}),
+        (_conv, x, torch.stack([cs, cs.flip(0)], dim=1), {}, {"meta", "zero_convolution", "zero_add"}),
     ]
-    for fn, inputs, points, options, used in cases:
-        plain = forward(fn, inputs, points, chunk_size=4, **options)
+    for (fn, inputs, points, options, used), method in itertools.product(cases, (forward, forward_per_point)):
+        if method is forward_per_point and options:
+            continue
+        plain = method(fn, inputs, points, chunk_size=4, **options)  # vmapped, and one point at a time
         with cheap_zero_tangents():
-            fast = forward(fn, inputs, points, chunk_size=4, **options)
+            fast = method(fn, inputs, points, chunk_size=4, **options)
         for name in ("y", "dy", "d2y"):
             if getattr(plain, name) is not None:
-                assert torch.equal(getattr(plain, name), getattr(fast, name)), (fn.__name__, options, name)
-        assert used <= set(calls), f"{fn.__name__}: {used - set(calls)} not called: not through pipeline.zerotensor"
+                assert torch.equal(getattr(plain, name), getattr(fast, name)), (fn.__name__, method, options, name)
+        if method is forward:  # one point at a time, matmul takes other kernels (mm for a stack of matrices)
+            assert used <= set(calls), f"{fn.__name__}: {used - set(calls)} not called: not through pipeline.zerotensor"
         calls.clear()
 
 
