@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from numbers import Number
 
 import torch
@@ -128,16 +128,17 @@ def _out_device(a: Tensor, b: Tensor) -> torch.device:
     return b.device if a.dim() == 0 and a.device.type == "cpu" else a.device
 
 
-def _zero_sum(a: Tensor, b: Tensor | Number, alpha: Number, op: object) -> Tensor:
-    """``a + alpha * b`` where one is a ZeroTensor: one copy of the other operand, as torch computes
-    it (``op``, torch's own, where ``b`` is a Python number)."""
+def _zero_sum(a: Tensor, b: Tensor | Number, alpha: Number, op: Callable[..., Tensor]) -> Tensor:
+    """``op(a, b, alpha=alpha)`` (``aten.add`` or ``aten.sub``) where one is a ZeroTensor: one copy of
+    the other operand, as torch computes it; torch's own where ``b`` is a Python number."""
     if not isinstance(b, Tensor):
         return op(_real(a), b, alpha=alpha)
     shape = broadcast(tuple(a.shape), tuple(b.shape))
     dtype, device = torch.result_type(a, b), _out_device(a, b)
     if a._is_zerotensor() and b._is_zerotensor():
         return torch._efficientzerotensor(shape, dtype=dtype, device=device)
-    source, scale = (b, alpha) if a._is_zerotensor() else (a, 1)
+    sign = 1 if op is torch.ops.aten.add.Tensor else -1
+    source, scale = (b, sign * alpha) if a._is_zerotensor() else (a, 1)
     out = torch.ops.aten._to_copy(source.expand(shape), dtype=dtype, device=device)
     return out if scale == 1 else out.mul_(scale)
 
@@ -147,9 +148,7 @@ def zero_add(a: Tensor, b: Tensor | Number, *, alpha: Number = 1) -> Tensor:
 
 
 def zero_sub(a: Tensor, b: Tensor | Number, *, alpha: Number = 1) -> Tensor:
-    if not isinstance(b, Tensor):
-        return torch.ops.aten.sub.Tensor(_real(a), b, alpha=alpha)
-    return _zero_sum(a, b, -alpha, torch.ops.aten.add.Tensor)
+    return _zero_sum(a, b, alpha, torch.ops.aten.sub.Tensor)
 
 
 ZERO_KERNELS = {
