@@ -55,8 +55,8 @@ def _nu_sensweep(n: int, seed: int, variance: bool = False) -> tuple[np.ndarray,
     ds = sensitivity(borehole, torch.zeros(1, dtype=torch.float64), d, dtype="float64", hidden_policy="off")
     summary = design_bounds(ds, list(RANGES))
     seconds = time.perf_counter() - start
-    nu = np.array([float(summary[f"dgsm_{p}"][0].squeeze()) for p in RANGES])
-    return nu, float(summary["y_var"][0].squeeze()) if variance else seconds
+    nu = np.array([float(summary[f"dgsm_{p}"].squeeze()) for p in RANGES])
+    return nu, float(summary["y_var"].squeeze()) if variance else seconds
 
 
 def _nu_salib(n: int, seed: int) -> tuple[np.ndarray, float]:

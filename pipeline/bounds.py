@@ -55,46 +55,39 @@ def stein_weight(dist: Distribution, v: np.ndarray) -> np.ndarray:
 @dataclass
 class _Elements:
     """A design's values as ``(point, rows, last)`` arrays: ``last`` is the last output dim (e.g.
-    time), ``rows`` every other element dim (samples first); ``wrap`` gives results their dims back
-    (by copying a template: far cheaper than building each DataArray's coords anew)."""
+    time), ``rows`` every other element dim (samples first); :meth:`dims` names a result's dims
+    back, and :attr:`coords` are theirs (the result is one Dataset built at once: far cheaper than
+    a DataArray per variable)."""
 
-    dims: list[str]  # element dims, in the arrays' order
+    order: list[str]  # element dims, in the arrays' order
     along: list[str]  # [the last output dim], or [] when y has samples only
-    templates: dict[tuple[bool, bool], xr.DataArray]  # (with interval, along only) -> empty result
+    shape: tuple[int, ...]  # sizes of ``order``
+    coords: dict[str, xr.Variable]
 
     @classmethod
     def of(cls, y: xr.DataArray) -> _Elements:
         dims = [d for d in y.dims if d != "point"]
         along = [d for d in dims if d != "sample"][-1:]
         order = [*[d for d in dims if d not in along], *along]
-        one = y.isel(point=0, drop=True).transpose(*order)
-        interval = {"interval": ["low", "high"]}
-        element = xr.DataArray(np.empty(one.shape), dims=order, coords=one.coords)
-        templates = {
-            (False, False): element,
-            (True, False): element.expand_dims(interval).copy(),
-        }
-        if along:
-            per = element.isel({d: 0 for d in order if d not in along}, drop=True)
-            templates.update({(False, True): per, (True, True): per.expand_dims(interval).copy()})
-        return cls(order, along, templates)
+        coords = {k: c.variable for k, c in y.coords.items() if "point" not in c.dims}
+        return cls(order, along, tuple(y.sizes[d] for d in order), coords)
 
     def array(self, da: xr.DataArray) -> np.ndarray:
-        order = [da.get_axis_num(d) for d in ("point", *self.dims)]
-        values = np.transpose(da.values, order).astype(np.float64, copy=False)
-        last = self.templates[False, False].sizes[self.along[0]] if self.along else 1
-        return values.reshape(len(values), -1, last)
+        values = da.variable.transpose("point", *self.order).values.astype(np.float64, copy=False)
+        return values.reshape(len(values), -1, self.shape[-1] if self.along else 1)
 
-    def wrap(self, values: np.ndarray, interval: bool = False, along: bool = False) -> xr.DataArray:
-        """``values`` of shape ``([2,] rows, last)`` (or ``([2,] last)`` ``along``) with their dims."""
-        template = self.templates[interval, along]
-        return template.copy(data=np.reshape(values, template.shape), deep=False)
+    def var(self, values: np.ndarray, long_name: str, interval: bool = False, along: bool = False, **attrs) -> tuple:
+        """``values`` of shape ``([2,] rows, last)`` (``([2,] last)`` ``along``) as a Dataset variable."""
+        dims = (["interval"] if interval else []) + (self.along if along else self.order)
+        shape = ((2,) if interval else ()) + (self.shape[-1:] if along else self.shape)
+        return dims, np.reshape(values, shape), {"long_name": long_name, **attrs}
 
 
-def design_bounds(ds: xr.Dataset, params: list[str], rng_seed: int = 0) -> dict[str, tuple[xr.DataArray, str, dict]]:
-    """The variables of NOTE [Bounds from derivatives]: ``{name: (data, long_name, attrs)}``.
+def design_bounds(ds: xr.Dataset, params: list[str], rng_seed: int = 0) -> xr.Dataset:
+    """The variables of NOTE [Bounds from derivatives], each with its ``long_name``.
 
-    Computed on plain arrays of ``(point, rows, last)``; results get their dims back at the end.
+    Computed on plain arrays of ``(point, rows, last)``; the results get their dims back in one
+    Dataset.
     """
     el = _Elements.of(ds["y"])
     Y = el.array(ds["y"])
@@ -102,9 +95,7 @@ def design_bounds(ds: xr.Dataset, params: list[str], rng_seed: int = 0) -> dict[
     D = Y.var(axis=0, ddof=1)
     positive, D_along = _positive(D), _positive(D.sum(axis=0))  # per element; per entry of the last dim
     total_D = float(D.sum())
-    out: dict[str, tuple[xr.DataArray, str, dict]] = {
-        "y_var": (el.wrap(D), "D: variance of y over the design's points", {}),
-    }
+    out: dict[str, tuple] = {"y_var": el.var(D, "D: variance of y over the design's points")}
     dists = {p: parse(ds.attrs[f"distribution_{p}"]) for p in params if f"distribution_{p}" in ds.attrs}
     gradients: dict[str, np.ndarray] = {}
     weights: dict[str, tuple[np.ndarray, np.ndarray, float, float]] = {}
@@ -120,64 +111,67 @@ def design_bounds(ds: xr.Dataset, params: list[str], rng_seed: int = 0) -> dict[
         cov = np.einsum("nre,n->re", dv, k) / n
         constant, var_v = dist.poincare_constant(), dist.variance()
         wrt = f"ln {p}" if dist.log else p
-        out[f"dgsm_{p}"] = (el.wrap(nu), f"DGSM nu: mean over the points of (dy/d{wrt})^2", {"distribution": str(dist)})
-        out[f"sobol_total_upper_{p}"] = (
-            el.wrap(constant * nu / positive),
+        out[f"dgsm_{p}"] = el.var(nu, f"DGSM nu: mean over the points of (dy/d{wrt})^2", distribution=str(dist))
+        out[f"sobol_total_upper_{p}"] = el.var(
+            constant * nu / positive,
             f"upper bound on the total Sobol' index of {p}: C nu / D (C = {constant:.6g}, Poincare constant)",
-            {"poincare_constant": constant},
+            poincare_constant=constant,
         )
-        out[f"sobol_first_lower_{p}"] = (
-            el.wrap(cov**2 / (var_v * positive)),
+        out[f"sobol_first_lower_{p}"] = el.var(
+            cov**2 / (var_v * positive),
             f"lower bound on the first-order Sobol' index of {p}: E[dy/d{wrt} k]^2 / (Var {wrt} D)",
-            {},
         )
-        out[f"mu_star_{p}"] = (el.wrap(np.abs(dv).mean(axis=0)), f"mean over the points of |dy/d{wrt}|", {})
+        out[f"mu_star_{p}"] = el.var(np.abs(dv).mean(axis=0), f"mean over the points of |dy/d{wrt}|")
         for name, total, what in (
             (f"sobol_total_upper_{p}", constant * nu, "upper bound on the total index"),
             (f"sobol_first_lower_{p}", cov**2 / var_v, "lower bound on the first-order index"),
         ):
             out[f"{name}_aggregated"] = (
-                xr.DataArray(float(total.sum()) / total_D),
-                f"{what} of {p}, aggregated over samples and outputs (variance weights)",
-                {"confidence": CONFIDENCE},
+                [],
+                float(total.sum()) / total_D,
+                {
+                    "long_name": f"{what} of {p}, aggregated over samples and outputs (variance weights)",
+                    "confidence": CONFIDENCE,
+                },
             )
             if el.along:  # at each entry of the last output dim, weighted over the others: sum / sum D
-                out[f"{name}_per_{el.along[0]}"] = (
-                    el.wrap(total.sum(axis=0) / D_along, along=True),
+                out[f"{name}_per_{el.along[0]}"] = el.var(
+                    total.sum(axis=0) / D_along,
                     f"{name} at each {el.along[0]}, aggregated over the other element dims with variance weights",
-                    {},
+                    along=True,
                 )
         weights[p] = (dv, k, constant, var_v)
     for p, intervals in _bootstrap(Y, weights, rng_seed).items():
         for kind, name in (("upper", f"sobol_total_upper_{p}"), ("lower", f"sobol_first_lower_{p}")):
             element, along, (low, high) = intervals[kind]
             out[f"{name}_aggregated"][2].update(ci_low=low, ci_high=high)
-            out[f"{name}_interval"] = (
-                el.wrap(element, interval=True),
-                f"{CONFIDENCE:.0%} bootstrap interval of {name} (resampled points)",
-                {},
+            out[f"{name}_interval"] = el.var(
+                element, f"{CONFIDENCE:.0%} bootstrap interval of {name} (resampled points)", interval=True
             )
             if el.along:
-                out[f"{name}_per_{el.along[0]}_interval"] = (
-                    el.wrap(along, interval=True, along=True),
-                    f"{CONFIDENCE:.0%} bootstrap interval of {name}_per_{el.along[0]}",
-                    {},
+                out[f"{name}_per_{el.along[0]}_interval"] = el.var(
+                    along, f"{CONFIDENCE:.0%} bootstrap interval of {name}_per_{el.along[0]}", interval=True, along=True
                 )
+    coords = {**el.coords, "interval": ["low", "high"]}
     if len(gradients) > 1:
         names = list(gradients)
         G = np.stack([gradients[p].reshape(n, -1) for p in names], axis=-1)  # (point, element, parameter)
         matrix = np.einsum("nep,neq->pq", G, G) / n
         out["gradient_outer_product"] = (
-            xr.DataArray(matrix, dims=["parameter", "parameter_2"], coords={"parameter": names, "parameter_2": names}),
-            "E[grad y grad y^T] summed over samples and outputs (derivatives in each parameter's variable)",
-            {},
+            ["parameter", "parameter_2"],
+            matrix,
+            {
+                "long_name": "E[grad y grad y^T] summed over samples and outputs "
+                "(derivatives in each parameter's variable)"
+            },
         )
         out["active_eigenvalues"] = (
-            xr.DataArray(np.linalg.eigvalsh(matrix)[::-1], dims="direction"),
-            "eigenvalues of gradient_outer_product, largest first (active directions)",
-            {},
+            ["direction"],
+            np.linalg.eigvalsh(matrix)[::-1],
+            {"long_name": "eigenvalues of gradient_outer_product, largest first (active directions)"},
         )
-    return out
+        coords.update(parameter=names, parameter_2=names)
+    return xr.Dataset(out, coords=coords)
 
 
 def _positive(variance: np.ndarray) -> np.ndarray:
@@ -193,11 +187,10 @@ def _percentiles(values: np.ndarray) -> np.ndarray:
 
 
 def _resample_counts(rng: np.random.Generator, resamples: int, n: int) -> np.ndarray:
-    """Each resample's count of each of the ``n`` points, divided by ``n``: ``(resamples, n)``."""
+    """Each resample's count of each of the ``n`` points: ``(resamples, n)``."""
     counts = np.empty((resamples, n))
     for row, draw in zip(counts, rng.integers(0, n, (resamples, n), dtype=np.int32), strict=True):  # 32 bits: faster
         row[:] = np.bincount(draw, minlength=n)  # one row at a time: its n counts stay in cache
-    counts /= n
     return counts
 
 
@@ -209,54 +202,58 @@ def _bootstrap(
     the same :data:`BOOTSTRAP` resamples of the points.
 
     A resample is its count of each point, so every mean over it is a product with the counts:
-    the columns every bound needs (y, y^2, and per parameter (dy/dv)^2 and k dy/dv) are stacked
-    and multiplied at once, no resampled copies made. Rows are taken in slabs so that the values
-    held at once stay under :data:`BOOTSTRAP_BATCH_VALUES`.
+    the columns every bound needs (y, y^2, then (dy/dv)^2 and k dy/dv of each parameter) are
+    stacked and multiplied at once, no resampled copies made; all parameters' bounds then go
+    through each percentile at once. Rows are taken in slabs so that the values held at once
+    stay under :data:`BOOTSTRAP_BATCH_VALUES`.
     """
     n, rows, last = Y.shape
     names = list(weights)
-    columns = 2 + 2 * len(names)  # y, y^2, then (dy/dv)^2 and k dy/dv of each parameter
+    P = len(names)
+    constant = np.array([weights[p][2] for p in names])[:, None, None]  # (parameter, 1, 1)
+    var_v = np.array([weights[p][3] for p in names])[:, None, None]
+    columns = 2 + 2 * P  # y, y^2, (dy/dv)^2 of each parameter, k dy/dv of each parameter
     slab = max(1, BOOTSTRAP_BATCH_VALUES // (max(BOOTSTRAP, n) * last * columns))
     per_batch = max(1, BOOTSTRAP_BATCH_VALUES // n)  # resamples whose counts fit in 128 MiB
-    upper = {p: np.empty((2, rows, last)) for p in names}
-    lower = {p: np.empty((2, rows, last)) for p in names}
-    sums = np.zeros((columns, BOOTSTRAP, last))  # D, nu and Cov^2 summed over rows: slots 0, 2.., 3..
+    element = np.empty((2, 2, P, rows, last))  # (low/high, upper/lower, parameter, rows, last)
+    sum_D, sum_nu, sum_cov2 = (
+        np.zeros((BOOTSTRAP, last)),
+        np.zeros((BOOTSTRAP, P, last)),
+        np.zeros((BOOTSTRAP, P, last)),
+    )
     for r0 in range(0, rows, slab):
         r1 = min(rows, r0 + slab)
-        values = [Y[:, r0:r1], Y[:, r0:r1] ** 2]
-        for p in names:
+        stacked = np.empty((n, columns, r1 - r0, last))
+        stacked[:, 0] = Y[:, r0:r1]
+        np.square(Y[:, r0:r1], out=stacked[:, 1])
+        for i, p in enumerate(names):
             dv, k, _, _ = weights[p]
-            values += [dv[:, r0:r1] ** 2, dv[:, r0:r1] * k[:, None, None]]
-        stacked = np.stack(values, axis=1).reshape(n, -1)  # (point, column x rows x last)
+            np.square(dv[:, r0:r1], out=stacked[:, 2 + i])
+            np.multiply(dv[:, r0:r1], k[:, None, None], out=stacked[:, 2 + P + i])
+        stacked = stacked.reshape(n, -1)  # (point, column x rows x last)
         means = np.empty((BOOTSTRAP, columns, r1 - r0, last))
         rng = np.random.default_rng(seed)  # the same resamples for every slab
         for start in range(0, BOOTSTRAP, per_batch):
             stop = min(BOOTSTRAP, start + per_batch)
-            means[start:stop] = (_resample_counts(rng, stop - start, n) @ stacked).reshape(
-                stop - start, columns, r1 - r0, last
-            )
+            means[start:stop] = (_resample_counts(rng, stop - start, n) @ stacked).reshape(means[start:stop].shape)
+        means /= n
         D = (means[:, 1] - means[:, 0] ** 2) * n / (n - 1)
-        positive = _positive(D)
-        sums[0] += D.sum(axis=1)
-        for i, p in enumerate(names):
-            _, _, constant, var_v = weights[p]
-            nu, cov2 = means[:, 2 + 2 * i], means[:, 3 + 2 * i] ** 2
-            sums[2 + 2 * i] += nu.sum(axis=1)
-            sums[3 + 2 * i] += cov2.sum(axis=1)
-            upper[p][:, r0:r1] = _percentiles(constant * nu / positive)
-            lower[p][:, r0:r1] = _percentiles(cov2 / (var_v * positive))
-    D_along, total = _positive(sums[0]), _positive(sums[0].sum(axis=1))
-
-    def both(values: np.ndarray) -> tuple[float, float]:
-        low, high = _percentiles(values)
-        return float(low), float(high)
-
-    out = {}
-    for i, p in enumerate(names):
-        _, _, constant, var_v = weights[p]
-        nu, cov2 = sums[2 + 2 * i], sums[3 + 2 * i]
-        out[p] = {
-            "upper": (upper[p], _percentiles(constant * nu / D_along), both(constant * nu.sum(axis=1) / total)),
-            "lower": (lower[p], _percentiles(cov2 / (var_v * D_along)), both(cov2.sum(axis=1) / (var_v * total))),
+        nu, cov2 = means[:, 2 : 2 + P], means[:, 2 + P :] ** 2  # (resample, parameter, rows, last)
+        sum_D += D.sum(axis=1)
+        sum_nu += nu.sum(axis=2)
+        sum_cov2 += cov2.sum(axis=2)
+        positive = _positive(D)[:, None]
+        element[..., r0:r1, :] = _percentiles(np.stack([constant * nu / positive, cov2 / (var_v * positive)], axis=1))
+    D_along, total = _positive(sum_D)[:, None], _positive(sum_D.sum(axis=1))[:, None]
+    constant, var_v = constant[..., 0], var_v[..., 0]  # (parameter, 1)
+    along = _percentiles(np.stack([constant * sum_nu / D_along, sum_cov2 / (var_v * D_along)], axis=1))
+    overall = _percentiles(
+        np.stack([constant[:, 0] * sum_nu.sum(axis=2) / total, sum_cov2.sum(axis=2) / (var_v[:, 0] * total)], axis=1)
+    )
+    return {
+        p: {
+            kind: (element[:, j, i], along[:, j, i], (float(overall[0, j, i]), float(overall[1, j, i])))
+            for j, kind in enumerate(("upper", "lower"))
         }
-    return out
+        for i, p in enumerate(names)
+    }

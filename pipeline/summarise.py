@@ -79,11 +79,11 @@ def summarise(ds: xr.Dataset) -> xr.Dataset:
                     ),
                 }
             )
-    if sweep == ["point"]:
-        variables.update(design_bounds(ds.load(), params))
     summary = xr.Dataset()
     for key, (da, long_name, attrs) in variables.items():
         summary[key] = da.assign_attrs(long_name=long_name, **attrs)
+    if sweep == ["point"]:
+        summary.update(design_bounds(ds.load(), params))
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     keep = ("title", "study", "swept_parameters", "method", "device", "dtype", "sweep_kind", "source", "design")
     summary.attrs = {

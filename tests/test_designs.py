@@ -100,16 +100,16 @@ def test_bootstrap_intervals_per_element_along_time_and_aggregated(monkeypatch):
     constant = (2.0 - 0.0) ** 2 / PI**2
     q = [2.5, 97.5]
     np.seterr(invalid="ignore")  # t = 0: D = 0
-    np.testing.assert_allclose(out["sobol_total_upper_C_interval"][0].values, np.percentile(constant * nu / D, q, 0))
+    np.testing.assert_allclose(out["sobol_total_upper_C_interval"].values, np.percentile(constant * nu / D, q, 0))
     along = constant * nu.sum(1) / D.sum(1)
     np.testing.assert_allclose(
-        out["sobol_total_upper_C_per_t_interval"][0].values[:, 1:], np.percentile(along, q, 0)[:, 1:]
+        out["sobol_total_upper_C_per_t_interval"].values[:, 1:], np.percentile(along, q, 0)[:, 1:]
     )
-    assert np.isnan(out["sobol_total_upper_C_per_t_interval"][0].values[:, 0]).all()  # t = 0: y does not vary
-    agg = out["sobol_total_upper_C_aggregated"][2]
+    assert np.isnan(out["sobol_total_upper_C_per_t_interval"].values[:, 0]).all()  # t = 0: y does not vary
+    agg = out["sobol_total_upper_C_aggregated"].attrs
     expected = np.percentile(constant * nu.sum((1, 2)) / D.sum((1, 2)), q)
     assert [agg["ci_low"], agg["ci_high"]] == pytest.approx(list(expected))
-    per_t = out["sobol_total_upper_C_per_t"][0]
+    per_t = out["sobol_total_upper_C_per_t"]
     np.testing.assert_allclose(per_t.values[1:], constant * (dy**2).mean(0).sum(0)[1:] / y.var(0, ddof=1).sum(0)[1:])
 
 
