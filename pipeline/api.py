@@ -463,11 +463,14 @@ def sensitivity(
     with ieee_float32(run_device), cheap_zero_tangents(enabled=not compile):
         y0 = _check_model_runs(routine.fn, x_run, points[0], grid)
         check_result_size(len(points), y0.numel(), 1 + directions + (order == 2), torch.finfo(run_dtype).bits // 8)
-        reached, hint = check_structure(routine.fn, x_run, points, columns=len(grid))
         choice = ""
         if method == "auto" and order == 1 and not compile and directions > y0.numel():
             what = "parameters and tensor elements" if routine.tensors else "parameters"
             choice = f"reverse mode: {directions} directions ({what}) outnumber {y0.numel()} outputs"
+        # the memory hint is for forward mode: reverse mode (first, or asked for) measures its own
+        reached, hint = check_structure(
+            routine.fn, x_run, points, columns=len(grid), measure=not choice and method != "reverse"
+        )
         result, used, fallback_reason, wall = _run_method(
             routine,
             x_run,

@@ -27,15 +27,22 @@ PROBES = 3
 
 
 def check_structure(
-    fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, points: Tensor, columns: int | None = None
+    fn: Callable[[Tensor, Tensor], Tensor],
+    x: Tensor,
+    points: Tensor,
+    columns: int | None = None,
+    measure: bool = True,
 ) -> tuple[Tensor | None, int | None]:
     """:func:`connected`, and a pessimistic bytes-per-point estimate for forward-mode methods.
 
     The check is a forward pass over a few points: its peak memory, counted as all per point
     and once per parameter direction, bounds what a forward pass needs per point (the
-    ``memory_hint`` of :mod:`pipeline.derivatives`). ``None`` where it cannot be measured. Only
-    the first ``columns`` directions (the swept parameters, not a bound tensor's elements) are checked.
+    ``memory_hint`` of :mod:`pipeline.derivatives`). ``None`` where it cannot be measured, or is
+    not asked for (``measure=False``: a run in reverse mode, which measures its own). Only the
+    first ``columns`` directions (the swept parameters, not a bound tensor's elements) are checked.
     """
+    if not measure:
+        return connected(fn, x, points, columns), None
     reached, peak = measure_peak_bytes(lambda: connected(fn, x, points, columns), points.device)
     if peak is None or reached is None:
         return reached, None

@@ -165,3 +165,25 @@ def test_one_chunk_in_host_memory_is_kept_not_copied():
     assert views.y.data_ptr() != made[-1][0].data_ptr() and torch.equal(views.y, points[:, 0] * 2)
     parts = in_chunks(batched, points, chunk_size=4, max_memory_mb=None)
     assert all(parts.y.data_ptr() != y.data_ptr() for y, _ in made[-3:]) and torch.equal(parts.dy, points * 3)
+
+
+@pytest.mark.parametrize(
+    ("params", "method", "measured"),
+    [
+        ({"C": [1.0, 2.0]}, "auto", True),  # forward mode: the check's estimate is its memory hint
+        ({"C": [1.0, 2.0], "K": [0.5], "L": [3.0]}, "auto", False),  # 3 directions, 1 output: reverse first
+        ({"C": [1.0, 2.0]}, "reverse", False),
+    ],
+)
+def test_the_structure_check_measures_memory_only_for_forward_mode(monkeypatch, params, method, measured):
+    """Reverse mode ignores the forward-mode memory hint (its memory grows with the outputs, and it
+    probes its own): the check then runs without measuring, which would return freed memory to
+    the system for the derivatives to fault back in."""
+    from pipeline import structure
+
+    calls = []
+    real = structure.measure_peak_bytes
+    monkeypatch.setattr(structure, "measure_peak_bytes", lambda run, device: calls.append(1) or real(run, device))
+    ds = sensitivity(lambda x, **p: x * sum(p.values()), torch.tensor([2.0]), params, method=method)
+    assert (len(calls) == 1) == measured
+    assert int(ds["dy_dC_connected"].min()) == 1  # the check ran either way
