@@ -55,9 +55,9 @@ def stein_weight(dist: Distribution, v: np.ndarray) -> np.ndarray:
 @dataclass
 class _Elements:
     """A design's values as ``(point, rows, last)`` arrays: ``last`` is the last output dim (e.g.
-    time), ``rows`` every other element dim (samples first); :meth:`dims` names a result's dims
-    back, and :attr:`coords` are theirs (the result is one Dataset built at once: far cheaper than
-    a DataArray per variable)."""
+    time), ``rows`` every other element dim (samples first); :meth:`var` gives a result its dims
+    back and :attr:`coords` are theirs (the results make one Dataset, built at once: far cheaper
+    than a DataArray per variable)."""
 
     order: list[str]  # element dims, in the arrays' order
     along: list[str]  # [the last output dim], or [] when y has samples only
@@ -76,7 +76,9 @@ class _Elements:
         values = da.variable.transpose("point", *self.order).values.astype(np.float64, copy=False)
         return values.reshape(len(values), -1, self.shape[-1] if self.along else 1)
 
-    def var(self, values: np.ndarray, long_name: str, interval: bool = False, along: bool = False, **attrs) -> tuple:
+    def var(
+        self, values: np.ndarray, long_name: str, interval: bool = False, along: bool = False, **attrs: object
+    ) -> tuple[list[str], np.ndarray, dict[str, object]]:
         """``values`` of shape ``([2,] rows, last)`` (``([2,] last)`` ``along``) as a Dataset variable."""
         dims = (["interval"] if interval else []) + (self.along if along else self.order)
         shape = ((2,) if interval else ()) + (self.shape[-1:] if along else self.shape)
