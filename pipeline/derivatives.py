@@ -128,12 +128,14 @@ def in_chunks(
     max_memory_mb: int | None,
     memory_hint: int | None = None,
     method: str = "",
+    directions: int = 1,
 ) -> Derivatives:
     """Run ``batched`` over ``points`` chunk by chunk, moving each result to the CPU.
 
     ``batched(chunk)`` returns a tuple of tensors with a leading chunk dim. With
     ``chunk_size=None``, :func:`pipeline.memory.choose_chunk_size` picks it, running its probe
-    chunks through the same runner (their results are kept).
+    chunks through the same runner (their results are kept); ``directions``: the tangents a pass
+    pushes per point at once (the chunk sizes timed shrink with them).
     Torch errors a user can act on (randomness under vmap, an op without a forward-mode rule)
     become :class:`DerivativeError` naming ``method``.
     """
@@ -169,7 +171,9 @@ def in_chunks(
 
         start = 0
         if chunk_size is None:
-            chunk_size, start = choose_chunk_size(run, points, max_memory_mb=max_memory_mb, memory_hint=memory_hint)
+            chunk_size, start = choose_chunk_size(
+                run, points, max_memory_mb=max_memory_mb, memory_hint=memory_hint, directions=directions
+            )
         for chunk in points[start:].split(chunk_size) if start < len(points) else ():
             run(chunk)
     if points.is_cuda:
@@ -280,6 +284,7 @@ def forward(
         max_memory_mb=max_memory_mb,
         memory_hint=memory_hint,
         method="forward",
+        directions=points.shape[1] if order == 1 else 1,  # jacfwd pushes every direction at once
     )
 
 

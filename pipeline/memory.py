@@ -16,7 +16,10 @@ large chunks run slower per value than small ones (the benchmark's Conv1d stack,
 while models made of many small ops (the eager RK4 oscillator) want large chunks (2.0 s in one
 chunk of 512 or in chunks of 128, 7.3 s in chunks of 16). So a CPU sweep of at least
 :data:`TUNE_MIN_POINTS` values runs its next chunks at the sizes :data:`TUNE_SIZES`, twice each
-(results kept; once when the first timings already differ twofold per value), and goes on with
+(results kept; once when the first timings already differ twofold per value; sizes divided by
+the tangents a pass pushes per point, :func:`tune_sizes`: forward mode over 2 parameters holds
+twice the tensors per point, and an MLP grid of 2 took 3.8 s in chunks of 8, 2.3 s in chunks of
+4, where its 1-parameter sweep took 1.4 s in chunks of 8), and goes on with
 the small size unless the large one was clearly faster per value (:func:`faster_chunk_size`); if
 it was, chunks 4 times larger are timed in turn while they keep being clearly faster and the
 sweep has values left for them. Chunking does not change results: every value's derivative is
@@ -55,7 +58,8 @@ PROBE_SIZES = (1, 2, 4)
 """Sizes of the probe chunks that start a sweep with automatic chunking."""
 
 TUNE_SIZES = (8, 32)
-"""The two chunk sizes timed against each other on a long CPU sweep."""
+"""The two chunk sizes timed against each other on a long CPU sweep, in points of one direction
+each (:func:`tune_sizes` scales them down where a pass pushes several directions per point)."""
 
 TUNE_MIN_POINTS = 256
 """Sweeps (or parts) with fewer values are not timed: they run in the largest chunk that fits."""
@@ -166,10 +170,20 @@ def fit_chunk_size(probes: list[tuple[int, int | None, int]], budget: int, remai
     return int(max(1, min(remaining, (budget - fixed) // per_value)))
 
 
-def faster_chunk_size(small_seconds: float, large_seconds: float, fitting: int) -> int:
-    """After timing chunks of :data:`TUNE_SIZES`: ``fitting`` (the largest that fits the budget)
-    if the large chunk was clearly faster per value, else the small size."""
-    small, large = TUNE_SIZES
+def tune_sizes(directions: int = 1) -> tuple[int, int]:
+    """:data:`TUNE_SIZES` for a pass that pushes ``directions`` tangents per point at once (forward
+    mode over several parameters): a chunk's tensors grow with points x directions, so the sizes
+    timed shrink by that factor and stay :data:`TUNE_GROWTH` apart."""
+    small = max(1, TUNE_SIZES[0] // directions)
+    return small, max(TUNE_GROWTH * small, TUNE_SIZES[1] // directions)
+
+
+def faster_chunk_size(
+    small_seconds: float, large_seconds: float, fitting: int, sizes: tuple[int, int] = TUNE_SIZES
+) -> int:
+    """After timing chunks of ``sizes`` (:func:`tune_sizes`): ``fitting`` (the largest that fits
+    the budget) if the large chunk was clearly faster per value, else the small size."""
+    small, large = sizes
     if small_seconds < TUNE_MIN_SECONDS:  # per-pass overhead dominates: one timing is noise
         return fitting
     return fitting if large_seconds / large < TUNE_GAIN * small_seconds / small else small
@@ -202,15 +216,15 @@ def _timed_chunks(
 
 
 def _tuned_chunk_size(
-    run: Callable[[torch.Tensor], object], points: torch.Tensor, start: int, fitting: int
+    run: Callable[[torch.Tensor], object], points: torch.Tensor, start: int, fitting: int, directions: int = 1
 ) -> tuple[int, int]:
-    """NOTE [Choosing the chunk size]: chunks of :data:`TUNE_SIZES` timed against each other; while
+    """NOTE [Choosing the chunk size]: chunks of :func:`tune_sizes` timed against each other; while
     the larger keeps being clearly faster per value, chunks :data:`TUNE_GROWTH` times larger are
     timed too, as long as the sweep has values left for them and they fit; the largest that fits
     once the growth reaches it, else the last size that was clearly faster."""
-    small, large = TUNE_SIZES
-    seconds, start = _timed_chunks(run, points, start, TUNE_SIZES)
-    choice = faster_chunk_size(seconds[small], seconds[large], fitting)
+    small, large = sizes = tune_sizes(directions)
+    seconds, start = _timed_chunks(run, points, start, sizes)
+    choice = faster_chunk_size(seconds[small], seconds[large], fitting, sizes)
     if choice != fitting or seconds[small] < TUNE_MIN_SECONDS:
         return choice, start
     best = large
@@ -228,13 +242,15 @@ def choose_chunk_size(
     *,
     max_memory_mb: int | None,
     memory_hint: int | None,
+    directions: int = 1,
 ) -> tuple[int, int]:
     """The chunk size for the rest of a sweep, and how many of its first points the choice ran.
 
     ``run(chunk)`` computes a chunk (its results are kept: probing wastes no values). All points
     go in one chunk when ``memory_hint`` (a pessimistic bytes-per-point estimate) says they fit
     the budget; otherwise probe chunks of :data:`PROBE_SIZES` measure the memory per value. On the
-    CPU, a long sweep then times chunks of :data:`TUNE_SIZES` (NOTE [Choosing the chunk size]).
+    CPU, a long sweep then times chunks of :func:`tune_sizes` (NOTE [Choosing the chunk size]);
+    ``directions``: the tangents a pass pushes per point at once.
     """
     budget = budget_bytes(points.device, max_memory_mb)
     start = 0
@@ -252,6 +268,7 @@ def choose_chunk_size(
             chunk_size = fit_chunk_size(probes, budget, max(len(points) - start, 1))
             if chunk_size >= len(points) - start:
                 break
-    if points.device.type == "cpu" and chunk_size > TUNE_SIZES[1] and len(points) - start >= TUNE_MIN_POINTS:
-        chunk_size, start = _tuned_chunk_size(run, points, start, chunk_size)
+    tuned = points.device.type == "cpu" and chunk_size > tune_sizes(directions)[1]
+    if tuned and len(points) - start >= TUNE_MIN_POINTS:
+        chunk_size, start = _tuned_chunk_size(run, points, start, chunk_size, directions)
     return chunk_size, start

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 import numpy as np
@@ -187,3 +188,26 @@ def test_the_structure_check_measures_memory_only_for_forward_mode(monkeypatch, 
     ds = sensitivity(lambda x, **p: x * sum(p.values()), torch.tensor([2.0]), params, method=method)
     assert (len(calls) == 1) == measured
     assert int(ds["dy_dC_connected"].min()) == 1  # the check ran either way
+
+
+@pytest.mark.parametrize(
+    ("params", "sizes"),
+    [
+        ({"C": np.linspace(1.0, 2.0, 320)}, (8, 32)),
+        ({"C": np.linspace(1.0, 2.0, 16), "K": np.linspace(1.0, 2.0, 20)}, (4, 16)),  # 2 tangents per point
+    ],
+)
+def test_chunks_timed_hold_as_many_tangents_whatever_the_directions(monkeypatch, params, sizes):
+    """Forward mode over P parameters pushes P tangents per point at once: a chunk's tensors grow
+    with points x P, so the chunk sizes timed are TUNE_SIZES / P (a 2-parameter MLP grid in chunks
+    of 8 took 3.8 s, in chunks of 4 2.3 s, where its 1-parameter sweep took 1.4 s in chunks of 8)."""
+    from pipeline import memory
+
+    assert memory.tune_sizes(1) == memory.TUNE_SIZES and memory.tune_sizes(3) == (2, 10)
+    assert memory.tune_sizes(8) == memory.tune_sizes(100) == (1, memory.TUNE_GROWTH)
+    timed = []
+    real = memory._timed_chunks
+    monkeypatch.setattr(memory, "_timed_chunks", lambda *args, **kw: timed.append(args[3]) or real(*args, **kw))
+    ds = sensitivity(lambda x, **p: x * math.prod(p.values()), torch.arange(3.0), params, method="forward")
+    assert timed[0] == sizes
+    np.testing.assert_allclose(ds.dy_dC.values, (ds.y / ds.C).values, rtol=1e-6)
