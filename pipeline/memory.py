@@ -16,7 +16,8 @@ large chunks run slower per value than small ones (the benchmark's Conv1d stack,
 while models made of many small ops (the eager RK4 oscillator) want large chunks (2.0 s in one
 chunk of 512 or in chunks of 128, 7.3 s in chunks of 16). So a CPU sweep of at least
 :data:`TUNE_MIN_POINTS` values runs its next chunks at the sizes :data:`TUNE_SIZES`, twice each
-(results kept; once when the first timings already differ twofold per value; sizes divided by
+(results kept; once when the first timings already differ twofold per value, or the larger
+chunk's is 1.4 times slower; sizes divided by
 the tangents a pass pushes per point, :func:`tune_sizes`: forward mode over 2 parameters holds
 twice the tensors per point, and an MLP grid of 2 took 3.8 s in chunks of 8, 2.3 s in chunks of
 4, where its 1-parameter sweep took 1.4 s in chunks of 8), and goes on with
@@ -75,10 +76,17 @@ pause (garbage collection, page faults) during one timing would otherwise pick t
 for a model bound by per-pass overhead, 70 times slower on a cheap closed-form model."""
 
 TUNE_CLEAR = 2.0
-"""A first timing this many times faster or slower per value than the one it is compared with
+"""A first timing of the larger chunk this many times faster per value than the smaller's
 decides at once: no second run (a pause cannot make that difference). The eager oscillator's small
 chunks are 4-9 times slower per value than its best: a second run of each cost about a third of a
 512-value sweep."""
+
+TUNE_CLEAR_SLOWER = 1.4
+"""A first timing of the larger chunk this many times slower per value than the smaller's decides
+at once too. Lower than :data:`TUNE_CLEAR`: a large chunk past the caches is the dearest to time
+again (the Conv1d stack's chunks of 32 are 2-3 times slower per value than its chunks of 8,
+1.46x in a first round, and the second chunk of 32 cost 0.3 s of a 2.3 s sweep); the risk is a
+pause during the larger chunk's timing, which leaves the sweep in the smaller chunks."""
 
 TUNE_GROWTH = 4
 """While a larger timed chunk is clearly faster per value, the next one timed is this many times larger."""
@@ -198,8 +206,9 @@ def _timed_chunks(
 ) -> tuple[dict[int, float], int]:
     """Seconds of a chunk of each size, the fastest of :data:`TUNE_REPEATS` interleaved runs (results
     kept), and where the sweep now starts; stops after a first chunk under :data:`TUNE_MIN_SECONDS`,
-    and after the first round when the sizes' times per value (with ``against``, a time per value
-    already known) differ by :data:`TUNE_CLEAR` or more."""
+    and after the first round when the largest size's time per value is :data:`TUNE_CLEAR` times
+    below the smaller sizes' (with ``against``, a time per value already known) or
+    :data:`TUNE_CLEAR_SLOWER` times above."""
     seconds = dict.fromkeys(sizes, math.inf)
     for _ in range(TUNE_REPEATS):
         for size in sizes:
@@ -209,8 +218,9 @@ def _timed_chunks(
             start += size
             if seconds[sizes[0]] < TUNE_MIN_SECONDS:  # bound by per-pass overhead: no more timing
                 return seconds, start
-        per_value = [seconds[size] / size for size in sizes] + ([against] if against is not None else [])
-        if max(per_value) >= TUNE_CLEAR * min(per_value):
+        largest = seconds[sizes[-1]] / sizes[-1]
+        smaller = min([seconds[size] / size for size in sizes[:-1]] + ([against] if against is not None else []))
+        if largest * TUNE_CLEAR <= smaller or largest >= TUNE_CLEAR_SLOWER * smaller:
             break
     return seconds, start
 

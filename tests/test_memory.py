@@ -81,6 +81,7 @@ def test_faster_chunk_size_keeps_large_chunks_only_when_clearly_faster_per_value
     ("per_pass", "per_value_small", "per_value_large", "expected", "rounds"),
     [
         (0.0, 0.0005, 0.004, "small", 1),  # large chunks 8x slower per value (cache-bound): clear at once
+        (0.0, 0.002, 0.0035, "small", 1),  # 1.75x slower per value: clear too (TUNE_CLEAR_SLOWER)
         (0.02, 0.0001, 0.0001, "fitting", 1),  # a fixed cost per pass dominates (op-bound): 3.6x, clear
         (0.005, 0.001, 0.001, "fitting", 2),  # 1.4x faster per value in large chunks: timed twice
     ],
