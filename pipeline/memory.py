@@ -25,10 +25,10 @@ the small size unless the large one was clearly faster per value (:func:`faster_
 it was, chunks 4 times larger are timed in turn while they keep being clearly faster and the
 sweep has values left for them. Chunking does not change results: every value's derivative is
 computed by the same ops whatever its chunk (checked bitwise on the benchmark models). The price:
-the timed chunks run at their own speed (at 512 values, over the last three bench runs, automatic
-chunking took 1.06-1.09x the best fixed chunk size on the MLP, 1.24-1.32x on the Conv1d stack,
-1.06-1.19x on the eager oscillator and 1.17-1.28x on the same RK4 as a plain function: each timed
-chunk of those costs a pass's fixed overhead, about 0.1 s). GPUs keep the largest chunk that fits.
+the timed chunks run at their own speed (at 512 values, in the last bench run, automatic chunking
+took 1.04x the best fixed chunk size on the MLP, 1.17x on the Conv1d stack, 1.17x on the eager
+oscillator and 1.27x on the same RK4 as a plain function, 1.06-1.32x in the three before: each
+timed chunk of the RK4s costs a pass's fixed overhead, about 0.1 s). GPUs keep the largest chunk that fits.
 
 Peak memory is read from the CUDA allocator on GPUs and from the process's peak resident
 set (``VmHWM``, reset through ``/proc/self/clear_refs``, after ``malloc_trim`` hands freed
