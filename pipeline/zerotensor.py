@@ -73,25 +73,27 @@ def _real(t: Tensor) -> Tensor:
     return torch.zeros(t.shape, dtype=t.dtype, device=t.device) if t._is_zerotensor() else t
 
 
-def zero_mm(a: Tensor, b: Tensor) -> Tensor:
-    """``a @ b`` where one is a ZeroTensor: a ZeroTensor of the product's shape (torch's checks otherwise)."""
-    if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[0] or a.dtype != b.dtype or a.device != b.device:
-        return torch.mm(_real(a), _real(b))  # torch's error
-    return torch._efficientzerotensor((a.shape[0], b.shape[1]), dtype=a.dtype, device=a.device)
-
-
-def zero_bmm(a: Tensor, b: Tensor) -> Tensor:
-    """:func:`zero_mm` for batches of matrices."""
+def _zero_product(a: Tensor, b: Tensor, dims: int, op: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+    """``op(a, b)`` (``mm``: ``dims`` 2, ``bmm``: 3) where one is a ZeroTensor: a ZeroTensor of the
+    product's shape; torch's own computation, and so its error, where the operands do not multiply."""
     if (
-        a.dim() != 3
-        or b.dim() != 3
-        or a.shape[0] != b.shape[0]
-        or a.shape[2] != b.shape[1]
+        a.dim() != dims
+        or b.dim() != dims
+        or a.shape[:-2] != b.shape[:-2]
+        or a.shape[-1] != b.shape[-2]
         or a.dtype != b.dtype
         or a.device != b.device
     ):
-        return torch.bmm(_real(a), _real(b))  # torch's error
-    return torch._efficientzerotensor((a.shape[0], a.shape[1], b.shape[2]), dtype=a.dtype, device=a.device)
+        return op(_real(a), _real(b))
+    return torch._efficientzerotensor((*a.shape[:-1], b.shape[-1]), dtype=a.dtype, device=a.device)
+
+
+def zero_mm(a: Tensor, b: Tensor) -> Tensor:
+    return _zero_product(a, b, 2, torch.mm)
+
+
+def zero_bmm(a: Tensor, b: Tensor) -> Tensor:
+    return _zero_product(a, b, 3, torch.bmm)
 
 
 def zero_convolution(
