@@ -40,7 +40,7 @@ from torch.func import jacfwd, vmap
 
 from pipeline.compiled import compiled_forward
 from pipeline.derivatives import METHODS, ieee_float32
-from pipeline.memory import measure_peak_bytes
+from pipeline.memory import kept_heap, measure_peak_bytes
 from pipeline.models import Oscillator
 from pipeline.routine import StepFunctions, as_routine
 from pipeline.storage import write_atomic
@@ -182,7 +182,12 @@ CASES = {
 
 
 def _timed(run: Callable[[], object], device: torch.device, repeats: int) -> tuple[float, int | None, object]:
-    """Median seconds over ``repeats`` after one warm-up, peak extra bytes, last result."""
+    """Median seconds over ``repeats`` after one warm-up, peak extra bytes, last result.
+
+    Each run is inside its own :func:`~pipeline.memory.kept_heap`, as sensweep's sweeps are: the
+    floor and the peers get the same memory allocator settings as sensweep's methods.
+    """
+    run = _in_kept_heap(run)
     result = run()  # warm-up
     times = []
     for _ in range(repeats):
@@ -195,6 +200,14 @@ def _timed(run: Callable[[], object], device: torch.device, repeats: int) -> tup
         times.append(time.perf_counter() - start)
     _, peak = measure_peak_bytes(run, device)
     return statistics.median(times), peak, result
+
+
+def _in_kept_heap(run: Callable[[], object]) -> Callable[[], object]:
+    def kept() -> object:
+        with kept_heap():
+            return run()
+
+    return kept
 
 
 def _loop_extrapolated(case: Case, points: torch.Tensor, elements: int = 20) -> tuple[float, torch.Tensor]:

@@ -23,7 +23,7 @@ from torch.func import jacfwd, jacrev, jvp, vmap
 from tqdm.auto import tqdm
 
 from pipeline.errors import DerivativeError
-from pipeline.memory import choose_chunk_size
+from pipeline.memory import choose_chunk_size, kept_heap
 
 PIN_MAX_BYTES = 2**29
 """Results from a GPU up to this size land in page-locked host memory, copied without blocking
@@ -142,7 +142,8 @@ def in_chunks(
     out: list[Tensor] = []  # full-size results on the CPU, allocated at the first chunk: no cat at the end
     filled = 0
     host = _HostCopies()
-    with tqdm(total=len(points), desc="points", unit="point", disable=None, leave=False) as bar:
+    bar = tqdm(total=len(points), desc="points", unit="point", disable=None, leave=False)
+    with bar, kept_heap():  # each pass reuses the memory of the one before (kept_heap)
 
         def run(chunk: Tensor) -> tuple[Tensor, ...]:
             """One batched pass; its results go into ``out`` (probes' results are kept too)."""

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
-from pipeline import sensitivity
+from pipeline import memory, sensitivity
 from pipeline.memory import FALLBACK_FACTOR, fit_chunk_size, measure_peak_bytes
 
 MB = 2**20
@@ -212,3 +214,45 @@ def test_chunks_timed_hold_as_many_tangents_whatever_the_directions(monkeypatch,
     ds = sensitivity(lambda x, **p: x * math.prod(p.values()), torch.arange(3.0), params, method="forward")
     assert timed[0] == sizes
     np.testing.assert_allclose(ds.dy_dC.values, (ds.y / ds.C).values, rtol=1e-6)
+
+
+_KEPT_HEAP_FAULTS = """
+import resource, sys, torch
+from pipeline.memory import kept_heap
+
+def faults(make):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    make()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+big, half = 2**24, 2**23  # float32: 64 and 32 MiB, over glibc's largest dynamic mmap threshold
+with kept_heap():
+    torch.ones(big)
+    with kept_heap():  # nested: the outer one still holds
+        pass
+    inside = faults(lambda: torch.ones(half))
+print(inside, *[faults(lambda: torch.ones(half)) for _ in range(2)])
+"""
+
+
+@pytest.mark.skipif(memory._libc() is None, reason="needs glibc's mallopt")
+def test_kept_heap_reuses_freed_blocks_and_hands_them_back():
+    """A 32 MiB tensor (8,192 pages) finds the memory of a freed 64 MiB one inside kept_heap without
+    page faults; after it every such tensor is faulted in anew. In a fresh process: the heap of one
+    that has run other tests holds free memory already handed back, which a new tensor may land in."""
+    run = subprocess.run([sys.executable, "-c", _KEPT_HEAP_FAULTS], capture_output=True, text=True, check=True)
+    inside, *outside = map(int, run.stdout.split())
+    assert inside < 500
+    assert min(outside) > 8000
+
+
+def test_sweeps_run_inside_kept_heap():
+    depths = []
+
+    def model(x, C):
+        depths.append(memory._KEPT_HEAP["depth"])
+        return C * x
+
+    sensitivity(model, torch.ones(3), {"C": [1.0, 2.0]}, method="forward")
+    assert depths.count(1) == 1  # the sweep's one pass (the checks around it run outside)
+    assert memory._KEPT_HEAP["depth"] == 0
