@@ -184,8 +184,12 @@ def in_chunks(
 
 
 def _adoptable(t: Tensor) -> bool:
-    """A result that can be the returned array itself: in ordinary host memory, contiguous, not a view."""
-    return not t.is_cuda and t.is_contiguous() and t._base is None
+    """A result that can be the returned array itself: in ordinary host memory, contiguous, and all
+    of its memory (not a view of part of a larger tensor, which would keep all of that alive).
+    Forward mode's ``dy`` is such a whole view (``unsqueeze``): copying it cost the plain-function
+    RK4 (512 values, 1000 samples, 200 steps) 0.16 s of a 1.7 s sweep in one chunk."""
+    whole = t._base is None or t.untyped_storage().nbytes() == t.numel() * t.element_size()
+    return not t.is_cuda and t.is_contiguous() and whole
 
 
 class _HostCopies:

@@ -82,10 +82,13 @@ def test_faster_chunk_size_keeps_large_chunks_only_when_clearly_faster_per_value
 @pytest.mark.parametrize(
     ("per_pass", "per_value_small", "per_value_large", "expected", "rounds"),
     [
-        (0.0, 0.0005, 0.004, "small", 1),  # large chunks 8x slower per value (cache-bound): clear at once
-        (0.0, 0.002, 0.0035, "small", 1),  # 1.75x slower per value: clear too (TUNE_CLEAR_SLOWER)
-        (0.02, 0.0001, 0.0001, "fitting", 1),  # a fixed cost per pass dominates (op-bound): 3.6x, clear
-        (0.005, 0.001, 0.001, "fitting", 2),  # 1.4x faster per value in large chunks: timed twice
+        (0.0, 0.0005, 0.004, 8, 1),  # large chunks 8x slower per value (cache-bound): clear at once
+        (0.0, 0.002, 0.0035, 8, 1),  # 1.75x slower per value: clear too (TUNE_CLEAR_SLOWER)
+        # a fixed cost per pass dominates (op-bound): 3.6x, clear; chunks of 128 timed (clearly faster
+        # again), 512 would not fit in the 300 values: the rest in chunks of 128
+        (0.02, 0.0001, 0.0001, 128, 1),
+        # 1.4x faster per value in large chunks: timed twice; too few values left to time 128
+        (0.005, 0.001, 0.001, 32, 2),
     ],
 )
 def test_cpu_sweep_times_two_chunks_and_keeps_every_result(
@@ -110,7 +113,7 @@ def test_cpu_sweep_times_two_chunks_and_keeps_every_result(
     # everything fits the budget
     result = in_chunks(batched, points, chunk_size=None, max_memory_mb=None, memory_hint=1)
     assert sizes[: 2 * rounds] == list(TUNE_SIZES) * rounds and sizes[2 * rounds : 2 * rounds + 2] != list(TUNE_SIZES)
-    assert result.chunk_size == (TUNE_SIZES[0] if expected == "small" else 300)
+    assert result.chunk_size == expected
     assert sum(sizes) == 300 and torch.equal(result.y, points[:, 0] * 2) and torch.equal(result.dy, points * 3)
 
 
@@ -165,8 +168,17 @@ def test_one_chunk_in_host_memory_is_kept_not_copied():
     points = torch.arange(10.0)[:, None]
     whole = in_chunks(batched, points, chunk_size=10, max_memory_mb=None)
     assert whole.y.data_ptr() == made[-1][0].data_ptr() and whole.dy.data_ptr() == made[-1][1].data_ptr()
-    views = in_chunks(lambda chunk: tuple(t[:10] for t in batched(chunk)), points, chunk_size=10, max_memory_mb=None)
-    assert views.y.data_ptr() != made[-1][0].data_ptr() and torch.equal(views.y, points[:, 0] * 2)
+    # a view of part of a larger tensor is copied (adopting it would keep all of the larger one) ...
+    halves = in_chunks(
+        lambda chunk: tuple(torch.cat([t, t])[:10] for t in batched(chunk)), points, chunk_size=10, max_memory_mb=None
+    )
+    assert halves.y._base is None and halves.y.untyped_storage().nbytes() == 40
+    assert torch.equal(halves.y, points[:, 0] * 2)
+    # ... a view of all of one (forward mode's dy.unsqueeze(-1)) is kept
+    full = in_chunks(
+        lambda chunk: tuple(t.unsqueeze(-1) for t in batched(chunk)), points, chunk_size=10, max_memory_mb=None
+    )
+    assert full.y.data_ptr() == made[-1][0].data_ptr() and full.dy.data_ptr() == made[-1][1].data_ptr()
     parts = in_chunks(batched, points, chunk_size=4, max_memory_mb=None)
     assert all(parts.y.data_ptr() != y.data_ptr() for y, _ in made[-3:]) and torch.equal(parts.dy, points * 3)
 
