@@ -23,7 +23,7 @@ from torch.func import jacfwd, jacrev, jvp, vmap
 from tqdm.auto import tqdm
 
 from pipeline.errors import DerivativeError
-from pipeline.memory import choose_chunk_size, kept_heap
+from pipeline.memory import choose_chunk_size, kept_heap, mapped_apart
 
 PIN_MAX_BYTES = 2**29
 """Results from a GPU up to this size land in page-locked host memory, copied without blocking
@@ -163,7 +163,8 @@ def in_chunks(
             if not out:
                 per_point = sum(t[0].numel() * t.element_size() for t in result)
                 pin = result[0].is_cuda and per_point * len(points) <= PIN_MAX_BYTES
-                out.extend(torch.empty((len(points), *t.shape[1:]), dtype=t.dtype, pin_memory=pin) for t in result)
+                with mapped_apart():  # they outlive the sweep: not in the heap its passes reuse
+                    out.extend(torch.empty((len(points), *t.shape[1:]), dtype=t.dtype, pin_memory=pin) for t in result)
             for full, t in zip(out, result, strict=True):
                 host.copy(full[filled : filled + len(chunk)], t)
             filled += len(chunk)

@@ -229,8 +229,8 @@ def test_chunks_timed_hold_as_many_tangents_whatever_the_directions(monkeypatch,
 
 
 _KEPT_HEAP_FAULTS = """
-import resource, sys, torch
-from pipeline.memory import kept_heap
+import resource, torch
+from pipeline.memory import _proc_status_bytes, kept_heap, mapped_apart
 
 def faults(make):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -243,19 +243,27 @@ with kept_heap():
     with kept_heap():  # nested: the outer one still holds
         pass
     inside = faults(lambda: torch.ones(half))
-print(inside, *[faults(lambda: torch.ones(half)) for _ in range(2)])
+    with mapped_apart():  # larger than the free memory in the heap
+        result = torch.ones(2 * big)
+    kept = _proc_status_bytes("VmRSS:")
+    heap = next(line for line in open("/proc/self/maps") if line.endswith("[heap]\\n"))
+    low, high = (int(end, 16) for end in heap.split()[0].split("-"))
+print(inside, (kept - _proc_status_bytes("VmRSS:")) // 2**20, int(low <= result.data_ptr() < high))
 """
 
 
 @pytest.mark.skipif(memory._libc() is None, reason="needs glibc's mallopt")
 def test_kept_heap_reuses_freed_blocks_and_hands_them_back():
     """A 32 MiB tensor (8,192 pages) finds the memory of a freed 64 MiB one inside kept_heap without
-    page faults; after it every such tensor is faulted in anew. In a fresh process: the heap of one
-    that has run other tests holds free memory already handed back, which a new tensor may land in."""
+    page faults, and that memory leaves the resident set when kept_heap ends; under mapped_apart,
+    a new block is mapped on its own. In a fresh process:
+    the heap of one that has run other tests holds free memory already handed back, which a new
+    tensor may land in."""
     run = subprocess.run([sys.executable, "-c", _KEPT_HEAP_FAULTS], capture_output=True, text=True, check=True)
-    inside, *outside = map(int, run.stdout.split())
+    inside, handed_back_mib, result_in_heap = map(int, run.stdout.split())
     assert inside < 500
-    assert min(outside) > 8000
+    assert handed_back_mib >= 60
+    assert not result_in_heap  # mapped_apart: a block that outlives the sweep is not in its heap
 
 
 def test_sweeps_run_inside_kept_heap():
