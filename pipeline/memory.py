@@ -10,11 +10,14 @@ chunks of the largest ``n`` with ``a + b * n`` under the budget. Probing stops a
 the estimate so far (pessimistic after the warm-up alone: all of it counted per value) lets
 the rest run in one chunk, so a small sweep costs one extra pass.
 
-Fitting the budget is not the whole story on a CPU: once a pass's tensors outgrow the caches,
-large chunks run slower per value than small ones (the benchmark's Conv1d stack, 512 values:
-3.5 s in chunks of 4, 12.6 s in chunks of 256; the MLP 1.7 s in chunks of 8, 3.0 s in one),
-while models made of many small ops (the eager RK4 oscillator) want large chunks (2.0 s in one
-chunk of 512 or in chunks of 128, 7.3 s in chunks of 16). So a CPU sweep of at least
+Fitting the budget is not the whole story on a CPU: a sweep's passes run inside
+:func:`kept_heap`, so each pass finds the memory the one before freed (without it, glibc maps
+and unmaps every large tensor, and every pass page-faults its memory again: the Conv1d stack of
+the benchmark, 512 values, took 6.4 s in chunks of 32, 1.2 s with the memory kept). Past the
+caches, large chunks still run slower per value than small ones (the Conv1d stack under 2 GB:
+1.7 s in chunks of 4, 3.2 s in chunks of 256; the MLP 1.3 s in chunks of 8, 2.2 s in one),
+while models made of many small ops (the eager RK4 oscillator) want large chunks (1.6-2.4 s in
+chunks of 128 or 512, 6 s in chunks of 16). So a CPU sweep of at least
 :data:`TUNE_MIN_POINTS` values runs its next chunks at the sizes :data:`TUNE_SIZES`, twice each
 (results kept; once when the first timings already differ twofold per value, or the larger
 chunk's is 1.4 times slower; sizes divided by
@@ -23,12 +26,12 @@ twice the tensors per point, and an MLP grid of 2 took 3.8 s in chunks of 8, 2.3
 4, where its 1-parameter sweep took 1.4 s in chunks of 8), and goes on with
 the small size unless the large one was clearly faster per value (:func:`faster_chunk_size`); if
 it was, chunks 4 times larger are timed in turn while they keep being clearly faster and the
-sweep has values left for them. Chunking does not change results: every value's derivative is
-computed by the same ops whatever its chunk (checked bitwise on the benchmark models). The price:
-the timed chunks run at their own speed (at 512 values, in the last bench run, automatic chunking
-took 1.04x the best fixed chunk size on the MLP, 1.17x on the Conv1d stack, 1.17x on the eager
-oscillator and 1.27x on the same RK4 as a plain function, 1.06-1.32x in the three before: each
-timed chunk of the RK4s costs a pass's fixed overhead, about 0.1 s). GPUs keep the largest chunk that fits.
+sweep has values left for them, and the rest runs in the last size that was clearly faster. The
+heap is then trimmed, so that the memory of a larger timed chunk does not stay resident. Chunking
+does not change results: every value's derivative is computed by the same ops whatever its chunk
+(checked bitwise on the benchmark models). The price: the timed chunks run at their own speed
+(each timed chunk of the RK4s costs a pass's fixed overhead, about 0.1 s; the bench's chunking
+tables give automatic against fixed sizes). GPUs keep the largest chunk that fits.
 
 Peak memory is read from the CUDA allocator on GPUs and from the process's peak resident
 set (``VmHWM``, reset through ``/proc/self/clear_refs``, after ``malloc_trim`` hands freed
@@ -41,6 +44,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import math
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -129,6 +133,7 @@ def _trim_heap() -> None:
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
 _KEPT_HEAP = {"depth": 0}
+_KEPT_HEAP_LOCK = threading.Lock()
 
 KEPT_THRESHOLD = 2**31 - 1
 """Inside :func:`kept_heap`: the size from which glibc maps a block of its own (and the free memory
@@ -167,26 +172,28 @@ def kept_heap() -> Iterator[None]:
     glibc maps every block over its mmap threshold (128 KiB, growing to at most 32 MiB) anew and
     unmaps it when freed, so the large tensors of each pass of a chunked sweep are page-faulted
     and zeroed by the kernel again, pass after pass: the Conv1d stack of the benchmark ran 512
-    values in chunks of 32 in 6.4 s, 1.2 s with the blocks kept (chunks of 8: 3.5 and 1.3 s; the
-    plain-function RK4 in one chunk of 512: 1.9 and 1.2 s). Inside, large blocks come from the
+    values in chunks of 32 in 6.4 s, 1.2 s with the blocks kept (chunks of 8: 3.5 and 1.3 s; a
+    sweep in one chunk gains only what its one pass reuses). Inside, large blocks come from the
     heap and freed ones stay there (:data:`KEPT_THRESHOLD`); on leaving, the free memory goes back
-    to the system (``malloc_trim``) and the thresholds are :data:`LEFT_THRESHOLDS`. Nested uses
-    share the outermost one; elsewhere than glibc, nothing changes.
+    to the system (``malloc_trim``) and the thresholds are :data:`LEFT_THRESHOLDS`. Nested and
+    concurrent uses (threads) share one setting: the first in sets it, the last out resets it;
+    elsewhere than glibc, nothing changes.
     """
     libc = _libc()
-    outermost = libc is not None and _KEPT_HEAP["depth"] == 0
-    if outermost:
-        libc.mallopt(_M_MMAP_THRESHOLD, KEPT_THRESHOLD)
-        libc.mallopt(_M_TRIM_THRESHOLD, KEPT_THRESHOLD)
-    _KEPT_HEAP["depth"] += 1
+    with _KEPT_HEAP_LOCK:  # sweeps in several threads: the first sets, the last one out resets
+        _KEPT_HEAP["depth"] += 1
+        if libc is not None and _KEPT_HEAP["depth"] == 1:
+            libc.mallopt(_M_MMAP_THRESHOLD, KEPT_THRESHOLD)
+            libc.mallopt(_M_TRIM_THRESHOLD, KEPT_THRESHOLD)
     try:
         yield
     finally:
-        _KEPT_HEAP["depth"] -= 1
-        if outermost:
-            libc.mallopt(_M_MMAP_THRESHOLD, LEFT_THRESHOLDS[0])
-            libc.mallopt(_M_TRIM_THRESHOLD, LEFT_THRESHOLDS[1])
-            libc.malloc_trim(0)
+        with _KEPT_HEAP_LOCK:
+            _KEPT_HEAP["depth"] -= 1
+            if libc is not None and _KEPT_HEAP["depth"] == 0:
+                libc.mallopt(_M_MMAP_THRESHOLD, LEFT_THRESHOLDS[0])
+                libc.mallopt(_M_TRIM_THRESHOLD, LEFT_THRESHOLDS[1])
+                libc.malloc_trim(0)
 
 
 def measure_peak_bytes(run: Callable[[], object], device: torch.device) -> tuple[object, int | None]:
