@@ -335,15 +335,26 @@ def _tuned_chunk_size(
     small, large = sizes = tune_sizes(directions)
     seconds, start = _timed_chunks(run, points, start, sizes)
     choice = faster_chunk_size(seconds[small], seconds[large], fitting, sizes)
-    if choice != fitting or seconds[small] < TUNE_MIN_SECONDS:
+    if seconds[small] < TUNE_MIN_SECONDS:
         return choice, start
+    if choice != fitting:
+        return _smaller_than_timed(choice), start
     best = large
     while (size := best * TUNE_GROWTH) < fitting and len(points) - start >= TUNE_REPEATS * size:
         timed, start = _timed_chunks(run, points, start, (size,), against=seconds[best] / best)
         if timed[size] / size >= TUNE_GAIN * seconds[best] / best:
-            return best, start  # past the caches: larger chunks no longer pay
+            return _smaller_than_timed(best), start  # past the caches: larger chunks no longer pay
         seconds[size], best = timed[size], size
     return best, start
+
+
+def _smaller_than_timed(size: int) -> int:
+    """``size``, chosen after timing a larger chunk: the heap kept that chunk's memory (kept_heap),
+    handed back here, so that what stays resident for the rest of the sweep is what chunks of
+    ``size`` need (a part of the ``oscillator_large`` study, 400 MiB of results, timed 512 and
+    chose 128: peak RSS 729 MB, 893-921 MB without this)."""
+    _trim_heap()
+    return size
 
 
 def choose_chunk_size(
@@ -381,8 +392,4 @@ def choose_chunk_size(
     tuned = points.device.type == "cpu" and chunk_size > tune_sizes(directions)[1]
     if tuned and len(points) - start >= TUNE_MIN_POINTS:
         chunk_size, start = _tuned_chunk_size(run, points, start, chunk_size, directions)
-        # The heap kept the memory of the largest chunk timed (kept_heap): hand it back, so that what
-        # stays resident for the rest of the sweep is what chunks of the size chosen need (a part of
-        # the oscillator_large study, 400 MiB of results: peak RSS 729 MB, 893-921 MB without this).
-        _trim_heap()
     return chunk_size, start
