@@ -203,6 +203,8 @@ def _timed(run: Callable[[], object], device: torch.device, repeats: int) -> tup
 
 
 def _in_kept_heap(run: Callable[[], object]) -> Callable[[], object]:
+    """``run`` inside its own :func:`~pipeline.memory.kept_heap` at each call."""
+
     def kept() -> object:
         with kept_heap():
             return run()
@@ -376,8 +378,8 @@ def bench_case(
 
 
 CHUNKING = {
-    # model: (budget MB or None, fixed sizes, repeats): the eager RK4's chunks of 16 take 5-7 s
-    # for 512 values; once, its times moved by up to 1.7x from run to run
+    # model: (budget MB or None, fixed sizes, repeats): the eager RK4s start at chunks of 32 (chunks
+    # of 16 take 5-7 s for 512 values), three times each (timed once, they moved by up to 1.7x)
     "conv1d": (2048, (4, 8, 16, 32, 128, 256), 3),
     "mlp": (None, (4, 8, 32, 128, 512), 3),
     "oscillator": (None, (32, 128, 512), 3),

@@ -26,8 +26,9 @@ twice the tensors per point, and an MLP grid of 2 took 3.8 s in chunks of 8, 2.3
 4, where its 1-parameter sweep took 1.4 s in chunks of 8), and goes on with
 the small size unless the large one was clearly faster per value (:func:`faster_chunk_size`); if
 it was, chunks 4 times larger are timed in turn while they keep being clearly faster and the
-sweep has values left for them, and the rest runs in the last size that was clearly faster. The
-heap is then trimmed, so that the memory of a larger timed chunk does not stay resident. Chunking
+sweep has values left for them, and the rest runs in the last size that was clearly faster. Where
+a larger chunk was timed than the size chosen, the heap is then trimmed, so that its memory does
+not stay resident. Chunking
 does not change results: every value's derivative is computed by the same ops whatever its chunk
 (checked bitwise on the benchmark models). The price: the timed chunks run at their own speed
 (each timed chunk of the RK4s costs a pass's fixed overhead, about 0.1 s; the bench's chunking
@@ -176,9 +177,8 @@ def kept_heap() -> Iterator[None]:
     sweep in one chunk gains only what its one pass reuses). Inside, large blocks come from the
     heap and freed ones stay there (:data:`KEPT_THRESHOLD`); on leaving, the free memory goes back
     to the system (``malloc_trim``, where there is more of it than glibc keeps by itself) and the
-    thresholds are :data:`LEFT_THRESHOLDS`. Nested and
-    concurrent uses (threads) share one setting: the first in sets it, the last out resets it;
-    elsewhere than glibc, nothing changes.
+    thresholds are :data:`LEFT_THRESHOLDS`. Nested and concurrent uses (threads) share one setting:
+    the first in sets it, the last out resets it; elsewhere than glibc, nothing changes.
     """
     libc = _libc()
     with _KEPT_HEAP_LOCK:  # sweeps in several threads: the first sets, the last one out resets
@@ -198,11 +198,13 @@ def kept_heap() -> Iterator[None]:
                     libc.malloc_trim(0)
 
 
+_MALLINFO2 = ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")
+
+
 class _MallInfo2(ctypes.Structure):
-    _fields_ = [
-        (name, ctypes.c_size_t)
-        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks")
-    ] + [("keepcost", ctypes.c_size_t)]
+    """glibc's ``struct mallinfo2``: ten ``size_t`` counts, ``fordblks`` the free bytes."""
+
+    _fields_ = [(name, ctypes.c_size_t) for name in _MALLINFO2]
 
 
 def _free_heap_bytes(libc: ctypes.CDLL) -> float:
