@@ -142,8 +142,8 @@ def in_chunks(
     out: list[Tensor] = []  # full-size results on the CPU, allocated at the first chunk: no cat at the end
     filled = 0
     host = _HostCopies()
-    bar = tqdm(total=len(points), desc="points", unit="point", disable=None, leave=False)
-    with bar, kept_heap():  # each pass reuses the memory of the one before (kept_heap)
+    # kept_heap: each pass reuses the memory of the one before
+    with tqdm(total=len(points), desc="points", unit="point", disable=None, leave=False) as bar, kept_heap():
 
         def run(chunk: Tensor) -> tuple[Tensor, ...]:
             """One batched pass; its results go into ``out`` (probes' results are kept too)."""

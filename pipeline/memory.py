@@ -120,6 +120,8 @@ def _libc() -> ctypes.CDLL | None:
         except OSError:
             libc = None
         _LIBC = libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else False
+        if _LIBC and hasattr(_LIBC, "mallinfo2"):
+            _LIBC.mallinfo2.restype = _MallInfo2
     return _LIBC or None
 
 
@@ -213,10 +215,7 @@ def _free_heap_bytes(libc: ctypes.CDLL) -> float:
     A small sweep leaves little there: handing it back (``malloc_trim``) would only make the next
     allocations fault their pages in again (2-4 ms of a 40 ms design study).
     """
-    if not hasattr(libc, "mallinfo2"):
-        return math.inf
-    libc.mallinfo2.restype = _MallInfo2
-    return libc.mallinfo2().fordblks
+    return libc.mallinfo2().fordblks if hasattr(libc, "mallinfo2") else math.inf
 
 
 def measure_peak_bytes(run: Callable[[], object], device: torch.device) -> tuple[object, int | None]:

@@ -256,9 +256,8 @@ print(inside, (kept - _proc_status_bytes("VmRSS:")) // 2**20, int(low <= result.
 def test_kept_heap_reuses_freed_blocks_and_hands_them_back():
     """A 64 MiB tensor (16,384 pages) finds the memory of a freed 128 MiB one inside kept_heap without
     page faults, and that memory leaves the resident set when kept_heap ends; under mapped_apart,
-    a new block is mapped on its own. In a fresh process:
-    the heap of one that has run other tests holds free memory already handed back, which a new
-    tensor may land in."""
+    a new block is mapped on its own. In a fresh process: the heap of one that has run other tests
+    holds free memory already handed back, which a new tensor may land in."""
     run = subprocess.run([sys.executable, "-c", _KEPT_HEAP_FAULTS], capture_output=True, text=True, check=True)
     inside, handed_back_mib, result_in_heap = map(int, run.stdout.split())
     assert inside < 500
