@@ -21,6 +21,18 @@ and adding a zero tangent goes through meta copies of both operands. Inside the 
 :data:`ZERO_KERNELS` replace these: a product or convolution with a zero operand is a zero tensor
 of its result's shape, and a sum with one is one copy of the other operand (scaled by ``alpha``),
 torch's own arithmetic. The MLP's forward pass (N = 512, chunks of 8) took 28% less time.
+
+The commonest zero tangent is a Python number's: ``h / 2 * k`` reaches ``aten.mul.Tensor`` with
+``h / 2`` wrapped in a tensor that has no tangent, so forward mode multiplies a ZeroTensor by
+``k``, adds the zero product to the real term, and that sum copies the real term: a Python
+call, a meta kernel and a full copy for every product with a number. The ``.Scalar`` overloads
+of these ops (Python code cannot call them by operator) have forward formulas without the
+number's tangent (``mul.Scalar``: ``self_t * other``). Inside the block, :class:`NumberOperands`
+(a :class:`~torch.overrides.TorchFunctionMode`, on the calling thread only) sends ``tensor op
+number`` for ``* / + -`` (either side where the op allows) to them: same kernels, same values
+and dtypes (checked bit for bit in the tests). The plain-function RK4 oscillator's forward pass
+(N = 512, chunks of 128, 1,000 samples) 1.56 -> 1.23 s; a pass over 10 samples, where the
+per-op overhead is all there is, 0.11 -> 0.065 s.
 """
 
 from __future__ import annotations
@@ -32,6 +44,7 @@ from numbers import Number
 
 import torch
 from torch import Tensor
+from torch.overrides import TorchFunctionMode
 
 OPS = ("add.Tensor", "add.Scalar", "sub.Tensor", "mul.Tensor", "mul.Scalar", "div.Tensor")
 """The binary ops whose ZeroTensor kernels run a meta kernel (``aten`` overloads)."""
@@ -153,6 +166,46 @@ def zero_sub(a: Tensor, b: Tensor | Number, *, alpha: Number = 1) -> Tensor:
     return _zero_sum(a, b, alpha, torch.ops.aten.sub.Tensor)
 
 
+_aten = torch.ops.aten
+NUMBER_OVERLOADS = {
+    Tensor.__mul__: _aten.mul.Scalar,
+    Tensor.__rmul__: _aten.mul.Scalar,
+    Tensor.mul: _aten.mul.Scalar,
+    torch.mul: _aten.mul.Scalar,
+    Tensor.__truediv__: _aten.div.Scalar,
+    Tensor.div: _aten.div.Scalar,
+    torch.div: _aten.div.Scalar,
+    Tensor.__add__: _aten.add.Scalar,
+    Tensor.__radd__: _aten.add.Scalar,
+    Tensor.add: _aten.add.Scalar,
+    torch.add: _aten.add.Scalar,
+    Tensor.__sub__: _aten.sub.Scalar,
+    Tensor.sub: _aten.sub.Scalar,
+    torch.sub: _aten.sub.Scalar,
+    Tensor.__rsub__: _aten.rsub.Scalar,
+}
+"""``tensor op number`` calls (no keyword arguments) and the ``.Scalar`` overload that computes them
+(``number - tensor`` reaches ``Tensor.__rsub__(tensor, number)``, which is ``rsub``)."""
+
+
+class NumberOperands(TorchFunctionMode):
+    """Sends ``tensor op number`` to the op's ``.Scalar`` overload: no zero tangent for the number
+    (NOTE above). Only plain tensors and Python ``int``/``float`` (not ``bool``, not NumPy scalars);
+    everything else, keyword arguments included, goes on unchanged."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        overload = NUMBER_OVERLOADS.get(func)
+        if (
+            overload is not None
+            and not kwargs
+            and len(args) == 2
+            and type(args[0]) is Tensor
+            and type(args[1]) in (float, int)
+        ):
+            return overload(*args)
+        return func(*args, **(kwargs or {}))
+
+
 ZERO_KERNELS = {
     "mm": "zero_mm",
     "bmm": "zero_bmm",
@@ -165,8 +218,8 @@ ZERO_KERNELS = {
 
 @contextlib.contextmanager
 def cheap_zero_tangents(enabled: bool = True) -> Iterator[None]:
-    """:func:`binary_meta` as the meta kernel of :data:`OPS` and :data:`ZERO_KERNELS` as ZeroTensor
-    kernels inside the block (NOTE above)."""
+    """:func:`binary_meta` as the meta kernel of :data:`OPS`, :data:`ZERO_KERNELS` as ZeroTensor
+    kernels and :class:`NumberOperands` inside the block (NOTE above)."""
     if not enabled:
         yield
         return
@@ -179,7 +232,8 @@ def cheap_zero_tangents(enabled: bool = True) -> Iterator[None]:
                 meta.impl(op, div_meta if op == DIVISION else binary_meta)
             for op, kernel in ZERO_KERNELS.items():
                 zero.impl(op, globals()[kernel])
-        yield
+        with NumberOperands():
+            yield
     finally:
         meta._destroy()
         zero._destroy()

@@ -11,7 +11,17 @@ from pipeline import zerotensor
 from pipeline.derivatives import forward, forward_per_point
 from pipeline.models import Oscillator
 from pipeline.routine import as_routine
-from pipeline.zerotensor import DIVISION, OPS, ZERO_KERNELS, binary_meta, broadcast, cheap_zero_tangents, div_meta
+from pipeline.zerotensor import (
+    DIVISION,
+    NUMBER_OVERLOADS,
+    OPS,
+    ZERO_KERNELS,
+    NumberOperands,
+    binary_meta,
+    broadcast,
+    cheap_zero_tangents,
+    div_meta,
+)
 
 OPERANDS = [
     torch.ones(3, dtype=torch.float32),
@@ -195,3 +205,81 @@ def test_broadcast_is_torchs():
         assert broadcast(a, b) == tuple(torch.broadcast_shapes(a, b)), (a, b)
     with pytest.raises(RuntimeError, match="cannot be broadcast"):
         broadcast((2,), (3,))
+
+
+NUMBERS = [2, 0.5, -3, 2**40, 1e-30]
+NUMBER_DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.bool]
+
+
+@pytest.mark.parametrize("func", list(NUMBER_OVERLOADS), ids=lambda f: getattr(f, "__qualname__", str(f)))
+def test_number_operands_give_torchs_values_and_dtypes(func):
+    """``tensor op number`` through the ``.Scalar`` overload: torch's dtype and values bit for bit, or
+    torch's error where torch refuses the pair (``bool - 1``)."""
+    checked = 0
+    for dtype, number in itertools.product(NUMBER_DTYPES, NUMBERS):
+        t = (torch.arange(-3, 4) * 7).to(dtype)
+        try:
+            expected = func(t, number)
+        except (RuntimeError, TypeError):
+            with pytest.raises((RuntimeError, TypeError)), NumberOperands():
+                func(t, number)
+            continue
+        with NumberOperands():
+            got = func(t, number)
+        assert got.dtype == expected.dtype, (func, dtype, number)
+        assert torch.equal(got, expected) or torch.allclose(got, expected, equal_nan=True, rtol=0, atol=0), (
+            func,
+            dtype,
+            number,
+        )
+        checked += 1
+    assert checked >= 25
+
+
+def test_number_operands_make_no_zero_tangent(monkeypatch):
+    """Under forward mode, ``x * 0.5``, ``x / 3``, ``x + 1``, ``x - 1`` and ``2 - x`` take no ZeroTensor
+    path inside the block (no meta kernel, no zero sum) and give torch's derivatives; without
+    :class:`NumberOperands` the same function takes it."""
+    calls = []
+    monkeypatch.setattr(zerotensor, "binary_meta", lambda *a, **k: calls.append("meta") or binary_meta(*a, **k))
+    monkeypatch.setattr(zerotensor, "div_meta", lambda *a: calls.append("meta") or div_meta(*a))
+    for name in ("zero_add", "zero_sub"):
+        kernel = getattr(zerotensor, name)
+        monkeypatch.setattr(zerotensor, name, lambda *a, kernel=kernel, **k: calls.append("sum") or kernel(*a, **k))
+
+    def f(x, theta):
+        v = theta[0].expand(x.shape).cumsum(0)  # no op with a tangent-free tensor: only numbers
+        return 2 - (0.5 * v / 3 + 1) * (v - 1) + torch.mul(v, 4) + v.add(0.25)
+
+    x = torch.linspace(-1, 1, 7, dtype=torch.float64)
+    points = torch.linspace(0.5, 1.5, 3, dtype=torch.float64)[:, None]
+    plain = forward(f, x, points)
+    with cheap_zero_tangents():
+        fast = forward(f, x, points)
+    assert torch.equal(plain.dy, fast.dy) and torch.equal(plain.y, fast.y)
+    assert calls == []
+    monkeypatch.setattr(zerotensor, "NUMBER_OVERLOADS", {})
+    with cheap_zero_tangents():
+        forward(f, x, points)
+    assert "sum" in calls and "meta" in calls
+
+
+def test_number_operands_leave_other_calls_alone():
+    """Keyword arguments, bools, NumPy scalars, tensors on both sides and tensor subclasses go to torch."""
+    np = pytest.importorskip("numpy")
+    x = torch.linspace(-2, 2, 9, dtype=torch.float64)
+    calls = [
+        lambda: torch.div(x, 3, rounding_mode="floor"),
+        lambda: x.add(1, alpha=2),
+        lambda: torch.sub(x, 1.5, alpha=0.5),
+        lambda: x * True,
+        lambda: x * np.float64(0.5),
+        lambda: x * x,
+        lambda: 1.5 / x,
+        lambda: torch.nn.Parameter(x) * 2,
+    ]
+    for call in calls:
+        expected = call()
+        with NumberOperands():
+            got = call()
+        assert type(got) is type(expected) and torch.equal(got, expected)
