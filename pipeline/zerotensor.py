@@ -188,10 +188,13 @@ NUMBER_OVERLOADS = {
 (``number - tensor`` reaches ``Tensor.__rsub__(tensor, number)``, which is ``rsub``)."""
 
 
+_INT64 = (-(2**63), 2**63 - 1)
+
+
 class NumberOperands(TorchFunctionMode):
     """Sends ``tensor op number`` to the op's ``.Scalar`` overload: no zero tangent for the number
-    (NOTE above). Only plain tensors and Python ``int``/``float`` (not ``bool``, not NumPy scalars);
-    everything else, keyword arguments included, goes on unchanged."""
+    (NOTE above). Only plain tensors and Python ``float`` or ``int`` within int64 (not ``bool``, not
+    NumPy scalars); everything else, keyword arguments included, goes on unchanged."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         overload = NUMBER_OVERLOADS.get(func)
@@ -200,7 +203,7 @@ class NumberOperands(TorchFunctionMode):
             and not kwargs
             and len(args) == 2
             and type(args[0]) is Tensor
-            and type(args[1]) in (float, int)
+            and (type(args[1]) is float or (type(args[1]) is int and _INT64[0] <= args[1] <= _INT64[1]))
         ):
             return overload(*args)
         return func(*args, **(kwargs or {}))
