@@ -307,17 +307,18 @@ def bench_case(
 
     with cheap_zero_tangents():  # as sensitivity() runs eager methods
         _, hint = check_structure(case.fn, x, points)  # untimed
-        for method in ("forward", "forward_dual", "reverse", "finite_difference", *PER_POINT):
-            if method == "reverse" and outputs > REVERSE_MAX_OUTPUTS:
-                continue
-            if method in PER_POINT and n > PER_POINT_MAX_N:
-                continue
-            fn = METHODS[method]
-            # Chunk sizes as users get them: fitted to the memory budget.
+    for method in ("forward", "forward_dual", "reverse", "finite_difference", *PER_POINT):
+        if method == "reverse" and outputs > REVERSE_MAX_OUTPUTS:
+            continue
+        if method in PER_POINT and n > PER_POINT_MAX_N:
+            continue
+        fn = METHODS[method]
+        # Chunk sizes as users get them: fitted to the memory budget.
+        with cheap_zero_tangents(numbers=method.startswith("forward")):
             seconds, peak, result = _timed(lambda fn=fn: fn(case.fn, x, points, memory_hint=hint), device, repeats)
-            if reference is None:
-                reference = result.dy[..., 0].cpu()
-            add(method, seconds, peak, result.dy[..., 0])
+        if reference is None:
+            reference = result.dy[..., 0].cpu()
+        add(method, seconds, peak, result.dy[..., 0])
 
     def compiled() -> object:
         return compiled_forward(case.fn, x, points, stepper=case.stepper, memory_hint=hint)

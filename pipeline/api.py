@@ -460,35 +460,37 @@ def sensitivity(
         points = torch.cat([points, own.expand(len(points), -1)], dim=1)
     directions = points.shape[1]
 
-    with ieee_float32(run_device), cheap_zero_tangents(enabled=not compile):
+    with ieee_float32(run_device):
         y0 = _check_model_runs(routine.fn, x_run, points[0], grid)
         check_result_size(len(points), y0.numel(), 1 + directions + (order == 2), torch.finfo(run_dtype).bits // 8)
         choice = ""
         if method == "auto" and order == 1 and not compile and directions > y0.numel():
             what = "parameters and tensor elements" if routine.tensors else "parameters"
             choice = f"reverse mode: {directions} directions ({what}) outnumber {y0.numel()} outputs"
-        # the memory hint is for forward mode: reverse mode (first, or asked for) measures its own
-        reached, hint = check_structure(
-            routine.fn, x_run, points, columns=len(grid), measure=not choice and method != "reverse"
-        )
-        result, used, fallback_reason, wall = _run_method(
-            routine,
-            x_run,
-            points,
-            method=method,
-            reverse_first=bool(choice),
-            compile=compile,
-            order=order,
-            step=step,
-            chunk_size=chunk_size,
-            max_memory_mb=max_memory_mb,
-            memory_hint=hint,
-        )
-        if used.startswith("finite_difference"):  # the derivatives are differences themselves
-            hidden_policy = "off"
-        swept_dy = result.dy[..., : len(grid)]
-        hidden = _check_hidden_dependence(routine.fn, x_run, points, swept_dy, grid, hidden_policy)
-        nonfinite = _check_finite(result.y, result.dy, grid, nan_policy, design=design is not None)
+        forward_mode = not choice and (method == "auto" or method.startswith("forward"))
+        with cheap_zero_tangents(enabled=not compile, numbers=forward_mode):
+            # the memory hint is for forward mode: reverse mode (first, or asked for) measures its own
+            reached, hint = check_structure(
+                routine.fn, x_run, points, columns=len(grid), measure=not choice and method != "reverse"
+            )
+            result, used, fallback_reason, wall = _run_method(
+                routine,
+                x_run,
+                points,
+                method=method,
+                reverse_first=bool(choice),
+                compile=compile,
+                order=order,
+                step=step,
+                chunk_size=chunk_size,
+                max_memory_mb=max_memory_mb,
+                memory_hint=hint,
+            )
+            if used.startswith("finite_difference"):  # the derivatives are differences themselves
+                hidden_policy = "off"
+            swept_dy = result.dy[..., : len(grid)]
+            hidden = _check_hidden_dependence(routine.fn, x_run, points, swept_dy, grid, hidden_policy)
+            nonfinite = _check_finite(result.y, result.dy, grid, nan_policy, design=design is not None)
     if reached is not None:  # a derivative that is not zero somewhere means a path exists
         reached = reached | swept_dy.any(dim=0)
     # Timing and the chosen chunk size vary from run to run: they go into `history`, so that two

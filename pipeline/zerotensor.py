@@ -220,9 +220,11 @@ ZERO_KERNELS = {
 
 
 @contextlib.contextmanager
-def cheap_zero_tangents(enabled: bool = True) -> Iterator[None]:
+def cheap_zero_tangents(enabled: bool = True, numbers: bool = True) -> Iterator[None]:
     """:func:`binary_meta` as the meta kernel of :data:`OPS`, :data:`ZERO_KERNELS` as ZeroTensor
-    kernels and :class:`NumberOperands` inside the block (NOTE above)."""
+    kernels and, with ``numbers``, :class:`NumberOperands` inside the block (NOTE above). Only
+    forward mode has zero tangents: elsewhere ``numbers=False`` saves the mode's cost, about 1.4 us
+    a torch call (1.2 ms of a 14 ms reverse-mode design sweep)."""
     if not enabled:
         yield
         return
@@ -235,7 +237,7 @@ def cheap_zero_tangents(enabled: bool = True) -> Iterator[None]:
                 meta.impl(op, div_meta if op == DIVISION else binary_meta)
             for op, kernel in ZERO_KERNELS.items():
                 zero.impl(op, globals()[kernel])
-        with NumberOperands():
+        with NumberOperands() if numbers else contextlib.nullcontext():
             yield
     finally:
         meta._destroy()

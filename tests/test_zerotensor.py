@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from pipeline import zerotensor
+from pipeline.api import sensitivity
 from pipeline.derivatives import forward, forward_per_point
 from pipeline.models import Oscillator
 from pipeline.routine import as_routine
@@ -293,3 +294,30 @@ def test_number_operands_leave_other_calls_alone():
         with NumberOperands():
             got = call()
         assert type(got) is type(expected) and torch.equal(got, expected)
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "expected"),
+    [
+        ("forward", 1, {True}),
+        ("auto", 1, {True}),
+        ("reverse", 1, {False}),
+        ("finite_difference", 1, {False}),
+        ("auto", 3, {False}),
+    ],
+)
+def test_number_operands_only_where_forward_mode_runs(method, params, expected):
+    """sensitivity() sends numbers to the .Scalar overloads only for forward mode (reverse mode and
+    differences have no zero tangents and would only pay the mode's cost), and never for the first,
+    plain call of the model; ``auto`` with more parameters than outputs runs reverse mode first."""
+    seen = []
+
+    def model(x, **theta):
+        active = any(isinstance(m, NumberOperands) for m in torch.overrides._get_current_function_mode_stack())
+        seen.append(active)
+        return x * sum(theta.values())
+
+    grid = {f"c{i}": [0.5, 1.5] for i in range(params)}
+    sensitivity(model, torch.linspace(0, 1, 3 if params == 1 else 2), grid, method=method, hidden_policy="off")
+    assert seen[0] is False  # the first call checks that the model runs
+    assert set(seen[1:]) == expected
