@@ -31,7 +31,7 @@ a larger chunk was timed than the size chosen, the heap is then trimmed, so that
 not stay resident. Chunking
 does not change results: every value's derivative is computed by the same ops whatever its chunk
 (checked bitwise on the benchmark models). The price: the timed chunks run at their own speed
-(each timed chunk of the RK4s costs a pass's fixed overhead, about 0.1 s; the bench's chunking
+(each timed chunk of the RK4s costs a pass's fixed overhead, about 0.07 s; the bench's chunking
 tables give automatic against fixed sizes). GPUs keep the largest chunk that fits.
 
 Peak memory is read from the CUDA allocator on GPUs and from the process's peak resident
