@@ -275,9 +275,19 @@ def test_number_operands_make_no_zero_tangent(monkeypatch):
     assert "sum" in calls and "meta" in calls
 
 
-def test_number_operands_leave_other_calls_alone():
-    """Keyword arguments, bools, NumPy scalars, tensors on both sides and tensor subclasses go to torch."""
+def test_number_operands_leave_other_calls_alone(monkeypatch):
+    """Keyword arguments, bools, NumPy scalars, tensors on both sides and tensor subclasses go to torch
+    (no ``.Scalar`` overload called, torch's result), where ``x * 0.5`` takes the overload."""
     np = pytest.importorskip("numpy")
+    rerouted = []
+    monkeypatch.setattr(
+        zerotensor,
+        "NUMBER_OVERLOADS",
+        {
+            func: lambda *args, overload=overload: rerouted.append(overload) or overload(*args)
+            for func, overload in NUMBER_OVERLOADS.items()
+        },
+    )
     x = torch.linspace(-2, 2, 9, dtype=torch.float64)
     calls = [
         lambda: torch.div(x, 3, rounding_mode="floor"),
@@ -294,6 +304,10 @@ def test_number_operands_leave_other_calls_alone():
         with NumberOperands():
             got = call()
         assert type(got) is type(expected) and torch.equal(got, expected)
+    assert rerouted == []
+    with NumberOperands():
+        x * 0.5
+    assert rerouted == [torch.ops.aten.mul.Scalar]
 
 
 @pytest.mark.parametrize(
