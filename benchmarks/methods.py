@@ -40,8 +40,9 @@ from torch.func import jacfwd, vmap
 
 from pipeline.compiled import compiled_forward
 from pipeline.derivatives import METHODS, ieee_float32
-from pipeline.memory import kept_heap, measure_peak_bytes
+from pipeline.memory import ChunkHints, kept_heap, measure_peak_bytes
 from pipeline.models import Oscillator
+from pipeline.opcost import is_op_bound, seconds_per_call
 from pipeline.routine import StepFunctions, as_routine
 from pipeline.storage import write_atomic
 from pipeline.structure import check_structure
@@ -202,6 +203,16 @@ def _timed(run: Callable[[], object], device: torch.device, repeats: int) -> tup
     return statistics.median(times), peak, result
 
 
+def chunk_hints(case: Case, x: torch.Tensor, points: torch.Tensor) -> ChunkHints:
+    """The hints :func:`pipeline.sensitivity` gives the methods: the structure check's memory
+    estimate and whether the model is op-bound (its cost per torch call at one point)."""
+    with torch.no_grad():
+        _, per_call = seconds_per_call(lambda: case.fn(x, points[0]))
+    with cheap_zero_tangents():  # as sensitivity() runs the check
+        _, bytes_per_point = check_structure(case.fn, x, points)
+    return ChunkHints(bytes_per_point, op_bound=points.device.type == "cpu" and is_op_bound(per_call))
+
+
 def _in_kept_heap(run: Callable[[], object]) -> Callable[[], object]:
     """``run`` inside its own :func:`~pipeline.memory.kept_heap` at each call."""
 
@@ -305,8 +316,7 @@ def bench_case(
             }
         )
 
-    with cheap_zero_tangents():  # as sensitivity() runs eager methods
-        _, hint = check_structure(case.fn, x, points)  # untimed
+    hints = chunk_hints(case, x, points)  # untimed
     for method in ("forward", "forward_dual", "reverse", "finite_difference", *PER_POINT):
         if method == "reverse" and outputs > REVERSE_MAX_OUTPUTS:
             continue
@@ -315,13 +325,13 @@ def bench_case(
         fn = METHODS[method]
         # Chunk sizes as users get them: fitted to the memory budget.
         with cheap_zero_tangents(numbers=method.startswith("forward")):
-            seconds, peak, result = _timed(lambda fn=fn: fn(case.fn, x, points, memory_hint=hint), device, repeats)
+            seconds, peak, result = _timed(lambda fn=fn: fn(case.fn, x, points, hints=hints), device, repeats)
         if reference is None:
             reference = result.dy[..., 0].cpu()
         add(method, seconds, peak, result.dy[..., 0])
 
     def compiled() -> object:
-        return compiled_forward(case.fn, x, points, stepper=case.stepper, memory_hint=hint)
+        return compiled_forward(case.fn, x, points, stepper=case.stepper, hints=hints)
 
     if case.compile_note:
         note = f"{case.name}: forward compile=true {case.compile_note}"
@@ -401,15 +411,15 @@ def chunking(
     """Forward mode: automatic chunks (under ``budget_mb``) against fixed chunk sizes.
 
     The automatic run chooses its chunk size from scratch each time (memory fit, timed chunks),
-    as a job does; the structure check that supplies its memory hint runs once, untimed, as for
-    the fixed sizes (every job runs it, whatever the chunking).
+    as a job does; the checks that supply its hints run once, untimed, as for the fixed sizes
+    (every job runs them, whatever the chunking).
     """
     case = CASES[model](samples, device=str(device))
     x = case.x.to(device)
     points = torch.linspace(case.low, case.high, n, dtype=x.dtype, device=device)[:, None]
     rows = []
+    hints = chunk_hints(case, x, points)
     with cheap_zero_tangents():  # as sensitivity() runs forward mode
-        _, hint = check_structure(case.fn, x, points)
         for size in sizes:
             seconds, peak, _ = _timed(
                 lambda size=size: METHODS["forward"](case.fn, x, points, chunk_size=size), device, repeats
@@ -417,7 +427,7 @@ def chunking(
             rows.append({"chunk": str(size), "seconds": seconds, "peak_mb": peak / 2**20 if peak else None})
 
         def automatic() -> object:
-            return METHODS["forward"](case.fn, x, points, max_memory_mb=budget_mb, memory_hint=hint)
+            return METHODS["forward"](case.fn, x, points, max_memory_mb=budget_mb, hints=hints)
 
         seconds, peak, result = _timed(automatic, device, repeats)
     under = f" under {budget_mb} MB" if budget_mb else ""

@@ -31,6 +31,8 @@ from pipeline.derivatives import METHODS, DerivativeError, Derivatives, ieee_flo
 from pipeline.design import Design
 from pipeline.fallback import LADDER, REVERSE_FIRST, REVERSE_LADDER, auto
 from pipeline.inputs import input_leaves, input_tree, to_run
+from pipeline.memory import ChunkHints
+from pipeline.opcost import is_op_bound, seconds_per_call
 from pipeline.routine import Routine, as_routine
 from pipeline.sizes import check_grid_size, check_result_size
 from pipeline.structure import check_structure, hidden_dependence
@@ -172,18 +174,21 @@ def _check_cast(
             )
 
 
-def _check_model_runs(fn: Callable, x: torch.Tensor, point: torch.Tensor, grid: dict[str, np.ndarray]) -> torch.Tensor:
+def _check_model_runs(
+    fn: Callable, x: torch.Tensor, point: torch.Tensor, grid: dict[str, np.ndarray]
+) -> tuple[torch.Tensor, float]:
     """Evaluate the model once, before any derivative: bad inputs fail here with their shapes named.
 
     It runs on a copy of ``x``, which must come back unchanged: a model that changes its inputs in
-    place would give every later point different inputs.
+    place would give every later point different inputs. Returns ``y`` and the seconds per torch
+    call of that evaluation (:mod:`pipeline.opcost`).
     """
     at = ", ".join(f"{p}={float(v):.6g}" for p, v in zip(grid, point[: len(grid)], strict=True)) or "the model's values"
     copy = tree_map(torch.clone, x)
     samples = next(iter(input_leaves(x).values())).shape[0]
     try:
         with torch.no_grad():
-            y = fn(copy, point)
+            y, per_call = seconds_per_call(lambda: fn(copy, point))
     except (RuntimeError, ValueError, TypeError, IndexError) as err:
         raise ConfigError(
             f"the model fails on {_describe(x)} at {at}: {str(err).splitlines()[0]}; "
@@ -213,7 +218,7 @@ def _check_model_runs(fn: Callable, x: torch.Tensor, point: torch.Tensor, grid: 
             f"invalid model output of dtype {str(y.dtype).removeprefix('torch.')}: derivatives need "
             "real floating-point outputs"
         )
-    return y
+    return y, per_call
 
 
 def _check_hidden_dependence(
@@ -302,13 +307,13 @@ def _run_method(
     step: float | None,
     chunk_size: int | None,
     max_memory_mb: int | None,
-    memory_hint: int | None,
+    hints: ChunkHints,
 ) -> tuple[Derivatives, str, str, float]:
     """The derivatives by ``method`` (``auto``: the fallback ladder), the method used, why it fell
     back (empty if it did not) and the wall time."""
     start = time.perf_counter()
     used, fallback_reason = ("forward" if method == "auto" else method), ""
-    sizes = {"chunk_size": chunk_size, "max_memory_mb": max_memory_mb, "memory_hint": memory_hint}
+    sizes = {"chunk_size": chunk_size, "max_memory_mb": max_memory_mb, "hints": hints}
     if compile:
         result = compiled_forward(routine.fn, x, points, stepper=routine.stepper, **sizes)
     elif method == "auto" and order == 1:
@@ -461,7 +466,7 @@ def sensitivity(
     directions = points.shape[1]
 
     with ieee_float32(run_device):
-        y0 = _check_model_runs(routine.fn, x_run, points[0], grid)
+        y0, per_call = _check_model_runs(routine.fn, x_run, points[0], grid)
         check_result_size(len(points), y0.numel(), 1 + directions + (order == 2), torch.finfo(run_dtype).bits // 8)
         choice = ""
         if method == "auto" and order == 1 and not compile and directions > y0.numel():
@@ -470,9 +475,11 @@ def sensitivity(
         forward_mode = not choice and (method == "auto" or method.startswith("forward"))
         with cheap_zero_tangents(enabled=not compile, numbers=forward_mode):
             # the memory hint is for forward mode: reverse mode (first, or asked for) measures its own
-            reached, hint = check_structure(
+            reached, bytes_per_point = check_structure(
                 routine.fn, x_run, points, columns=len(grid), measure=not choice and method != "reverse"
             )
+            op_bound = run_device.type == "cpu" and chunk_size is None and is_op_bound(per_call)
+            hints = ChunkHints(bytes_per_point, op_bound=op_bound)
             result, used, fallback_reason, wall = _run_method(
                 routine,
                 x_run,
@@ -484,7 +491,7 @@ def sensitivity(
                 step=step,
                 chunk_size=chunk_size,
                 max_memory_mb=max_memory_mb,
-                memory_hint=hint,
+                hints=hints,
             )
             if used.startswith("finite_difference"):  # the derivatives are differences themselves
                 hidden_policy = "off"

@@ -30,7 +30,7 @@ from torch.func import jvp, vmap
 from torch.utils._pytree import tree_map
 
 from pipeline.derivatives import DerivativeError, Derivatives, RoutineFn, in_chunks, value_and_jacobian
-from pipeline.memory import budget_bytes
+from pipeline.memory import ChunkHints, budget_bytes
 from pipeline.routine import StepFunctions
 
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -145,7 +145,7 @@ def compiled_forward(
     stepper: StepFunctions | None = None,
     chunk_size: int | None = None,
     max_memory_mb: int | None = None,
-    memory_hint: int | None = None,
+    hints: ChunkHints | None = None,
 ) -> Derivatives:
     """Forward mode as :func:`pipeline.derivatives.forward` (order 1), compiled (module docstring)."""
     if chunk_size is None and stepper is not None and points.device.type == "cpu":
@@ -153,7 +153,8 @@ def compiled_forward(
         # and the memory hint, measured on the eager model, counts every step's intermediates.
         chunk_size = len(points)
     if chunk_size is None:  # a power of two: free memory varies a little from run to run, shapes should not
-        fits = len(points) if memory_hint is None else budget_bytes(points.device, max_memory_mb) // memory_hint
+        per_point = hints.bytes_per_point if hints else None
+        fits = len(points) if per_point is None else budget_bytes(points.device, max_memory_mb) // per_point
         chunk_size = len(points) if fits >= len(points) else 2 ** int(math.log2(max(fits, 1)))
     if stepper is not None:
         step = _compile_cached(stepper, lambda: _batch_one_step(stepper), role="step")

@@ -1,13 +1,15 @@
 """Batched derivatives of a routine ``fn(x, theta)`` at many points ``theta`` of a parameter sweep.
 
-Every method has the signature ``method(fn, x, points, *, chunk_size, max_memory_mb, memory_hint, ...)``
+Every method has the signature ``method(fn, x, points, *, chunk_size, max_memory_mb, hints, ...)``
 where ``points`` is ``(N, P)``: N points of P swept parameters. It returns
 :class:`Derivatives` with ``y`` of shape ``(N, *y.shape)`` and ``dy`` of shape
 ``(N, *y.shape, P)`` (one derivative per parameter), on the CPU. ``chunk_size`` means what it
 means for :func:`torch.func.vmap`: the number of points per batched pass; ``None`` picks the
-largest that fits the memory budget (:mod:`pipeline.memory`). ``memory_hint`` is a pessimistic
-bytes-per-point estimate of a forward-mode pass (from the structure check); ``reverse``, whose
-memory grows with the number of outputs, and ``loop`` ignore it.
+largest that fits the memory budget (:mod:`pipeline.memory`). ``hints`` says what the checks
+before a sweep learnt for that choice (:class:`pipeline.memory.ChunkHints`): a pessimistic
+bytes-per-point estimate of a forward-mode pass (from the structure check), which ``reverse``,
+whose memory grows with the number of outputs, and ``loop`` ignore, and whether the model is
+op-bound (:mod:`pipeline.opcost`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from torch.func import jacfwd, jacrev, jvp, vmap
 from tqdm.auto import tqdm
 
 from pipeline.errors import DerivativeError
-from pipeline.memory import choose_chunk_size, kept_heap, mapped_apart
+from pipeline.memory import ChunkHints, choose_chunk_size, kept_heap, mapped_apart
 
 PIN_MAX_BYTES = 2**29
 """Results from a GPU up to this size land in page-locked host memory, copied without blocking
@@ -126,7 +128,7 @@ def in_chunks(
     *,
     chunk_size: int | None,
     max_memory_mb: int | None,
-    memory_hint: int | None = None,
+    hints: ChunkHints | None = None,
     method: str = "",
     directions: int = 1,
 ) -> Derivatives:
@@ -174,7 +176,7 @@ def in_chunks(
         start = 0
         if chunk_size is None:
             chunk_size, start = choose_chunk_size(
-                run, points, max_memory_mb=max_memory_mb, memory_hint=memory_hint, directions=directions
+                run, points, max_memory_mb=max_memory_mb, hints=hints, directions=directions
             )
         for chunk in points[start:].split(chunk_size) if start < len(points) else ():
             run(chunk)
@@ -256,7 +258,7 @@ def forward(
     *,
     chunk_size: int | None = None,
     max_memory_mb: int | None = None,
-    memory_hint: int | None = None,
+    hints: ChunkHints | None = None,
     order: int = 1,
 ) -> Derivatives:
     """Forward mode: ``torch.func.jvp`` along each parameter direction, vmapped over the points of a chunk.
@@ -288,7 +290,7 @@ def forward(
         points,
         chunk_size=chunk_size,
         max_memory_mb=max_memory_mb,
-        memory_hint=memory_hint,
+        hints=hints,
         method="forward",
         directions=points.shape[1] if order == 1 else 1,  # jacfwd pushes every direction at once
     )
@@ -301,7 +303,7 @@ def forward_dual(
     *,
     chunk_size: int | None = None,
     max_memory_mb: int | None = None,
-    memory_hint: int | None = None,
+    hints: ChunkHints | None = None,
 ) -> Derivatives:
     """Forward mode with ``torch.autograd.forward_ad`` dual tensors (the seed thread's first answer).
 
@@ -325,7 +327,7 @@ def forward_dual(
         points,
         chunk_size=chunk_size,
         max_memory_mb=max_memory_mb,
-        memory_hint=memory_hint,
+        hints=hints,
         method="forward_dual",
     )
 
@@ -337,7 +339,7 @@ def reverse(
     *,
     chunk_size: int | None = None,
     max_memory_mb: int | None = None,
-    memory_hint: int | None = None,
+    hints: ChunkHints | None = None,
 ) -> Derivatives:
     """Reverse mode: one vector-Jacobian product per output element (``jacrev``), vmapped over points.
 
@@ -354,7 +356,12 @@ def reverse(
         return y, dy
 
     return in_chunks(
-        vmap(value_and_jacobian), points, chunk_size=chunk_size, max_memory_mb=max_memory_mb, method="reverse"
+        vmap(value_and_jacobian),
+        points,
+        chunk_size=chunk_size,
+        max_memory_mb=max_memory_mb,
+        hints=ChunkHints(op_bound=hints.op_bound) if hints else None,  # the memory estimate is forward mode's
+        method="reverse",
     )
 
 
@@ -365,7 +372,7 @@ def loop(
     *,
     chunk_size: int | None = None,
     max_memory_mb: int | None = None,
-    memory_hint: int | None = None,
+    hints: ChunkHints | None = None,
 ) -> Derivatives:
     """The seed's baseline: one ``torch.autograd.grad`` per output element and point. Slow on purpose.
 
@@ -414,7 +421,7 @@ def finite_difference(
     *,
     chunk_size: int | None = None,
     max_memory_mb: int | None = None,
-    memory_hint: int | None = None,
+    hints: ChunkHints | None = None,
     step: float | None = None,
 ) -> Derivatives:
     """Central differences ``(y(C+h) - y(C-h)) / 2h`` per parameter, from batched primal passes.
@@ -438,7 +445,7 @@ def finite_difference(
         points,
         chunk_size=chunk_size,
         max_memory_mb=max_memory_mb,
-        memory_hint=memory_hint,
+        hints=hints,
         method="finite_difference",
     )
 
@@ -470,7 +477,7 @@ def forward_per_point(
     *,
     chunk_size: int | None = None,
     max_memory_mb: int | None = None,
-    memory_hint: int | None = None,
+    hints: ChunkHints | None = None,
 ) -> Derivatives:
     """Forward mode one point at a time (NOTE [Per-point methods]): a dual-tensor pass per parameter.
 
@@ -541,7 +548,7 @@ def reverse_per_point(
     *,
     chunk_size: int | None = None,
     max_memory_mb: int | None = None,
-    memory_hint: int | None = None,
+    hints: ChunkHints | None = None,
 ) -> Derivatives:
     """Reverse mode one point at a time (NOTE [Per-point methods]), for ops without forward-mode rules.
 
@@ -583,7 +590,7 @@ def finite_difference_per_point(
     *,
     chunk_size: int | None = None,
     max_memory_mb: int | None = None,
-    memory_hint: int | None = None,
+    hints: ChunkHints | None = None,
     step: float | None = None,
 ) -> Derivatives:
     """Central differences one point at a time (NOTE [Per-point methods]): ``2P + 1`` plain calls.

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from pipeline.derivatives import METHODS, NO_FORWARD_RULE, UNBATCHABLE, Derivatives, RoutineFn, _model_frame
 from pipeline.errors import ConfigError, DerivativeError
+from pipeline.memory import ChunkHints
 
 LADDER = ("forward", "forward_per_point", "reverse_per_point", "finite_difference_per_point")
 """The methods ``auto`` tries, in order (NOTE above)."""
@@ -78,7 +79,7 @@ def auto(
     *,
     chunk_size: int | None = None,
     max_memory_mb: int | None = None,
-    memory_hint: int | None = None,
+    hints: ChunkHints | None = None,
     ladder: tuple[str, ...] = LADDER,
 ) -> Fallback:
     """Derivatives by the first method of :data:`LADDER` that works (NOTE above), with one warning if not the first.
@@ -96,9 +97,7 @@ def auto(
     while remaining:
         method = remaining.pop(0)
         try:
-            result = METHODS[method](
-                fn, x, points, chunk_size=chunk_size, max_memory_mb=max_memory_mb, memory_hint=memory_hint
-            )
+            result = METHODS[method](fn, x, points, chunk_size=chunk_size, max_memory_mb=max_memory_mb, hints=hints)
         except (RuntimeError, NotImplementedError, TypeError, ValueError, DerivativeError) as err:
             if _is_final(err):
                 raise

@@ -18,7 +18,9 @@ caches, large chunks still run slower per value than small ones (the Conv1d stac
 1.7 s in chunks of 4, 3.2 s in chunks of 256; the MLP 1.3 s in chunks of 8, 2.2 s in one),
 while models made of many small ops (the eager RK4 oscillator) want large chunks (1.6-2.4 s in
 chunks of 128 or 512, 6 s in chunks of 16). So a CPU sweep of at least
-:data:`TUNE_MIN_POINTS` values runs its next chunks at the sizes :data:`TUNE_SIZES`, twice each
+:data:`TUNE_MIN_POINTS` values runs its next chunks at the sizes :data:`TUNE_SIZES` (4 times
+larger for an op-bound model, whose small chunks cost as much as larger ones: NOTE [Op-bound
+models] in :mod:`pipeline.opcost`; where those do not fit the budget, the usual ones), twice each
 (results kept; once when the first timings already differ twofold per value, or the larger
 chunk's is 1.4 times slower; sizes divided by
 the tangents a pass pushes per point, :func:`tune_sizes`: forward mode over 2 parameters holds
@@ -31,8 +33,10 @@ a larger chunk was timed than the size chosen, the heap is then trimmed, so that
 not stay resident. Chunking
 does not change results: every value's derivative is computed by the same ops whatever its chunk
 (checked bitwise on the benchmark models). The price: the timed chunks run at their own speed
-(each timed chunk of the RK4s costs a pass's fixed overhead, about 0.07 s; the bench's chunking
-tables give automatic against fixed sizes). GPUs keep the largest chunk that fits.
+(each timed chunk of the RK4s costs a pass's fixed overhead, about 0.07 s: timing chunks of 32
+and 128 rather than 8 and 32 brought their automatic sweeps from 1.14-1.19 to 1.06-1.09 times
+the best fixed chunk; the bench's chunking tables give automatic against fixed sizes). GPUs keep
+the largest chunk that fits.
 
 Peak memory is read from the CUDA allocator on GPUs and from the process's peak resident
 set (``VmHWM``, reset through ``/proc/self/clear_refs``, after ``malloc_trim`` hands freed
@@ -48,6 +52,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -276,12 +281,24 @@ def fit_chunk_size(probes: list[tuple[int, int | None, int]], budget: int, remai
     return int(max(1, min(remaining, (budget - fixed) // per_value)))
 
 
-def tune_sizes(directions: int = 1) -> tuple[int, int]:
+@dataclass(frozen=True)
+class ChunkHints:
+    """What the checks before a sweep learnt about the model, for choosing its chunk size."""
+
+    bytes_per_point: int | None = None
+    """A pessimistic estimate of a forward-mode pass's memory per point (the structure check)."""
+    op_bound: bool = False
+    """Its cost is torch's cost per call (NOTE [Op-bound models] in :mod:`pipeline.opcost`)."""
+
+
+def tune_sizes(directions: int = 1, op_bound: bool = False) -> tuple[int, int]:
     """:data:`TUNE_SIZES` for a pass that pushes ``directions`` tangents per point at once (forward
     mode over several parameters): a chunk's tensors grow with points x directions, so the sizes
-    timed shrink by that factor and stay :data:`TUNE_GROWTH` apart."""
-    small = max(1, TUNE_SIZES[0] // directions)
-    return small, max(TUNE_GROWTH * small, TUNE_SIZES[1] // directions)
+    timed shrink by that factor and stay :data:`TUNE_GROWTH` apart. For an op-bound model, sizes
+    :data:`TUNE_GROWTH` times larger: its small chunks cost as much as larger ones."""
+    scale = TUNE_GROWTH if op_bound else 1
+    small = max(1, scale * TUNE_SIZES[0] // directions)
+    return small, max(TUNE_GROWTH * small, scale * TUNE_SIZES[1] // directions)
 
 
 def faster_chunk_size(
@@ -324,7 +341,7 @@ def _timed_chunks(
 
 
 def _tuned_chunk_size(
-    run: Callable[[torch.Tensor], object], points: torch.Tensor, start: int, fitting: int, directions: int = 1
+    run: Callable[[torch.Tensor], object], points: torch.Tensor, start: int, fitting: int, sizes: tuple[int, int]
 ) -> tuple[int, int]:
     """NOTE [Choosing the chunk size]: chunks of :func:`tune_sizes` timed against each other; while
     the larger keeps being clearly faster per value, chunks :data:`TUNE_GROWTH` times larger are
@@ -333,7 +350,7 @@ def _tuned_chunk_size(
     already in the heap (:func:`kept_heap`), a larger chunk's pages are faulted in afresh (the
     eager oscillator, 512 values: chunks of 128 after the timed ones 1.99 s, one untimed chunk of
     the rest 2.21 s, medians of three interleaved runs)."""
-    small, large = sizes = tune_sizes(directions)
+    small, large = sizes
     seconds, start = _timed_chunks(run, points, start, sizes)
     choice = faster_chunk_size(seconds[small], seconds[large], fitting, sizes)
     if seconds[small] < TUNE_MIN_SECONDS:
@@ -363,20 +380,21 @@ def choose_chunk_size(
     points: torch.Tensor,
     *,
     max_memory_mb: int | None,
-    memory_hint: int | None,
+    hints: ChunkHints | None,
     directions: int = 1,
 ) -> tuple[int, int]:
     """The chunk size for the rest of a sweep, and how many of its first points the choice ran.
 
     ``run(chunk)`` computes a chunk (its results are kept: probing wastes no values). All points
-    go in one chunk when ``memory_hint`` (a pessimistic bytes-per-point estimate) says they fit
-    the budget; otherwise probe chunks of :data:`PROBE_SIZES` measure the memory per value. On the
-    CPU, a long sweep then times chunks of :func:`tune_sizes` (NOTE [Choosing the chunk size]);
-    ``directions``: the tangents a pass pushes per point at once.
+    go in one chunk when ``hints.bytes_per_point`` says they fit the budget; otherwise probe
+    chunks of :data:`PROBE_SIZES` measure the memory per value. On the CPU, a long sweep then
+    times chunks of :func:`tune_sizes` (NOTE [Choosing the chunk size]); ``directions``: the
+    tangents a pass pushes per point at once.
     """
+    hints = hints or ChunkHints()
     budget = budget_bytes(points.device, max_memory_mb)
     start = 0
-    if memory_hint is not None and memory_hint * len(points) <= budget:
+    if hints.bytes_per_point is not None and hints.bytes_per_point * len(points) <= budget:
         chunk_size = len(points)
     else:
         probes = []
@@ -390,7 +408,9 @@ def choose_chunk_size(
             chunk_size = fit_chunk_size(probes, budget, max(len(points) - start, 1))
             if chunk_size >= len(points) - start:
                 break
-    tuned = points.device.type == "cpu" and chunk_size > tune_sizes(directions)[1]
-    if tuned and len(points) - start >= TUNE_MIN_POINTS:
-        chunk_size, start = _tuned_chunk_size(run, points, start, chunk_size, directions)
+    sizes = tune_sizes(directions, hints.op_bound)
+    if sizes[1] >= chunk_size:  # an op-bound model's larger sizes do not fit: the usual ones
+        sizes = tune_sizes(directions)
+    if points.device.type == "cpu" and chunk_size > sizes[1] and len(points) - start >= TUNE_MIN_POINTS:
+        chunk_size, start = _tuned_chunk_size(run, points, start, chunk_size, sizes)
     return chunk_size, start

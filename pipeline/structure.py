@@ -37,7 +37,7 @@ def check_structure(
 
     The check is a forward pass over a few points: its peak memory, counted as all per point
     and once per parameter direction, bounds what a forward pass needs per point (the
-    ``memory_hint`` of :mod:`pipeline.derivatives`). ``None`` where it cannot be measured, or is
+    ``bytes_per_point`` of :class:`pipeline.memory.ChunkHints`). ``None`` where it cannot be measured, or is
     not asked for (``measure=False``: a run in reverse mode, which measures its own). Only the
     first ``columns`` directions (the swept parameters, not a bound tensor's elements) are checked.
     """

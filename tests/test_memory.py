@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from pipeline import memory, sensitivity
-from pipeline.memory import FALLBACK_FACTOR, fit_chunk_size, measure_peak_bytes
+from pipeline.memory import FALLBACK_FACTOR, ChunkHints, fit_chunk_size, measure_peak_bytes
 
 MB = 2**20
 
@@ -111,7 +111,7 @@ def test_cpu_sweep_times_two_chunks_and_keeps_every_result(
 
     points = torch.arange(300.0)[:, None]
     # everything fits the budget
-    result = in_chunks(batched, points, chunk_size=None, max_memory_mb=None, memory_hint=1)
+    result = in_chunks(batched, points, chunk_size=None, max_memory_mb=None, hints=ChunkHints(1))
     assert sizes[: 2 * rounds] == list(TUNE_SIZES) * rounds and sizes[2 * rounds : 2 * rounds + 2] != list(TUNE_SIZES)
     assert result.chunk_size == expected
     assert sum(sizes) == 300 and torch.equal(result.y, points[:, 0] * 2) and torch.equal(result.dy, points * 3)
@@ -129,7 +129,7 @@ def test_an_overhead_bound_sweep_stops_timing_after_one_small_chunk():
         return chunk[:, 0] * 2, chunk[:, :1] * 3
 
     points = torch.arange(300.0)[:, None]
-    result = in_chunks(batched, points, chunk_size=None, max_memory_mb=None, memory_hint=1)
+    result = in_chunks(batched, points, chunk_size=None, max_memory_mb=None, hints=ChunkHints(1))
     assert sizes == [TUNE_SIZES[0], 300 - TUNE_SIZES[0]] and result.chunk_size == 300
     assert torch.equal(result.dy, points * 3)
 
@@ -150,7 +150,7 @@ def test_growing_chunks_are_timed_until_they_stop_paying():
         return chunk[:, 0] * 2, chunk[:, :1] * 3
 
     points = torch.arange(2000.0)[:, None]
-    result = in_chunks(batched, points, chunk_size=None, max_memory_mb=None, memory_hint=1)
+    result = in_chunks(batched, points, chunk_size=None, max_memory_mb=None, hints=ChunkHints(1))
     assert sizes[:4] == [8, 32, 128, 512] and set(sizes[4:-1]) == {128}  # each at least 2.5x apart: once
     assert result.chunk_size == 128 and torch.equal(result.dy, points * 3)
 
@@ -206,26 +206,57 @@ def test_the_structure_check_measures_memory_only_for_forward_mode(monkeypatch, 
 
 
 @pytest.mark.parametrize(
-    ("params", "sizes"),
+    ("params", "op_bound", "sizes"),
     [
-        ({"C": np.linspace(1.0, 2.0, 320)}, (8, 32)),
-        ({"C": np.linspace(1.0, 2.0, 16), "K": np.linspace(1.0, 2.0, 20)}, (4, 16)),  # 2 tangents per point
+        ({"C": np.linspace(1.0, 2.0, 320)}, False, (8, 32)),
+        ({"C": np.linspace(1.0, 2.0, 16), "K": np.linspace(1.0, 2.0, 20)}, False, (4, 16)),  # 2 tangents per point
+        ({"C": np.linspace(1.0, 2.0, 320)}, True, (32, 128)),  # op-bound: 4 times larger
+        ({"C": np.linspace(1.0, 2.0, 16), "K": np.linspace(1.0, 2.0, 20)}, True, (16, 64)),
     ],
 )
-def test_chunks_timed_hold_as_many_tangents_whatever_the_directions(monkeypatch, params, sizes):
+def test_chunks_timed_hold_as_many_tangents_whatever_the_directions(monkeypatch, params, op_bound, sizes):
     """Forward mode over P parameters pushes P tangents per point at once: a chunk's tensors grow
     with points x P, so the chunk sizes timed are TUNE_SIZES / P (a 2-parameter MLP grid in chunks
-    of 8 took 3.8 s, in chunks of 4 2.3 s, where its 1-parameter sweep took 1.4 s in chunks of 8)."""
-    from pipeline import memory
+    of 8 took 3.8 s, in chunks of 4 2.3 s, where its 1-parameter sweep took 1.4 s in chunks of 8);
+    TUNE_GROWTH times that for an op-bound model (what sensitivity() found, set here)."""
+    from pipeline import api, memory
 
     assert memory.tune_sizes(1) == memory.TUNE_SIZES and memory.tune_sizes(3) == (2, 10)
     assert memory.tune_sizes(8) == memory.tune_sizes(100) == (1, memory.TUNE_GROWTH)
     timed = []
     real = memory._timed_chunks
     monkeypatch.setattr(memory, "_timed_chunks", lambda *args, **kw: timed.append(args[3]) or real(*args, **kw))
+    monkeypatch.setattr(api, "is_op_bound", lambda per_call: op_bound)
     ds = sensitivity(lambda x, **p: x * math.prod(p.values()), torch.arange(3.0), params, method="forward")
     assert timed[0] == sizes
     np.testing.assert_allclose(ds.dy_dC.values, (ds.y / ds.C).values, rtol=1e-6)
+
+
+def test_an_op_bound_model_whose_larger_sizes_do_not_fit_times_the_usual_ones(monkeypatch):
+    """Op-bound sizes (32, 128) need more than 128 values to fit: under a budget of about 100 values
+    (1 MiB each, as the probes report it here), chunks of 8 and 32 are timed as for any model."""
+    import time
+
+    from pipeline.derivatives import in_chunks
+
+    def measured(run, device):  # a peak of 1 MiB per value
+        result = run()
+        return result, len(result[0]) * 2**20
+
+    monkeypatch.setattr(memory, "measure_peak_bytes", measured)
+    sizes = []
+
+    def batched(chunk):
+        sizes.append(len(chunk))
+        time.sleep(0.005)  # above TUNE_MIN_SECONDS: timing goes on
+        return chunk[:, 0] * 2, chunk[:, :1] * 3
+
+    points = torch.arange(600.0)[:, None]
+    hints = ChunkHints(bytes_per_point=2**40, op_bound=True)  # the hint does not fit: probes
+    result = in_chunks(batched, points, chunk_size=None, max_memory_mb=100, hints=hints)
+    probes = len(memory.PROBE_SIZES)
+    assert sizes[:probes] == list(memory.PROBE_SIZES) and sizes[probes : probes + 2] == list(memory.TUNE_SIZES)
+    assert 128 not in sizes and sum(sizes) == 600 and torch.equal(result.dy, points * 3)
 
 
 _KEPT_HEAP_FAULTS = """

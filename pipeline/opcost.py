@@ -1,0 +1,67 @@
+"""Whether a model is op-bound: so many cheap torch calls that torch's cost per call is its cost.
+
+# NOTE [Op-bound models]
+A time stepper written as plain Python (200 RK4 steps of a few ops on 1,000 samples) makes
+thousands of torch calls per pass, each about as cheap as torch's own dispatch: a forward-mode
+pass of 8 parameter values then costs little more than one of a single value (0.07 s here), and
+the chunks of 8 and 32 values timed at the start of a CPU sweep (NOTE [Choosing the chunk size]
+in :mod:`pipeline.memory`) cost 0.2 s of a 1.3 s sweep before it settles on chunks of 128. An MLP
+or a convolution stack makes a few calls that each do real work, and its best chunks are small.
+
+The model's evaluation at one point, which :func:`pipeline.sensitivity` runs anyway to check its
+inputs, tells the two apart: its seconds per torch call (counted by a ``TorchFunctionMode``)
+against those of a trivial call (adding two one-element tensors) under the same count. On this
+project's 2-core CPU: the plain-function RK4 and the RK4 oscillator 1.0-1.4 trivial calls per
+call, the same RK4 over 10,000 samples 1.6-1.8, an MLP 16-256-10 over 1,000 samples 115-220,
+the Conv1d stack of the benchmark 270-630. A first call's lazy initialisation only makes a model
+look dearer per call: it is then tuned as if it were not op-bound, the safe side.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+OP_BOUND_CALLS = 4.0
+"""A model whose torch calls cost under this many trivial calls each (at one point) is op-bound."""
+
+TRIVIAL_BATCHES = 5
+"""Batches of 20 trivial calls timed; the fastest counts (a pause can only make calls look dearer,
+which would make a model look op-bound)."""
+
+
+class _CountCalls(TorchFunctionMode):
+    """Counts the torch calls made while it is active (calls inside a call are not seen)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.calls += 1
+        return func(*args, **(kwargs or {}))
+
+
+def seconds_per_call(run: Callable[[], Any]) -> tuple[Any, float]:
+    """``run()`` and its wall seconds per torch call (infinite when it makes none)."""
+    with _CountCalls() as count:
+        start = time.perf_counter()
+        result = run()
+        seconds = time.perf_counter() - start
+    return result, seconds / count.calls if count.calls else math.inf
+
+
+def trivial_call_seconds() -> float:
+    """Seconds of one trivial torch call (two one-element CPU tensors added) under the same count."""
+    one = torch.ones(1)
+    return min(seconds_per_call(lambda: [one + one for _ in range(20)])[1] for _ in range(TRIVIAL_BATCHES))
+
+
+def is_op_bound(per_call: float) -> bool:
+    """Whether ``per_call`` (:func:`seconds_per_call` of a model at one point) is that of an op-bound model."""
+    return per_call < OP_BOUND_CALLS * trivial_call_seconds()
