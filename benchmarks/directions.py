@@ -19,7 +19,7 @@ import torch
 
 from benchmarks.methods import _timed
 from pipeline import design, sensitivity
-from pipeline.derivatives import METHODS
+from pipeline.derivatives import FORWARD_MODE, METHODS
 from pipeline.memory import ChunkHints
 from pipeline.storage import write_atomic
 from pipeline.zerotensor import cheap_zero_tangents
@@ -54,7 +54,7 @@ def _row(p: int, m: int, n: int, x: torch.Tensor) -> dict:
     floor = _median_seconds(lambda: primal(points))
     times = {}
     for method in ("forward", "reverse"):
-        with cheap_zero_tangents(numbers=method == "forward"):  # as sensitivity() runs the methods
+        with cheap_zero_tangents(numbers=method in FORWARD_MODE):  # as sensitivity() runs the methods
             times[method] = _median_seconds(lambda method=method: METHODS[method](fn, x, points, hints=ChunkHints(1)))
     names = [f"p{i}" for i in range(p)]
 

@@ -39,7 +39,7 @@ import torch
 from torch.func import jacfwd, vmap
 
 from pipeline.compiled import compiled_forward
-from pipeline.derivatives import METHODS, ieee_float32
+from pipeline.derivatives import FORWARD_MODE, METHODS, ieee_float32
 from pipeline.memory import ChunkHints, kept_heap, measure_peak_bytes
 from pipeline.models import Oscillator
 from pipeline.opcost import is_op_bound, seconds_per_call
@@ -324,7 +324,7 @@ def bench_case(
             continue
         fn = METHODS[method]
         # Chunk sizes as users get them: fitted to the memory budget.
-        with cheap_zero_tangents(numbers=method.startswith("forward")):
+        with cheap_zero_tangents(numbers=method in FORWARD_MODE):
             seconds, peak, result = _timed(lambda fn=fn: fn(case.fn, x, points, hints=hints), device, repeats)
         if reference is None:
             reference = result.dy[..., 0].cpu()

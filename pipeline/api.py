@@ -27,7 +27,7 @@ from pipeline.checks import (
 from pipeline.compiled import compiled_forward
 from pipeline.config import ConfigError
 from pipeline.dataset import build_dataset
-from pipeline.derivatives import METHODS, DerivativeError, Derivatives, ieee_float32
+from pipeline.derivatives import FORWARD_MODE, METHODS, DerivativeError, Derivatives, ieee_float32
 from pipeline.design import Design
 from pipeline.fallback import LADDER, REVERSE_FIRST, REVERSE_LADDER, auto
 from pipeline.inputs import input_leaves, input_tree, to_run
@@ -472,7 +472,7 @@ def sensitivity(
         if method == "auto" and order == 1 and not compile and directions > y0.numel():
             what = "parameters and tensor elements" if routine.tensors else "parameters"
             choice = f"reverse mode: {directions} directions ({what}) outnumber {y0.numel()} outputs"
-        forward_mode = not choice and (method == "auto" or method.startswith("forward"))
+        forward_mode = not choice and (method == "auto" or method in FORWARD_MODE)
         with cheap_zero_tangents(enabled=not compile, numbers=forward_mode):
             # the memory hint is for forward mode: reverse mode (first, or asked for) measures its own
             reached, bytes_per_point = check_structure(

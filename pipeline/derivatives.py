@@ -622,3 +622,6 @@ METHODS: dict[str, Callable[..., Derivatives]] = {
     "finite_difference_per_point": finite_difference_per_point,
 }
 """Derivative methods by their config name (``method.name``)."""
+
+FORWARD_MODE = frozenset(name for name in METHODS if name.startswith("forward"))
+"""The methods that push tangents forward (those :class:`pipeline.zerotensor.NumberOperands` pays for)."""

@@ -26,7 +26,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from pipeline.derivatives import METHODS, NO_FORWARD_RULE, UNBATCHABLE, Derivatives, RoutineFn, _model_frame
+from pipeline.derivatives import (
+    FORWARD_MODE,
+    METHODS,
+    NO_FORWARD_RULE,
+    UNBATCHABLE,
+    Derivatives,
+    RoutineFn,
+    _model_frame,
+)
 from pipeline.errors import ConfigError, DerivativeError
 from pipeline.memory import ChunkHints
 
@@ -103,7 +111,7 @@ def auto(
                 raise
             failures.append((method, err))
             if any(marker in str(err) or marker in _cause_text(err) for marker in _NO_FORWARD_RULE):
-                remaining = [m for m in remaining if not m.startswith("forward")]
+                remaining = [m for m in remaining if m not in FORWARD_MODE]
             continue
         if not failures:
             return Fallback(result, method)
