@@ -42,7 +42,7 @@ from pipeline.compiled import compiled_forward
 from pipeline.derivatives import FORWARD_MODE, METHODS, ieee_float32
 from pipeline.memory import ChunkHints, kept_heap, measure_peak_bytes
 from pipeline.models import Oscillator
-from pipeline.opcost import is_op_bound, seconds_per_call
+from pipeline.opcost import call_cost, is_op_bound
 from pipeline.routine import StepFunctions, as_routine
 from pipeline.storage import write_atomic
 from pipeline.structure import check_structure
@@ -207,10 +207,10 @@ def chunk_hints(case: Case, x: torch.Tensor, points: torch.Tensor) -> ChunkHints
     """The hints :func:`pipeline.sensitivity` gives the methods: the structure check's memory
     estimate and whether the model is op-bound (its cost per torch call at one point)."""
     with torch.no_grad():
-        _, per_call = seconds_per_call(lambda: case.fn(x, points[0]))
+        _, cost = call_cost(lambda: case.fn(x, points[0]))
     with cheap_zero_tangents():  # as sensitivity() runs the check
         _, bytes_per_point = check_structure(case.fn, x, points)
-    return ChunkHints(bytes_per_point, op_bound=points.device.type == "cpu" and is_op_bound(per_call))
+    return ChunkHints(bytes_per_point, op_bound=points.device.type == "cpu" and is_op_bound(cost))
 
 
 def _in_kept_heap(run: Callable[[], object]) -> Callable[[], object]:

@@ -24,7 +24,7 @@ from pipeline.checks import (
     check_parameter_name,
     is_tensor_path,
 )
-from pipeline.compiled import compiled_forward
+from pipeline.compiled import compiled_forward, warn_if_unrolled
 from pipeline.config import ConfigError
 from pipeline.dataset import build_dataset
 from pipeline.derivatives import FORWARD_MODE, METHODS, DerivativeError, Derivatives, ieee_float32
@@ -32,7 +32,7 @@ from pipeline.design import Design
 from pipeline.fallback import LADDER, REVERSE_FIRST, REVERSE_LADDER, auto
 from pipeline.inputs import input_leaves, input_tree, to_run
 from pipeline.memory import ChunkHints
-from pipeline.opcost import is_op_bound, seconds_per_call
+from pipeline.opcost import CallCost, call_cost, is_op_bound
 from pipeline.routine import Routine, as_routine
 from pipeline.sizes import check_grid_size, check_result_size
 from pipeline.structure import check_structure, hidden_dependence
@@ -176,19 +176,19 @@ def _check_cast(
 
 def _check_model_runs(
     fn: Callable, x: torch.Tensor, point: torch.Tensor, grid: dict[str, np.ndarray]
-) -> tuple[torch.Tensor, float]:
+) -> tuple[torch.Tensor, CallCost]:
     """Evaluate the model once, before any derivative: bad inputs fail here with their shapes named.
 
     It runs on a copy of ``x``, which must come back unchanged: a model that changes its inputs in
-    place would give every later point different inputs. Returns ``y`` and the seconds per torch
-    call of that evaluation (:mod:`pipeline.opcost`).
+    place would give every later point different inputs. Returns ``y`` and what that evaluation
+    cost (:mod:`pipeline.opcost`).
     """
     at = ", ".join(f"{p}={float(v):.6g}" for p, v in zip(grid, point[: len(grid)], strict=True)) or "the model's values"
     copy = tree_map(torch.clone, x)
     samples = next(iter(input_leaves(x).values())).shape[0]
     try:
         with torch.no_grad():
-            y, per_call = seconds_per_call(lambda: fn(copy, point))
+            y, cost = call_cost(lambda: fn(copy, point))
     except (RuntimeError, ValueError, TypeError, IndexError) as err:
         raise ConfigError(
             f"the model fails on {_describe(x)} at {at}: {str(err).splitlines()[0]}; "
@@ -218,7 +218,7 @@ def _check_model_runs(
             f"invalid model output of dtype {str(y.dtype).removeprefix('torch.')}: derivatives need "
             "real floating-point outputs"
         )
-    return y, per_call
+    return y, cost
 
 
 def _check_hidden_dependence(
@@ -466,7 +466,9 @@ def sensitivity(
     directions = points.shape[1]
 
     with ieee_float32(run_device):
-        y0, per_call = _check_model_runs(routine.fn, x_run, points[0], grid)
+        y0, cost = _check_model_runs(routine.fn, x_run, points[0], grid)
+        if compile:
+            warn_if_unrolled(cost.calls, routine.stepper)
         check_result_size(len(points), y0.numel(), 1 + directions + (order == 2), torch.finfo(run_dtype).bits // 8)
         choice = ""
         if method == "auto" and order == 1 and not compile and directions > y0.numel():
@@ -478,7 +480,7 @@ def sensitivity(
             reached, bytes_per_point = check_structure(
                 routine.fn, x_run, points, columns=len(grid), measure=not choice and method != "reverse"
             )
-            op_bound = run_device.type == "cpu" and chunk_size is None and is_op_bound(per_call)
+            op_bound = run_device.type == "cpu" and chunk_size is None and is_op_bound(cost)
             hints = ChunkHints(bytes_per_point, op_bound=op_bound)
             result, used, fallback_reason, wall = _run_method(
                 routine,

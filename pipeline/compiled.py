@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import types
+import warnings
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -34,6 +35,24 @@ from pipeline.memory import ChunkHints, budget_bytes
 from pipeline.routine import StepFunctions
 
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+UNROLLED_CALLS = 1000
+"""A model that is not a :class:`~pipeline.timestepper.TimeStepper` and makes more torch calls than
+this per evaluation gets a warning before it is compiled: torch.compile traces every call (a
+Python loop is unrolled), and the plain-function RK4 oscillator (38 calls a step) took 37.5 s to
+compile for 10 steps, 50 s for 20, minutes for 200."""
+
+
+def warn_if_unrolled(calls: int, stepper: StepFunctions | None) -> None:
+    """Warn before compiling a plain model of more than :data:`UNROLLED_CALLS` torch calls."""
+    if stepper is None and calls > UNROLLED_CALLS:
+        warnings.warn(
+            f"method.compile=true: the model makes {calls:,} torch calls per evaluation, and torch.compile "
+            "traces every one (a Python time loop is unrolled): compiling can take many minutes. Write a "
+            "time loop as a TimeStepper (docs/api.md) to compile one step, or set method.compile=false",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def _compile_cached(key: object, make: Callable[[], Callable], role: str = "model") -> Callable:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -47,21 +48,34 @@ class _CountCalls(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-def seconds_per_call(run: Callable[[], Any]) -> tuple[Any, float]:
-    """``run()`` and its wall seconds per torch call (infinite when it makes none)."""
+@dataclass(frozen=True)
+class CallCost:
+    """The torch calls of one evaluation and its wall seconds."""
+
+    calls: int
+    seconds: float
+
+    @property
+    def per_call(self) -> float:
+        """Seconds per torch call (infinite where there were none)."""
+        return self.seconds / self.calls if self.calls else math.inf
+
+
+def call_cost(run: Callable[[], Any]) -> tuple[Any, CallCost]:
+    """``run()`` and what it cost: its torch calls (counted by a ``TorchFunctionMode``) and seconds."""
     with _CountCalls() as count:
         start = time.perf_counter()
         result = run()
         seconds = time.perf_counter() - start
-    return result, seconds / count.calls if count.calls else math.inf
+    return result, CallCost(count.calls, seconds)
 
 
 def trivial_call_seconds() -> float:
     """Seconds of one trivial torch call (two one-element CPU tensors added) under the same count."""
     one = torch.ones(1)
-    return min(seconds_per_call(lambda: [one + one for _ in range(20)])[1] for _ in range(TRIVIAL_BATCHES))
+    return min(call_cost(lambda: [one + one for _ in range(20)])[1].per_call for _ in range(TRIVIAL_BATCHES))
 
 
-def is_op_bound(per_call: float) -> bool:
-    """Whether ``per_call`` (:func:`seconds_per_call` of a model at one point) is that of an op-bound model."""
-    return per_call < OP_BOUND_CALLS * trivial_call_seconds()
+def is_op_bound(cost: CallCost) -> bool:
+    """Whether an evaluation at one point that cost ``cost`` (:func:`call_cost`) is an op-bound model's."""
+    return cost.per_call < OP_BOUND_CALLS * trivial_call_seconds()

@@ -7,6 +7,8 @@ against its closed form. Sizes are small: each case compiles once (a few seconds
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -27,7 +29,10 @@ def test_time_stepper_compiles_one_step_and_matches_eager_and_closed_form():
     model, x = Oscillator(dt=0.02, steps=100), _x(5, 2)
     values = np.linspace(0.2, 1.8, 7)  # chunk_size=3: chunks of 3, 3 and 1 padded to 3
     eager = sensitivity(model, x, {"C": values}, bind={"C": "damping"})
-    compiled = sensitivity(model, x, {"C": values}, bind={"C": "damping"}, compile=True, chunk_size=3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        compiled = sensitivity(model, x, {"C": values}, bind={"C": "damping"}, compile=True, chunk_size=3)
+    assert not [w for w in caught if "calls per evaluation" in str(w.message)]  # one step is compiled
     assert compiled.attrs["compiled"] == 1 and "(compiled)" in compiled.attrs["history"]
     np.testing.assert_allclose(compiled.y, eager.y, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(compiled.dy_dC, eager.dy_dC, rtol=1e-12, atol=1e-14)
@@ -35,6 +40,24 @@ def test_time_stepper_compiles_one_step_and_matches_eager_and_closed_form():
     for i, c in enumerate(values):
         _, exact = oscillator_exact(x, float(c), t)
         np.testing.assert_allclose(compiled.dy_dC[i], exact, rtol=1e-6, atol=1e-8)
+
+
+def test_compiling_a_plain_function_of_many_torch_calls_warns_before_it_starts():
+    """torch.compile unrolls a plain function's time loop (minutes for 200 RK4 steps): the first
+    evaluation counts the calls, and more than UNROLLED_CALLS give a warning naming the way out
+    (raised here as an error, so nothing compiles)."""
+
+    def euler(x, C, steps=300):
+        for _ in range(steps):
+            x = x + 0.01 * (-C * x)  # 4 torch calls a step
+        return x
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        with pytest.raises(RuntimeWarning, match=r"makes 1,20\d torch calls per evaluation.*TimeStepper"):
+            sensitivity(euler, _x(3, 2), {"C": [0.5, 1.0]}, compile=True)
+        few = sensitivity(lambda x, C: euler(x, C, steps=2), _x(3, 2), {"C": [0.5, 1.0]})  # eager: no warning
+    assert few.dy_dC.shape == (2, 3, 2)
 
 
 def test_time_stepper_grid_of_two_parameters_compiled():

@@ -226,7 +226,7 @@ def test_chunks_timed_hold_as_many_tangents_whatever_the_directions(monkeypatch,
     timed = []
     real = memory._timed_chunks
     monkeypatch.setattr(memory, "_timed_chunks", lambda *args, **kw: timed.append(args[3]) or real(*args, **kw))
-    monkeypatch.setattr(api, "is_op_bound", lambda per_call: op_bound)
+    monkeypatch.setattr(api, "is_op_bound", lambda cost: op_bound)
     ds = sensitivity(lambda x, **p: x * math.prod(p.values()), torch.arange(3.0), params, method="forward")
     assert timed[0] == sizes
     np.testing.assert_allclose(ds.dy_dC.values, (ds.y / ds.C).values, rtol=1e-6)
