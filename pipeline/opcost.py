@@ -11,10 +11,13 @@ or a convolution stack makes a few calls that each do real work, and its best ch
 The model's evaluation at one point, which :func:`pipeline.sensitivity` runs anyway to check its
 inputs, tells the two apart: its seconds per torch call (counted by a ``TorchFunctionMode``)
 against those of a trivial call (adding two one-element tensors) under the same count. On this
-project's 2-core CPU: the plain-function RK4 and the RK4 oscillator 1.0-1.4 trivial calls per
-call, the same RK4 over 10,000 samples 1.6-1.8, an MLP 16-256-10 over 1,000 samples 115-220,
-the Conv1d stack of the benchmark 270-630. A first call's lazy initialisation only makes a model
-look dearer per call: it is then tuned as if it were not op-bound, the safe side.
+project's 2-core CPU, in trivial calls per call: the plain-function RK4 and the RK4 oscillator
+1.0-1.4, torchdiffeq's and torchode's solvers and a Newton iteration on a few values 1.1-2.3, the
+same RK4 over 10,000 samples 1.6-1.8 (op-bound: there chunks of 32 beat chunks of 128 twofold,
+which the timing of 32 against 128 finds); nn.LSTM, nn.GRU and a Transformer layer on a small
+batch 5.7-6.7, the benchmark's MLP over 1,000 samples 115-220, its Conv1d stack 270-630. A first
+call's lazy initialisation only makes a model look dearer per call: it is then tuned as if it
+were not op-bound, the safe side.
 """
 
 from __future__ import annotations
