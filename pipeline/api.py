@@ -469,6 +469,8 @@ def sensitivity(
         y0, cost = _check_model_runs(routine.fn, x_run, points[0], grid)
         if compile:
             warn_if_unrolled(cost.calls, routine.stepper)
+        # outside the zero-tangent block, as the model's cost was measured: its mode makes calls dearer
+        op_bound = run_device.type == "cpu" and chunk_size is None and is_op_bound(cost)
         check_result_size(len(points), y0.numel(), 1 + directions + (order == 2), torch.finfo(run_dtype).bits // 8)
         choice = ""
         if method == "auto" and order == 1 and not compile and directions > y0.numel():
@@ -480,7 +482,6 @@ def sensitivity(
             reached, bytes_per_point = check_structure(
                 routine.fn, x_run, points, columns=len(grid), measure=not choice and method != "reverse"
             )
-            op_bound = run_device.type == "cpu" and chunk_size is None and is_op_bound(cost)
             hints = ChunkHints(bytes_per_point, op_bound=op_bound)
             result, used, fallback_reason, wall = _run_method(
                 routine,
