@@ -31,6 +31,20 @@ RTOL = {
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
+class SimulatedClock:
+    """A clock that moves only when a test says so: code that times itself (chunk timing, a model's
+    cost per call) is tested against costs the test chooses, never against the machine's load."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def __call__(self) -> float:
+        return self.seconds
+
+    def advance(self, seconds: float) -> None:
+        self.seconds += seconds
+
+
 def run(args: list[str], cwd: Path, **kwargs) -> subprocess.CompletedProcess:
     """Run a command with the test's Python environment first on PATH."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}

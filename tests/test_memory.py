@@ -13,6 +13,7 @@ import torch
 
 from pipeline import memory, sensitivity
 from pipeline.memory import FALLBACK_FACTOR, ChunkHints, fit_chunk_size, measure_peak_bytes
+from tests.helpers import SimulatedClock
 
 MB = 2**20
 
@@ -92,21 +93,21 @@ def test_faster_chunk_size_keeps_large_chunks_only_when_clearly_faster_per_value
     ],
 )
 def test_cpu_sweep_times_two_chunks_and_keeps_every_result(
-    per_pass, per_value_small, per_value_large, expected, rounds
+    per_pass, per_value_small, per_value_large, expected, rounds, monkeypatch
 ):
-    """Synthetic costs (sleeps with wide margins): the choice, how often each size is timed, and that no
+    """Synthetic costs (a simulated clock): the choice, how often each size is timed, and that no
     value is lost or repeated."""
-    import time
-
     from pipeline.derivatives import in_chunks
     from pipeline.memory import TUNE_SIZES
 
     sizes = []
+    clock = SimulatedClock()
+    monkeypatch.setattr(memory, "clock", clock)
 
     def batched(chunk):
         sizes.append(len(chunk))
         per_value = per_value_small if len(chunk) <= TUNE_SIZES[0] else per_value_large
-        time.sleep(per_pass + per_value * len(chunk))
+        clock.advance(per_pass + per_value * len(chunk))
         return chunk[:, 0] * 2, chunk[:, :1] * 3
 
     points = torch.arange(300.0)[:, None]
@@ -117,12 +118,13 @@ def test_cpu_sweep_times_two_chunks_and_keeps_every_result(
     assert sum(sizes) == 300 and torch.equal(result.y, points[:, 0] * 2) and torch.equal(result.dy, points * 3)
 
 
-def test_an_overhead_bound_sweep_stops_timing_after_one_small_chunk():
+def test_an_overhead_bound_sweep_stops_timing_after_one_small_chunk(monkeypatch):
     """A pass under TUNE_MIN_SECONDS says per-pass overhead dominates: no more timed chunks, the rest in one."""
     from pipeline.derivatives import in_chunks
     from pipeline.memory import TUNE_SIZES
 
     sizes = []
+    monkeypatch.setattr(memory, "clock", SimulatedClock())  # every pass takes no time
 
     def batched(chunk):
         sizes.append(len(chunk))
@@ -134,19 +136,19 @@ def test_an_overhead_bound_sweep_stops_timing_after_one_small_chunk():
     assert torch.equal(result.dy, points * 3)
 
 
-def test_growing_chunks_are_timed_until_they_stop_paying():
+def test_growing_chunks_are_timed_until_they_stop_paying(monkeypatch):
     """Synthetic costs: a per-pass overhead, and values 6x dearer in chunks over 128 (past the caches):
     8 < 32 < 128 are each clearly faster per value, 512 is not: the rest runs in chunks of 128. Sizes
     whose first timing differs twofold or more per value from the one compared are timed once."""
-    import time
-
     from pipeline.derivatives import in_chunks
 
     sizes = []
+    clock = SimulatedClock()
+    monkeypatch.setattr(memory, "clock", clock)
 
     def batched(chunk):
         sizes.append(len(chunk))
-        time.sleep(0.01 + (0.00005 if len(chunk) <= 128 else 0.0003) * len(chunk))
+        clock.advance(0.01 + (0.00005 if len(chunk) <= 128 else 0.0003) * len(chunk))
         return chunk[:, 0] * 2, chunk[:, :1] * 3
 
     points = torch.arange(2000.0)[:, None]
@@ -235,9 +237,10 @@ def test_chunks_timed_hold_as_many_tangents_whatever_the_directions(monkeypatch,
 def test_an_op_bound_model_whose_larger_sizes_do_not_fit_times_the_usual_ones(monkeypatch):
     """Op-bound sizes (32, 128) need more than 128 values to fit: under a budget of about 100 values
     (1 MiB each, as the probes report it here), chunks of 8 and 32 are timed as for any model."""
-    import time
-
     from pipeline.derivatives import in_chunks
+
+    clock = SimulatedClock()
+    monkeypatch.setattr(memory, "clock", clock)
 
     def measured(run, device):  # a peak of 1 MiB per value
         result = run()
@@ -248,7 +251,7 @@ def test_an_op_bound_model_whose_larger_sizes_do_not_fit_times_the_usual_ones(mo
 
     def batched(chunk):
         sizes.append(len(chunk))
-        time.sleep(0.005)  # above TUNE_MIN_SECONDS: timing goes on
+        clock.advance(0.005)  # above TUNE_MIN_SECONDS: timing goes on
         return chunk[:, 0] * 2, chunk[:, :1] * 3
 
     points = torch.arange(600.0)[:, None]
