@@ -17,8 +17,10 @@ from pipeline import __version__
 from pipeline.checks import (
     HIDDEN_POLICIES,
     NAN_POLICIES,
+    check_attrs,
     check_bind,
     check_choice,
+    check_dataset_names,
     check_device,
     check_method_options,
     check_parameter_name,
@@ -26,7 +28,7 @@ from pipeline.checks import (
 )
 from pipeline.compiled import compiled_forward, warn_if_unrolled
 from pipeline.config import ConfigError
-from pipeline.dataset import build_dataset
+from pipeline.dataset import build_dataset, dataset_dims
 from pipeline.derivatives import FORWARD_MODE, METHODS, DerivativeError, Derivatives, ieee_float32
 from pipeline.design import Design
 from pipeline.fallback import LADDER, REVERSE_FIRST, REVERSE_LADDER, auto
@@ -35,7 +37,7 @@ from pipeline.memory import ChunkHints
 from pipeline.opcost import CallCost, call_cost, is_op_bound
 from pipeline.routine import Routine, as_routine
 from pipeline.sizes import check_grid_size, check_result_size
-from pipeline.structure import check_structure, hidden_dependence
+from pipeline.structure import check_against_differences, check_structure
 from pipeline.zerotensor import cheap_zero_tangents
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -57,6 +59,12 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 def resolve_dtype(dtype: str | torch.dtype | None, x: torch.Tensor | None) -> torch.dtype:
     """``None`` keeps a floating ``x``'s dtype, else torch's default dtype."""
     if dtype is None:
+        if x is not None and x.is_floating_point() and x.dtype not in DTYPES.values():
+            raise ConfigError(
+                f"invalid x of dtype {str(x.dtype).removeprefix('torch.')}: sensweep computes in float32 or "
+                "float64 (half precision has no room for derivatives checked against differences); pass "
+                "dtype='float32' or dtype='float64' and x is converted"
+            )
         return x.dtype if x is not None and x.is_floating_point() else torch.get_default_dtype()
     if isinstance(dtype, torch.dtype):
         return dtype
@@ -202,6 +210,7 @@ def _check_model_runs(
             "the model changes its input x in place (e.g. x.mul_(C) or x[...] = ...): every point "
             "would see different inputs; rewrite it out of place (y = x * C)"
         )
+    _check_deterministic(fn, x, point, y, at)
     if not isinstance(y, torch.Tensor) or y.dim() < 1 or y.shape[0] != samples:
         shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
         raise ConfigError(
@@ -221,26 +230,89 @@ def _check_model_runs(
     return y, cost
 
 
-def _check_hidden_dependence(
+def _check_inputs_kept(x_run: Any, kept: Any, method: str) -> None:
+    """The inputs the model was given must be unchanged after the run: a model that writes into
+    its input (``x[x > 3 / C] = 0``) gave each later evaluation other inputs than the caller's."""
+    changed = [
+        name
+        for (name, a), b in zip(input_leaves(x_run).items(), input_leaves(kept).values(), strict=True)
+        if not torch.equal(a.detach().cpu(), b)
+        and not torch.allclose(a.detach().cpu(), b, rtol=0, atol=0, equal_nan=True)
+    ]
+    if changed:
+        raise ConfigError(
+            f"the model changes its input {', '.join(changed)} in place (e.g. x.mul_(C) or x[...] = ...) during "
+            f"method={method}: later evaluations saw other inputs than the ones given, so no result is returned; "
+            "rewrite it out of place (y = x * C, torch.where(mask, 0, x))"
+        )
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal values, NaN where NaN."""
+    return torch.equal(a, b) or torch.allclose(a, b, rtol=0, atol=0, equal_nan=True)
+
+
+RANDOMNESS = (
+    "sensweep rejects this so that every value of a parameter sees the same computation: call model.eval(), "
+    "seed the generator inside the model, or draw the randomness into the inputs x"
+)
+"""How to make a model that draws random numbers deterministic (every method refuses one that is not)."""
+
+
+def _check_deterministic(fn: Callable, x: Any, point: torch.Tensor, y: Any, at: str) -> None:
+    """A second evaluation at the same point must give the same ``y`` (up to a GPU's reduction order):
+    a model drawing random numbers would give every derivative method noise, not derivatives."""
+    if not isinstance(y, torch.Tensor) or not y.is_floating_point():
+        return
+    with torch.no_grad():
+        again = fn(tree_map(torch.clone, x), point)
+    if not isinstance(again, torch.Tensor) or again.shape != y.shape:
+        raise DerivativeError(f"the model gives different outputs on two evaluations at {at}; {RANDOMNESS}")
+    eps = torch.finfo(y.dtype).eps
+    differs = (again - y).abs() > eps**0.5 * float(torch.nan_to_num(y).abs().max()) + 64 * eps * y.abs()
+    differs &= ~(y.isnan() & again.isnan())
+    if differs.any():
+        raise DerivativeError(
+            f"the model gives different outputs on two evaluations at {at} ({int(differs.sum())} of {y.numel()} "
+            f"values differ): it draws random numbers (e.g. dropout in training mode, torch.rand); {RANDOMNESS}"
+        )
+
+
+LIKELY_CAUSES = (
+    "part of the model computed outside torch (numpy, .item(), float() of a tensor used as a value), "
+    "a custom autograd.Function with a wrong jvp or backward, a buffer bound as the parameter, a detach()"
+)
+"""What makes autodiff disagree with the model's own differences (NOTE [Checked against the model itself])."""
+
+
+def _point_text(points: torch.Tensor, k: int, grid: dict[str, np.ndarray]) -> str:
+    return ", ".join(f"{p}={float(v):.6g}" for p, v in zip(grid, points[k, : len(grid)], strict=True))
+
+
+def _check_against_differences(
     fn: Callable,
     x: torch.Tensor,
     points: torch.Tensor,
     dy: torch.Tensor,
     grid: dict[str, np.ndarray],
     policy: str,
-) -> dict[str, int]:
-    """Outputs that move with a parameter while autodiff says 0 (NOTE [Hidden dependence]): counted
-    in attrs ``hidden_dependence_dy_d<p>``, warned about, or an error with ``hidden_policy="raise"``."""
+) -> tuple[dict[str, int], str]:
+    """The derivatives against the model's own differences at the structure check's points (NOTE
+    [Checked against the model itself]). Hidden dependences (exact zeros where the value moves) are
+    counted in attrs ``hidden_dependence_dy_d<p>`` and warned about; other disagreements in
+    ``derivative_mismatch_dy_d<p>``, returned as a message (empty if none) for the caller to act on.
+    ``hidden_policy="raise"`` makes either an error."""
     if policy == "off":
-        return {}
+        return {}, ""
     try:
-        found, largest = hidden_dependence(fn, x, points, dy)
+        check = check_against_differences(fn, x, points, dy)
     except (RuntimeError, NotImplementedError):  # a model vmap cannot batch: nothing to compare here
-        return {}
-    counts = {f"hidden_dependence_dy_d{p}": int(found[..., i].sum()) for i, p in enumerate(grid)}
+        return {}, ""
+    counts = {f"hidden_dependence_dy_d{p}": int(check.hidden[..., i].sum()) for i, p in enumerate(grid)}
+    counts.update({f"derivative_mismatch_dy_d{p}": int(check.mismatch[..., i].sum()) for i, p in enumerate(grid)})
     problems = [
         f"{counts[f'hidden_dependence_dy_d{p}']} outputs move with {p} (finite differences see |dy/d{p}| up to "
-        f"{float(largest[i]):.3g}) where autodiff gives exactly 0"
+        f"{float(check.largest_hidden[i]):.3g}) where autodiff gives exactly 0"
         for i, p in enumerate(grid)
         if counts[f"hidden_dependence_dy_d{p}"]
     ]
@@ -254,7 +326,19 @@ def _check_hidden_dependence(
         if policy == "raise":
             raise DerivativeError(f"{text} (hidden_policy=raise)")
         warnings.warn(text, RuntimeWarning, stacklevel=3)
-    return counts
+    mismatches = [
+        f"dy/d{p} disagrees with the model's own differences at {counts[f'derivative_mismatch_dy_d{p}']} outputs, "
+        f"e.g. at {_point_text(points, m.point, grid)}, output {m.output}: {m.derivative:.6g} where the differences "
+        f"give {m.low:.6g}" + (f" to {m.high:.6g}" if f"{m.high:.6g}" != f"{m.low:.6g}" else "")
+        for i, (p, m) in enumerate(zip(grid, check.first, strict=True))
+        if m is not None
+    ]
+    if not mismatches:
+        return counts, ""
+    text = f"{'; '.join(mismatches)}; likely causes: {LIKELY_CAUSES}"
+    if policy == "raise":
+        raise DerivativeError(f"{text} (hidden_policy=raise)")
+    return counts, text
 
 
 def _finite(values: torch.Tensor, dim: int | None = None) -> bool:
@@ -326,6 +410,24 @@ def _run_method(
             options["order"] = 2
         result = METHODS[used](routine.fn, x, points, **sizes, **options)
     return result, used, fallback_reason, time.perf_counter() - start
+
+
+def _differences_instead(
+    routine: Routine, x: Any, points: torch.Tensor, used: str, mismatch: str
+) -> tuple[Derivatives, str, str]:
+    """``method=auto``'s answer to derivatives that disagree with the model's differences: central
+    differences (batched where the model batches), with one warning that says why."""
+    method = "finite_difference"
+    try:
+        if used.endswith("_per_point"):
+            raise RuntimeError("the model cannot be batched")
+        result = METHODS[method](routine.fn, x, points)
+    except (RuntimeError, NotImplementedError, TypeError, ValueError, DerivativeError):
+        method = "finite_difference_per_point"
+        result = METHODS[method](routine.fn, x, points)
+    reason = f"{used} gave derivatives that are wrong: {mismatch}"
+    warnings.warn(f"method=auto used {method}: {reason}", RuntimeWarning, stacklevel=3)
+    return result, method, reason
 
 
 def sensitivity(
@@ -435,6 +537,7 @@ def sensitivity(
         n_params=len(grid),
     )
     check_bind(bind, grid)
+    check_attrs(attrs)
     x = input_tree(x)
     leaves = input_leaves(x)
     for name, leaf in leaves.items():
@@ -451,7 +554,10 @@ def sensitivity(
         output_dims=output_dims,
         units=dict(units or {}),
     )
+    if step is not None and step >= torch.finfo(run_dtype).max:
+        raise ConfigError(f"invalid step={step!r}: too large for dtype={str(run_dtype).removeprefix('torch.')}")
     x_run = to_run(x, run_device, run_dtype)
+    kept = tree_map(lambda t: t.detach().to("cpu", copy=True), x_run)  # what is stored; what x must stay
     _check_cast(leaves, input_leaves(x_run), grid, run_dtype, collisions=design is None)
     check_grid_size({"point": len(design)} if design else {p: len(v) for p, v in grid.items()}, key="params")
     table = design.table if design else _grid_points(grid)
@@ -465,8 +571,18 @@ def sensitivity(
         points = torch.cat([points, own.expand(len(points), -1)], dim=1)
     directions = points.shape[1]
 
+    swept = [*grid, *(t.name for t in routine.tensors)]
+    check_dataset_names(swept, output_dims=(), inputs=input_leaves(x_run), design=design is not None)
     with ieee_float32(run_device):
         y0, cost = _check_model_runs(routine.fn, x_run, points[0], grid)
+        out_dims, in_dims = dataset_dims(routine, x_run, y0)
+        check_dataset_names(
+            swept,
+            output_dims=out_dims,
+            inputs=input_leaves(x_run),
+            input_dims=in_dims,
+            design=design is not None,
+        )
         if compile:
             warn_if_unrolled(cost.calls, routine.stepper)
         # outside the zero-tangent block, as the model's cost was measured: its mode makes calls dearer
@@ -496,10 +612,17 @@ def sensitivity(
                 max_memory_mb=max_memory_mb,
                 hints=hints,
             )
-            if used.startswith("finite_difference"):  # the derivatives are differences themselves
-                hidden_policy = "off"
+            _check_inputs_kept(x_run, kept, used)
+            checked = {}
+            if not used.startswith("finite_difference"):  # differences need no check against themselves
+                checked, mismatch = _check_against_differences(
+                    routine.fn, x_run, points, result.dy[..., : len(grid)], grid, hidden_policy
+                )
+                if mismatch and method == "auto" and not compile:
+                    result, used, fallback_reason = _differences_instead(routine, x_run, points, used, mismatch)
+                elif mismatch:
+                    warnings.warn(f"method={method}: {mismatch}", RuntimeWarning, stacklevel=2)
             swept_dy = result.dy[..., : len(grid)]
-            hidden = _check_hidden_dependence(routine.fn, x_run, points, swept_dy, grid, hidden_policy)
             nonfinite = _check_finite(result.y, result.dy, grid, nan_policy, design=design is not None)
     if reached is not None:  # a derivative that is not zero somewhere means a path exists
         reached = reached | swept_dy.any(dim=0)
@@ -514,7 +637,7 @@ def sensitivity(
     return build_dataset(
         routine,
         grid,
-        tree_map(lambda t: t.cpu(), x_run),
+        kept,
         result.y,
         result.dy,
         d2y=result.d2y,
@@ -523,7 +646,7 @@ def sensitivity(
         title=title,
         history_note=timing,
         attrs={
-            **hidden,
+            **checked,
             "method": used,
             "method_requested": method,
             **({"fallback_reason": fallback_reason} if fallback_reason else {}),

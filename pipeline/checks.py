@@ -66,16 +66,62 @@ def check_method_options(
     """The derivative method and the options that go with it."""
     method = str(getattr(method, "value", method))
     check_choice(f"{prefix}name" if prefix else "method", method, METHODS)
-    if chunk_size is not None and chunk_size < 1:
-        fail(f"{prefix}chunk_size", chunk_size, "must be null (automatic) or >= 1")
-    if max_memory_mb is not None and max_memory_mb < 1:
-        fail(f"{prefix}max_memory_mb", max_memory_mb, "must be null (automatic) or >= 1")
+    if chunk_size is not None and not (_whole(chunk_size) and chunk_size >= 1):
+        fail(f"{prefix}chunk_size", chunk_size, "must be null (automatic) or a whole number >= 1")
+    if max_memory_mb is not None and not (_whole(max_memory_mb) and max_memory_mb >= 1):
+        fail(f"{prefix}max_memory_mb", max_memory_mb, "must be null (automatic) or a whole number >= 1")
     if step is not None and (not method.startswith("finite_difference") or not (math.isfinite(step) and step > 0)):
         fail(f"{prefix}step", step, "only for method=finite_difference(_per_point), and > 0 (null: automatic)")
     if order not in (1, 2) or (order == 2 and (method not in ("auto", "forward") or n_params != 1)):
         fail(f"{prefix}order", order, "1, or 2 with method=forward (or auto) and one swept parameter")
     if compile and (method not in ("auto", "forward") or order != 1):
         fail(f"{prefix}compile", True, "only for method=forward (or auto) with order=1")
+
+
+def _whole(value: Any) -> bool:
+    """An integer (not a bool, not 2.5)."""
+    return (isinstance(value, int) and not isinstance(value, bool)) or type(value).__name__.startswith("int")
+
+
+RESERVED_ATTRS = (
+    "Conventions",
+    "title",
+    "history",
+    "source",
+    "swept_parameters",
+    "bound_to",
+    "structurally_independent_outputs",
+    "outputs",
+    "input_structure",
+    "design",
+    "design_seed",
+    "method",
+    "method_requested",
+    "fallback_reason",
+    "method_choice",
+    "compiled",
+    "device",
+    "dtype",
+    "torch_version",
+    "sensweep_version",
+    "fingerprint",
+)
+"""Dataset attrs sensweep writes itself (and prefixes of those it writes per parameter, below): a
+caller's ``attrs`` may not overwrite them, or the file would misreport how it was computed."""
+
+RESERVED_ATTR_PREFIXES = ("nonfinite_", "hidden_dependence_", "derivative_mismatch_", "distribution_")
+
+
+def check_attrs(attrs: Mapping[str, Any] | None, key: str = "attrs") -> None:
+    """Extra dataset attrs: string names, none of the ones sensweep writes."""
+    for name in attrs or {}:
+        if not isinstance(name, str) or name in RESERVED_ATTRS or name.startswith(RESERVED_ATTR_PREFIXES):
+            fail(
+                key,
+                name,
+                "sensweep writes this attr itself (how the result was computed); use another name, "
+                f"not one of {', '.join(RESERVED_ATTRS)} nor starting with {', '.join(RESERVED_ATTR_PREFIXES)}",
+            )
 
 
 def is_tensor_path(path: str) -> bool:
@@ -111,6 +157,42 @@ def check_parts(parts: int, count: int, part: int | None, param: str, prefix: st
         fail(f"{prefix}parts", parts, f"must be between 1 and the number of values of {param} ({count})")
     if part is not None and not 0 <= part < parts:
         fail("part", part, f"must be between 0 and sweep.parts-1 ({parts - 1})")
+
+
+def check_dataset_names(
+    params: Iterable[str],
+    *,
+    output_dims: Iterable[str],
+    inputs: Iterable[str],
+    input_dims: Iterable[str] = (),
+    design: bool = False,
+    key: str = "params",
+) -> None:
+    """The names a sensitivity dataset will hold, checked before anything is computed: a parameter
+    or an output dim named like another variable, dim or coordinate would overwrite it (a swept
+    coordinate lost, a file the later stages cannot read)."""
+    from pipeline.schema import connected_name, derivative_name, second_derivative_name
+
+    params, output_dims = list(params), list(output_dims)
+    made = {"y", "sample", *(["point"] if design else [])}
+    for p in params:
+        made |= {derivative_name(p), connected_name(p), second_derivative_name(p)}
+    inputs = set(inputs)
+    for p in params:
+        taken = sorted((made | inputs | set(output_dims) | set(input_dims)) & {p})
+        if taken:
+            what = "an output dim" if p in output_dims else "an input" if p in inputs | set(input_dims) else "a name"
+            fail(
+                key,
+                p,
+                f"{p!r} is {what} the dataset uses; name the parameter otherwise (reserved: y, sample, point, "
+                "dy_d<p>, d2y_d<p>2, dy_d<p>_connected, the inputs' and output dims' names)",
+            )
+    for dim in output_dims:
+        if dim in made | set(params) | inputs:
+            fail("output_dims", output_dims, f"{dim!r} is already a parameter, input or variable of the dataset")
+    if len(set(output_dims)) != len(output_dims):
+        fail("output_dims", output_dims, "each output dim needs its own name")
 
 
 def check_parameter_name(name: str, key: str) -> None:

@@ -17,6 +17,7 @@ import torch
 import xarray as xr
 
 from pipeline.design import Design
+from pipeline.errors import ConfigError
 from pipeline.inputs import InputTree, input_leaves
 from pipeline.routine import Routine
 from pipeline.schema import CONVENTIONS, connected_name, derivative_name, second_derivative_name
@@ -46,6 +47,24 @@ def _dim_names(declared: Sequence[str] | None, ndim: int, default: str, what: st
             )
         return list(declared)
     return [default] if ndim == 1 else [f"{default}_{i}" for i in range(ndim)]
+
+
+def dataset_dims(routine: Routine, x: InputTree, y: torch.Tensor) -> tuple[list[str], list[str]]:
+    """The output dims and input dims a dataset of ``routine`` at inputs ``x`` (output ``y`` at
+    one point) will have: known before anything is computed, so that names are checked first."""
+    try:
+        out_dims = _dim_names(routine.output_dims, y.dim() - 1, "output", "output")
+        if isinstance(x, torch.Tensor):
+            in_dims = _dim_names(routine.input_dims, x.dim() - 1, "feature", "input")
+        else:
+            in_dims = [
+                f"{name.removeprefix('x_')}_dim{i}"
+                for name, leaf in input_leaves(x).items()
+                for i in range(1, leaf.dim())
+            ]
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    return out_dims, [*in_dims, *(d for t in routine.tensors for d in t.dims)]
 
 
 def _coords(dims: list[str], shape: Sequence[int], given: dict[str, Any]) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from pipeline.errors import DerivativeError
 from pipeline.memory import ChunkHints, choose_chunk_size, kept_heap, mapped_apart
+from pipeline.zerotensor import real
 
 PIN_MAX_BYTES = 2**29
 """Results from a GPU up to this size land in page-locked host memory, copied without blocking
@@ -156,6 +157,7 @@ def in_chunks(
                 if translated is None:
                     raise
                 raise translated from err
+            result = tuple(real(t) for t in result)  # a ZeroTensor (d2y of a linear model) as zeros
             nonlocal filled
             if not out and len(chunk) == len(points) and all(_adoptable(t) for t in result):
                 out.extend(result)  # one chunk, already in host memory: kept as it is, not copied

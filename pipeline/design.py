@@ -241,6 +241,12 @@ def points(table: np.ndarray, names: list[str], distributions: Mapping[str, Dist
         )
     for name in names:
         check_parameter_name(name, "points")
+    repeated = sorted({name for name in names if list(names).count(name) > 1})
+    if repeated:
+        raise ConfigError(
+            f"invalid points: the columns {list(names)} name {', '.join(repeated)} more than once; "
+            "each column needs its own parameter name"
+        )
     if not np.isfinite(table).all():
         raise ConfigError(f"invalid points: {int((~np.isfinite(table)).sum())} non-finite values")
     return Design(list(names), table, dict(distributions or {}), "points", None)

@@ -35,10 +35,10 @@ def input_tree(x: Any) -> InputTree:
         for key in x:
             if not (isinstance(key, str) and key.isidentifier()):
                 raise ConfigError(f"invalid x key {key!r}: the keys of a dict of inputs must be names (identifiers)")
-        return {key: torch.as_tensor(value) for key, value in x.items()}
+        return {key: torch.as_tensor(value).detach() for key, value in x.items()}
     if isinstance(x, tuple) and x and all(isinstance(v, Tensor | np.ndarray) for v in x):
-        return tuple(torch.as_tensor(v) for v in x)
-    return torch.as_tensor(x)
+        return tuple(torch.as_tensor(v).detach() for v in x)
+    return torch.as_tensor(x).detach()  # inputs are data: one that requires grad is taken as its values
 
 
 def input_leaves(x: InputTree) -> dict[str, Tensor]:
@@ -50,8 +50,9 @@ def input_leaves(x: InputTree) -> dict[str, Tensor]:
 
 
 def to_run(x: InputTree, device: torch.device, dtype: torch.dtype) -> InputTree:
-    """Floating inputs in the run's dtype, integer and bool inputs as they are (token ids, masks)."""
-    return tree_map(lambda t: t.to(device, dtype) if t.is_floating_point() else t.to(device), x)
+    """Floating inputs in the run's dtype, integer and bool inputs as they are (token ids, masks):
+    always copies, so that a model writing into its inputs never changes the caller's."""
+    return tree_map(lambda t: t.to(device, dtype, copy=True) if t.is_floating_point() else t.to(device, copy=True), x)
 
 
 def input_from_dataset(ds: xr.Dataset) -> InputTree:

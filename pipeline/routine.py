@@ -159,6 +159,20 @@ def _bind_module(
             )
         return name, index
 
+    claimed: dict[str, list[tuple[str, Tensor]]] = {}  # tensor name -> (parameter, mask of what it replaces)
+
+    def claim(param: str, name: str, mask: Tensor) -> None:
+        """Two parameters that replace the same element would both be set, the last one winning:
+        the other's derivative would be 0, silently. Refused, naming both."""
+        for other, other_mask in claimed.get(name, []):
+            if (mask & other_mask).any():
+                raise ConfigError(
+                    f"invalid bind: {other}={bind[other]!r} and {param}={bind[param]!r} both replace "
+                    f"{int((mask & other_mask).sum())} element(s) of {name}; bind each parameter to its own "
+                    "elements (e.g. 'bias[0]' and 'bias[1:4]')"
+                )
+        claimed.setdefault(name, []).append((param, mask))
+
     start = len(params)
     for param in [p for p in bind if p not in params]:
         path = bind[param]
@@ -166,6 +180,9 @@ def _bind_module(
         if not tensors[name].is_floating_point():
             raise ConfigError(f"invalid bind {param}={path!r}: {name} is not floating point")
         tensor_param, flat = _tensor_parameter(param, path, tensors[name], selection)
+        mask = torch.zeros(tensors[name].numel(), dtype=torch.bool, device=flat.device)
+        mask[flat] = True
+        claim(param, name, mask.reshape(tensors[name].shape))
         tensor_targets.append((name, flat, start))
         tensor_params.append(tensor_param)
         start += flat.numel()
@@ -182,6 +199,7 @@ def _bind_module(
             )
         mask = torch.zeros_like(target, dtype=torch.bool)
         mask[index] = True
+        claim(param, name, mask)
         targets.append((name, mask, i))
 
     def replaced(theta: Tensor) -> dict[str, Tensor]:

@@ -14,6 +14,7 @@ middle, last of those given), and an output counts as connected if any of them r
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -94,27 +95,62 @@ def connected(
     return reached.movedim(0, -1).cpu()
 
 
-# NOTE [Hidden dependence]
-# An op can ignore its inputs' tangents while its value still depends on them: a buffer bound as
-# the parameter (BatchNorm's running_mean is not differentiated), a detach(), a write through
-# .data. Forward mode then gives dy/dC = 0 exactly where y moves. At the structure check's
-# points, central differences of the primal say whether y moves: an output whose value changes
-# beyond round-off while its derivative is exactly 0 there is a hidden dependence. The step is
-# finite_difference's (pipeline.derivatives.fd_step); a change counts once it exceeds
-# MOVE_ROUNDOFF x eps of the values compared.
+# NOTE [Checked against the model itself]
+# Autodiff can return a wrong number without any error: part of the model computed outside torch
+# (``np.interp`` on ``z.detach().numpy()``, ``float(C)``), a custom ``autograd.Function`` with a
+# wrong ``jvp`` or ``backward``, a buffer bound as the parameter (BatchNorm's ``running_mean``), a
+# ``detach()``. At the structure check's points the derivatives are compared with the model's own
+# values, one parameter at a time: one-sided differences to the left and to the right with steps
+# ``h`` and ``h/2`` (``h`` is finite_difference's, pipeline.derivatives.fd_step), each pair
+# extrapolated (Richardson, ``2 D(h/2) - D(h)``) with ``|D(h/2) - D(h)|`` as its error estimate. A
+# derivative is accepted when it lies between the left and the right estimate (a kink at the point:
+# autodiff gives one side or a subgradient) widened by a tolerance: ``SAFETY`` times both error
+# estimates (truncation, a kink or a jump inside the step, an adaptive solver's noise all show as
+# disagreement between ``h`` and ``h/2``), round-off (``MOVE_ROUNDOFF`` units of eps of the values
+# compared, over the step) and ``eps^(1/3)`` relative to the values compared. Two findings:
+#
+# - *hidden dependence*: the derivative is exactly 0, outside that range, while the value moves
+#   beyond round-off (a cut the model may mean: a ``detach()`` that stops the derivative);
+# - *mismatch*: any other disagreement (a derivative that is simply wrong).
 
 MOVE_ROUNDOFF = 64
 """A change of y counts as movement beyond this many units of round-off (eps x |y|)."""
 
 
-def hidden_dependence(
-    fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, points: Tensor, dy: Tensor
-) -> tuple[Tensor, Tensor]:
-    """Outputs that move with a parameter while their derivative is exactly 0 (NOTE above).
+SAFETY = 3
+"""Multiple of the one-sided differences' error estimates (steps ``h`` and ``h/2``) that a
+derivative may lie outside them."""
 
-    ``dy`` holds the derivatives at every point, ``(N, *y.shape, P)``. Returns a boolean
-    ``(*y.shape, P)`` (True: hidden at some probe point) and the largest finite-difference
-    derivative seen there, per parameter.
+
+@dataclass
+class DifferenceCheck:
+    """What :func:`check_against_differences` found: booleans ``(*y.shape, P)`` (True: at some probe
+    point), and for the first mismatch per parameter where and what (``None`` if none)."""
+
+    hidden: Tensor
+    mismatch: Tensor
+    largest_hidden: Tensor
+    """The largest finite-difference derivative among the hidden ones, per parameter."""
+    first: list[Mismatch | None]
+
+
+@dataclass
+class Mismatch:
+    """One derivative that disagrees with the model's differences: at which point, output, and values."""
+
+    point: int
+    output: tuple[int, ...]
+    derivative: float
+    low: float
+    high: float
+
+
+def check_against_differences(
+    fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, points: Tensor, dy: Tensor
+) -> DifferenceCheck:
+    """Derivatives at the structure check's points against the model's own differences (NOTE above).
+
+    ``dy`` holds the derivatives at every point, ``(N, *y.shape, P)``, for the first P parameters of ``points``.
     """
     index = probe_indices(len(points))
     probes = points[index.to(points.device)]
@@ -122,19 +158,43 @@ def hidden_dependence(
 
     def primal(thetas: Tensor) -> Tensor:
         with torch.no_grad():
-            return over_points(lambda theta: fn(x, theta), thetas)
+            return over_points(lambda theta: fn(x, theta), thetas).cpu()
 
-    hidden, largest = [], []
+    hidden, mismatch, largest, first = [], [], [], []
     for i in range(dy.shape[-1]):  # the parameters dy holds (the swept ones)
-        up, down, width = central_points(probes, i, fd_step(probes[:, i]))
-        y_up, y_down = primal(up).cpu(), primal(down).cpu()
-        change = (y_up - y_down).abs()
-        scale = torch.maximum(y_up.abs(), y_down.abs())
-        moves = change > MOVE_ROUNDOFF * eps * scale
-        shape = (-1,) + (1,) * (change.dim() - 1)
-        differences = change / width.cpu().reshape(shape)
-        zero = dy[index.cpu(), ..., i] == 0
-        found = moves & zero
+        h = fd_step(probes[:, i])
+        up, down, _ = central_points(probes, i, h)
+        half_up, half_down, _ = central_points(probes, i, h / 2)
+        ys = primal(torch.cat([probes, up, down, half_up, half_down])).reshape(5, len(probes), *dy.shape[1:-1])
+        y0, y_up, y_down, y_half_up, y_half_down = ys.unbind(0)
+        shape = (-1,) + (1,) * (y0.dim() - 1)
+        steps = [(a[:, i] - probes[:, i]).abs().cpu().reshape(shape) for a in (up, down, half_up, half_down)]
+        right, right_half = (y_up - y0) / steps[0], (y_half_up - y0) / steps[2]
+        left, left_half = (y0 - y_down) / steps[1], (y0 - y_half_down) / steps[3]
+        right_est, left_est = 2 * right_half - right, 2 * left_half - left
+        error = (right_half - right).abs() + (left_half - left).abs()
+        scale = ys.abs().amax(dim=0)
+        roundoff = 10 * MOVE_ROUNDOFF * eps * scale / steps[3]
+        low, high = torch.minimum(left_est, right_est), torch.maximum(left_est, right_est)
+        derivative = dy[index.cpu(), ..., i].to(ys.dtype)
+        tol = (
+            SAFETY * error + roundoff + eps ** (1 / 3) * torch.maximum(derivative.abs(), high.abs().maximum(low.abs()))
+        )
+        outside = (derivative < low - tol) | (derivative > high + tol)
+        moves = (y_up - y_down).abs() > MOVE_ROUNDOFF * eps * torch.maximum(y_up.abs(), y_down.abs())
+        found = moves & (derivative == 0) & outside
+        wrong = outside & ~found
         hidden.append(found.any(dim=0))
-        largest.append(differences[found].max() if found.any() else torch.zeros((), dtype=differences.dtype))
-    return torch.stack(hidden, dim=-1), torch.stack(largest)
+        mismatch.append(wrong.any(dim=0))
+        central = (y_up - y_down) / (steps[0] + steps[1])
+        largest.append(central[found].abs().max() if found.any() else torch.zeros((), dtype=central.dtype))
+        first.append(_first_mismatch(wrong, index, derivative, low, high))
+    return DifferenceCheck(torch.stack(hidden, dim=-1), torch.stack(mismatch, dim=-1), torch.stack(largest), first)
+
+
+def _first_mismatch(wrong: Tensor, index: Tensor, derivative: Tensor, low: Tensor, high: Tensor) -> Mismatch | None:
+    """The first disagreeing derivative (probe point, output element) with the range the differences allow."""
+    if not wrong.any():
+        return None
+    at = tuple(int(i) for i in wrong.nonzero()[0])
+    return Mismatch(int(index[at[0]]), at[1:], float(derivative[at]), float(low[at]), float(high[at]))

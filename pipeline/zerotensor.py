@@ -83,7 +83,7 @@ def div_meta(a: Tensor | Number, b: Tensor | Number) -> Tensor:
     return out if out.is_floating_point() or out.is_complex() else out.to(torch.get_default_dtype())
 
 
-def _real(t: Tensor) -> Tensor:
+def real(t: Tensor) -> Tensor:
     """``t``, with a ZeroTensor made a real tensor of zeros (torch's own fallback)."""
     return torch.zeros(t.shape, dtype=t.dtype, device=t.device) if t._is_zerotensor() else t
 
@@ -99,7 +99,7 @@ def _zero_product(a: Tensor, b: Tensor, dims: int, op: Callable[[Tensor, Tensor]
         or a.dtype != b.dtype
         or a.device != b.device
     ):
-        return op(_real(a), _real(b))
+        return op(real(a), real(b))
     return torch._efficientzerotensor((*a.shape[:-1], b.shape[-1]), dtype=a.dtype, device=a.device)
 
 
@@ -128,8 +128,8 @@ def zero_convolution(
     args = (stride, padding, dilation, transposed, output_padding, groups)
     zero_product = input._is_zerotensor() or weight._is_zerotensor()
     if not zero_product or (bias is not None and not bias._is_zerotensor()):
-        bias = None if bias is None else _real(bias)
-        return torch.ops.aten.convolution(_real(input), _real(weight), bias, *args)
+        bias = None if bias is None else real(bias)
+        return torch.ops.aten.convolution(real(input), real(weight), bias, *args)
     meta = torch.ops.aten.convolution(_on_meta(input), _on_meta(weight), None, *args)
     return torch._efficientzerotensor(meta.shape, dtype=meta.dtype, device=input.device)
 
@@ -149,7 +149,7 @@ def _zero_sum(a: Tensor, b: Tensor | Number, alpha: Number, op: Callable[..., Te
     """``op(a, b, alpha=alpha)`` (``aten.add`` or ``aten.sub``) where one is a ZeroTensor: one copy of
     the other operand, as torch computes it; torch's own where ``b`` is a Python number."""
     if not isinstance(b, Tensor):
-        return op(_real(a), b, alpha=alpha)
+        return op(real(a), b, alpha=alpha)
     shape = broadcast(tuple(a.shape), tuple(b.shape))
     dtype, device = torch.result_type(a, b), _out_device(a, b)
     if a._is_zerotensor() and b._is_zerotensor():

@@ -121,5 +121,6 @@ def test_a_grid_evaluates_the_model_once_per_batched_pass():
     np.testing.assert_array_equal(ds.dy_dk.values, np.broadcast_to(x.numpy() ** 2, (2, 3, 4)))
     calls.clear()
     sensitivity(model, x, {"C": [1.0, 2.0], "k": [0.5, 1.5, 2.5]}, chunk_size=6, hidden_policy="off")
-    # the first evaluation, the structure check (all directions in one batched call), then one batched pass
-    assert len(calls) == 1 + 1 + 1
+    # the first evaluation and its repeat (randomness), the structure check (all directions in one
+    # batched call), then one batched pass
+    assert len(calls) == 2 + 1 + 1
