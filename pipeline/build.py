@@ -187,7 +187,15 @@ def build_inputs(cfg: DictConfig) -> InputTree:
     target = _import("inputs", cfg.inputs._target_)
     args = OmegaConf.to_container(cfg.inputs.args, resolve=True)
     _check_args("inputs", target, args)
-    return input_tree(target(**args))
+    try:
+        return input_tree(target(**args))
+    except (TypeError, ValueError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(
+            f"invalid inputs.args={args!r}: {cfg.inputs._target_} fails on them ({str(err).splitlines()[0][:200]}); "
+            "check each argument's type"
+        ) from err
 
 
 def study_override(argv: list[str]) -> str | None:

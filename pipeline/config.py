@@ -26,6 +26,7 @@ from hydra.errors import HydraException
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from pipeline import yamltext
 from pipeline.checks import (
     COMPRESSIONS,
     DTYPES,
@@ -347,7 +348,11 @@ def validate(cfg: DictConfig | JobConfig) -> None:
     """Check what the schema's types cannot: ranges and consistency. Raises ConfigError."""
     _check_known_keys(cfg)
     sweep = cfg.sweep
+    if not str(cfg.output).strip() or str(cfg.output).endswith(("/", ".")):
+        fail("output", cfg.output, "give the file to write, e.g. output=outputs/my_study/sensitivity.nc")
     if sweep.kind in DESIGN_KINDS:
+        if sweep.seed < 0:
+            fail("sweep.seed", sweep.seed, "a design's seed is a whole number >= 0")
         count = _check_design(sweep)
         counts = dict.fromkeys(sweep.parameters, 1)
         if count > 0:
@@ -425,7 +430,7 @@ def closest(name: str, valid: list[str]) -> str:
     return f"; did you mean {match[0]!r}?" if match else ""
 
 
-def check_study_file(study: str, conf: Path | None = None) -> None:
+def check_study_file(study: str, conf: Path | None = None, including: list[str] | None = None) -> None:
     """A study must be a file of ``conf/study/`` holding a YAML mapping; say what is wrong otherwise.
 
     Hydra reports an empty study file as "Key 'study' not in 'JobConfig'" and malformed YAML
@@ -439,18 +444,32 @@ def check_study_file(study: str, conf: Path | None = None) -> None:
             f"(files of {conf / 'study'})"
         )
     path = conf / "study" / f"{study}.yaml"
-    try:
-        content = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        where = getattr(err, "problem_mark", None)
-        line = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(f"invalid study file {path}: malformed YAML{line} ({problem})") from err
+    content = yamltext.load_file(path, "study file")
     if not isinstance(content, dict) or not content:
         raise ConfigError(
             f"invalid study file {path}: it is empty or not a mapping; a study file sets keys such "
             "as title, model, sweep (see conf/study/seed_linear.yaml)"
         )
+    chain = [*(including or []), study]
+    for other in _included_studies(content):
+        if other in chain:
+            cycle = " -> ".join([*chain[chain.index(other) :], other])
+            raise ConfigError(f"invalid study file {path}: the studies include each other in a cycle ({cycle})")
+        check_study_file(other, conf, including=chain)
+
+
+def _included_studies(content: dict) -> list[str]:
+    """The studies a study file's defaults list includes (``- /study/<name>``, ``- study: <name>``)."""
+    found = []
+    for entry in content.get("defaults") or []:
+        items = entry.items() if isinstance(entry, dict) else [(entry, None)]
+        for key, value in items:
+            key = str(key).removeprefix("override ").strip().lstrip("/")
+            if key.startswith("study/"):
+                found.append(key.removeprefix("study/"))
+            elif key == "study" and isinstance(value, str):
+                found.append(value)
+    return found
 
 
 def compose_job(study: str, overrides: list[str] = (), conf: Path | None = None) -> DictConfig:

@@ -64,6 +64,17 @@ def dataset_dims(routine: Routine, x: InputTree, y: torch.Tensor) -> tuple[list[
             ]
     except ValueError as err:
         raise ConfigError(str(err)) from err
+    checks = [("output", out_dims, tuple(y.shape[1:]), routine.output_coords)]
+    if isinstance(x, torch.Tensor):
+        checks.append(("input", in_dims, tuple(x.shape[1:]), routine.input_coords))
+    for what, dims, shape, given in checks:
+        for dim, size in zip(dims, shape, strict=True):
+            if dim in given and len(given[dim]) != size:
+                tensor = f"x of shape {tuple(x.shape)}" if what == "input" else f"its output of shape {tuple(y.shape)}"
+                raise ConfigError(
+                    f"{tensor} does not fit the model: its {what} dim {dim!r} has {len(given[dim])} entries "
+                    f"({', '.join(map(str, given[dim]))}), not {size}; give inputs of the model's shape"
+                )
     return out_dims, [*in_dims, *(d for t in routine.tensors for d in t.dims)]
 
 

@@ -198,6 +198,11 @@ def _checked(distributions: Mapping[str, Distribution], n: int) -> list[str]:
     return list(distributions)
 
 
+def _check_seed(seed: int) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ConfigError(f"invalid seed={seed!r}: a design's seed is a whole number >= 0")
+
+
 def _from_unit(distributions: Mapping[str, Distribution], unit: np.ndarray, kind: str, seed: int | None) -> Design:
     names = list(distributions)
     table = np.column_stack([distributions[p].ppf(unit[:, i]) for i, p in enumerate(names)])
@@ -209,6 +214,7 @@ def _from_unit(distributions: Mapping[str, Distribution], unit: np.ndarray, kind
 def sobol(distributions: Mapping[str, Distribution], n: int, seed: int = 0) -> Design:
     """A scrambled Sobol' sequence of ``n`` points (a power of two, for its balance properties)."""
     names = _checked(distributions, n)
+    _check_seed(seed)
     if n & (n - 1):
         raise ConfigError(f"invalid n={n}: a Sobol' design needs a power of two (e.g. {1 << int(math.log2(n))})")
     from scipy.stats import qmc
@@ -222,12 +228,14 @@ def lhs(distributions: Mapping[str, Distribution], n: int, seed: int = 0) -> Des
     from scipy.stats import qmc
 
     names = _checked(distributions, n)
+    _check_seed(seed)
     return _from_unit(distributions, qmc.LatinHypercube(d=len(names), seed=seed).random(n), "lhs", seed)
 
 
 def random(distributions: Mapping[str, Distribution], n: int, seed: int = 0) -> Design:
     """``n`` independent random points."""
     names = _checked(distributions, n)
+    _check_seed(seed)
     unit = np.random.default_rng(seed).random((n, len(names)))
     return _from_unit(distributions, unit, "random", seed)
 
@@ -287,7 +295,22 @@ def parse(text: str, key: str = "distribution") -> Distribution:
 
 def read_points(path: Path, names: list[str]) -> np.ndarray:
     """An N x P table from ``.npy`` (columns in the order of ``names``), ``.csv`` (a header naming
-    the columns) or ``.nc`` (one variable per parameter)."""
+    the columns) or ``.nc`` (one variable per parameter); a file that cannot be read is named."""
+    if not path.is_file():
+        raise ConfigError(f"invalid sweep.path={str(path)!r}: no such file")
+    try:
+        return _read_points(path, names)
+    except (ValueError, OSError, KeyError, IndexError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(
+            f"invalid sweep.path={str(path)!r}: cannot read it as a table of points ({first[:200]}); write an "
+            "N x P .npy, a .csv with a header row naming the parameters, or a .nc with one variable per parameter"
+        ) from err
+
+
+def _read_points(path: Path, names: list[str]) -> np.ndarray:
     if path.suffix == ".npy":
         return np.load(path, allow_pickle=False)
     if path.suffix == ".csv":

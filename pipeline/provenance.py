@@ -21,6 +21,8 @@ import numpy as np
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline import yamltext
+
 NOT_DETERMINING = ("part", "output", "inputs_file", "threads", "verify", "compression")
 """Config keys that do not change a part's values (which part it is, paths, threads, the verify step,
 how its file is compressed)."""
@@ -37,7 +39,7 @@ def determining_config(cfg: DictConfig | str | dict) -> dict[str, Any]:
     how many parts there are, not what each holds: they are left out too.
     """
     if isinstance(cfg, str):
-        plain = yaml.safe_load(cfg) or {}
+        plain = yamltext.load(cfg, "config attr") or {}
     elif isinstance(cfg, DictConfig):
         plain = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     else:

@@ -34,8 +34,9 @@ from typing import Any
 import xarray as xr
 import yaml
 
+from pipeline import yamltext
 from pipeline.checks import COMPRESSIONS
-from pipeline.errors import MergeError, UnreadableInputError
+from pipeline.errors import ConfigError, MergeError, UnreadableInputError
 from pipeline.provenance import config_differences
 
 CHUNK_CACHE_BYTES = 4 * 2**20
@@ -177,8 +178,8 @@ def _has_filter(name: str) -> bool:
 
 def compression_of(ds: xr.Dataset) -> str:
     """The compression chosen in the config the dataset records (``attrs["config"]``), else the default."""
-    with contextlib.suppress(yaml.YAMLError, AttributeError):
-        chosen = (yaml.safe_load(ds.attrs.get("config", "")) or {}).get("compression")
+    with contextlib.suppress(ConfigError, AttributeError):
+        chosen = (yamltext.load(ds.attrs.get("config", ""), "config attr") or {}).get("compression")
         if chosen in COMPRESSIONS:
             return chosen
     return COMPRESSIONS[0]
@@ -418,7 +419,7 @@ def combined_parts(ds: xr.Dataset, infos: Sequence[PartInfo], note: str) -> xr.D
         ds.attrs["structurally_independent_outputs"] = sum(int((ds[name] == 0).sum()) for name in names)
     ds.attrs.pop("part", None)
     if ds.attrs.pop("part_size", None) and "config" in ds.attrs:  # a grown design: its size is the parts'
-        config = yaml.safe_load(ds.attrs["config"])
+        config = yamltext.load(ds.attrs["config"], "config attr of the parts")
         config["sweep"]["n"] = ds.sizes["point"]
         ds.attrs["config"] = yaml.safe_dump(config, sort_keys=False)
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import os
 import shutil
 import sys
@@ -145,6 +146,33 @@ CASES = [
         "invalid method.compile=True: only for method=forward",
     ),
     ("zero chunk size", ["method.chunk_size=0"], "invalid method.chunk_size=0"),
+    (
+        "finite-difference step beyond float32",
+        ["method=finite_difference", "method.step=1e39"],
+        "invalid step=1e+39: too large for dtype=float32",
+    ),
+    ("negative design seed", ["study=oscillator_design", "sweep.seed=-1"], "invalid sweep.seed=-1"),
+    ("empty output path", ["output=''"], "invalid output='': give the file to write"),
+    ("inputs argument of the wrong type", ["inputs.args.samples=many"], "pipeline.inputs.random fails on them"),
+    (
+        "unreadable points table",
+        ["study=oscillator_design", "sweep=points", "sweep.path={tmp}/broken.csv", "+sweep.parameters={{C: null}}"],
+        "cannot read it as a table of points",
+    ),
+    (
+        "points table that is not .npy",
+        ["study=oscillator_design", "sweep=points", "sweep.path={tmp}/garbage.npy", "+sweep.parameters={{C: null}}"],
+        "cannot read it as a table of points",
+    ),
+    ("study that includes itself", ["study=selfref"], "the studies include each other in a cycle (selfref -> selfref)"),
+    ("study file that is not UTF-8", ["study=latin1"], "latin1.yaml: not UTF-8 text (byte 30, line 2)"),
+    ("study file with a repeated key", ["study=dupkeys"], "malformed YAML at line 3, column 1 (found duplicate key"),
+    ("study file with an alias bomb", ["study=yaml_bomb"], "its aliases expand to more than 100000 values"),
+    (
+        "input of the wrong width for the oscillator",
+        ["study=oscillator", "inputs.args.path={tmp}/x323.npy"],
+        "x of shape (32, 3) does not fit the model: its input dim 'state' has 2 entries",
+    ),
     ("unknown NaN policy", ["nan_policy=ignore"], "expected one of [warn, raise]"),
     ("verify with no samples", ["verify.samples=0"], "invalid verify.samples=0: must be >= 1"),
 ]
@@ -174,6 +202,16 @@ def make_files(tmp: Path) -> None:
     np.save(tmp / "inf.npy", np.array([[1.0, 2.0, 3.0, np.inf]] * 4))
     np.save(tmp / "text.npy", np.array([["a", "b", "c", "d"]] * 4))
     (tmp / "a-file").write_text("a file, not a folder")
+    study = tmp / "conf" / "study"
+    (study / "selfref.yaml").write_text("# @package _global_\ndefaults:\n  - /study/selfref\ntitle: a\n")
+    (study / "latin1.yaml").write_bytes("# @package _global_\ntitle: café\n".encode("latin-1"))
+    (study / "dupkeys.yaml").write_text("# @package _global_\ntitle: a\ntitle: b\n")
+    names = "abcdefghij"  # each list holds nine of the one before: 9^10 values once expanded
+    bomb = ["# @package _global_", "a: &a [x, x, x, x, x, x, x, x, x]"]
+    bomb += [f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]" for a, b in itertools.pairwise(names)]
+    (study / "yaml_bomb.yaml").write_text("\n".join(bomb) + "\n")
+    (tmp / "broken.csv").write_text("C,K\n1,2\n3\n")
+    np.save(tmp / "x323.npy", np.ones((32, 3)))
 
 
 def run_compute(overrides: list[str], tmp: Path) -> tuple[int, str]:

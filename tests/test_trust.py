@@ -227,3 +227,18 @@ def test_second_derivatives_of_a_linear_model_are_zeros_not_a_crash():
 def test_options_that_failed_after_the_compute_are_refused_before_it(options, message):
     with pytest.raises(ConfigError, match=message):
         sensitivity(_never_called, torch.arange(3.0), {"C": [1.0, 2.0]}, **options)
+
+
+def test_a_config_attr_with_an_alias_bomb_or_repeated_keys_is_refused_not_expanded():
+    """What a part file's ``config`` attr holds is read with the study files' limits (merge, verify)."""
+    from pipeline import yamltext
+    from pipeline.provenance import determining_config
+
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefghi", "bcdefghij", strict=True)
+    )
+    with pytest.raises(ConfigError, match=r"invalid config attr: its aliases expand to more than 100000 values"):
+        determining_config(bomb)
+    with pytest.raises(ConfigError, match=r"found duplicate key 'dtype'"):
+        yamltext.load("dtype: float32\ndtype: float64\n", "config attr")
+    assert yamltext.load("a: &x [1, 2]\nb: *x\n", "config attr") == {"a": [1, 2], "b": [1, 2]}
