@@ -95,8 +95,11 @@ rule merge:
         f"{OUT}/benchmarks/{{study}}/merge.tsv"
     conda:
         "envs/sensweep.yaml"
+    params:
+        temporary="--temporary" if config["merge"] and not config["keep_parts"] else "",
     shell:
-        ": > {log:q}; python -m pipeline.merge {output:q} {input:q} 2>&1 >> {log:q} | tee -a {log:q} >&2"
+        ": > {log:q}; python -m pipeline.merge {output:q} {input:q} {params.temporary}"
+        " 2>&1 >> {log:q} | tee -a {log:q} >&2"
 
 
 rule summarise:

@@ -489,9 +489,11 @@ def sensitivity(
         NaN or Inf in ``y`` or ``dy/dC`` are counted (attrs ``nonfinite_y``, ``nonfinite_dy_dC``);
         ``warn`` warns, ``raise`` raises naming the first bad value of C and sample.
     hidden_policy : {"warn", "raise", "off"}, default: "warn"
-        Outputs whose value moves with a parameter (central differences at three points) while
-        the derivative is exactly 0 (an op ignoring the tangent) are counted (attrs
-        ``hidden_dependence_dy_dC``) and warned about; ``raise`` makes it an error.
+        Derivatives checked at three points against one-sided differences of the model (NOTE
+        [Checked against the model itself]): exact zeros where the value moves are counted
+        (attrs ``hidden_dependence_dy_dC``) and warned about, other disagreements counted
+        (``derivative_mismatch_dy_dC``) and, under ``method="auto"``, replaced by central
+        differences with a warning (a named method warns); ``raise`` makes either an error.
     order : {1, 2}, default: 1
         ``2`` adds ``d2y_dC2`` (forward-over-forward; one swept parameter, ``method="forward"``
         or ``"auto"``, which then does not fall back).

@@ -230,7 +230,8 @@ class JobConfig:
     nan_policy: NanPolicy = _opt(NanPolicy["warn"], "NaN/Inf in y or dy/dC: warn (counted in attrs) | raise")
     hidden_policy: HiddenPolicy = _opt(
         HiddenPolicy["warn"],
-        "y moves with a parameter where dy/dp is exactly 0 (an op ignores the tangent): warn | raise | off",
+        "dy/dp disagrees with the model's own differences (0 where y moves, or wrong): warn (auto: differences "
+        "instead) | raise | off",
     )
     seed: int = _opt(0, "seeds input generation and model initialisation")
     threads: int | None = _opt(None, "torch CPU threads; null: torch's default")

@@ -19,27 +19,32 @@ import os
 from collections.abc import Sequence
 
 from pipeline.errors import run_cli
-from pipeline.storage import checked_parts, combined_parts, open_parts, reading, write_netcdf
+from pipeline.storage import checked_parts, combined_parts, drop_last_good, open_parts, reading, write_netcdf
 
 
-def merge_parts(paths: Sequence[str | os.PathLike], output: str | os.PathLike) -> None:
+def merge_parts(paths: Sequence[str | os.PathLike], output: str | os.PathLike, temporary: bool = False) -> None:
     """Write the parts of one study as a single dataset; its history keeps every part's line.
 
     Parts are checked by their attrs first (:func:`check_parts`); their data is read once, while
     it is copied: a part that fails to read is moved aside and named, and no output is written.
+    ``temporary``: the parts are deleted once merged (``keep_parts: false``), so their kept
+    versions go too, once the merged file is written.
     """
     infos = checked_parts(paths)
     files = [info.path for info in infos]
     with reading(files, "part file"), open_parts(files) as ds:
         write_netcdf(combined_parts(ds, infos, f"merged {len(files)} parts (pipeline.merge)"), output)
+    if temporary:
+        drop_last_good(files)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline.merge", description=__doc__.splitlines()[0])
     parser.add_argument("output", help="merged NetCDF file to write")
     parser.add_argument("parts", nargs="+", help="part files written by pipeline.compute")
+    parser.add_argument("--temporary", action="store_true", help="the parts are deleted once merged")
     args = parser.parse_args(argv)
-    run_cli(lambda: merge_parts(args.parts, args.output))
+    run_cli(lambda: merge_parts(args.parts, args.output, args.temporary))
 
 
 if __name__ == "__main__":

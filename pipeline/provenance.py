@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import subprocess
+import sys
 from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -56,12 +58,34 @@ def grows_by_part_size(sweep: Mapping[str, Any]) -> bool:
 
 
 def data_files(cfg: DictConfig, root: str | Path) -> list[Path]:
-    """Files named in the config whose bytes determine the numbers: trained weights, a design's table.
-
-    Relative paths are relative to ``root`` (the workflow folder).
-    """
+    """Files whose bytes determine the numbers: trained weights, a design's table (named in the
+    config; relative paths are relative to ``root``, the workflow folder), and the source file of
+    the model (:func:`source_file`): an edited model reruns every part of its studies."""
     named = [cfg.model.get("weights"), cfg.sweep.get("path") if cfg.sweep.get("kind") == "points" else None]
-    return [Path(f) if Path(f).is_absolute() else Path(root) / f for f in named if f]
+    files = [Path(f) if Path(f).is_absolute() else Path(root) / f for f in named if f]
+    source = source_file(str(cfg.model.get("_target_") or ""), root)
+    return [*files, *([source] if source else [])]
+
+
+def source_file(target: str, root: str | Path) -> Path | None:
+    """The ``.py`` file that defines the dotted path ``target`` (``my_models.solve``,
+    ``pipeline.models.Oscillator``), found on ``root`` and ``sys.path`` without importing anything
+    (the Snakefile asks for it before any job runs); ``None`` where it is not a plain file."""
+    parts = target.split(".")
+    if not all(part.isidentifier() for part in parts):
+        return None
+    folders = [Path(root), *(Path(p) for p in sys.path if p)]
+    with contextlib.suppress(ImportError, ValueError):  # a package an import hook finds (an editable install)
+        spec = importlib.util.find_spec(parts[0])  # finds, does not import, a top-level name
+        if spec is not None and spec.submodule_search_locations:
+            folders += [Path(p).parent for p in spec.submodule_search_locations]
+    for end in range(len(parts) - 1, 0, -1):  # the longest module prefix first: a.b.c, then a.b
+        relative = Path(*parts[:end])
+        for folder in folders:
+            for candidate in (folder / relative.with_suffix(".py"), folder / relative / "__init__.py"):
+                if candidate.is_file():
+                    return candidate
+    return None
 
 
 def determining_yaml(cfg: DictConfig | str | dict) -> str:
@@ -70,8 +94,12 @@ def determining_yaml(cfg: DictConfig | str | dict) -> str:
 
 
 def fingerprint(cfg: DictConfig | str | dict, x: np.ndarray | list[np.ndarray]) -> str:
-    """SHA-256 of the determining config, of its :func:`data_files` and of ``x`` (dtype, shape, bytes)."""
+    """SHA-256 of the determining config, of its :func:`data_files` (the model's source among them),
+    of ``x`` (dtype, shape, bytes) and of sensweep's version."""
+    from pipeline import __version__
+
     digest = hashlib.sha256(determining_yaml(cfg).encode())
+    digest.update(__version__.encode())
     if isinstance(cfg, DictConfig) and "model" in cfg:  # their bytes, not only their paths
         from pipeline.config import conf_dir
 

@@ -4,11 +4,13 @@ atomic writes that keep the last good version, and checked reads.
 # NOTE [What a failed or killed job leaves]
 Every output is written to a hidden temporary name in the same folder and renamed into place
 (``os.replace`` is atomic on POSIX), so a killed job never leaves a truncated file that
-Snakemake or a user could take for a finished one. After the rename, a hard link
-``.<name>.last-good`` is pointed at the new file: Snakemake deletes a job's outputs before it
-reruns the job, and if that rerun then fails (a full disk), the last complete version is still
-there under that name (same inode, no extra space). A failed write names the file, says "no
-space left on device" when that is the cause, and names the kept version.
+Snakemake or a user could take for a finished one. After the rename, a copy
+``.<name>.last-good`` is made (a copy-on-write clone where the file system has them): Snakemake
+deletes a job's outputs before it reruns the job, and if that rerun then fails (a full disk), the
+last complete version is still there under that name. A copy, not a hard link, so that a file
+changed in place does not change its kept version too; part files that Snakemake deletes once
+merged lose theirs in the merge. A failed write names the file, says "no space left on device"
+when that is the cause, and names the kept version.
 
 Inputs a stage cannot read (truncated, corrupt, not NetCDF) are renamed to ``<name>.corrupt``
 (nothing is deleted) and named in one message; the file is then missing, so the next
@@ -105,13 +107,42 @@ def last_good(path: str | os.PathLike) -> Path:
     return final.with_name(f".{final.name}.last-good")
 
 
+FICLONE = 0x40049409
+"""Linux's ioctl that makes a copy-on-write clone of a file (btrfs, XFS): instant, no space used."""
+
+
+def _clone_or_copy(source: Path, target: Path) -> None:
+    """``target`` as a copy of ``source``: a copy-on-write clone where the file system has them, else bytes."""
+    import fcntl
+
+    with source.open("rb") as src, target.open("wb") as dst:
+        try:
+            fcntl.ioctl(dst.fileno(), FICLONE, src.fileno())
+            return
+        except OSError:
+            pass
+    shutil.copyfile(source, target)
+
+
 def _keep_last_good(final: Path) -> None:
-    link = final.with_name(f".{final.name}.{os.getpid()}.link")
+    """A copy of ``final`` as ``.<name>.last-good`` (never a hard link: a file changed in place
+    would change its kept version with it). Where the copy cannot be made (a nearly full disk),
+    no stale version is left to pass for this one."""
+    copy = final.with_name(f".{final.name}.{os.getpid()}.keep")
     try:
-        os.link(final, link)
-        os.replace(link, last_good(final))
-    except OSError:  # a file system without hard links: no kept version, nothing else changes
-        link.unlink(missing_ok=True)
+        _clone_or_copy(final, copy)
+        os.replace(copy, last_good(final))
+    except OSError:
+        copy.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            last_good(final).unlink(missing_ok=True)
+
+
+def drop_last_good(paths: Iterable[str | os.PathLike]) -> None:
+    """Remove the kept versions of ``paths`` (part files Snakemake deletes once merged)."""
+    for path in paths:
+        with contextlib.suppress(OSError):
+            last_good(path).unlink(missing_ok=True)
 
 
 def _write_error(final: Path, err: BaseException) -> OSError:

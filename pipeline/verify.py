@@ -335,6 +335,13 @@ def verify_file(
     return report
 
 
+def failed_report(md: str | os.PathLike) -> Path:
+    """Where a failed verification's table is kept: Snakemake deletes a failed job's outputs
+    (``verify.md`` among them), so the table the message points at is written beside them."""
+    md = Path(md)
+    return md.with_name(f"{md.stem}.failed{md.suffix}")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline.verify", description=__doc__.splitlines()[0])
     parser.add_argument("sensitivity", nargs="+", help="sensitivity.nc, a study's part files, or its parts/ folder")
@@ -349,15 +356,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         source = one_or_many(args.sensitivity)
         report = verify_file(source, compose_job(args.study, args.overrides), args.nc, args.md, args.plot)
         print(to_markdown(report))
-        if not report.attrs["passed"]:
-            failed = [
-                c
-                for c in report.comparison.values
-                if report.sel(comparison=c).available and not report.sel(comparison=c).passed
-            ] or ["no reference method could differentiate the model"]
-            raise VerificationError(
-                f"verification failed for {source}: {'; '.join(failed)} exceed their tolerance (see {args.md})"
-            )
+        kept = failed_report(args.md)
+        if report.attrs["passed"]:
+            kept.unlink(missing_ok=True)  # a failure of an earlier run, fixed since
+            return
+        failed = [
+            c
+            for c in report.comparison.values
+            if report.sel(comparison=c).available and not report.sel(comparison=c).passed
+        ] or ["no reference method could differentiate the model"]
+        write_atomic(kept, lambda tmp: Path(tmp).write_text(to_markdown(report)))
+        raise VerificationError(
+            f"verification failed for {source}: {'; '.join(failed)} exceed their tolerance (the table: {kept})"
+        )
 
     run_cli(run)
 

@@ -137,7 +137,8 @@ def sensitivity_input(wildcards):
 
 
 def data_files(wildcards):
-    """Trained weights (model.weights) and a design's table (sweep.path): inputs, so a new file reruns."""
+    """Trained weights (model.weights), a design's table (sweep.path) and the model's source file:
+    inputs, so that a new or edited file reruns the study's parts."""
     return [
         str(f) for f in provenance.data_files(JOBS[wildcards.study], workflow.basedir)
     ]

@@ -218,6 +218,25 @@ def test_failed_write_keeps_the_previous_result(tmp_path, monkeypatch, composite
     assert sorted(p.name for p in tmp_path.iterdir()) == [".s.nc.last-good", "s.nc"]
 
 
+def test_the_kept_version_is_a_copy(tmp_path, composite_ds):
+    """A result overwritten in place (its mtime kept) leaves the kept version as it was; a merge of
+    temporary parts removes the parts' kept versions."""
+    import os
+
+    from pipeline.storage import drop_last_good, last_good
+
+    path = write_netcdf(composite_ds, tmp_path / "s.nc")
+    kept, before = last_good(path), path.read_bytes()
+    assert kept.read_bytes() == before and kept.stat().st_ino != path.stat().st_ino
+    stat = path.stat()
+    with path.open("r+b") as f:  # in place, as a careless script would
+        f.write(b"\0" * 64)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert kept.read_bytes() == before
+    drop_last_good([path])
+    assert not kept.exists() and path.exists()
+
+
 def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path, composite_ds):
     stale = tmp_path / ".s.nc.12345.tmp.nc"
     stale.write_bytes(b"half a file from a killed job")

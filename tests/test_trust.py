@@ -242,3 +242,19 @@ def test_a_config_attr_with_an_alias_bomb_or_repeated_keys_is_refused_not_expand
     with pytest.raises(ConfigError, match=r"found duplicate key 'dtype'"):
         yamltext.load("dtype: float32\ndtype: float64\n", "config attr")
     assert yamltext.load("a: &x [1, 2]\nb: *x\n", "config attr") == {"a": [1, 2], "b": [1, 2]}
+
+
+def test_the_fingerprint_sees_the_models_source(tmp_path, monkeypatch):
+    """Parts computed before and after an edit of the model's file do not share a fingerprint (merge
+    and verify compare them), and the file is one of the study's data files (a rerun trigger)."""
+    from pipeline.config import compose_job
+    from pipeline.provenance import data_files, fingerprint
+
+    (tmp_path / "my_model_file.py").write_text("def f(x, C):\n    return C * x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = compose_job("seed_linear", ["model=custom", "model._target_=my_model_file.f"])
+    assert tmp_path / "my_model_file.py" in data_files(cfg, tmp_path)
+    x = np.arange(3.0)
+    before = fingerprint(cfg, x)
+    (tmp_path / "my_model_file.py").write_text("def f(x, C):\n    return 2 * C * x\n")
+    assert fingerprint(cfg, x) != before

@@ -76,6 +76,13 @@ def test_verify_fails_on_a_wrong_derivative(tmp_path, oscillator_result, oscilla
     assert result.returncode == 1
     assert "verification failed" in result.stderr and "exceed their tolerance" in result.stderr
     assert "Traceback" not in result.stderr
+    # the table the message names outlives the outputs Snakemake deletes after a failed job
+    assert f"(the table: {tmp_path / 'v.failed.md'})" in result.stderr
+    (tmp_path / "v.md").unlink()
+    assert "overall: FAIL" in (tmp_path / "v.failed.md").read_text()
+    oscillator_result.to_netcdf(tmp_path / "ok.nc")
+    assert verify_cli(tmp_path / "ok.nc", tmp_path, *OSCILLATOR).returncode == 0
+    assert not (tmp_path / "v.failed.md").exists()  # a later pass removes the stale table
 
 
 CRAFTED = """model:

@@ -143,6 +143,11 @@ def test_users_solvers_end_to_end_through_snakemake(workflow):
             assert np.abs(ds.dy_dC.values - expected).max() / np.abs(expected).max() < 1e-7
         report = (workflow / "outputs" / name / "verify.md").read_text()
         assert "overall: PASS" in report, report
+    # an edited model file is an input of every part of its studies: all of them rerun
+    models = workflow / "my_models.py"
+    models.write_text(models.read_text() + "\n# edited after the run\n")
+    dry = run(["snakemake", "--configfile", "zoo-config.yaml", "--cores", "2", "-n"], cwd=workflow)
+    assert dry.returncode == 0 and dry.stdout.count("rule compute:") == 4, dry.stdout[-3000:]
 
 
 def test_verify_of_an_adaptive_solver_takes_its_tolerance(tmp_path):
