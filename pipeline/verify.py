@@ -38,7 +38,7 @@ from pipeline.build import build_model
 from pipeline.config import compose_job
 from pipeline.derivatives import METHODS
 from pipeline.design import points as design_points
-from pipeline.errors import DerivativeError, VerificationError, run_cli
+from pipeline.errors import ConfigError, DerivativeError, VerificationError, run_cli
 from pipeline.inputs import input_arrays, input_from_dataset
 from pipeline.plot import plot_agreement
 from pipeline.provenance import config_differences, fingerprint
@@ -145,6 +145,8 @@ def verify(ds: xr.Dataset, cfg: DictConfig) -> xr.Dataset:
     params = swept_parameters(ds)
     opts = cfg.verify
     sweep = sweep_dims(ds)
+    if opts.compare_along:  # before any reference is computed
+        _check_variant_dim(ds, opts.compare_along, [*sweep, "sample"])
     picks = {d: _pick(opts["values"] ** (len(params) if d == "point" else 1), ds.sizes[d]) for d in sweep}
     sub = ds.isel({**picks, "sample": _pick(opts.samples, ds.sizes["sample"])})
     model = build_model(cfg)
@@ -238,12 +240,17 @@ def verify(ds: xr.Dataset, cfg: DictConfig) -> xr.Dataset:
     return out
 
 
+def _check_variant_dim(ds: xr.Dataset, dim: str, not_output: Sequence[str] = ()) -> None:
+    outputs = [d for d in ds["y"].dims if d not in not_output] if "y" in ds else list(ds.dims)
+    if dim not in outputs or ds.sizes[dim] < 2:
+        raise ConfigError(
+            f"invalid verify.compare_along={dim!r}: need an output dim with two entries, valid: {outputs}"
+        )
+
+
 def compare_variants(ds: xr.Dataset, dim: str, variables: list[str]) -> xr.Dataset:
     """The first two entries along ``dim`` against each other, for each variable."""
-    if dim not in ds.dims or ds.sizes[dim] < 2:
-        raise ValueError(
-            f"invalid verify.compare_along={dim!r}: need an output dim with two entries, dims are {list(ds.dims)}"
-        )
+    _check_variant_dim(ds, dim)
     first, second = (str(v) for v in ds[dim].values[:2])
     long_names = {
         "variant_equal": f"1 if {dim}={first} and {dim}={second} are equal bit for bit",

@@ -161,3 +161,11 @@ def test_detach_hides_a_dependence_that_finite_differences_see(tmp_path):
     assert by_method["forward"] == 0 and by_method["reverse"] == 0
     assert by_method["finite_difference"] > 0
     assert "hides a real dependence from autodiff" in (tmp_path / "v.md").read_text()
+
+
+def test_compare_along_a_dim_that_is_not_an_output_is_refused_before_any_reference(tmp_path, oscillator_result):
+    from pipeline.errors import ConfigError
+
+    cfg = compose_job("oscillator", [*OSCILLATOR, f"output={tmp_path / 'sensitivity.nc'}", "verify.compare_along=nope"])
+    with pytest.raises(ConfigError, match=r"invalid verify.compare_along='nope': need an output dim .*valid: \['t'\]"):
+        verify(oscillator_result, cfg)
