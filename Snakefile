@@ -32,6 +32,11 @@ onsuccess:
     record_run()
 
 
+# A check of a few attrs: on the submitting machine, not a cluster job.
+localrules:
+    current,
+
+
 rule all:
     input:
         final_outputs,
@@ -102,9 +107,29 @@ rule merge:
         " 2>&1 >> {log:q} | tee -a {log:q} >&2"
 
 
-rule summarise:
+# Results that Snakemake takes as up to date but another config computed (a copied outputs folder,
+# --rerun-triggers mtime) are refused here, before any stage reads them.
+rule current:
     input:
         sensitivity_input,
+    output:
+        f"{OUT}/{{study}}/.current/{{confighash}}",
+    log:
+        f"{OUT}/logs/{{study}}/current-{{confighash}}.log",
+    conda:
+        "envs/sensweep.yaml"
+    params:
+        overrides=overrides,
+        conf=CONF_PARAM,
+    shell:
+        ": > {log:q}; SENSWEEP_CONF={params.conf:q} python -m pipeline.current {input:q} --study {wildcards.study}"
+        " --marker {output:q} --overrides {params.overrides} 2>&1 >> {log:q} | tee -a {log:q} >&2"
+
+
+rule summarise:
+    input:
+        sensitivity=sensitivity_input,
+        current=current_marker,
     output:
         f"{OUT}/{{study}}/summary.nc",
     log:
@@ -114,13 +139,14 @@ rule summarise:
     conda:
         "envs/sensweep.yaml"
     shell:
-        ": > {log:q}; python -m pipeline.summarise {input:q} --output {output:q}"
+        ": > {log:q}; python -m pipeline.summarise {input.sensitivity:q} --output {output:q}"
         " 2>&1 >> {log:q} | tee -a {log:q} >&2"
 
 
 rule verify:
     input:
-        sensitivity_input,
+        sensitivity=sensitivity_input,
+        current=current_marker,
     output:
         nc=f"{OUT}/{{study}}/verify.nc",
         md=report(
@@ -144,7 +170,7 @@ rule verify:
         overrides=overrides,
         conf=CONF_PARAM,
     shell:
-        ": > {log:q}; SENSWEEP_CONF={params.conf:q} python -m pipeline.verify {input:q}"
+        ": > {log:q}; SENSWEEP_CONF={params.conf:q} python -m pipeline.verify {input.sensitivity:q}"
         " --study {wildcards.study}"
         " --nc {output.nc:q} --md {output.md:q} --plot {output.png:q} --overrides {params.overrides}"
         " 2>&1 >> {log:q} | tee -a {log:q} >&2"
@@ -154,6 +180,7 @@ rule plot:
     input:
         sensitivity=sensitivity_input,
         summary=rules.summarise.output,
+        current=current_marker,
     output:
         *[
             report(

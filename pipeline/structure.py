@@ -161,12 +161,14 @@ def check_against_differences(
             return over_points(lambda theta: fn(x, theta), thetas).cpu()
 
     hidden, mismatch, largest, first = [], [], [], []
+    y0 = primal(probes)
     for i in range(dy.shape[-1]):  # the parameters dy holds (the swept ones)
         h = fd_step(probes[:, i])
         up, down, _ = central_points(probes, i, h)
         half_up, half_down, _ = central_points(probes, i, h / 2)
-        ys = primal(torch.cat([probes, up, down, half_up, half_down])).reshape(5, len(probes), *dy.shape[1:-1])
-        y0, y_up, y_down, y_half_up, y_half_down = ys.unbind(0)
+        moved = primal(torch.cat([up, down, half_up, half_down])).reshape(4, *y0.shape)
+        y_up, y_down, y_half_up, y_half_down = moved.unbind(0)
+        ys = torch.cat([y0.unsqueeze(0), moved])
         shape = (-1,) + (1,) * (y0.dim() - 1)
         steps = [(a[:, i] - probes[:, i]).abs().cpu().reshape(shape) for a in (up, down, half_up, half_down)]
         right, right_half = (y_up - y0) / steps[0], (y_half_up - y0) / steps[2]

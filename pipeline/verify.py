@@ -36,12 +36,12 @@ from omegaconf import DictConfig
 from pipeline.api import sensitivity
 from pipeline.build import build_model
 from pipeline.config import compose_job
+from pipeline.current import check_computed_from
 from pipeline.derivatives import METHODS
 from pipeline.design import points as design_points
 from pipeline.errors import ConfigError, DerivativeError, VerificationError, run_cli
-from pipeline.inputs import input_arrays, input_from_dataset
+from pipeline.inputs import input_from_dataset
 from pipeline.plot import plot_agreement
-from pipeline.provenance import config_differences, fingerprint
 from pipeline.schema import CONVENTIONS, connected_name, derivative_name, sweep_dims, swept_parameters
 from pipeline.storage import Source, one_or_many, open_sensitivity, reading, source_files, write_atomic, write_netcdf
 
@@ -111,28 +111,6 @@ def _differences(actual: np.ndarray, reference: np.ndarray) -> tuple[float, floa
     abs_diff = float(np.max(np.abs(actual - reference))) if actual.size else 0.0
     scale = float(np.max(np.abs(reference))) if reference.size else 0.0
     return abs_diff, abs_diff / scale if scale > 0 else abs_diff
-
-
-def check_computed_from(ds: xr.Dataset, cfg: DictConfig) -> None:
-    """Refuse ``ds`` unless its ``fingerprint`` is that of ``cfg`` and its own ``x`` (VerificationError)."""
-    stored = ds.attrs.get("fingerprint")
-    if stored == fingerprint(cfg, input_arrays(ds)):
-        return
-    if stored is None:
-        raise VerificationError(
-            "the sensitivity data has no fingerprint attr (not written by pipeline.compute, or "
-            "its attrs were edited): recompute it with this workflow to verify it"
-        )
-    keys = config_differences(ds.attrs.get("config", ""), cfg)
-    raise VerificationError(
-        "the sensitivity data was not computed from this study's config: "
-        + (
-            f"keys that differ (file -> config): {'; '.join(keys)}"
-            if keys
-            else "its config or inputs x were changed after it was computed"
-        )
-        + "; rerun snakemake to recompute it"
-    )
 
 
 def verify(ds: xr.Dataset, cfg: DictConfig) -> xr.Dataset:

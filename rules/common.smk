@@ -1,4 +1,5 @@
 # Shared by every rule: config validation, the studies to run, and input functions.
+import hashlib
 import os
 import shlex
 import sys
@@ -84,6 +85,7 @@ JOBS = {s: compose_job(s, OVERRIDES.get(s, []), CONF) for s in STUDIES}
 wildcard_constraints:
     study="|".join(STUDIES),
     part=r"\d+",
+    confighash=r"[0-9a-f]{16}",
 
 
 def overrides(wildcards, input):
@@ -101,6 +103,16 @@ def determining_config(wildcards):
     reruns that study's jobs only, and changing only the verify settings reruns verify only.
     """
     return determining_yaml(JOBS[wildcards.study])
+
+
+def current_marker(wildcards):
+    """The mark that the study's results come from its current config (pipeline.current): its name
+    holds a hash of what determines the numbers, so a changed config is checked again.
+    """
+    digest = hashlib.sha256(
+        determining_yaml(JOBS[wildcards.study]).encode()
+    ).hexdigest()[:16]
+    return f"{OUT}/{wildcards.study}/.current/{digest}"
 
 
 def verify_settings(wildcards):
@@ -180,4 +192,6 @@ def final_outputs(wildcards):
         + expand(rules.plot_design.output, study=designs)
         + expand(rules.verify.output, study=verified)
         + parts
+        # a target: its job runs whenever the config changes, also where nothing else would rerun
+        + [current_marker(study_wildcards(s)) for s in STUDIES]
     )

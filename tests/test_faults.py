@@ -148,6 +148,26 @@ def test_parts_of_two_configs_never_merge(workflow):
 
 
 @pytest.mark.parametrize("merge", [True, False])
+def test_results_of_another_config_are_never_served(workflow, merge):
+    """A config change run with --rerun-triggers mtime (or an outputs folder copied from another
+    config): Snakemake would find nothing to do; the results are refused before any stage reads them."""
+    config = {**SMALL, "merge": merge}
+    assert snakemake(workflow, config=config).returncode == 0
+    changed = {**config, "overrides": {"oscillator": ["sweep.num=6", "sweep.parts=2", "model.args.steps=20",
+                                                      "verify.enabled=false"]}}  # fmt: skip
+    result = snakemake(workflow, "--rerun-triggers", "mtime", config=changed)
+    assert result.returncode != 0
+    assert "keys that differ (file -> config): model.args.steps: 30 -> 20" in result.stderr
+    assert "snakemake --forcerun compute --config studies=[oscillator]" in result.stderr
+    assert "Traceback" not in result.stderr
+    fixed = snakemake(workflow, "--rerun-triggers", "mtime", "--forcerun", "compute", config=changed)
+    assert fixed.returncode == 0, fixed.stderr
+    with xr.open_dataset(workflow / "outputs" / "oscillator" / "parts" / "1.nc") as part:
+        assert yaml.safe_load(part.attrs["config"])["model"]["args"]["steps"] == 20
+    assert snakemake(workflow, config=changed).returncode == 0  # and the same config is served again
+
+
+@pytest.mark.parametrize("merge", [True, False])
 def test_corrupt_files_are_moved_aside_and_rebuilt(workflow, merge):
     """A truncated inputs.nc, part, sensitivity.nc or summary.nc: one message naming it, moved aside, and
     the next run rebuilds it, to the same numbers as before."""
@@ -204,6 +224,8 @@ def test_full_disk_keeps_the_last_good_result_and_says_so(workflow, small_disk):
     assert snakemake(workflow, config=config).returncode == 0
     study = small_disk / "outputs" / "oscillator"
     before = (study / "sensitivity.nc").read_bytes()
+    # Another name for the file's blocks: deleting sensitivity.nc before the rerun frees no space.
+    os.link(study / "sensitivity.nc", small_disk / "held")
     fill(small_disk)
     failed = snakemake(workflow, "--forcerun", "merge", config=config)  # Snakemake deletes sensitivity.nc first
     assert failed.returncode != 0
@@ -216,6 +238,7 @@ def test_full_disk_keeps_the_last_good_result_and_says_so(workflow, small_disk):
     assert not [p for p in study.iterdir() if ".tmp" in p.name]
 
     (small_disk / "filler").unlink()
+    (small_disk / "held").unlink()
     again = snakemake(workflow, config=config)
     assert again.returncode == 0, again.stderr
     with xr.open_dataset(study / "sensitivity.nc") as ds, xr.open_dataset(study / ".sensitivity.nc.last-good") as kept:

@@ -37,6 +37,7 @@ def test_workflow_end_to_end(workflow):
         "prepare": 2,
         "compute": 4,
         "merge": 2,
+        "current": 2,
         "summarise": 2,
         "plot": 2,
         "verify": 2,
