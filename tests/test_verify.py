@@ -9,6 +9,7 @@ import pytest
 import xarray as xr
 
 from helpers import ROOT, run
+from pipeline.build import build_model
 from pipeline.compute import compute
 from pipeline.config import compose_job
 from pipeline.verify import to_markdown, tolerance, verify, verify_file
@@ -37,12 +38,35 @@ def oscillator_result(oscillator_cfg):
 def test_verify_passes_on_a_correct_study(oscillator_result, oscillator_cfg):
     report = verify(oscillator_result, oscillator_cfg)
     assert report.attrs["passed"] == 1
+    reverse = "forward (float64) vs reverse (float64, 4 random projections)"
     assert list(report.comparison.values) == [
-        f"forward (float64) vs {m} (float64)" for m in ("forward", "reverse", "finite_difference")
+        "forward (float64) vs forward (float64)",
+        reverse,
+        "forward (float64) vs finite_difference (float64)",
     ]
     assert (report.max_rel_diff < report.tolerance).all()
     assert report.sel(comparison="forward (float64) vs forward (float64)").bitwise_equal == 1
-    assert "| forward (float64) vs reverse (float64) |" in to_markdown(report)
+    assert f"| {reverse} |" in to_markdown(report)
+
+
+def test_reverse_mode_is_checked_on_projections_that_catch_one_wrong_element(oscillator_result, oscillator_cfg):
+    """Reverse mode's cost grows with the outputs: it checks w . dy for random w. One wrong output
+    element among all of them still fails; on correct derivatives both sides agree to round-off."""
+    from pipeline.verify import PROJECTIONS, _projected_reverse
+
+    broken = oscillator_result.copy(deep=True)
+    values = broken.dy_dC.values.copy()
+    values[0, 0, 5] *= 1.001  # one element of one point
+    broken["dy_dC"] = (broken.dy_dC.dims, values)
+    report = verify(broken, oscillator_cfg)
+    row = report.sel(comparison="forward (float64) vs reverse (float64, 4 random projections)")
+    assert row.passed == 0 and row.max_rel_diff > 1e-6
+    model = build_model(oscillator_cfg)
+    sub = oscillator_result.isel(C=[0, 5], sample=[0, 1])
+    projected, missing = _projected_reverse(model, oscillator_cfg, sub, ["C"], ["C"], ["t"])
+    study, reference = projected["C"]
+    assert missing == "" and study.shape == (2, PROJECTIONS)
+    np.testing.assert_allclose(study, reference, rtol=1e-10)
 
 
 def verify_cli(path, tmp_path, *overrides):
