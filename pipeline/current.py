@@ -65,11 +65,16 @@ def check_current(sources: Sequence[str], study: str, overrides: Sequence[str], 
     write_atomic(marker, lambda tmp: Path(tmp).write_text(f"{ds.attrs.get('fingerprint', '')}\n"))
 
 
+def study_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of a stage that reads a study's results for its config: the results, the study, its overrides."""
+    parser.add_argument("sensitivity", nargs="+", help="sensitivity.nc, a study's part files, or its parts/ folder")
+    parser.add_argument("--study", required=True, help="the study (conf/study/<name>.yaml) the data was computed for")
+    parser.add_argument("--overrides", nargs="*", default=[], help="the study's Hydra overrides, as in the workflow")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline.current", description=__doc__.splitlines()[0])
-    parser.add_argument("sensitivity", nargs="+", help="sensitivity.nc, or a study's part files")
-    parser.add_argument("--study", required=True, help="the study (conf/study/<name>.yaml)")
-    parser.add_argument("--overrides", nargs="*", default=[], help="the study's Hydra overrides, as in the workflow")
+    study_arguments(parser)
     parser.add_argument("--marker", required=True, help="file written once the results are found current")
     args = parser.parse_args(argv)
     run_cli(lambda: check_current(args.sensitivity, args.study, args.overrides, args.marker))

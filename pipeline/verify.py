@@ -39,7 +39,7 @@ from omegaconf import DictConfig
 from pipeline.api import sensitivity
 from pipeline.build import build_model
 from pipeline.config import compose_job
-from pipeline.current import check_computed_from
+from pipeline.current import check_computed_from, study_arguments
 from pipeline.derivatives import METHODS
 from pipeline.design import points as design_points
 from pipeline.errors import ConfigError, DerivativeError, VerificationError, run_cli
@@ -225,24 +225,12 @@ def verify(ds: xr.Dataset, cfg: DictConfig) -> xr.Dataset:
                 if flag is None
                 else (flag == 1).broadcast_like(sub[name]).transpose(*sub[name].dims).values
             )
-            abs_diff, rel_diff = _differences(study[keep], expected[keep])
             tol = max(tolerance(ds.attrs["dtype"], reference_error), opts.get("rtol") or 0.0)
             scale = float(np.max(np.abs(expected))) if expected.size else 0.0
             hidden = int(np.sum(~keep & (np.abs(expected) > tol * max(scale, np.finfo(np.float64).tiny))))
             label = f"{ds.attrs['method']} ({ds.attrs['dtype']}) vs {ref.attrs['method']} (float64)"
-            rows.append(
-                {
-                    "comparison": label if len(params) == 1 else f"{name}: {label}",
-                    "max_abs_diff": abs_diff,
-                    "max_rel_diff": rel_diff,
-                    "tolerance": tol,
-                    "bitwise_equal": int(np.array_equal(study, expected)),
-                    "passed": int(rel_diff <= tol),
-                    "hidden_dependence": hidden,
-                    "available": 1,
-                    "reference_error": reference_error,
-                }
-            )
+            row = _row(label if len(params) == 1 else f"{name}: {label}", study, expected, tol, keep)
+            rows.append({**row, "hidden_dependence": hidden, "reference_error": reference_error})
     out = xr.Dataset(
         {key: ("comparison", [row[key] for row in rows]) for key in rows[0] if key != "comparison"},
         coords={"comparison": [row["comparison"] for row in rows]},
@@ -293,21 +281,26 @@ def _projected_rows(
     tol = max(tolerance(attrs["dtype"]), cfg.verify.get("rtol") or 0.0)
     for p in params:
         study, reference = projected[p]
-        abs_diff, rel_diff = _differences(study, reference)
-        rows.append(
-            {
-                "comparison": label if len(params) == 1 else f"{derivative_name(p)}: {label}",
-                "max_abs_diff": abs_diff,
-                "max_rel_diff": rel_diff,
-                "tolerance": tol,
-                "bitwise_equal": int(np.array_equal(study, reference)),
-                "passed": int(rel_diff <= tol),
-                "hidden_dependence": 0,
-                "available": 1,
-                "reference_error": 0.0,
-            }
-        )
+        rows.append(_row(label if len(params) == 1 else f"{derivative_name(p)}: {label}", study, reference, tol))
     return rows
+
+
+def _row(comparison: str, study: np.ndarray, reference: np.ndarray, tol: float, keep: np.ndarray | None = None) -> dict:
+    """One row of the table: ``study`` against ``reference`` (where ``keep``) within ``tol``."""
+    abs_diff, rel_diff = (
+        _differences(study[keep], reference[keep]) if keep is not None else _differences(study, reference)
+    )
+    return {
+        "comparison": comparison,
+        "max_abs_diff": abs_diff,
+        "max_rel_diff": rel_diff,
+        "tolerance": tol,
+        "bitwise_equal": int(np.array_equal(study, reference)),
+        "passed": int(rel_diff <= tol),
+        "hidden_dependence": 0,
+        "available": 1,
+        "reference_error": 0.0,
+    }
 
 
 def _check_variant_dim(ds: xr.Dataset, dim: str, not_output: Sequence[str] = ()) -> None:
@@ -421,9 +414,7 @@ def failed_report(md: str | os.PathLike) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline.verify", description=__doc__.splitlines()[0])
-    parser.add_argument("sensitivity", nargs="+", help="sensitivity.nc, a study's part files, or its parts/ folder")
-    parser.add_argument("--study", required=True, help="the study (conf/study/<name>.yaml) the data was computed for")
-    parser.add_argument("--overrides", nargs="*", default=[], help="the study's Hydra overrides, as in the workflow")
+    study_arguments(parser)
     parser.add_argument("--nc", required=True, help="verify.nc to write")
     parser.add_argument("--md", required=True, help="verify.md to write")
     parser.add_argument("--plot", help="method agreement plot (PNG) to write")
