@@ -400,6 +400,15 @@ def study_names(conf: Path | None = None) -> list[str]:
     return sorted(p.stem for p in ((conf or conf_dir()) / "study").glob("*.yaml"))
 
 
+def check_study_name(study: str) -> None:
+    """A study's name becomes a Hydra override, a Snakemake wildcard and a folder: letters, digits, ``_``, ``-``."""
+    if not study or not all(c.isalnum() or c in "_-" for c in study):
+        raise ConfigError(
+            f"invalid study name {study!r}: a study file's name may hold letters, digits, '_' and '-' only "
+            f"(rename conf/study/{study}.yaml, e.g. to {'_'.join(study.split()) or 'my_study'}.yaml)"
+        )
+
+
 def study_title(cfg: DictConfig, study: str, conf: Path | None = None) -> str:
     """The study's ``title``; where its model was swapped (``model=custom`` on the command line for a
     study written for another model), the model's target and the study instead: not a title about
@@ -439,6 +448,7 @@ def check_study_file(study: str, conf: Path | None = None, including: list[str] 
     """
     conf = conf or conf_dir()
     names = study_names(conf)
+    check_study_name(study)
     if study not in names:
         raise ConfigError(
             f"unknown study {study!r}{closest(study, names)}: valid studies are {', '.join(names)} "

@@ -9,7 +9,14 @@ from pathlib import Path
 import yaml
 from snakemake.utils import validate
 
-from pipeline.config import ConfigError, closest, compose_job, study_names, to_yaml
+from pipeline.config import (
+    ConfigError,
+    check_study_name,
+    closest,
+    compose_job,
+    study_names,
+    to_yaml,
+)
 from pipeline.config import DESIGN_KINDS, part_count
 from pipeline.filenames import AGREEMENT_PLOT, DESIGN_PLOTS, PLOTS
 from pipeline import provenance
@@ -49,6 +56,8 @@ def _selected_studies():
     studies = config["studies"]
     if isinstance(studies, str):
         studies = [s.strip() for s in studies.split(",") if s.strip()]
+    for study in studies:
+        check_study_name(study)
     valid = study_names(CONF)
     unknown = sorted(set(studies) - set(valid))
     if unknown:

@@ -167,6 +167,7 @@ CASES = [
     ("study that includes itself", ["study=selfref"], "the studies include each other in a cycle (selfref -> selfref)"),
     ("study file that is not UTF-8", ["study=latin1"], "latin1.yaml: not UTF-8 text (byte 30, line 2)"),
     ("study file with a repeated key", ["study=dupkeys"], "malformed YAML at line 3, column 1 (found duplicate key"),
+    ("study file with a space in its name", ["study=with space"], "invalid study name 'with space'"),
     ("study file with an alias bomb", ["study=yaml_bomb"], "its aliases expand to more than 100000 values"),
     (
         "input of the wrong width for the oscillator",
@@ -206,6 +207,7 @@ def make_files(tmp: Path) -> None:
     (study / "selfref.yaml").write_text("# @package _global_\ndefaults:\n  - /study/selfref\ntitle: a\n")
     (study / "latin1.yaml").write_bytes("# @package _global_\ntitle: café\n".encode("latin-1"))
     (study / "dupkeys.yaml").write_text("# @package _global_\ntitle: a\ntitle: b\n")
+    (study / "with space.yaml").write_text("# @package _global_\ntitle: a\n")
     names = "abcdefghij"  # each list holds nine of the one before: 9^10 values once expanded
     bomb = ["# @package _global_", "a: &a [x, x, x, x, x, x, x, x, x]"]
     bomb += [f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]" for a, b in itertools.pairwise(names)]
