@@ -210,5 +210,13 @@ def test_workflow_config_from_the_command_line_and_the_working_folder(workflow):
         config={"studies": ["seed_linear"], "overrides": {"oscillator": ["sweep.num=9"]}},
     )
     assert result.returncode == 0, result.stderr
-    assert planned_jobs(result) == {"all": 1, "prepare": 1, "compute": 3, "summarise": 1, "plot": 1, "verify": 1}
+    assert planned_jobs(result) == {
+        "all": 1,
+        "prepare": 1,
+        "compute": 3,
+        "current": 1,
+        "summarise": 1,
+        "plot": 1,
+        "verify": 1,
+    }
     assert "overrides for study 'oscillator' are not used: it is not in 'studies'" in result.stderr
