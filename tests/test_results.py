@@ -292,3 +292,17 @@ def test_same_config_different_inputs_is_refused(tmp_path):
     result = merge_cli(tmp_path, part0, part1)
     assert result.returncode == 1
     assert "same config, different inputs x" in result.stderr
+
+
+@pytest.mark.parametrize("temporary", [False, True])
+def test_the_merge_of_temporary_parts_removes_their_kept_versions(tmp_path, temporary):
+    """With keep_parts: false Snakemake deletes the parts once merged; their kept copies go too,
+    only once the merged file is written."""
+    from pipeline.storage import last_good
+
+    parts = [compute_part(tmp_path, f"{i}.nc", f"part={i}") for i in range(2)]
+    assert all(last_good(p).exists() for p in parts)
+    args = ["--temporary"] if temporary else []
+    assert merge_cli(tmp_path, *parts, *args).returncode == 0
+    assert (tmp_path / "merged.nc").exists() and last_good(tmp_path / "merged.nc").exists()
+    assert all(last_good(p).exists() != temporary for p in parts)
