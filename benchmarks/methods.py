@@ -42,7 +42,7 @@ from pipeline.compiled import compiled_forward
 from pipeline.derivatives import FORWARD_MODE, METHODS, ieee_float32
 from pipeline.memory import ChunkHints, kept_heap, measure_peak_bytes
 from pipeline.models import Oscillator
-from pipeline.opcost import call_cost, is_op_bound
+from pipeline.opcost import call_cost, is_op_bound, trivial_call_seconds
 from pipeline.routine import StepFunctions, as_routine
 from pipeline.storage import write_atomic
 from pipeline.structure import check_structure
@@ -210,7 +210,10 @@ def chunk_hints(case: Case, x: torch.Tensor, points: torch.Tensor) -> ChunkHints
         _, cost = call_cost(lambda: case.fn(x, points[0]))
     with cheap_zero_tangents():  # as sensitivity() runs the check
         _, bytes_per_point = check_structure(case.fn, x, points)
-    return ChunkHints(bytes_per_point, op_bound=points.device.type == "cpu" and is_op_bound(cost))
+    op_bound = points.device.type == "cpu" and is_op_bound(cost)
+    ratio = cost.per_call / trivial_call_seconds()
+    print(f"{case.name}: {cost.calls} torch calls at one point, {ratio:.1f} trivial calls each, op-bound: {op_bound}")
+    return ChunkHints(bytes_per_point, op_bound=op_bound)
 
 
 def _in_kept_heap(run: Callable[[], object]) -> Callable[[], object]:
