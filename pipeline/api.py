@@ -37,7 +37,7 @@ from pipeline.memory import ChunkHints
 from pipeline.opcost import CallCost, call_cost, is_op_bound
 from pipeline.routine import Routine, as_routine
 from pipeline.sizes import check_grid_size, check_result_size
-from pipeline.structure import check_against_differences, check_structure
+from pipeline.structure import check_against_differences, check_structure, probe_indices
 from pipeline.zerotensor import cheap_zero_tangents
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -289,9 +289,37 @@ def _point_text(points: torch.Tensor, k: int, grid: dict[str, np.ndarray]) -> st
     return ", ".join(f"{p}={float(v):.6g}" for p, v in zip(grid, points[k, : len(grid)], strict=True))
 
 
+OWN_VALUES = "the model's own values"
+
+
+def _checked_directions(
+    routine: Routine, points: torch.Tensor, dy: torch.Tensor, grid: dict[str, np.ndarray]
+) -> tuple[list[str], list[str], torch.Tensor, torch.Tensor]:
+    """What the difference check compares: each swept parameter's axis, and for each bound tensor one
+    seeded random direction over its elements (one check for all of them). Returns the names, how
+    messages call them, the directions ``(D, P)`` and the derivatives along them at the probe points."""
+    at = dy[probe_indices(len(points))]  # (probes, *y, P): dy is on the CPU
+    names, labels = list(grid), list(grid)
+    directions = list(torch.eye(len(grid), points.shape[1], dtype=points.dtype))
+    derivatives = [at[..., i] for i in range(len(grid))]
+    start, generator = len(grid), torch.Generator().manual_seed(0)
+    for tensor in routine.tensors:
+        count = tensor.values.numel()
+        v = torch.randn(count, generator=generator, dtype=at.dtype)
+        v /= v.abs().max()
+        direction = torch.zeros(points.shape[1], dtype=points.dtype)
+        direction[start : start + count] = v.to(points.dtype)
+        directions.append(direction)
+        derivatives.append((at[..., start : start + count] * v).sum(-1))
+        names.append(tensor.name)
+        labels.append(f"{tensor.name} (along a random direction of its {count} elements)")
+        start += count
+    return names, labels, torch.stack(directions).to(points.device), torch.stack(derivatives, dim=-1)
+
+
 def _check_against_differences(
-    fn: Callable,
-    x: torch.Tensor,
+    routine: Routine,
+    x: Any,
     points: torch.Tensor,
     dy: torch.Tensor,
     grid: dict[str, np.ndarray],
@@ -304,16 +332,17 @@ def _check_against_differences(
     ``hidden_policy="raise"`` makes either an error."""
     if policy == "off":
         return {}, ""
+    names, labels, directions, derivatives = _checked_directions(routine, points, dy, grid)
     try:
-        check = check_against_differences(fn, x, points, dy)
+        check = check_against_differences(routine.fn, x, points, derivatives, directions)
     except (RuntimeError, NotImplementedError):  # a model vmap cannot batch: nothing to compare here
         return {}, ""
-    counts = {f"hidden_dependence_dy_d{p}": int(check.hidden[..., i].sum()) for i, p in enumerate(grid)}
-    counts.update({f"derivative_mismatch_dy_d{p}": int(check.mismatch[..., i].sum()) for i, p in enumerate(grid)})
+    counts = {f"hidden_dependence_dy_d{p}": int(check.hidden[..., i].sum()) for i, p in enumerate(names)}
+    counts.update({f"derivative_mismatch_dy_d{p}": int(check.mismatch[..., i].sum()) for i, p in enumerate(names)})
     problems = [
-        f"{counts[f'hidden_dependence_dy_d{p}']} outputs move with {p} (finite differences see |dy/d{p}| up to "
-        f"{float(check.largest_hidden[i]):.3g}) where autodiff gives exactly 0"
-        for i, p in enumerate(grid)
+        f"{counts[f'hidden_dependence_dy_d{p}']} outputs move with {label} (finite differences see |dy/d{p}| up "
+        f"to {float(check.largest_hidden[i]):.3g}) where autodiff gives exactly 0"
+        for i, (p, label) in enumerate(zip(names, labels, strict=True))
         if counts[f"hidden_dependence_dy_d{p}"]
     ]
     if problems:
@@ -327,10 +356,11 @@ def _check_against_differences(
             raise DerivativeError(f"{text} (hidden_policy=raise)")
         warnings.warn(text, RuntimeWarning, stacklevel=3)
     mismatches = [
-        f"dy/d{p} disagrees with the model's own differences at {counts[f'derivative_mismatch_dy_d{p}']} outputs, "
-        f"e.g. at {_point_text(points, m.point, grid)}, output {m.output}: {m.derivative:.6g} where the differences "
-        f"give {m.low:.6g}" + (f" to {m.high:.6g}" if f"{m.high:.6g}" != f"{m.low:.6g}" else "")
-        for i, (p, m) in enumerate(zip(grid, check.first, strict=True))
+        f"dy/d{label} disagrees with the model's own differences at {counts[f'derivative_mismatch_dy_d{p}']} "
+        f"outputs, e.g. at {_point_text(points, m.point, grid) or OWN_VALUES}, output {m.output}: "
+        f"{m.derivative:.6g} where the differences give {m.low:.6g}"
+        + (f" to {m.high:.6g}" if f"{m.high:.6g}" != f"{m.low:.6g}" else "")
+        for p, label, m in zip(names, labels, check.first, strict=True)
         if m is not None
     ]
     if not mismatches:
@@ -617,9 +647,7 @@ def sensitivity(
             _check_inputs_kept(x_run, kept, used)
             checked = {}
             if not used.startswith("finite_difference"):  # differences need no check against themselves
-                checked, mismatch = _check_against_differences(
-                    routine.fn, x_run, points, result.dy[..., : len(grid)], grid, hidden_policy
-                )
+                checked, mismatch = _check_against_differences(routine, x_run, points, result.dy, grid, hidden_policy)
                 if mismatch and method == "auto" and not compile:
                     result, used, fallback_reason = _differences_instead(routine, x_run, points, used, mismatch)
                 elif mismatch:

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from torch.func import jvp, vmap
 
-from pipeline.derivatives import central_points, fd_step
+from pipeline.derivatives import fd_step
 from pipeline.memory import measure_peak_bytes
 
 PROBES = 3
@@ -100,7 +100,7 @@ def connected(
 # (``np.interp`` on ``z.detach().numpy()``, ``float(C)``), a custom ``autograd.Function`` with a
 # wrong ``jvp`` or ``backward``, a buffer bound as the parameter (BatchNorm's ``running_mean``), a
 # ``detach()``. At the structure check's points the derivatives are compared with the model's own
-# values, one parameter at a time: one-sided differences to the left and to the right with steps
+# values, one parameter at a time (a bound tensor's elements along one random direction): one-sided differences to the left and to the right with steps
 # ``h`` and ``h/2`` (``h`` is finite_difference's, pipeline.derivatives.fd_step), each pair
 # extrapolated (Richardson, ``2 D(h/2) - D(h)``) with ``|D(h/2) - D(h)|`` as its error estimate. A
 # derivative is accepted when it lies between the left and the right estimate (a kink at the point:
@@ -146,15 +146,20 @@ class Mismatch:
 
 
 def check_against_differences(
-    fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, points: Tensor, dy: Tensor
+    fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, points: Tensor, dy: Tensor, directions: Tensor | None = None
 ) -> DifferenceCheck:
     """Derivatives at the structure check's points against the model's own differences (NOTE above).
 
-    ``dy`` holds the derivatives at every point, ``(N, *y.shape, P)``, for the first P parameters of ``points``.
+    ``dy`` holds the derivatives at the probe points (:func:`probe_indices`), ``(probes, *y.shape,
+    D)``, along ``D`` directions in parameter space (``directions``, ``(D, points.shape[1])``;
+    default: the first ``D`` parameters). A direction over many elements (a bound tensor's) checks
+    them all at the cost of one.
     """
     index = probe_indices(len(points))
     probes = points[index.to(points.device)]
     eps = torch.finfo(points.dtype).eps
+    if directions is None:
+        directions = torch.eye(dy.shape[-1], points.shape[1], dtype=points.dtype, device=points.device)
 
     def primal(thetas: Tensor) -> Tensor:
         with torch.no_grad():
@@ -162,29 +167,27 @@ def check_against_differences(
 
     hidden, mismatch, largest, first = [], [], [], []
     y0 = primal(probes)
-    for i in range(dy.shape[-1]):  # the parameters dy holds (the swept ones)
-        h = fd_step(probes[:, i])
-        up, down, _ = central_points(probes, i, h)
-        half_up, half_down, _ = central_points(probes, i, h / 2)
-        moved = primal(torch.cat([up, down, half_up, half_down])).reshape(4, *y0.shape)
+    for i, direction in enumerate(directions):
+        j = int(direction.abs().argmax())  # the component whose representable move is the step
+        h = fd_step(probes[:, direction != 0].abs().amax(dim=1)).unsqueeze(1)
+        moves = [probes + h * direction, probes - h * direction, probes + h / 2 * direction, probes - h / 2 * direction]
+        moved = primal(torch.cat(moves)).reshape(4, *y0.shape)
         y_up, y_down, y_half_up, y_half_down = moved.unbind(0)
         ys = torch.cat([y0.unsqueeze(0), moved])
         shape = (-1,) + (1,) * (y0.dim() - 1)
-        steps = [(a[:, i] - probes[:, i]).abs().cpu().reshape(shape) for a in (up, down, half_up, half_down)]
+        steps = [((a[:, j] - probes[:, j]) / direction[j]).abs().cpu().reshape(shape) for a in moves]
         right, right_half = (y_up - y0) / steps[0], (y_half_up - y0) / steps[2]
         left, left_half = (y0 - y_down) / steps[1], (y0 - y_half_down) / steps[3]
         right_est, left_est = 2 * right_half - right, 2 * left_half - left
         error = (right_half - right).abs() + (left_half - left).abs()
-        scale = ys.abs().amax(dim=0)
-        roundoff = 10 * MOVE_ROUNDOFF * eps * scale / steps[3]
+        roundoff = 10 * MOVE_ROUNDOFF * eps * ys.abs().amax(dim=0) / steps[3]
         low, high = torch.minimum(left_est, right_est), torch.maximum(left_est, right_est)
-        derivative = dy[index.cpu(), ..., i].to(ys.dtype)
-        tol = (
-            SAFETY * error + roundoff + eps ** (1 / 3) * torch.maximum(derivative.abs(), high.abs().maximum(low.abs()))
-        )
+        derivative = dy[..., i].cpu().to(ys.dtype)
+        size = torch.maximum(derivative.abs(), high.abs().maximum(low.abs()))
+        tol = SAFETY * error + roundoff + eps ** (1 / 3) * size
         outside = (derivative < low - tol) | (derivative > high + tol)
-        moves = (y_up - y_down).abs() > MOVE_ROUNDOFF * eps * torch.maximum(y_up.abs(), y_down.abs())
-        found = moves & (derivative == 0) & outside
+        changes = (y_up - y_down).abs() > MOVE_ROUNDOFF * eps * torch.maximum(y_up.abs(), y_down.abs())
+        found = changes & (derivative == 0) & outside
         wrong = outside & ~found
         hidden.append(found.any(dim=0))
         mismatch.append(wrong.any(dim=0))

@@ -258,3 +258,30 @@ def test_the_fingerprint_sees_the_models_source(tmp_path, monkeypatch):
     before = fingerprint(cfg, x)
     (tmp_path / "my_model_file.py").write_text("def f(x, C):\n    return 2 * C * x\n")
     assert fingerprint(cfg, x) != before
+
+
+class _NumpyWeight(torch.nn.Module):
+    """``w`` enters once through torch and once through NumPy: autodiff sees half of dy/dw."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor([0.5, 1.0, 1.5], dtype=torch.float64))
+
+    def forward(self, x):
+        return x * torch.as_tensor(np.tanh(self.w.detach().numpy())) + self.w * x
+
+
+def test_a_bound_tensor_is_checked_along_a_random_direction_of_its_elements():
+    """Derivatives with respect to a whole tensor (at the model's own values) are checked too, all
+    elements at the cost of one direction; auto then gives differences."""
+    x = torch.arange(1.0, 13.0, dtype=torch.float64).reshape(4, 3)
+    with pytest.warns(RuntimeWarning, match=r"dy/dW \(along a random direction of its 3 elements\) disagrees"):
+        ds = sensitivity(_NumpyWeight(), x, {}, bind={"W": "w"})
+    assert ds.attrs["derivative_mismatch_dy_dW"] > 0 and ds.attrs["method"].startswith("finite_difference")
+    w = np.array([0.5, 1.0, 1.5])
+    expected = x.numpy()[:, :, None] * np.diag(1 + 1 / np.cosh(w) ** 2)[None]  # dy_ij / dw_k
+    np.testing.assert_allclose(ds.dy_dW.values.reshape(expected.shape), expected, rtol=1e-7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        right = sensitivity(torch.nn.Linear(3, 2).double(), x, {}, bind={"W": "weight"})
+    assert right.attrs["derivative_mismatch_dy_dW"] == 0 and right.attrs["hidden_dependence_dy_dW"] == 0
