@@ -100,8 +100,9 @@ def connected(
 # (``np.interp`` on ``z.detach().numpy()``, ``float(C)``), a custom ``autograd.Function`` with a
 # wrong ``jvp`` or ``backward``, a buffer bound as the parameter (BatchNorm's ``running_mean``), a
 # ``detach()``. At the structure check's points the derivatives are compared with the model's own
-# values, one parameter at a time (a bound tensor's elements along one random direction): one-sided differences to the left and to the right with steps
-# ``h`` and ``h/2`` (``h`` is finite_difference's, pipeline.derivatives.fd_step), each pair
+# values, one parameter at a time (a bound tensor's elements along one random direction):
+# one-sided differences to the left and to the right with steps ``h`` and ``h/2`` (``h`` is
+# finite_difference's, pipeline.derivatives.fd_step, at the largest value moved), each pair
 # extrapolated (Richardson, ``2 D(h/2) - D(h)``) with ``|D(h/2) - D(h)|`` as its error estimate. A
 # derivative is accepted when it lies between the left and the right estimate (a kink at the point:
 # autodiff gives one side or a subgradient) widened by a tolerance: ``SAFETY`` times both error
