@@ -202,10 +202,7 @@ def _check_model_runs(
             f"the model fails on {_describe(x)} at {at}: {str(err).splitlines()[0]}; "
             "check that the inputs match the model"
         ) from err
-    if not all(
-        torch.equal(a, b) or torch.allclose(a, b, rtol=0, atol=0, equal_nan=True)
-        for a, b in zip(input_leaves(copy).values(), input_leaves(x).values(), strict=True)
-    ):
+    if not all(_same(a, b) for a, b in zip(input_leaves(copy).values(), input_leaves(x).values(), strict=True)):
         raise ConfigError(
             "the model changes its input x in place (e.g. x.mul_(C) or x[...] = ...): every point "
             "would see different inputs; rewrite it out of place (y = x * C)"
@@ -233,12 +230,8 @@ def _check_model_runs(
 def _check_inputs_kept(x_run: Any, kept: Any, method: str) -> None:
     """The inputs the model was given must be unchanged after the run: a model that writes into
     its input (``x[x > 3 / C] = 0``) gave each later evaluation other inputs than the caller's."""
-    changed = [
-        name
-        for (name, a), b in zip(input_leaves(x_run).items(), input_leaves(kept).values(), strict=True)
-        if not torch.equal(a.detach().cpu(), b)
-        and not torch.allclose(a.detach().cpu(), b, rtol=0, atol=0, equal_nan=True)
-    ]
+    pairs = zip(input_leaves(x_run).items(), input_leaves(kept).values(), strict=True)
+    changed = [name for (name, a), b in pairs if not _same(a.detach().cpu(), b)]
     if changed:
         raise ConfigError(
             f"the model changes its input {', '.join(changed)} in place (e.g. x.mul_(C) or x[...] = ...) during "
