@@ -435,22 +435,23 @@ def _run_method(
     return result, used, fallback_reason, time.perf_counter() - start
 
 
+DIFFERENCES_LADDER = ("finite_difference", "finite_difference_per_point")
+"""Where ``method=auto`` goes when autodiff disagrees with the model's differences (one point at a
+time where the model could not be batched)."""
+
+
 def _differences_instead(
     routine: Routine, x: Any, points: torch.Tensor, used: str, mismatch: str
 ) -> tuple[Derivatives, str, str]:
     """``method=auto``'s answer to derivatives that disagree with the model's differences: central
     differences (batched where the model batches), with one warning that says why."""
-    method = "finite_difference"
-    try:
-        if used.endswith("_per_point"):
-            raise RuntimeError("the model cannot be batched")
-        result = METHODS[method](routine.fn, x, points)
-    except (RuntimeError, NotImplementedError, TypeError, ValueError, DerivativeError):
-        method = "finite_difference_per_point"
-        result = METHODS[method](routine.fn, x, points)
+    ladder = DIFFERENCES_LADDER[1:] if used.endswith("_per_point") else DIFFERENCES_LADDER
+    with warnings.catch_warnings():  # the ladder's own note on a batched pass that failed: one warning below
+        warnings.filterwarnings("ignore", message="method=auto used", category=RuntimeWarning)
+        run = auto(routine.fn, x, points, ladder=ladder)
     reason = f"{used} gave derivatives that are wrong: {mismatch}"
-    warnings.warn(f"method=auto used {method}: {reason}", RuntimeWarning, stacklevel=3)
-    return result, method, reason
+    warnings.warn(f"method=auto used {run.method}: {reason}", RuntimeWarning, stacklevel=3)
+    return run.result, run.method, reason
 
 
 def sensitivity(
