@@ -97,7 +97,7 @@ def _swept_grid(params: Mapping[str, Any], tensors_bound: bool = False) -> dict[
     return grid
 
 
-def _grid_points(grid: dict[str, np.ndarray]) -> np.ndarray:
+def grid_points(grid: dict[str, np.ndarray]) -> np.ndarray:
     """All points of the grid, ``(N, P)``, first parameter slowest (C order); one point without any."""
     if not grid:
         return np.zeros((1, 0))
@@ -586,7 +586,7 @@ def sensitivity(
     kept = tree_map(lambda t: t.detach().to("cpu", copy=True), x_run)  # what is stored; what x must stay
     _check_cast(leaves, input_leaves(x_run), grid, run_dtype, collisions=design is None)
     check_grid_size({"point": len(design)} if design else {p: len(v) for p, v in grid.items()}, key="params")
-    table = design.table if design else _grid_points(grid)
+    table = design.table if design else grid_points(grid)
     points = torch.as_tensor(table, dtype=run_dtype, device=run_device)
     if routine.tensors:  # each tensor's elements follow the swept values, at the model's own values
         if order == 2:

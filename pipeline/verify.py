@@ -36,7 +36,7 @@ import torch
 import xarray as xr
 from omegaconf import DictConfig
 
-from pipeline.api import sensitivity
+from pipeline.api import grid_points, sensitivity
 from pipeline.build import build_model
 from pipeline.config import compose_job
 from pipeline.current import check_computed_from, study_arguments
@@ -139,10 +139,8 @@ def _projected_reverse(
     try:
         routine = as_routine(model, params, bind=bind, device=cpu, dtype=torch.float64, output_dims=out_dims)
         x = to_run(input_from_dataset(sub), cpu, torch.float64)
-        if sweep == ["point"]:
-            table = np.column_stack([sub[p].values for p in params])
-        else:
-            table = np.stack([m.reshape(-1) for m in np.meshgrid(*(sub[p].values for p in params), indexing="ij")], -1)
+        columns = [sub[p].values for p in params]
+        table = np.column_stack(columns) if sweep == ["point"] else grid_points(dict(zip(params, columns, strict=True)))
         own = [t.values.reshape(-1).to(cpu, torch.float64) for t in routine.tensors]
         generator = torch.Generator().manual_seed(0)
         study = {p: sub[derivative_name(p)].values.astype(np.float64).reshape(len(table), -1) for p in params}
