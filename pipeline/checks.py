@@ -9,6 +9,7 @@ This module needs neither torch nor Hydra.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -66,9 +67,9 @@ def check_method_options(
     """The derivative method and the options that go with it."""
     method = str(getattr(method, "value", method))
     check_choice(f"{prefix}name" if prefix else "method", method, METHODS)
-    if chunk_size is not None and not (_whole(chunk_size) and chunk_size >= 1):
+    if chunk_size is not None and not (is_whole(chunk_size) and chunk_size >= 1):
         fail(f"{prefix}chunk_size", chunk_size, "must be null (automatic) or a whole number >= 1")
-    if max_memory_mb is not None and not (_whole(max_memory_mb) and max_memory_mb >= 1):
+    if max_memory_mb is not None and not (is_whole(max_memory_mb) and max_memory_mb >= 1):
         fail(f"{prefix}max_memory_mb", max_memory_mb, "must be null (automatic) or a whole number >= 1")
     if step is not None and (not method.startswith("finite_difference") or not (math.isfinite(step) and step > 0)):
         fail(f"{prefix}step", step, "only for method=finite_difference(_per_point), and > 0 (null: automatic)")
@@ -78,9 +79,9 @@ def check_method_options(
         fail(f"{prefix}compile", True, "only for method=forward (or auto) with order=1")
 
 
-def _whole(value: Any) -> bool:
-    """An integer (not a bool, not 2.5)."""
-    return (isinstance(value, int) and not isinstance(value, bool)) or type(value).__name__.startswith("int")
+def is_whole(value: Any) -> bool:
+    """An integer, Python's or NumPy's (not a bool, not 2.5)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 RESERVED_ATTRS = (
@@ -179,8 +180,7 @@ def check_dataset_names(
         made |= {derivative_name(p), connected_name(p), second_derivative_name(p)}
     inputs = set(inputs)
     for p in params:
-        taken = sorted((made | inputs | set(output_dims) | set(input_dims)) & {p})
-        if taken:
+        if p in made | inputs | set(output_dims) | set(input_dims):
             what = "an output dim" if p in output_dims else "an input" if p in inputs | set(input_dims) else "a name"
             fail(
                 key,

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipeline.checks import check_parameter_name
+from pipeline.checks import check_parameter_name, is_whole
 from pipeline.errors import ConfigError
 
 if TYPE_CHECKING:  # scipy.stats takes 0.3 s to import: only where a design is sampled or bounded
@@ -199,7 +199,7 @@ def _checked(distributions: Mapping[str, Distribution], n: int) -> list[str]:
 
 
 def _check_seed(seed: int) -> None:
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+    if not is_whole(seed) or seed < 0:
         raise ConfigError(f"invalid seed={seed!r}: a design's seed is a whole number >= 0")
 
 
