@@ -31,6 +31,7 @@ from pipeline.config import ConfigError
 from pipeline.dataset import build_dataset, dataset_dims
 from pipeline.derivatives import FORWARD_MODE, METHODS, DerivativeError, Derivatives, ieee_float32
 from pipeline.design import Design
+from pipeline.errors import RANDOMNESS
 from pipeline.fallback import LADDER, REVERSE_FIRST, REVERSE_LADDER, auto
 from pipeline.inputs import input_leaves, input_tree, to_run
 from pipeline.memory import ChunkHints
@@ -243,13 +244,6 @@ def _check_inputs_kept(x_run: Any, kept: Any, method: str) -> None:
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Equal values, NaN where NaN."""
     return torch.equal(a, b) or torch.allclose(a, b, rtol=0, atol=0, equal_nan=True)
-
-
-RANDOMNESS = (
-    "sensweep rejects this so that every value of a parameter sees the same computation: call model.eval(), "
-    "seed the generator inside the model, or draw the randomness into the inputs x"
-)
-"""How to make a model that draws random numbers deterministic (every method refuses one that is not)."""
 
 
 def _check_deterministic(fn: Callable, x: Any, point: torch.Tensor, y: Any, at: str) -> None:

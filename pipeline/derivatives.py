@@ -24,7 +24,7 @@ from torch import Tensor
 from torch.func import jacfwd, jacrev, jvp, vmap
 from tqdm.auto import tqdm
 
-from pipeline.errors import DerivativeError
+from pipeline.errors import RANDOMNESS, DerivativeError
 from pipeline.memory import ChunkHints, choose_chunk_size, kept_heap, mapped_apart
 from pipeline.zerotensor import real
 
@@ -104,9 +104,7 @@ def translate_error(err: BaseException, method: str) -> DerivativeError | None:
     at = f" at {where}" if where else ""
     if "randomness" in text:
         return DerivativeError(
-            "the model draws random numbers inside the batched pass (e.g. dropout in training mode); "
-            "sensweep rejects this so that every value of C sees the same computation: call "
-            "model.eval(), or draw the randomness into the inputs x"
+            f"the model draws random numbers inside the batched pass (e.g. dropout in training mode); {RANDOMNESS}"
         )
     if any(marker in text for marker in NO_FORWARD_RULE):
         return DerivativeError(

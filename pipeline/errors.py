@@ -10,6 +10,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
+RANDOMNESS = (
+    "sensweep rejects this so that every value of a parameter sees the same computation: call model.eval(), "
+    "seed the generator inside the model, or draw the randomness into the inputs x"
+)
+"""How to make a model that draws random numbers deterministic (every method refuses one that is not)."""
+
 
 class SensweepError(Exception):
     """Base of the errors whose message tells the user what to change."""
