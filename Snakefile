@@ -55,7 +55,7 @@ rule prepare:
         conf=CONF_PARAM,
         output=lambda wildcards, output: hydra_quoted(output[0]),
     shell:
-        ": > {log:q}; SENSWEEP_CONF={params.conf:q} python -m pipeline.prepare"
+        ": > {log:q}; SENSWEEP_CONF={params.conf:q} python -m pipeline.stages.prepare"
         " study={wildcards.study} {params.overrides}"
         " output={params.output} 2>&1 >> {log:q} | tee -a {log:q} >&2"
 
@@ -83,7 +83,7 @@ rule compute:
         inputs_file=lambda wildcards, input: hydra_quoted(input.x),
         output=lambda wildcards, output: hydra_quoted(output[0]),
     shell:
-        ": > {log:q}; SENSWEEP_CONF={params.conf:q} python -m pipeline.compute"
+        ": > {log:q}; SENSWEEP_CONF={params.conf:q} python -m pipeline.stages.compute"
         " study={wildcards.study} {params.overrides}"
         " inputs_file={params.inputs_file} part={wildcards.part} threads={threads}"
         " output={params.output} 2>&1 >> {log:q} | tee -a {log:q} >&2"
@@ -103,7 +103,7 @@ rule merge:
     params:
         temporary="--temporary" if config["merge"] and not config["keep_parts"] else "",
     shell:
-        ": > {log:q}; python -m pipeline.merge {output:q} {input:q} {params.temporary}"
+        ": > {log:q}; python -m pipeline.stages.merge {output:q} {input:q} {params.temporary}"
         " 2>&1 >> {log:q} | tee -a {log:q} >&2"
 
 
@@ -122,7 +122,7 @@ rule current:
         overrides=overrides,
         conf=CONF_PARAM,
     shell:
-        ": > {log:q}; SENSWEEP_CONF={params.conf:q} python -m pipeline.current {input:q} --study {wildcards.study}"
+        ": > {log:q}; SENSWEEP_CONF={params.conf:q} python -m pipeline.stages.current {input:q} --study {wildcards.study}"
         " --marker {output:q} --overrides {params.overrides} 2>&1 >> {log:q} | tee -a {log:q} >&2"
 
 
@@ -139,7 +139,7 @@ rule summarise:
     conda:
         "envs/sensweep.yaml"
     shell:
-        ": > {log:q}; python -m pipeline.summarise {input.sensitivity:q} --output {output:q}"
+        ": > {log:q}; python -m pipeline.stages.summarise {input.sensitivity:q} --output {output:q}"
         " 2>&1 >> {log:q} | tee -a {log:q} >&2"
 
 
@@ -170,7 +170,7 @@ rule verify:
         overrides=overrides,
         conf=CONF_PARAM,
     shell:
-        ": > {log:q}; SENSWEEP_CONF={params.conf:q} python -m pipeline.verify {input.sensitivity:q}"
+        ": > {log:q}; SENSWEEP_CONF={params.conf:q} python -m pipeline.stages.verify {input.sensitivity:q}"
         " --study {wildcards.study}"
         " --nc {output.nc:q} --md {output.md:q} --plot {output.png:q} --overrides {params.overrides}"
         " 2>&1 >> {log:q} | tee -a {log:q} >&2"
@@ -197,7 +197,7 @@ rule plot:
     params:
         outdir=lambda wildcards, output: os.path.dirname(output[0]),
     shell:
-        ": > {log:q}; python -m pipeline.plot {input.sensitivity:q} --summary {input.summary:q}"
+        ": > {log:q}; python -m pipeline.stages.plot {input.sensitivity:q} --summary {input.summary:q}"
         " --outdir {params.outdir:q} 2>&1 >> {log:q} | tee -a {log:q} >&2"
 
 

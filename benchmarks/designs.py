@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from pipeline import design, sensitivity
-from pipeline.bounds import design_bounds
-from pipeline.storage import write_atomic
+from pipeline.design.bounds import design_bounds
+from pipeline.storage.write import write_atomic
 
 RANGES = {
     "rw": (0.05, 0.15),

@@ -19,10 +19,10 @@ import torch
 
 from benchmarks.methods import _timed
 from pipeline import design, sensitivity
-from pipeline.derivatives import FORWARD_MODE, METHODS
-from pipeline.memory import ChunkHints
-from pipeline.storage import write_atomic
-from pipeline.zerotensor import cheap_zero_tangents
+from pipeline.derivatives.chunking import ChunkHints
+from pipeline.derivatives.methods import FORWARD_MODE, METHODS
+from pipeline.derivatives.zerotensor import cheap_zero_tangents
+from pipeline.storage.write import write_atomic
 
 PARAMETERS = (1, 2, 4, 8, 16, 32)
 OUTPUTS = (1, 8, 64)

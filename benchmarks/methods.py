@@ -38,15 +38,16 @@ import numpy as np
 import torch
 from torch.func import jacfwd, vmap
 
-from pipeline.compiled import compiled_forward
-from pipeline.derivatives import FORWARD_MODE, METHODS, ieee_float32
-from pipeline.memory import ChunkHints, kept_heap, measure_peak_bytes
+from pipeline.derivatives.chunking import ChunkHints
+from pipeline.derivatives.compiled import compiled_forward
+from pipeline.derivatives.heap import kept_heap, measure_peak_bytes
+from pipeline.derivatives.methods import FORWARD_MODE, METHODS, ieee_float32
+from pipeline.derivatives.opcost import call_cost, is_op_bound, trivial_call_seconds
+from pipeline.derivatives.routine import StepFunctions, as_routine
+from pipeline.derivatives.structure import check_structure
+from pipeline.derivatives.zerotensor import cheap_zero_tangents
 from pipeline.models import Oscillator
-from pipeline.opcost import call_cost, is_op_bound, trivial_call_seconds
-from pipeline.routine import StepFunctions, as_routine
-from pipeline.storage import write_atomic
-from pipeline.structure import check_structure
-from pipeline.zerotensor import cheap_zero_tangents
+from pipeline.storage.write import write_atomic
 
 REVERSE_MAX_OUTPUTS = 1024
 """Reverse mode costs one pass per output element: skipped above this many outputs per point."""
@@ -113,7 +114,7 @@ def _oscillator(samples: int, dtype: torch.dtype = torch.float32, device: str = 
 
 
 def _rk4_function(samples: int, dtype: torch.dtype = torch.float32, device: str = "cpu") -> Case:
-    """The oscillator as a user writes it without :class:`~pipeline.timestepper.TimeStepper`: a plain
+    """The oscillator as a user writes it without :class:`~pipeline.derivatives.timestepper.TimeStepper`: a plain
     function with its time loop, the same RK4 and inputs."""
     oscillator = _oscillator(samples, dtype, device)
     dt, steps = 0.05, 200
@@ -185,7 +186,7 @@ CASES = {
 def _timed(run: Callable[[], object], device: torch.device, repeats: int) -> tuple[float, int | None, object]:
     """Median seconds over ``repeats`` after one warm-up, peak extra bytes, last result.
 
-    Each run is inside its own :func:`~pipeline.memory.kept_heap`, as sensweep's sweeps are: the
+    Each run is inside its own :func:`~pipeline.derivatives.heap.kept_heap`, as sensweep's sweeps are: the
     floor and the peers get the same memory allocator settings as sensweep's methods.
     """
     run = _in_kept_heap(run)
@@ -217,7 +218,7 @@ def chunk_hints(case: Case, x: torch.Tensor, points: torch.Tensor) -> ChunkHints
 
 
 def _in_kept_heap(run: Callable[[], object]) -> Callable[[], object]:
-    """``run`` inside its own :func:`~pipeline.memory.kept_heap` at each call."""
+    """``run`` inside its own :func:`~pipeline.derivatives.heap.kept_heap` at each call."""
 
     def kept() -> object:
         with kept_heap():

@@ -3,7 +3,7 @@
 ``python -m benchmarks.workflow [--study oscillator_large] [--cores 2]`` runs, one after the
 other on the same machine:
 
-1. the floor: the whole sweep in this process, one :func:`pipeline.compute.sweep_dataset` call
+1. the floor: the whole sweep in this process, one :func:`pipeline.stages.compute.sweep_dataset` call
    (what ``pipeline.sensitivity`` does for the study), no files; then writing it to one NetCDF
    file, timed apart;
 2. ``snakemake --cores N`` up to the study's ``sensitivity.nc`` (prepare, compute parts, merge)
@@ -29,9 +29,9 @@ from pathlib import Path
 import torch
 import yaml
 
-from pipeline.compute import sweep_dataset
-from pipeline.config import compose_job
-from pipeline.storage import write_atomic, write_netcdf
+from pipeline.config.studies import compose_job
+from pipeline.stages.compute import sweep_dataset
+from pipeline.storage.write import write_atomic, write_netcdf
 
 ROOT = Path(__file__).resolve().parent.parent
 

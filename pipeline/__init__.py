@@ -3,7 +3,7 @@
 Data flow, one module per stage: ``config`` (Hydra schema; ``checks``) -> ``sweep`` (values,
 parts) -> ``routine`` + ``derivatives`` (jvp + vmap) -> ``dataset`` (xarray schema) -> ``storage``
 (atomic NetCDF, checked readers) -> ``merge`` -> ``summarise`` (summary.nc) -> ``plot``, and
-``verify``. Entry points: :func:`sensitivity` for notebooks, ``python -m pipeline.compute`` for
+``verify``. Entry points: :func:`sensitivity` for notebooks, ``python -m pipeline.stages.compute`` for
 one workflow job (docs/workflow.md has the whole layout).
 
 Torch is imported lazily, so ``pipeline.config`` stays cheap for the Snakefile.

@@ -26,20 +26,19 @@ from pipeline.checks import (
     check_parameter_name,
     is_tensor_path,
 )
-from pipeline.compiled import compiled_forward, warn_if_unrolled
-from pipeline.config import ConfigError
-from pipeline.dataset import build_dataset, dataset_dims
-from pipeline.derivatives import FORWARD_MODE, METHODS, DerivativeError, Derivatives, ieee_float32
-from pipeline.design import Design
-from pipeline.errors import RANDOMNESS
-from pipeline.fallback import LADDER, REVERSE_FIRST, REVERSE_LADDER, auto
+from pipeline.config.sizes import check_grid_size, check_result_size
+from pipeline.derivatives.chunking import ChunkHints
+from pipeline.derivatives.compiled import compiled_forward, warn_if_unrolled
+from pipeline.derivatives.fallback import LADDER, REVERSE_FIRST, REVERSE_LADDER, auto
+from pipeline.derivatives.methods import FORWARD_MODE, METHODS, Derivatives, ieee_float32
+from pipeline.derivatives.opcost import CallCost, call_cost, is_op_bound
+from pipeline.derivatives.routine import Routine, as_routine
+from pipeline.derivatives.structure import check_against_differences, check_structure, probe_indices
+from pipeline.derivatives.zerotensor import cheap_zero_tangents
+from pipeline.design.sampling import Design
+from pipeline.errors import RANDOMNESS, ConfigError, DerivativeError
 from pipeline.inputs import input_leaves, input_tree, to_run
-from pipeline.memory import ChunkHints
-from pipeline.opcost import CallCost, call_cost, is_op_bound
-from pipeline.routine import Routine, as_routine
-from pipeline.sizes import check_grid_size, check_result_size
-from pipeline.structure import check_against_differences, check_structure, probe_indices
-from pipeline.zerotensor import cheap_zero_tangents
+from pipeline.storage.dataset import build_dataset, dataset_dims
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -190,7 +189,7 @@ def _check_model_runs(
 
     It runs on a copy of ``x``, which must come back unchanged: a model that changes its inputs in
     place would give every later point different inputs. Returns ``y`` and what that evaluation
-    cost (:mod:`pipeline.opcost`).
+    cost (:mod:`pipeline.derivatives.opcost`).
     """
     at = ", ".join(f"{p}={float(v):.6g}" for p, v in zip(grid, point[: len(grid)], strict=True)) or "the model's values"
     copy = tree_map(torch.clone, x)
@@ -484,7 +483,7 @@ def sensitivity(
         ``auto``: ``forward`` where torch can batch the model (``reverse`` first where the swept
         parameters outnumber the outputs per point: attr ``method_choice``), else the first of
         ``forward_per_point``, ``reverse_per_point``, ``finite_difference_per_point`` that works,
-        with a warning (:mod:`pipeline.fallback`). ``forward``: ``torch.func.jvp`` vmapped over
+        with a warning (:mod:`pipeline.derivatives.fallback`). ``forward``: ``torch.func.jvp`` vmapped over
         the values of a chunk; ``forward_dual``: ``torch.autograd.forward_ad`` dual tensors;
         ``reverse``: vmapped vector-Jacobian products; ``loop``: one ``autograd.grad`` per output
         element (a slow reference); ``finite_difference``: central differences. The
@@ -517,8 +516,8 @@ def sensitivity(
         or ``"auto"``, which then does not fall back).
     compile : bool, default: False
         ``method="forward"`` (or ``"auto"``, without fallback) through ``torch.compile`` (order 1): one step of a
-        :class:`~pipeline.timestepper.TimeStepper` model, else the whole batched jvp
-        (:mod:`pipeline.compiled`). Pays off for op-heavy models and long sweeps.
+        :class:`~pipeline.derivatives.timestepper.TimeStepper` model, else the whole batched jvp
+        (:mod:`pipeline.derivatives.compiled`). Pays off for op-heavy models and long sweeps.
     output_dims : list of str, optional
         Names of y's dims after ``sample``; default: the model's ``output_dims`` or ``output``.
     units : dict, optional
@@ -532,7 +531,7 @@ def sensitivity(
         Dims ``(C, sample, *output dims)`` (one leading dim per swept parameter); variables
         ``y``, ``dy_dC``, ``x`` and
         ``dy_dC_connected`` (1 where C reaches the output at all, 0 where it is structurally
-        independent; see :mod:`pipeline.structure`).
+        independent; see :mod:`pipeline.derivatives.structure`).
 
     Examples
     --------

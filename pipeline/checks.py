@@ -1,4 +1,4 @@
-"""The checks of a run's options: one home, used by the config (``pipeline.config.validate``) and the API.
+"""The checks of a run's options: one home, used by the config (``pipeline.config.validate.validate``) and the API.
 
 Each check raises :class:`~pipeline.errors.ConfigError` as ``invalid <key>=<value>: <what is
 valid>``. The config names keys as in the YAML (``method.order``), the API as its arguments
@@ -33,7 +33,7 @@ NAN_POLICIES = ("warn", "raise")
 HIDDEN_POLICIES = ("warn", "raise", "off")
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:<index>")
 COMPRESSIONS = ("zstd", "zlib", "none")
-"""How NetCDF variables are compressed (:func:`pipeline.storage.encoding`); the first is the default."""
+"""How NetCDF variables are compressed (:func:`pipeline.storage.write.encoding`); the first is the default."""
 
 
 def fail(key: str, value: Any, valid: str) -> None:
@@ -172,7 +172,7 @@ def check_dataset_names(
     """The names a sensitivity dataset will hold, checked before anything is computed: a parameter
     or an output dim named like another variable, dim or coordinate would overwrite it (a swept
     coordinate lost, a file the later stages cannot read)."""
-    from pipeline.schema import connected_name, derivative_name, second_derivative_name
+    from pipeline.storage.names import connected_name, derivative_name, second_derivative_name
 
     params, output_dims = list(params), list(output_dims)
     made = {"y", "sample", *(["point"] if design else [])}

@@ -1,14 +1,11 @@
-"""The errors a user can act on, and the one way every command-line entry reports them.
+"""The errors a user can act on.
 
-Each error's message names the bad key, value or file and what would be valid. Entry points
-run through :func:`run_cli`: such an error (or an I/O error) prints one line
-``sensweep: error: ...`` to stderr and exits 1; anything else is a bug and keeps its traceback.
+Each error's message names the bad key, value or file and what would be valid. The command-line
+entry points (:func:`pipeline.stages.cli.run_cli`) print such an error as one line and exit 1;
+anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
-
-import sys
-from collections.abc import Callable
 
 RANDOMNESS = (
     "sensweep rejects this so that every value of a parameter sees the same computation: call model.eval(), "
@@ -39,12 +36,3 @@ class UnreadableInputError(SensweepError, RuntimeError):
 
 class VerificationError(SensweepError, RuntimeError):
     """A sensitivity file cannot be verified against the given config (it was computed from another)."""
-
-
-def run_cli(job: Callable[[], object]) -> None:
-    """Run a command-line job; a :class:`SensweepError` or ``OSError`` exits 1 with one clear line."""
-    try:
-        job()
-    except (SensweepError, OSError) as err:
-        print(f"sensweep: error: {err}", file=sys.stderr)
-        sys.exit(1)

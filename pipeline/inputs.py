@@ -18,8 +18,9 @@ import xarray as xr
 from torch import Tensor
 from torch.utils._pytree import tree_map
 
-from pipeline.config import ConfigError, conf_dir
-from pipeline.sizes import GIB, RESULT_MEMORY_FRACTION, available_ram_bytes
+from pipeline.config.sizes import GIB, RESULT_MEMORY_FRACTION, available_ram_bytes
+from pipeline.errors import ConfigError
+from pipeline.paths import conf_dir
 
 SUFFIXES = (".npy", ".nc")
 
@@ -56,7 +57,7 @@ def to_run(x: InputTree, device: torch.device, dtype: torch.dtype) -> InputTree:
 
 
 def input_from_dataset(ds: xr.Dataset) -> InputTree:
-    """``x`` as the dataset stores it (:func:`pipeline.dataset.input_variables`): floats as float64."""
+    """``x`` as the dataset stores it (:func:`pipeline.storage.dataset.input_variables`): floats as float64."""
 
     def tensor(name: str) -> Tensor:
         values = ds[name].values
@@ -153,7 +154,7 @@ def read_x(path: str, key: str, base: Path | None = None, variables: list[str] |
     """Read ``x`` from ``path`` (relative to ``base`` if given); errors name the config ``key``.
 
     A NetCDF file holds ``x``, or several inputs (``variables``, or the ``x_<key>`` variables that
-    :mod:`pipeline.prepare` writes for a dict or tuple of inputs).
+    :mod:`pipeline.stages.prepare` writes for a dict or tuple of inputs).
     """
     file = Path(path)
     if base is not None and not file.is_absolute():

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from pipeline.timestepper import TimeStepper
+from pipeline.derivatives.timestepper import TimeStepper
 
 
 def seed_linear(x: Tensor, C: Tensor) -> Tensor:

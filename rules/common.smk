@@ -9,18 +9,19 @@ from pathlib import Path
 import yaml
 from snakemake.utils import validate
 
-from pipeline.config import (
-    ConfigError,
+from pipeline.errors import ConfigError
+from pipeline.config.studies import (
     check_study_name,
     closest,
     compose_job,
     study_names,
     to_yaml,
 )
-from pipeline.config import DESIGN_KINDS, part_count
-from pipeline.filenames import AGREEMENT_PLOT, DESIGN_PLOTS, PLOTS
-from pipeline import provenance
-from pipeline.provenance import determining_yaml
+from pipeline.config.schema import DESIGN_KINDS
+from pipeline.config.validate import part_count
+from pipeline.paths import AGREEMENT_PLOT, DESIGN_PLOTS, PLOTS
+from pipeline.storage import provenance
+from pipeline.storage.provenance import determining_yaml
 
 validate(config, schema="../conf/workflow.schema.yaml")
 
@@ -108,14 +109,14 @@ def overrides(wildcards, input):
 
 
 def determining_config(wildcards):
-    """What determines the study's numbers (pipeline.provenance): a param, so that changing it
+    """What determines the study's numbers (pipeline.storage.provenance): a param, so that changing it
     reruns that study's jobs only, and changing only the verify settings reruns verify only.
     """
     return determining_yaml(JOBS[wildcards.study])
 
 
 def current_marker(wildcards):
-    """The mark that the study's results come from its current config (pipeline.current): its name
+    """The mark that the study's results come from its current config (pipeline.stages.current): its name
     holds a hash of what determines the numbers, so a changed config is checked again.
     """
     digest = hashlib.sha256(

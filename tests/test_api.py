@@ -12,7 +12,7 @@ from torch import nn
 
 from helpers import requires_cuda
 from pipeline import sensitivity
-from pipeline.config import ConfigError
+from pipeline.errors import ConfigError
 
 
 def decay(x, C):

@@ -21,8 +21,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline import compute  # noqa: E402
-from pipeline.config import CONF_ENV  # noqa: E402
+from pipeline.paths import CONF_ENV  # noqa: E402
+from pipeline.stages import compute  # noqa: E402
 
 # (what is wrong, overrides; {tmp} is a scratch folder, expected text in the message)
 CASES = [
@@ -217,12 +217,12 @@ def make_files(tmp: Path) -> None:
 
 
 def run_compute(overrides: list[str], tmp: Path) -> tuple[int, str]:
-    """``python -m pipeline.compute study=composite <overrides>``, in process; exit code and output."""
+    """``python -m pipeline.stages.compute study=composite <overrides>``, in process; exit code and output."""
     study = [] if any(o.startswith("study=") for o in overrides) else ["study=composite"]
     args = [*study, "sweep.num=4", f"output={tmp}/out.nc", *(o.format(tmp=tmp) for o in overrides)]
     out = io.StringIO()
     argv = sys.argv
-    sys.argv = ["pipeline.compute", *args]
+    sys.argv = ["pipeline.stages.compute", *args]
     conf = tmp / "conf"  # made by make_files; else the repository's
     os.environ[CONF_ENV] = str(conf if conf.exists() else ROOT / "conf")
     try:
@@ -267,7 +267,7 @@ if __name__ == "__main__":
         tmp = Path(scratch)
         make_files(tmp)
         print("# Bad input: what sensweep says\n")
-        print("Each case runs `python -m pipeline.compute study=composite sweep.num=4 <overrides>` (cases that")
+        print("Each case runs `python -m pipeline.stages.compute study=composite sweep.num=4 <overrides>` (cases that")
         print("name a study run that one); every one exits 1, prints one message and writes no file. Generated")
         print("by `python tests/test_bad_input.py`; `tests/test_bad_input.py` checks each message. A parameter")
         print("that does not reach the output is a warning, not an error (docs/api.md: structural independence).")

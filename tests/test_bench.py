@@ -65,7 +65,7 @@ def test_workflow_bench_reports_every_run_and_job(tmp_path):
 
 def test_plain_function_rk4_case_matches_the_time_stepper_and_notes_its_compile():
     """The plain-function oscillator gives the TimeStepper's derivatives; compile=true is left out, with why."""
-    from pipeline.derivatives import forward
+    from pipeline.derivatives.methods import forward
 
     plain, stepper = CASES["rk4_function"](3), CASES["oscillator"](3)
     points = torch.linspace(0.1, 1.9, 3)[:, None]

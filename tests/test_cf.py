@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from helpers import ROOT, run
-from pipeline.compute import compute
-from pipeline.config import compose_job
-from pipeline.summarise import summarise_file
-from pipeline.verify import verify_file
+from pipeline.config.studies import compose_job
+from pipeline.stages.compute import compute
+from pipeline.stages.summarise import summarise_file
+from pipeline.stages.verify import verify_file
 
 CHECKER = shutil.which("compliance-checker", path=str(Path(sys.executable).parent))
 

@@ -12,7 +12,7 @@ from helpers import ROOT, run
 
 
 def compute(*args: str, cwd=ROOT):
-    return run([sys.executable, "-m", "pipeline.compute", *args], cwd=cwd)
+    return run([sys.executable, "-m", "pipeline.stages.compute", *args], cwd=cwd)
 
 
 def test_compute_writes_one_part(tmp_path):
@@ -78,13 +78,15 @@ def test_nan_policy_raise_fails_the_job_without_output(tmp_path):
 def test_reading_stages_and_the_snakefile_start_without_torch():
     """Merge, summarise and plot only read datasets, and the Snakefile only composes configs: none
     imports torch (about a second per job and per snakemake call)."""
-    modules = ", ".join(f"pipeline.{m}" for m in ("merge", "summarise", "plot", "config", "provenance", "filenames"))
+    stages = [f"pipeline.stages.{m}" for m in ("merge", "summarise", "plot")]
+    config = [f"pipeline.config.{m}" for m in ("schema", "studies", "validate")]
+    modules = ", ".join([*stages, *config, "pipeline.storage.provenance", "pipeline.paths"])
     done = run([sys.executable, "-c", f"import sys, {modules}; print('torch' in sys.modules)"], ROOT)
     assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr
 
 
 def test_compute_job_imports_scipy_stats_only_for_designs():
     """scipy.stats (0.3 s of imports) is loaded where a design is sampled, not by every compute job."""
-    check = "import sys, pipeline.compute; print(any(m.startswith('scipy.stats') for m in sys.modules))"
+    check = "import sys, pipeline.stages.compute; print(any(m.startswith('scipy.stats') for m in sys.modules))"
     done = run([sys.executable, "-c", check], ROOT)
     assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr

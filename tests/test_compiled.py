@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from pipeline import sensitivity
-from pipeline.compiled import BLOCK_STEPS, _batch_one_step, _put_block, _run_time_loop
-from pipeline.config import ConfigError
-from pipeline.derivatives import forward
+from pipeline.derivatives.compiled import BLOCK_STEPS, _batch_one_step, _put_block, _run_time_loop
+from pipeline.derivatives.methods import forward
+from pipeline.derivatives.routine import as_routine
+from pipeline.errors import ConfigError
 from pipeline.models import Composite, Oscillator, oscillator_exact
-from pipeline.routine import as_routine
 
 
 def _x(samples: int, features: int) -> torch.Tensor:

@@ -11,9 +11,11 @@ import pytest
 import torch
 from hydra.errors import ConfigCompositionException
 
-from pipeline.build import build_inputs, build_model
-from pipeline.config import DESIGN_KINDS, ConfigError, compose_job, study_names
-from pipeline.sweep import part_bounds, part_grid, sweep_design, sweep_values
+from pipeline.config.schema import DESIGN_KINDS
+from pipeline.config.studies import compose_job, study_names
+from pipeline.design.sweep import part_bounds, part_grid, sweep_design, sweep_values
+from pipeline.errors import ConfigError
+from pipeline.stages.build import build_inputs, build_model
 
 STUDIES = study_names()
 
@@ -123,13 +125,13 @@ def test_parts_cover_every_value_once(count, parts):
 
 def test_config_reference_is_up_to_date():
     """docs/config.md is generated from the structured configs: regenerate with `python -m pipeline.config`."""
-    from pipeline.config import reference_markdown
+    from pipeline.config.reference import reference_markdown
 
     assert (Path(__file__).resolve().parent.parent / "docs" / "config.md").read_text() == reference_markdown()
 
 
 def test_a_custom_module_takes_bind_from_the_command_line():
-    from pipeline.compute import sweep_dataset
+    from pipeline.stages.compute import sweep_dataset
 
     overrides = ["model=custom", "model._target_=pipeline.models.Composite", '+model.bind.C="branch_b.0.bias[1]"',
                  "inputs=random", "inputs.args.shape=[4]", "sweep.num=3"]  # fmt: skip
@@ -140,7 +142,7 @@ def test_a_custom_module_takes_bind_from_the_command_line():
 
 
 def test_conf_folder_comes_from_the_environment_or_the_working_folder(tmp_path, monkeypatch):
-    from pipeline.config import CONF_ENV, PACKAGE_CONF_DIR, conf_dir
+    from pipeline.paths import CONF_ENV, PACKAGE_CONF_DIR, conf_dir
 
     monkeypatch.delenv(CONF_ENV, raising=False)
     monkeypatch.chdir(tmp_path)

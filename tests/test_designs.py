@@ -11,9 +11,8 @@ import torch
 import xarray as xr
 
 from pipeline import design, sensitivity
-from pipeline.config import ConfigError
-from pipeline.errors import MergeError
-from pipeline.summarise import summarise
+from pipeline.errors import ConfigError, MergeError
+from pipeline.stages.summarise import summarise
 
 A, B = 7.0, 0.1
 PI = math.pi
@@ -82,7 +81,7 @@ def test_ishigami_dgsm_and_bounds(ishigami_summary):
 def test_bootstrap_intervals_per_element_along_time_and_aggregated(monkeypatch):
     """The count-matrix bootstrap equals resampling copies of the points with the same draws: per
     element, along the last output dim (weighted over samples) and aggregated over all."""
-    from pipeline import bounds
+    from pipeline.design import bounds
 
     monkeypatch.setattr(bounds, "BOOTSTRAP", 40)
     monkeypatch.setattr(bounds, "BOOTSTRAP_BATCH_VALUES", 3 * 40 * 4)  # slabs of one sample row of 4 times
@@ -200,7 +199,7 @@ def test_salib_indices_lie_within_the_bounds_and_its_dgsm_agrees(ishigami_summar
     ],
 )
 def test_design_config_mistakes_are_named(overrides, message):
-    from pipeline.config import compose_job
+    from pipeline.config.studies import compose_job
 
     with pytest.raises(ConfigError, match=message):
         compose_job("ishigami", overrides)
@@ -208,8 +207,8 @@ def test_design_config_mistakes_are_named(overrides, message):
 
 def test_design_parts_keep_their_point_indices(tmp_path):
     """Two parts of a Sobol' design: each computes its rows, with their indices in the whole design."""
-    from pipeline.compute import sweep_dataset
-    from pipeline.config import compose_job
+    from pipeline.config.studies import compose_job
+    from pipeline.stages.compute import sweep_dataset
 
     split = ["sweep.n=64", "sweep.part_size=null", "sweep.parts=2"]
     parts = [sweep_dataset(compose_job("ishigami", [*split, f"part={i}"]), "ishigami") for i in (0, 1)]
@@ -221,9 +220,9 @@ def test_design_parts_keep_their_point_indices(tmp_path):
 
 def test_points_from_a_table_file(tmp_path):
     """kind=points reads the user's table (.csv with a header); its bytes enter the fingerprint."""
-    from pipeline.compute import sweep_dataset
-    from pipeline.config import compose_job
-    from pipeline.provenance import fingerprint
+    from pipeline.config.studies import compose_job
+    from pipeline.stages.compute import sweep_dataset
+    from pipeline.storage.provenance import fingerprint
 
     table = tmp_path / "points.csv"
     table.write_text("x1,x2,x3\n0.1,0.2,0.3\n1.0,-1.0,2.0\n0.5,0.5,-0.5\n")
@@ -251,9 +250,9 @@ def test_points_from_a_table_file(tmp_path):
 def test_a_grown_design_keeps_its_parts(tmp_path, kind):
     """Split by part_size, a Sobol' or random design grown from 64 to 128 points keeps parts 0-3:
     same values, same fingerprint, and merged with the new parts 4-7 it equals the 128-point design."""
-    from pipeline.compute import compute, sweep_dataset
-    from pipeline.config import compose_job
-    from pipeline.merge import merge_parts
+    from pipeline.config.studies import compose_job
+    from pipeline.stages.compute import compute, sweep_dataset
+    from pipeline.stages.merge import merge_parts
 
     def job(n, part):
         output = tmp_path / f"{n}-{part}.nc"
@@ -287,7 +286,7 @@ def test_design_studies_end_to_end_through_snakemake(workflow):
     import xarray as xr
 
     from helpers import run
-    from pipeline.filenames import DESIGN_PLOTS
+    from pipeline.paths import DESIGN_PLOTS
 
     result = run(["snakemake", "--cores", "2", "--config", "studies=[ishigami,oscillator_design]"], cwd=workflow)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -98,7 +98,7 @@ def test_two_runs_give_identical_datasets(tmp_path, study):
     args = [
         sys.executable,
         "-m",
-        "pipeline.compute",
+        "pipeline.stages.compute",
         f"study={study}",
         "sweep.num=6",
         f"output={out}",

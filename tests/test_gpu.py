@@ -13,7 +13,7 @@ import torch
 
 from helpers import requires_cuda
 from pipeline import sensitivity
-from pipeline.derivatives import METHODS
+from pipeline.derivatives.methods import METHODS
 from pipeline.models import Composite, Oscillator
 from zoo import cases
 
@@ -103,10 +103,10 @@ def test_float32_convolutions_on_cuda_are_ieee_not_tf32():
 @pytest.mark.parametrize("pin_max_bytes", [2**26, 0])
 def test_results_reach_the_host_intact(monkeypatch, pin_max_bytes):
     """Into page-locked memory, or staged through small page-locked buffers in many pieces: same values."""
-    import pipeline.derivatives
+    import pipeline.derivatives.methods
 
-    monkeypatch.setattr(pipeline.derivatives, "PIN_MAX_BYTES", pin_max_bytes)
-    monkeypatch.setattr(pipeline.derivatives, "STAGE_BYTES", 4096)
+    monkeypatch.setattr(pipeline.derivatives.methods, "PIN_MAX_BYTES", pin_max_bytes)
+    monkeypatch.setattr(pipeline.derivatives.methods, "STAGE_BYTES", 4096)
     x = torch.randn(300, 2, dtype=torch.float64)
     model = Oscillator(dt=0.05, steps=30)
     gpu, cpu = both(model, x, {"C": np.linspace(0.1, 1.0, 7)}, bind={"C": "damping"}, chunk_size=3)

@@ -9,10 +9,11 @@ import xarray as xr
 
 from helpers import RTOL
 from pipeline import sensitivity
-from pipeline.compute import compute
-from pipeline.config import ConfigError, compose_job
-from pipeline.derivatives import METHODS
+from pipeline.config.studies import compose_job
+from pipeline.derivatives.methods import METHODS
+from pipeline.errors import ConfigError
 from pipeline.models import Oscillator
+from pipeline.stages.compute import compute
 
 
 def amplitude_decay(x, C, k):

@@ -8,7 +8,8 @@ import torch
 import xarray as xr
 
 from pipeline import sensitivity
-from pipeline.config import ConfigError, compose_job
+from pipeline.config.studies import compose_job
+from pipeline.errors import ConfigError
 from pipeline.inputs import input_from_dataset
 from zoo import TokenModel
 
@@ -72,9 +73,9 @@ def test_bad_input_trees_are_named(x, message):
 def test_workflow_reads_several_input_variables(tmp_path):
     """A NetCDF file of tokens and scales: inputs=file with inputs.args.variables, through prepare,
     compute (reading prepare's file) and verify."""
-    from pipeline.compute import compute
-    from pipeline.prepare import prepare
-    from pipeline.verify import verify
+    from pipeline.stages.compute import compute
+    from pipeline.stages.prepare import prepare
+    from pipeline.stages.verify import verify
 
     x = tokens_and_scale(6)
     data = tmp_path / "tokens.nc"

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import memory, sensitivity
-from pipeline.memory import FALLBACK_FACTOR, ChunkHints, fit_chunk_size, measure_peak_bytes
+from pipeline import sensitivity
+from pipeline.derivatives import chunking, heap
+from pipeline.derivatives.chunking import FALLBACK_FACTOR, ChunkHints, fit_chunk_size
+from pipeline.derivatives.heap import measure_peak_bytes
 from tests.helpers import SimulatedClock
 
 MB = 2**20
@@ -71,7 +73,7 @@ def seed_linear_like(x, C):
 
 
 def test_faster_chunk_size_keeps_large_chunks_only_when_clearly_faster_per_value():
-    from pipeline.memory import TUNE_SIZES, faster_chunk_size
+    from pipeline.derivatives.chunking import TUNE_SIZES, faster_chunk_size
 
     small, large = TUNE_SIZES
     assert faster_chunk_size(small * 1.0, large * 0.5, fitting=500) == 500  # op-bound: 2x faster per value
@@ -97,12 +99,12 @@ def test_cpu_sweep_times_two_chunks_and_keeps_every_result(
 ):
     """Synthetic costs (a simulated clock): the choice, how often each size is timed, and that no
     value is lost or repeated."""
-    from pipeline.derivatives import in_chunks
-    from pipeline.memory import TUNE_SIZES
+    from pipeline.derivatives.chunking import TUNE_SIZES
+    from pipeline.derivatives.methods import in_chunks
 
     sizes = []
     clock = SimulatedClock()
-    monkeypatch.setattr(memory, "clock", clock)
+    monkeypatch.setattr(chunking, "clock", clock)
 
     def batched(chunk):
         sizes.append(len(chunk))
@@ -120,11 +122,11 @@ def test_cpu_sweep_times_two_chunks_and_keeps_every_result(
 
 def test_an_overhead_bound_sweep_stops_timing_after_one_small_chunk(monkeypatch):
     """A pass under TUNE_MIN_SECONDS says per-pass overhead dominates: no more timed chunks, the rest in one."""
-    from pipeline.derivatives import in_chunks
-    from pipeline.memory import TUNE_SIZES
+    from pipeline.derivatives.chunking import TUNE_SIZES
+    from pipeline.derivatives.methods import in_chunks
 
     sizes = []
-    monkeypatch.setattr(memory, "clock", SimulatedClock())  # every pass takes no time
+    monkeypatch.setattr(chunking, "clock", SimulatedClock())  # every pass takes no time
 
     def batched(chunk):
         sizes.append(len(chunk))
@@ -140,11 +142,11 @@ def test_growing_chunks_are_timed_until_they_stop_paying(monkeypatch):
     """Synthetic costs: a per-pass overhead, and values 6x dearer in chunks over 128 (past the caches):
     8 < 32 < 128 are each clearly faster per value, 512 is not: the rest runs in chunks of 128. Sizes
     whose first timing differs twofold or more per value from the one compared are timed once."""
-    from pipeline.derivatives import in_chunks
+    from pipeline.derivatives.methods import in_chunks
 
     sizes = []
     clock = SimulatedClock()
-    monkeypatch.setattr(memory, "clock", clock)
+    monkeypatch.setattr(chunking, "clock", clock)
 
     def batched(chunk):
         sizes.append(len(chunk))
@@ -159,7 +161,7 @@ def test_growing_chunks_are_timed_until_they_stop_paying(monkeypatch):
 
 def test_one_chunk_in_host_memory_is_kept_not_copied():
     """A single chunk's fresh contiguous results become the results; views and later chunks are copied."""
-    from pipeline.derivatives import in_chunks
+    from pipeline.derivatives.methods import in_chunks
 
     made = []
 
@@ -197,7 +199,7 @@ def test_the_structure_check_measures_memory_only_for_forward_mode(monkeypatch, 
     """Reverse mode ignores the forward-mode memory hint (its memory grows with the outputs, and it
     probes its own): the check then runs without measuring, which would return freed memory to
     the system for the derivatives to fault back in."""
-    from pipeline import structure
+    from pipeline.derivatives import structure
 
     calls = []
     real = structure.measure_peak_bytes
@@ -221,13 +223,13 @@ def test_chunks_timed_hold_as_many_tangents_whatever_the_directions(monkeypatch,
     with points x P, so the chunk sizes timed are TUNE_SIZES / P (a 2-parameter MLP grid in chunks
     of 8 took 3.8 s, in chunks of 4 2.3 s, where its 1-parameter sweep took 1.4 s in chunks of 8);
     TUNE_GROWTH times that for an op-bound model (what sensitivity() found, set here)."""
-    from pipeline import api, memory
+    from pipeline import api
 
-    assert memory.tune_sizes(1) == memory.TUNE_SIZES and memory.tune_sizes(3) == (2, 10)
-    assert memory.tune_sizes(8) == memory.tune_sizes(100) == (1, memory.TUNE_GROWTH)
+    assert chunking.tune_sizes(1) == chunking.TUNE_SIZES and chunking.tune_sizes(3) == (2, 10)
+    assert chunking.tune_sizes(8) == chunking.tune_sizes(100) == (1, chunking.TUNE_GROWTH)
     timed = []
-    real = memory._timed_chunks
-    monkeypatch.setattr(memory, "_timed_chunks", lambda *args, **kw: timed.append(args[3]) or real(*args, **kw))
+    real = chunking._timed_chunks
+    monkeypatch.setattr(chunking, "_timed_chunks", lambda *args, **kw: timed.append(args[3]) or real(*args, **kw))
     monkeypatch.setattr(api, "is_op_bound", lambda cost: op_bound)
     ds = sensitivity(lambda x, **p: x * math.prod(p.values()), torch.arange(3.0), params, method="forward")
     assert timed[0] == sizes
@@ -237,16 +239,16 @@ def test_chunks_timed_hold_as_many_tangents_whatever_the_directions(monkeypatch,
 def test_an_op_bound_model_whose_larger_sizes_do_not_fit_times_the_usual_ones(monkeypatch):
     """Op-bound sizes (32, 128) need more than 128 values to fit: under a budget of about 100 values
     (1 MiB each, as the probes report it here), chunks of 8 and 32 are timed as for any model."""
-    from pipeline.derivatives import in_chunks
+    from pipeline.derivatives.methods import in_chunks
 
     clock = SimulatedClock()
-    monkeypatch.setattr(memory, "clock", clock)
+    monkeypatch.setattr(chunking, "clock", clock)
 
     def measured(run, device):  # a peak of 1 MiB per value
         result = run()
         return result, len(result[0]) * 2**20
 
-    monkeypatch.setattr(memory, "measure_peak_bytes", measured)
+    monkeypatch.setattr(chunking, "measure_peak_bytes", measured)
     sizes = []
 
     def batched(chunk):
@@ -257,14 +259,14 @@ def test_an_op_bound_model_whose_larger_sizes_do_not_fit_times_the_usual_ones(mo
     points = torch.arange(600.0)[:, None]
     hints = ChunkHints(bytes_per_point=2**40, op_bound=True)  # the hint does not fit: probes
     result = in_chunks(batched, points, chunk_size=None, max_memory_mb=100, hints=hints)
-    probes = len(memory.PROBE_SIZES)
-    assert sizes[:probes] == list(memory.PROBE_SIZES) and sizes[probes : probes + 2] == list(memory.TUNE_SIZES)
+    probes = len(chunking.PROBE_SIZES)
+    assert sizes[:probes] == list(chunking.PROBE_SIZES) and sizes[probes : probes + 2] == list(chunking.TUNE_SIZES)
     assert 128 not in sizes and sum(sizes) == 600 and torch.equal(result.dy, points * 3)
 
 
 _KEPT_HEAP_FAULTS = """
 import resource, torch
-from pipeline.memory import _proc_status_bytes, kept_heap, mapped_apart
+from pipeline.derivatives.heap import _proc_status_bytes, kept_heap, mapped_apart
 
 def faults(make):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -286,7 +288,7 @@ print(inside, (kept - _proc_status_bytes("VmRSS:")) // 2**20, int(low <= result.
 """
 
 
-@pytest.mark.skipif(memory._libc() is None, reason="needs glibc's mallopt")
+@pytest.mark.skipif(heap._libc() is None, reason="needs glibc's mallopt")
 def test_kept_heap_reuses_freed_blocks_and_hands_them_back():
     """A 64 MiB tensor (16,384 pages) finds the memory of a freed 128 MiB one inside kept_heap without
     page faults, and that memory leaves the resident set when kept_heap ends; under mapped_apart,
@@ -303,18 +305,18 @@ def test_sweeps_run_inside_kept_heap():
     depths = []
 
     def model(x, C):
-        depths.append(memory._KEPT_HEAP["depth"])
+        depths.append(heap._KEPT_HEAP["depth"])
         return C * x
 
     sensitivity(model, torch.ones(3), {"C": [1.0, 2.0]}, method="forward")
     assert depths.count(1) == 1  # the sweep's one pass (the checks around it run outside)
-    assert memory._KEPT_HEAP["depth"] == 0
+    assert heap._KEPT_HEAP["depth"] == 0
 
 
-@pytest.mark.skipif(not hasattr(memory._libc(), "mallinfo2"), reason="needs glibc 2.33+")
+@pytest.mark.skipif(not hasattr(heap._libc(), "mallinfo2"), reason="needs glibc 2.33+")
 def test_free_heap_bytes_counts_what_a_pass_freed():
     """kept_heap hands memory back on leaving only when the heap holds more free memory than glibc
     keeps by itself: the count it reads must see a freed tensor."""
-    with memory.kept_heap():
+    with heap.kept_heap():
         torch.ones(2**25)  # 128 MiB, freed at once, kept in the heap
-        assert memory._free_heap_bytes(memory._libc()) >= 2**27
+        assert heap._free_heap_bytes(heap._libc()) >= 2**27

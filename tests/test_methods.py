@@ -11,8 +11,8 @@ from helpers import RTOL
 from pipeline import sensitivity
 from pipeline.api import _check_finite
 from pipeline.checks import METHODS as CHECKED_NAMES
-from pipeline.config import ConfigError
-from pipeline.derivatives import METHODS, DerivativeError, fd_step
+from pipeline.derivatives.methods import METHODS, fd_step
+from pipeline.errors import ConfigError, DerivativeError
 from pipeline.models import Composite, ConvSlice, Oscillator, oscillator_exact, seed_linear
 
 METHOD_NAMES = list(METHODS)
@@ -177,7 +177,7 @@ def test_randomness_inside_the_batched_pass_is_rejected_clearly():
 
 def test_tf32_is_off_while_computing_on_a_gpu_and_restored_after():
     """cuDNN's default TF32 would put 1e-3 errors into float32 derivatives: off inside, restored after."""
-    from pipeline.derivatives import ieee_float32
+    from pipeline.derivatives.methods import ieee_float32
 
     saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     try:

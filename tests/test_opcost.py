@@ -1,4 +1,4 @@
-"""Op-bound models (pipeline.opcost): told apart by their seconds per torch call at one point."""
+"""Op-bound models (pipeline.derivatives.opcost): told apart by their seconds per torch call at one point."""
 
 import math
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from pipeline import opcost
+from pipeline.derivatives import opcost
 from tests.helpers import SimulatedClock
 
 

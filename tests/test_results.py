@@ -16,16 +16,17 @@ import xarray as xr
 from helpers import ROOT, run
 from pipeline import sensitivity
 from pipeline.checks import COMPRESSIONS
-from pipeline.compute import compute
-from pipeline.config import compose_job
+from pipeline.config.studies import compose_job
 from pipeline.errors import UnreadableInputError
-from pipeline.filenames import PLOTS
-from pipeline.merge import merge_parts
 from pipeline.models import Composite, seed_linear
-from pipeline.plot import most_sensitive_element, plot_study
-from pipeline.provenance import fingerprint
-from pipeline.storage import open_parts, write_atomic, write_netcdf
-from pipeline.summarise import summarise, summarise_file
+from pipeline.paths import PLOTS
+from pipeline.stages.compute import compute
+from pipeline.stages.merge import merge_parts
+from pipeline.stages.plot import most_sensitive_element, plot_study
+from pipeline.stages.summarise import summarise, summarise_file
+from pipeline.storage.parts import open_parts
+from pipeline.storage.provenance import fingerprint
+from pipeline.storage.write import write_atomic, write_netcdf
 
 
 @pytest.fixture
@@ -76,7 +77,8 @@ def test_missing_filter_plugin_falls_back_to_zlib_and_keeps_unreadable_files(tmp
     zstd_file = write_netcdf(xr.Dataset({"y": ("C", np.arange(4.0))}), tmp_path / "zstd.nc", "zstd")
     script = f"""
 import warnings, numpy as np, xarray as xr
-from pipeline.storage import reading, write_netcdf
+from pipeline.storage.read import reading
+from pipeline.storage.write import write_netcdf
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     path = write_netcdf(xr.Dataset({{"y": ("C", np.arange(4.0))}}), {str(tmp_path / "new.nc")!r}, "zstd")
@@ -223,7 +225,7 @@ def test_the_kept_version_is_a_copy(tmp_path, composite_ds):
     temporary parts removes the parts' kept versions."""
     import os
 
-    from pipeline.storage import drop_last_good, last_good
+    from pipeline.storage.write import drop_last_good, last_good
 
     path = write_netcdf(composite_ds, tmp_path / "s.nc")
     kept, before = last_good(path), path.read_bytes()
@@ -251,7 +253,7 @@ def compute_part(tmp_path, name, *overrides, study="seed_linear"):
 
 
 def merge_cli(tmp_path, *parts):
-    return run([sys.executable, "-m", "pipeline.merge", str(tmp_path / "merged.nc"), *map(str, parts)], cwd=ROOT)
+    return run([sys.executable, "-m", "pipeline.stages.merge", str(tmp_path / "merged.nc"), *map(str, parts)], cwd=ROOT)
 
 
 def test_parts_of_different_configs_or_studies_are_refused_naming_files_and_keys(tmp_path):
@@ -298,7 +300,7 @@ def test_same_config_different_inputs_is_refused(tmp_path):
 def test_the_merge_of_temporary_parts_removes_their_kept_versions(tmp_path, temporary):
     """With keep_parts: false Snakemake deletes the parts once merged; their kept copies go too,
     only once the merged file is written."""
-    from pipeline.storage import last_good
+    from pipeline.storage.write import last_good
 
     parts = [compute_part(tmp_path, f"{i}.nc", f"part={i}") for i in range(2)]
     assert all(last_good(p).exists() for p in parts)

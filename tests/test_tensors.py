@@ -10,7 +10,7 @@ from torch import nn
 from torch.func import functional_call
 
 from pipeline import sensitivity
-from pipeline.config import ConfigError
+from pipeline.errors import ConfigError
 
 
 def network() -> nn.Module:
@@ -82,11 +82,11 @@ def test_bad_tensor_binds_are_named(bind, params, message):
 
 def test_a_tensor_study_through_the_job_merge_summary_and_plots(tmp_path):
     """The workflow's stages on a study with a bound tensor: two parts, merged, summarised, plotted."""
-    from pipeline.compute import compute
-    from pipeline.config import compose_job
-    from pipeline.merge import merge_parts
-    from pipeline.plot import plot_files
-    from pipeline.summarise import summarise_file
+    from pipeline.config.studies import compose_job
+    from pipeline.stages.compute import compute
+    from pipeline.stages.merge import merge_parts
+    from pipeline.stages.plot import plot_files
+    from pipeline.stages.summarise import summarise_file
 
     parts = []
     for part in (0, 1):

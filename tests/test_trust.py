@@ -231,8 +231,8 @@ def test_options_that_failed_after_the_compute_are_refused_before_it(options, me
 
 def test_a_config_attr_with_an_alias_bomb_or_repeated_keys_is_refused_not_expanded():
     """What a part file's ``config`` attr holds is read with the study files' limits (merge, verify)."""
-    from pipeline import yamltext
-    from pipeline.provenance import determining_config
+    from pipeline.config import yamltext
+    from pipeline.storage.provenance import determining_config
 
     bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
         f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefghi", "bcdefghij", strict=True)
@@ -247,8 +247,8 @@ def test_a_config_attr_with_an_alias_bomb_or_repeated_keys_is_refused_not_expand
 def test_the_fingerprint_sees_the_models_source(tmp_path, monkeypatch):
     """Parts computed before and after an edit of the model's file do not share a fingerprint (merge
     and verify compare them), and the file is one of the study's data files (a rerun trigger)."""
-    from pipeline.config import compose_job
-    from pipeline.provenance import data_files, fingerprint
+    from pipeline.config.studies import compose_job
+    from pipeline.storage.provenance import data_files, fingerprint
 
     (tmp_path / "my_model_file.py").write_text("def f(x, C):\n    return C * x\n")
     monkeypatch.syspath_prepend(str(tmp_path))

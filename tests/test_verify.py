@@ -9,10 +9,10 @@ import pytest
 import xarray as xr
 
 from helpers import ROOT, run
-from pipeline.build import build_model
-from pipeline.compute import compute
-from pipeline.config import compose_job
-from pipeline.verify import to_markdown, tolerance, verify, verify_file
+from pipeline.config.studies import compose_job
+from pipeline.stages.build import build_model
+from pipeline.stages.compute import compute
+from pipeline.stages.verify import to_markdown, tolerance, verify, verify_file
 
 
 def test_tolerances_follow_dtype_and_the_reference_error():
@@ -52,7 +52,7 @@ def test_verify_passes_on_a_correct_study(oscillator_result, oscillator_cfg):
 def test_reverse_mode_is_checked_on_projections_that_catch_one_wrong_element(oscillator_result, oscillator_cfg):
     """Reverse mode's cost grows with the outputs: it checks w . dy for random w. One wrong output
     element among all of them still fails; on correct derivatives both sides agree to round-off."""
-    from pipeline.verify import PROJECTIONS, _projected_reverse
+    from pipeline.stages.verify import PROJECTIONS, _projected_reverse
 
     broken = oscillator_result.copy(deep=True)
     values = broken.dy_dC.values.copy()
@@ -74,7 +74,7 @@ def verify_cli(path, tmp_path, *overrides):
         [
             sys.executable,
             "-m",
-            "pipeline.verify",
+            "pipeline.stages.verify",
             str(path),
             "--study",
             "oscillator",

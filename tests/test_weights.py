@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from pipeline import sensitivity
-from pipeline.build import build_model
-from pipeline.compute import sweep_dataset
-from pipeline.config import ConfigError, compose_job
+from pipeline.config.studies import compose_job
+from pipeline.errors import ConfigError
 from pipeline.models import Composite
-from pipeline.provenance import fingerprint
+from pipeline.stages.build import build_model
+from pipeline.stages.compute import sweep_dataset
+from pipeline.storage.provenance import fingerprint
 from zoo import Recurrent
 
 COMPOSITE = ["sweep.num=3", "sweep.parts=1", "verify.enabled=false"]

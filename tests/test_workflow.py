@@ -10,8 +10,8 @@ import xarray as xr
 import yaml
 
 from helpers import TEST_CONFIG, WORKFLOW_FILES, run
-from pipeline.config import study_names
-from pipeline.filenames import PLOTS
+from pipeline.config.studies import study_names
+from pipeline.paths import PLOTS
 
 pytestmark = pytest.mark.slow
 
@@ -155,7 +155,7 @@ def test_no_merge_mode_analyses_the_parts_directly(workflow):
         np.testing.assert_allclose(summary.dgsm_C, (dy**2).mean(axis=0), rtol=1e-12)
 
     from pipeline.errors import MergeError
-    from pipeline.storage import open_sensitivity
+    from pipeline.storage.parts import open_sensitivity
 
     with open_sensitivity(study / "parts") as ds:
         np.testing.assert_array_equal(ds.dy_dC.values, dy)

@@ -1,4 +1,4 @@
-"""Cheap zero tangents (pipeline.zerotensor): same shapes, dtypes and derivatives as torch's own kernels."""
+"""Cheap zero tangents (pipeline.derivatives.zerotensor): same shapes, dtypes and derivatives as torch's own kernels."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ import itertools
 import pytest
 import torch
 
-from pipeline import zerotensor
 from pipeline.api import sensitivity
-from pipeline.derivatives import forward, forward_per_point
-from pipeline.models import Oscillator
-from pipeline.routine import as_routine
-from pipeline.zerotensor import (
+from pipeline.derivatives import zerotensor
+from pipeline.derivatives.methods import forward, forward_per_point
+from pipeline.derivatives.routine import as_routine
+from pipeline.derivatives.zerotensor import (
     DIVISION,
     NUMBER_OVERLOADS,
     OPS,
@@ -23,6 +22,7 @@ from pipeline.zerotensor import (
     cheap_zero_tangents,
     div_meta,
 )
+from pipeline.models import Oscillator
 
 OPERANDS = [
     torch.ones(3, dtype=torch.float32),
@@ -142,7 +142,9 @@ def test_derivatives_are_bit_identical(dtype, monkeypatch):
             if getattr(plain, name) is not None:
                 assert torch.equal(getattr(plain, name), getattr(fast, name)), (fn.__name__, method, options, name)
         if method is forward:  # one point at a time, matmul takes other kernels (mm for a stack of matrices)
-            assert used <= set(calls), f"{fn.__name__}: {used - set(calls)} not called: not through pipeline.zerotensor"
+            assert used <= set(calls), (
+                f"{fn.__name__}: {used - set(calls)} not called: not through pipeline.derivatives.zerotensor"
+            )
         calls.clear()
 
 

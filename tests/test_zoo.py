@@ -14,8 +14,8 @@ import torch
 from bad_models import NoForward, Opaque
 
 from pipeline import sensitivity
+from pipeline.derivatives.fallback import LADDER
 from pipeline.errors import DerivativeError
-from pipeline.fallback import LADDER
 from zoo import cases, reference, relative_error, run
 
 CASES = cases()
@@ -154,9 +154,9 @@ def test_verify_of_an_adaptive_solver_takes_its_tolerance(tmp_path):
     """dopri5 at rtol 1e-7 (float64): autodiff differentiates the accepted steps while differences also
     see the step sizes move with C, so the two differ at the solver's tolerance (docs/models.md);
     verify.rtol says so, and a derivative off by 1e-4 still fails."""
-    from pipeline.compute import compute
-    from pipeline.config import compose_job
-    from pipeline.verify import verify
+    from pipeline.config.studies import compose_job
+    from pipeline.stages.compute import compute
+    from pipeline.stages.verify import verify
 
     overrides = [
         "model=custom",
@@ -189,9 +189,9 @@ def test_verify_of_an_adaptive_solver_takes_its_tolerance(tmp_path):
 def test_verify_estimates_the_error_of_differences(tmp_path):
     """y = 1e6 + C x (float64): differences lose about 1e-5 of dy/dC to round-off, far more than the
     fixed sqrt(eps); verify estimates it from steps h and h/2 and passes the exact study."""
-    from pipeline.compute import compute
-    from pipeline.config import compose_job
-    from pipeline.verify import verify
+    from pipeline.config.studies import compose_job
+    from pipeline.stages.compute import compute
+    from pipeline.stages.verify import verify
 
     cfg = compose_job(
         "seed_linear",

@@ -85,7 +85,7 @@ def load_recurrent(checkpoint: str, cell: str = "LSTM") -> nn.Module:
 class Encoder(nn.Module):
     """One ``nn.TransformerEncoderLayer`` in eval mode, mean-pooled. Its fused fast path has no
     forward-mode rule; torch skips that path while a torch function mode is active, as it is while
-    sensweep computes (``pipeline.zerotensor.NumberOperands``), so forward mode goes through."""
+    sensweep computes (``pipeline.derivatives.zerotensor.NumberOperands``), so forward mode goes through."""
 
     def __init__(self, d_model: int = 8):
         super().__init__()

@@ -1,0 +1,5 @@
+"""``python -m pipeline.config > docs/config.md``: the configuration reference."""
+
+from pipeline.config.reference import reference_markdown
+
+print(reference_markdown(), end="")

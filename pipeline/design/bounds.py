@@ -1,0 +1,261 @@
+"""Derivative-based bounds on Sobol' indices from a sampled design (DGSM; Sobol' & Kucherenko 2009).
+
+# NOTE [Bounds from derivatives]
+For a parameter ``p`` with distribution ``mu`` (``v = p``, or ``v = ln p`` for log distributions,
+whose derivative is ``p dy/dp``), over the design's points, per sample and output element:
+
+- ``nu_p = E[(dy/dv)^2]`` (the DGSM) and ``D = Var y``;
+- total index ``S_T,p <= C_p nu_p / D`` with ``C_p`` the Poincaré constant of ``mu``
+  (:meth:`pipeline.design.distributions.Distribution.poincare_constant`; Lamboni, Iooss, Popelin & Gamboa 2013);
+- first-order index ``S_p >= Cov(y, v)^2 / (Var v D)``: the first-order index is the largest squared
+  correlation of ``y`` with any function of ``p``, ``v`` itself among them; by Stein's identity
+  ``Cov(y, v) = E[dy/dv k(v)]`` with ``k(v) = int_v^inf (t - E v) rho(t) dt / rho(v)`` (uniform on
+  [a, b]: ``(v - a)(b - v) / 2``; normal: ``sigma^2``), which is what makes it derivative-based;
+- aggregated over samples and output elements with variance weights (as OpenTURNS aggregates
+  Sobol' indices): ``C_p sum nu / sum D`` and ``sum Cov^2 / (Var v sum D)``;
+- bootstrap intervals (resampling the points) on the bounds of each element, on those aggregated
+  over all but the last output dim (e.g. at each time) and on those aggregated over all;
+- ``mu_star_p = E|dy/dv|``, and the P x P matrix ``E[grad y grad y^T]`` (aggregated) with its
+  eigenvalues: the directions in parameter space along which y varies most (active subspaces).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import xarray as xr
+
+from pipeline.design.distributions import Distribution, parse
+from pipeline.storage.names import derivative_name
+
+BOOTSTRAP = 200
+"""Resamples of the points for the intervals on the aggregated bounds."""
+
+CONFIDENCE = 0.95
+
+BOOTSTRAP_BATCH_VALUES = 2**24
+"""Point counts held at once (128 MiB of float64): resamples are drawn in batches of this size."""
+
+
+def stein_weight(dist: Distribution, v: np.ndarray) -> np.ndarray:
+    """``k(v)`` of NOTE [Bounds from derivatives] for the variable of ``dist``."""
+    if dist.kind in ("normal", "lognormal"):
+        return np.full_like(v, dist.args[1] ** 2)
+    if dist.kind in ("uniform", "loguniform"):
+        low, high = dist.support()
+        return (v - low) * (high - v) / 2
+    mean, std, _, high = dist.args  # truncated normal: sigma^2 (rho(v) - rho(b)) + (mu - m)(1 - F(v))
+    var = dist.variable()
+    rho = var.pdf(v)
+    tail = std**2 * (rho - var.pdf(high)) + (mean - var.mean()) * var.sf(v)
+    return np.where(rho > 0, tail / np.where(rho > 0, rho, 1), 0.0)
+
+
+@dataclass
+class _Elements:
+    """A design's values as ``(point, rows, last)`` arrays: ``last`` is the last output dim (e.g.
+    time), ``rows`` every other element dim (samples first); :meth:`var` gives a result its dims
+    back and :attr:`coords` are theirs (the results make one Dataset, built at once: far cheaper
+    than a DataArray per variable)."""
+
+    order: list[str]  # element dims, in the arrays' order
+    along: list[str]  # [the last output dim], or [] when y has samples only
+    shape: tuple[int, ...]  # sizes of ``order``
+    coords: dict[str, xr.Variable]
+
+    @classmethod
+    def of(cls, y: xr.DataArray) -> _Elements:
+        dims = [d for d in y.dims if d != "point"]
+        along = [d for d in dims if d != "sample"][-1:]
+        order = [*[d for d in dims if d not in along], *along]
+        coords = {k: c.variable for k, c in y.coords.items() if "point" not in c.dims}
+        return cls(order, along, tuple(y.sizes[d] for d in order), coords)
+
+    def array(self, da: xr.DataArray) -> np.ndarray:
+        values = da.variable.transpose("point", *self.order).values.astype(np.float64, copy=False)
+        return values.reshape(len(values), -1, self.shape[-1] if self.along else 1)
+
+    def var(
+        self, values: np.ndarray, long_name: str, interval: bool = False, along: bool = False, **attrs: object
+    ) -> tuple[list[str], np.ndarray, dict[str, object]]:
+        """``values`` of shape ``([2,] rows, last)`` (``([2,] last)`` ``along``) as a Dataset variable."""
+        dims = (["interval"] if interval else []) + (self.along if along else self.order)
+        shape = ((2,) if interval else ()) + (self.shape[-1:] if along else self.shape)
+        return dims, np.reshape(values, shape), {"long_name": long_name, **attrs}
+
+
+def design_bounds(ds: xr.Dataset, params: list[str], rng_seed: int = 0) -> xr.Dataset:
+    """The variables of NOTE [Bounds from derivatives], each with its ``long_name``.
+
+    Computed on plain arrays of ``(point, rows, last)``; the results get their dims back in one
+    Dataset.
+    """
+    el = _Elements.of(ds["y"])
+    Y = el.array(ds["y"])
+    n = len(Y)
+    D = Y.var(axis=0, ddof=1)
+    positive, D_along = _positive(D), _positive(D.sum(axis=0))  # per element; per entry of the last dim
+    total_D = float(D.sum())
+    out: dict[str, tuple] = {"y_var": el.var(D, "D: variance of y over the design's points")}
+    dists = {p: parse(ds.attrs[f"distribution_{p}"]) for p in params if f"distribution_{p}" in ds.attrs}
+    gradients: dict[str, np.ndarray] = {}
+    weights: dict[str, tuple[np.ndarray, np.ndarray, float, float]] = {}
+    for p, dist in dists.items():
+        values = ds[p].values.astype(np.float64).reshape(n)
+        dv = el.array(ds[derivative_name(p)])
+        v = values
+        if dist.log:  # the variable is ln p; dy/d(ln p) = p dy/dp
+            v, dv = np.log(values), dv * values[:, None, None]
+        gradients[p] = dv
+        k = stein_weight(dist, v)
+        nu = np.einsum("nre,nre->re", dv, dv) / n
+        cov = np.einsum("nre,n->re", dv, k) / n
+        constant, var_v = dist.poincare_constant(), dist.variance()
+        wrt = f"ln {p}" if dist.log else p
+        out[f"dgsm_{p}"] = el.var(nu, f"DGSM nu: mean over the points of (dy/d{wrt})^2", distribution=str(dist))
+        out[f"sobol_total_upper_{p}"] = el.var(
+            constant * nu / positive,
+            f"upper bound on the total Sobol' index of {p}: C nu / D (C = {constant:.6g}, Poincare constant)",
+            poincare_constant=constant,
+        )
+        out[f"sobol_first_lower_{p}"] = el.var(
+            cov**2 / (var_v * positive),
+            f"lower bound on the first-order Sobol' index of {p}: E[dy/d{wrt} k]^2 / (Var {wrt} D)",
+        )
+        out[f"mu_star_{p}"] = el.var(np.abs(dv).mean(axis=0), f"mean over the points of |dy/d{wrt}|")
+        for name, total, what in (
+            (f"sobol_total_upper_{p}", constant * nu, "upper bound on the total index"),
+            (f"sobol_first_lower_{p}", cov**2 / var_v, "lower bound on the first-order index"),
+        ):
+            out[f"{name}_aggregated"] = (
+                [],
+                float(total.sum()) / total_D,
+                {
+                    "long_name": f"{what} of {p}, aggregated over samples and outputs (variance weights)",
+                    "confidence": CONFIDENCE,
+                },
+            )
+            if el.along:  # at each entry of the last output dim, weighted over the others: sum / sum D
+                out[f"{name}_per_{el.along[0]}"] = el.var(
+                    total.sum(axis=0) / D_along,
+                    f"{name} at each {el.along[0]}, aggregated over the other element dims with variance weights",
+                    along=True,
+                )
+        weights[p] = (dv, k, constant, var_v)
+    for p, intervals in _bootstrap(Y, weights, rng_seed).items():
+        for kind, name in (("upper", f"sobol_total_upper_{p}"), ("lower", f"sobol_first_lower_{p}")):
+            element, along, (low, high) = intervals[kind]
+            out[f"{name}_aggregated"][2].update(ci_low=low, ci_high=high)
+            out[f"{name}_interval"] = el.var(
+                element, f"{CONFIDENCE:.0%} bootstrap interval of {name} (resampled points)", interval=True
+            )
+            if el.along:
+                out[f"{name}_per_{el.along[0]}_interval"] = el.var(
+                    along, f"{CONFIDENCE:.0%} bootstrap interval of {name}_per_{el.along[0]}", interval=True, along=True
+                )
+    coords = {**el.coords, "interval": ["low", "high"]}
+    if len(gradients) > 1:
+        names = list(gradients)
+        G = np.stack([gradients[p].reshape(n, -1) for p in names], axis=-1)  # (point, element, parameter)
+        matrix = np.einsum("nep,neq->pq", G, G) / n
+        out["gradient_outer_product"] = (
+            ["parameter", "parameter_2"],
+            matrix,
+            {
+                "long_name": "E[grad y grad y^T] summed over samples and outputs "
+                "(derivatives in each parameter's variable)"
+            },
+        )
+        out["active_eigenvalues"] = (
+            ["direction"],
+            np.linalg.eigvalsh(matrix)[::-1],
+            {"long_name": "eigenvalues of gradient_outer_product, largest first (active directions)"},
+        )
+        coords.update(parameter=names, parameter_2=names)
+    return xr.Dataset(out, coords=coords)
+
+
+def _positive(variance: np.ndarray) -> np.ndarray:
+    """``variance`` as a divisor: NaN where it is 0 (y does not vary there, so no bound is defined)."""
+    return np.where(variance > 0, variance, np.nan)
+
+
+def _percentiles(values: np.ndarray) -> np.ndarray:
+    """The :data:`CONFIDENCE` percentile interval along the first axis (resamples); NaN where a
+    resample's bound is undefined (D = 0: y does not vary over those points)."""
+    tail = (1 - CONFIDENCE) / 2 * 100
+    return np.percentile(np.where(np.isfinite(values), values, np.nan), [tail, 100 - tail], axis=0)
+
+
+def _resample_counts(rng: np.random.Generator, resamples: int, n: int) -> np.ndarray:
+    """Each resample's count of each of the ``n`` points: ``(resamples, n)``."""
+    counts = np.empty((resamples, n))
+    for row, draw in zip(counts, rng.integers(0, n, (resamples, n), dtype=np.int32), strict=True):  # 32 bits: faster
+        row[:] = np.bincount(draw, minlength=n)  # one row at a time: its n counts stay in cache
+    return counts
+
+
+def _bootstrap(
+    Y: np.ndarray, weights: dict[str, tuple[np.ndarray, np.ndarray, float, float]], seed: int
+) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray, tuple[float, float]]]]:
+    """Percentile intervals of every parameter's upper and lower bounds: per element ``(2, rows,
+    last)``, along the last dim aggregated over rows ``(2, last)``, and aggregated over all, from
+    the same :data:`BOOTSTRAP` resamples of the points.
+
+    A resample is its count of each point, so every mean over it is a product with the counts:
+    the columns every bound needs (y, y^2, then (dy/dv)^2 and k dy/dv of each parameter) are
+    stacked and multiplied at once, no resampled copies made; all parameters' bounds then go
+    through each percentile at once. Rows are taken in slabs so that the values held at once
+    stay under :data:`BOOTSTRAP_BATCH_VALUES`.
+    """
+    n, rows, last = Y.shape
+    names = list(weights)
+    P = len(names)
+    constant = np.array([weights[p][2] for p in names])[:, None, None]  # (parameter, 1, 1)
+    var_v = np.array([weights[p][3] for p in names])[:, None, None]
+    columns = 2 + 2 * P  # y, y^2, (dy/dv)^2 of each parameter, k dy/dv of each parameter
+    slab = max(1, BOOTSTRAP_BATCH_VALUES // (max(BOOTSTRAP, n) * last * columns))
+    per_batch = max(1, BOOTSTRAP_BATCH_VALUES // n)  # resamples whose counts fit in 128 MiB
+    element = np.empty((2, 2, P, rows, last))  # (low/high, upper/lower, parameter, rows, last)
+    sum_D, sum_nu, sum_cov2 = (
+        np.zeros((BOOTSTRAP, last)),
+        np.zeros((BOOTSTRAP, P, last)),
+        np.zeros((BOOTSTRAP, P, last)),
+    )
+    for r0 in range(0, rows, slab):
+        r1 = min(rows, r0 + slab)
+        stacked = np.empty((n, columns, r1 - r0, last))
+        stacked[:, 0] = Y[:, r0:r1]
+        np.square(Y[:, r0:r1], out=stacked[:, 1])
+        for i, p in enumerate(names):
+            dv, k, _, _ = weights[p]
+            np.square(dv[:, r0:r1], out=stacked[:, 2 + i])
+            np.multiply(dv[:, r0:r1], k[:, None, None], out=stacked[:, 2 + P + i])
+        stacked = stacked.reshape(n, -1)  # (point, column x rows x last)
+        means = np.empty((BOOTSTRAP, columns, r1 - r0, last))
+        rng = np.random.default_rng(seed)  # the same resamples for every slab
+        for start in range(0, BOOTSTRAP, per_batch):
+            stop = min(BOOTSTRAP, start + per_batch)
+            means[start:stop] = (_resample_counts(rng, stop - start, n) @ stacked).reshape(means[start:stop].shape)
+        means /= n
+        D = (means[:, 1] - means[:, 0] ** 2) * n / (n - 1)
+        nu, cov2 = means[:, 2 : 2 + P], means[:, 2 + P :] ** 2  # (resample, parameter, rows, last)
+        sum_D += D.sum(axis=1)
+        sum_nu += nu.sum(axis=2)
+        sum_cov2 += cov2.sum(axis=2)
+        positive = _positive(D)[:, None]
+        element[..., r0:r1, :] = _percentiles(np.stack([constant * nu / positive, cov2 / (var_v * positive)], axis=1))
+    D_along, total = _positive(sum_D)[:, None], _positive(sum_D.sum(axis=1))[:, None]
+    constant, var_v = constant[..., 0], var_v[..., 0]  # (parameter, 1)
+    along = _percentiles(np.stack([constant * sum_nu / D_along, sum_cov2 / (var_v * D_along)], axis=1))
+    overall = _percentiles(
+        np.stack([constant[:, 0] * sum_nu.sum(axis=2) / total, sum_cov2.sum(axis=2) / (var_v[:, 0] * total)], axis=1)
+    )
+    return {
+        p: {
+            kind: (element[:, j, i], along[:, j, i], (float(overall[0, j, i]), float(overall[1, j, i])))
+            for j, kind in enumerate(("upper", "lower"))
+        }
+        for i, p in enumerate(names)
+    }

@@ -1,0 +1,303 @@
+"""Workflow stage 5: the plots of one study (PNG).
+
+For the first swept parameter ``C`` and the output element with the largest DGSM of ``C``
+(further grid parameters at their middle value): ``dy/dC`` against
+``C`` for a few samples with the mean and a one-standard-deviation band, a heatmap of
+``dy/dC`` over ``(C, sample)``, and ``y`` against ``C`` likewise.
+
+``python -m pipeline.stages.plot SENSITIVITY [SENSITIVITY ...] --summary SUMMARY --outdir OUTDIR``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+from matplotlib.figure import Figure
+
+from pipeline.paths import DESIGN_PLOTS, PLOTS
+from pipeline.stages.cli import run_cli
+from pipeline.storage.names import derivative_name, swept_parameters
+from pipeline.storage.parts import Source, one_or_many, open_sensitivity, source_files
+from pipeline.storage.read import reading
+from pipeline.storage.write import write_atomic
+
+POINTS_SHOWN = 4000
+"""Most points drawn in a design's scatter plots."""
+
+SAMPLES_SHOWN = 5
+HEATMAP_CELLS = (2000, 500)
+"""Most values of the swept parameter and samples drawn in the heatmap."""
+
+
+def _figure(size: tuple[float, float]) -> tuple[Figure, object]:
+    """A figure and its axes, without pyplot: no global backend or figure registry is touched."""
+    fig = Figure(figsize=size)
+    return fig, fig.subplots()
+
+
+def _label(da: xr.DataArray, name: str) -> str:
+    units = da.attrs.get("units")
+    return f"{name} [{units}]" if units else name
+
+
+def most_sensitive_element(summary: xr.Dataset, param: str) -> dict[str, object]:
+    """Output coordinates of the element with the largest DGSM of ``param`` (empty for scalar outputs)."""
+    dgsm = summary[f"dgsm_{param}_mean"]
+    if dgsm.ndim == 0:
+        return {}
+    flat = int(np.nanargmax(dgsm.values)) if np.isfinite(dgsm.values).any() else 0
+    index = np.unravel_index(flat, dgsm.shape)
+    return {dim: dgsm[dim].values[i].item() for dim, i in zip(dgsm.dims, index, strict=True)}
+
+
+def _element_text(element: dict[str, object]) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in element.items())
+
+
+def _lines_with_band(ax, da: xr.DataArray, mean: xr.DataArray, std: xr.DataArray, param: str) -> None:
+    c = da[param].values
+    shown = np.unique(np.linspace(0, da.sizes["sample"] - 1, min(SAMPLES_SHOWN, da.sizes["sample"])).round())
+    for s in shown.astype(int):
+        ax.plot(c, da.isel(sample=s).values, lw=0.9, alpha=0.7, label=f"sample {s}")
+    ax.fill_between(c, (mean - std).values, (mean + std).values, color="0.5", alpha=0.25, label="mean ± 1 std")
+    ax.plot(c, mean.values, color="k", lw=2, label="mean over samples")
+
+
+def _save(figures: dict[str, Figure], outdir: str | os.PathLike, log_x: bool = False) -> list[Path]:
+    written = []
+    for filename, fig in figures.items():
+        for ax in fig.axes[:1]:
+            if log_x:
+                ax.set_xscale("log")
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7, loc="best")
+        for ax in fig.axes:
+            if ax.get_label() != "<colorbar>":
+                ax.grid(alpha=0.3)
+        fig.tight_layout()
+        written.append(
+            write_atomic(Path(outdir) / filename, lambda tmp, fig=fig: fig.savefig(tmp, dpi=110, format="png"))
+        )
+    return written
+
+
+def plot_design(sensitivity: xr.Dataset, summary: xr.Dataset, outdir: str | os.PathLike) -> list[Path]:
+    """A sampled design's plots (:data:`DESIGN_PLOTS`): dy/dp and y against each parameter at the
+    design's points (for the output element whose y varies most), and the parameters ranked by
+    their bounds on the Sobol' indices (aggregated over outputs, with bootstrap intervals)."""
+    params = swept_parameters(sensitivity)
+    study = sensitivity.attrs.get("study") or sensitivity.attrs.get("title", "")
+    var = summary["y_var"]
+    flat = int(np.nanargmax(var.values)) if var.ndim and np.isfinite(var.values).any() else 0
+    element = (
+        {d: var[d].values[i].item() for d, i in zip(var.dims, np.unravel_index(flat, var.shape), strict=True)}
+        if var.ndim
+        else {}
+    )
+    # A random subset: a stride through a Sobol' sequence would keep half of a dimension's range.
+    count = sensitivity.sizes["point"]
+    chosen = np.sort(np.random.default_rng(0).choice(count, min(count, POINTS_SHOWN), replace=False))
+    shown = sensitivity.isel(point=chosen)
+    where = _element_text(element)
+    figures = {}
+    for filename, variable in ((DESIGN_PLOTS[0], "dy"), (DESIGN_PLOTS[2], "y")):
+        fig = Figure(figsize=(3.4 * len(params), 3.6))
+        for ax, p in zip(fig.subplots(1, len(params), squeeze=False)[0], params, strict=True):
+            name = "y" if variable == "y" else derivative_name(p)
+            ax.scatter(shown[p].values, shown[name].sel(element).values, s=4, alpha=0.5)
+            ax.set(
+                xlabel=_label(sensitivity[p], p),
+                ylabel=_label(sensitivity[name], "y" if variable == "y" else f"dy/d{p}"),
+            )
+            if str(sensitivity.attrs.get(f"distribution_{p}", "")).startswith(("loguniform", "lognormal")):
+                ax.set_xscale("log")
+        what = "dy/dp" if variable == "dy" else "y"
+        fig.suptitle(f"{study}: {what} at the design's points ({where or 'the output'})", fontsize=9)
+        figures[filename] = fig
+    fig, ax = _figure((6, 1.2 + 0.5 * len(params)))
+    upper = {p: summary.get(f"sobol_total_upper_{p}_aggregated") for p in params}
+    ranked = sorted((p for p in params if upper[p] is not None), key=lambda p: -float(upper[p]))
+    for row, p in enumerate(ranked):
+        marks = (
+            (upper[p], "s", "C0", "upper bound, total index"),
+            (summary[f"sobol_first_lower_{p}_aggregated"], "o", "C1", "lower bound, first-order index"),
+        )
+        for bound, marker, colour, label in marks:
+            kw = {"fmt": marker, "color": colour, "label": label if row == 0 else None}
+            ax.errorbar(float(bound), row, xerr=_spread(bound), **kw)
+    ax.set_yticks(range(len(ranked)), ranked)
+    ax.invert_yaxis()
+    ax.axvline(1.0, color="0.6", lw=0.8)
+    ax.set(
+        xlabel="Sobol' index bound (aggregated over outputs; 95% bootstrap interval)",
+        title=f"{study}: parameters ranked",
+    )
+    figures[DESIGN_PLOTS[1]] = fig
+    figures[DESIGN_PLOTS[3]] = _bounds_along_output(summary, ranked, study)
+    return _save(figures, outdir)
+
+
+def _spread(bound: xr.DataArray) -> list[list[float]]:
+    """Error bar lengths of an aggregated bound's interval (``ci_low``, ``ci_high`` attrs); a
+    percentile interval need not contain the estimate: the bars stop at it."""
+    value = float(bound)
+    return [[max(value - bound.attrs["ci_low"], 0.0)], [max(bound.attrs["ci_high"] - value, 0.0)]]
+
+
+def _bounds_along_output(summary: xr.Dataset, params: list[str], study: str) -> Figure:
+    """Each parameter's bounds along the last output dim (e.g. time), aggregated over the other
+    element dims with variance weights, with their bootstrap intervals as bands."""
+    along = [d for d in summary["y_var"].dims if d != "sample"][-1:]
+    fig, ax = _figure((7, 4.5))
+    for i, p in enumerate(params):
+        for name, style in ((f"sobol_total_upper_{p}", "-"), (f"sobol_first_lower_{p}", "--")):
+            kind = "upper, total" if "upper" in name else "lower, first-order"
+            if along:
+                bound, interval = summary[f"{name}_per_{along[0]}"], summary[f"{name}_per_{along[0]}_interval"]
+                t = bound[along[0]].values
+                ax.plot(t, bound.values, style, color=f"C{i}", label=f"{p}: {kind}")
+                low, high = interval.sel(interval="low").values, interval.sel(interval="high").values
+                ax.fill_between(t, low, high, color=f"C{i}", alpha=0.15, lw=0)
+            else:
+                bound = summary[f"{name}_aggregated"]
+                marker = "s" if style == "-" else "o"
+                ax.errorbar([i], [float(bound)], yerr=_spread(bound), fmt=marker, color=f"C{i}", label=f"{p}: {kind}")
+    ax.set(
+        xlabel=_label(summary[along[0]], along[0]) if along else "",
+        ylabel="Sobol' index bound (95% bootstrap band)",
+        ylim=(0, min(1.05, max(1e-3, *ax.get_ylim()))),
+        title=f"{study}: bounds along {along[0] if along else 'the output'} (upper: solid, lower: dashed)",
+    )
+    return fig
+
+
+def plot_study(sensitivity: xr.Dataset, summary: xr.Dataset, outdir: str | os.PathLike) -> list[Path]:
+    """Write the study's plots (:data:`PLOTS`; :data:`DESIGN_PLOTS` for a design) into ``outdir``."""
+    if "point" in sensitivity.dims:
+        return plot_design(sensitivity, summary, outdir)
+    param, *others = swept_parameters(sensitivity)
+    name = derivative_name(param)
+    element = most_sensitive_element(summary, param)
+    # Further parameters of a grid are held at their middle value.
+    fixed = {p: sensitivity[p].values[sensitivity.sizes[p] // 2].item() for p in others}
+    element = {**element, **fixed}
+    where = _element_text(element)
+    study = sensitivity.attrs.get("study") or sensitivity.attrs.get("title", "")
+    log_x = sensitivity.attrs.get("sweep_kind") == "log"
+    dy = sensitivity[name].sel(element)
+    y = sensitivity["y"].sel(element)
+    mean, std = summary[f"{name}_mean"].sel(element), summary[f"{name}_std"].sel(element)
+    x_label = _label(sensitivity[param], param)
+    suffix = f"\n(most sensitive output of {param}; {where})" if where else ""
+    method = sensitivity.attrs.get("method", "")
+
+    figures = {}
+    fig = Figure(figsize=(7 + 4.5 * len(others), 4.5))
+    ax, *more = fig.subplots(1, 1 + len(others), squeeze=False)[0]
+    _lines_with_band(ax, dy, mean, std, param)
+    ax.set(
+        xlabel=x_label,
+        ylabel=_label(sensitivity[name], f"dy/d{param}"),
+        title=f"{study}: dy/d{param} against {param} ({method}){suffix}",
+    )
+    for axis, q in zip(more, others, strict=True):  # every parameter of a grid, the rest at their middle
+        held = {p: sensitivity[p].values[sensitivity.sizes[p] // 2].item() for p in (param, *others) if p != q}
+        at = {**most_sensitive_element(summary, q), **held}
+        dq = derivative_name(q)
+        _lines_with_band(axis, sensitivity[dq].sel(at), summary[f"{dq}_mean"].sel(at), summary[f"{dq}_std"].sel(at), q)
+        axis.set(
+            xlabel=_label(sensitivity[q], q),
+            ylabel=_label(sensitivity[dq], f"dy/d{q}"),
+            title=f"dy/d{q} against {q}\n({_element_text(at)})",
+        )
+    figures[PLOTS[0]] = fig
+
+    fig, ax = _figure((7, 4.5))
+    # At most HEATMAP_CELLS cells: a large sweep is shown with a stride (said in the title).
+    strides = {d: -(-dy.sizes[d] // limit) for d, limit in ((param, HEATMAP_CELLS[0]), ("sample", HEATMAP_CELLS[1]))}
+    dy_map = dy.isel({d: slice(None, None, s) for d, s in strides.items()})
+    values = dy_map.transpose("sample", param).values
+    limit = float(np.nanmax(np.abs(values))) or 1.0
+    mesh = ax.pcolormesh(
+        dy_map[param].values, dy_map["sample"].values, values, cmap="RdBu_r", vmin=-limit, vmax=limit, shading="nearest"
+    )
+    fig.colorbar(mesh, ax=ax, label=_label(sensitivity[name], f"dy/d{param}"))
+    shown = (
+        ""
+        if max(strides.values()) == 1
+        else f" (1 in {strides[param]} values of {param}, 1 in {strides['sample']} samples)"
+    )
+    ax.set(xlabel=x_label, ylabel="sample", title=f"{study}: dy/d{param} over ({param}, sample){shown}{suffix}")
+    figures[PLOTS[1]] = fig
+
+    fig, ax = _figure((7, 4.5))
+    _lines_with_band(ax, y, summary["y_mean"].sel(element), summary["y_std"].sel(element), param)
+    ax.set(xlabel=x_label, ylabel=_label(sensitivity["y"], "y"), title=f"{study}: y against {param}{suffix}")
+    figures[PLOTS[2]] = fig
+
+    return _save(figures, outdir, log_x)
+
+
+def plot_agreement(report: xr.Dataset, path: str | os.PathLike) -> Path:
+    """Method agreement: each comparison's max relative difference against its tolerance (log scale)."""
+    labels = [str(c) for c in report.comparison.values]
+    raw = report.max_rel_diff.values.astype(float)
+    floor = np.finfo(np.float64).eps / 10  # exact agreement is drawn at the floor and labelled 0
+    rel = np.maximum(raw, floor)
+    fig, ax = _figure((7, 0.5 * len(labels) + 1.8))
+    rows = np.arange(len(labels))
+    colors = ["tab:green" if ok else "tab:red" for ok in report.passed.values]
+    ax.barh(rows, rel, color=colors, label="max relative difference")
+    ax.scatter(report.tolerance.values, rows, marker="|", s=400, color="k", label="tolerance", zorder=3)
+    for row, value in zip(rows, raw, strict=True):
+        ax.annotate(
+            "0 (exact)" if value == 0 else f"{value:.1e}",
+            (max(value, floor), row),
+            xytext=(3, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=7,
+        )
+    ax.set(
+        xscale="log",
+        xlim=(floor / 2, 1),
+        yticks=rows,
+        yticklabels=labels,
+        xlabel="max |study - reference| / max |reference|",
+        title=f"{report.attrs.get('study', '')}: method agreement "
+        f"({report.attrs['checked_points']} points x {report.attrs['checked_samples']} samples)",
+    )
+    ax.tick_params(axis="y", labelsize=7)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    written = write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.stages.plot", description=__doc__.splitlines()[0])
+    parser.add_argument("sensitivity", nargs="+", help="sensitivity.nc, a study's part files, or its parts/ folder")
+    parser.add_argument("--summary", required=True, help="summary.nc")
+    parser.add_argument("--outdir", required=True, help="folder for the PNG files")
+    args = parser.parse_args(argv)
+    run_cli(lambda: plot_files(one_or_many(args.sensitivity), args.summary, args.outdir))
+
+
+def plot_files(sensitivity: Source, summary: str | os.PathLike, outdir: str | os.PathLike) -> list[Path]:
+    """:func:`plot_study` of files; an input that turns out unreadable is moved aside and named."""
+    with (
+        reading([*source_files(sensitivity), summary], "input file"),
+        open_sensitivity(sensitivity) as ds,
+        xr.open_dataset(summary) as summ,
+    ):
+        return plot_study(ds, summ, outdir)
+
+
+if __name__ == "__main__":
+    main()
