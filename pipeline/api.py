@@ -36,7 +36,7 @@ from pipeline.derivatives.routine import Routine, as_routine
 from pipeline.derivatives.structure import check_against_differences, check_structure, probe_indices
 from pipeline.derivatives.zerotensor import cheap_zero_tangents
 from pipeline.design.sampling import Design
-from pipeline.errors import RANDOMNESS, ConfigError, DerivativeError
+from pipeline.errors import RANDOMNESS, ConfigError, DerivativeError, Kind
 from pipeline.inputs import input_leaves, input_tree, to_run
 from pipeline.storage.dataset import build_dataset, dataset_dims
 
@@ -253,14 +253,17 @@ def _check_deterministic(fn: Callable, x: Any, point: torch.Tensor, y: Any, at: 
     with torch.no_grad():
         again = fn(tree_map(torch.clone, x), point)
     if not isinstance(again, torch.Tensor) or again.shape != y.shape:
-        raise DerivativeError(f"the model gives different outputs on two evaluations at {at}; {RANDOMNESS}")
+        raise DerivativeError(
+            f"the model gives different outputs on two evaluations at {at}; {RANDOMNESS}", Kind.RANDOMNESS
+        )
     eps = torch.finfo(y.dtype).eps
     differs = (again - y).abs() > eps**0.5 * float(torch.nan_to_num(y).abs().max()) + 64 * eps * y.abs()
     differs &= ~(y.isnan() & again.isnan())
     if differs.any():
         raise DerivativeError(
             f"the model gives different outputs on two evaluations at {at} ({int(differs.sum())} of {y.numel()} "
-            f"values differ): it draws random numbers (e.g. dropout in training mode, torch.rand); {RANDOMNESS}"
+            f"values differ): it draws random numbers (e.g. dropout in training mode, torch.rand); {RANDOMNESS}",
+            Kind.RANDOMNESS,
         )
 
 
@@ -339,7 +342,7 @@ def _check_against_differences(
             "method=finite_difference sees the dependence"
         )
         if policy == "raise":
-            raise DerivativeError(f"{text} (hidden_policy=raise)")
+            raise DerivativeError(f"{text} (hidden_policy=raise)", Kind.POLICY)
         warnings.warn(text, RuntimeWarning, stacklevel=3)
     mismatches = [
         f"dy/d{label} disagrees with the model's own differences at {counts[f'derivative_mismatch_dy_d{p}']} "
@@ -353,7 +356,7 @@ def _check_against_differences(
         return counts, ""
     text = f"{'; '.join(mismatches)}; likely causes: {LIKELY_CAUSES}"
     if policy == "raise":
-        raise DerivativeError(f"{text} (hidden_policy=raise)")
+        raise DerivativeError(f"{text} (hidden_policy=raise)", Kind.POLICY)
     return counts, text
 
 
@@ -390,7 +393,7 @@ def _check_finite(
     found = ", ".join(f"{n} in {k.removeprefix('nonfinite_').replace('_d', '/d', 1)}" for k, n in counts.items())
     text = f"non-finite results: {found}; first at {where}, sample {first_sample}"
     if policy == "raise":
-        raise DerivativeError(f"{text} (nan_policy=raise)")
+        raise DerivativeError(f"{text} (nan_policy=raise)", Kind.POLICY)
     warnings.warn(text, RuntimeWarning, stacklevel=3)
     return counts
 

@@ -7,6 +7,8 @@ anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 RANDOMNESS = (
     "sensweep rejects this so that every value of a parameter sees the same computation: call model.eval(), "
     "seed the generator inside the model, or draw the randomness into the inputs x"
@@ -22,8 +24,30 @@ class ConfigError(SensweepError, ValueError):
     """A config value is invalid; the message names the key and the valid choices."""
 
 
+class Kind(StrEnum):
+    """What went wrong in a derivative pass: code decides on this, never on a message's words."""
+
+    RANDOMNESS = "randomness"
+    """The model draws random numbers: no method cures that."""
+    NO_FORWARD_RULE = "no_forward_rule"
+    """An op (or autograd.Function) has no forward-mode rule: reverse mode or differences may work."""
+    UNBATCHABLE = "unbatchable"
+    """The model cannot run under ``vmap``: a method that runs one point at a time may work."""
+    COMPILE = "compile"
+    """torch.compile failed on the model."""
+    POLICY = "policy"
+    """A check found wrong or non-finite results and its policy is ``raise``."""
+    NO_METHOD = "no_method"
+    """No method of ``auto``'s ladder could differentiate the model."""
+    OTHER = "other"
+
+
 class DerivativeError(SensweepError, RuntimeError):
-    """A derivative cannot be computed with the chosen method; the message says what to do."""
+    """A derivative cannot be computed with the chosen method; the message says what to do, ``kind`` what happened."""
+
+    def __init__(self, message: str, kind: Kind = Kind.OTHER) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class MergeError(SensweepError, RuntimeError):

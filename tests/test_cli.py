@@ -85,6 +85,18 @@ def test_reading_stages_and_the_snakefile_start_without_torch():
     assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr
 
 
+def test_import_pipeline_and_its_api_need_no_hydra():
+    """A notebook pays for torch and xarray, not for the command-line layer: ``import pipeline`` loads
+    neither torch nor Hydra, and using ``pipeline.sensitivity`` loads torch but still no Hydra."""
+    check = (
+        "import sys, pipeline; print(sorted(m for m in ('torch', 'hydra', 'omegaconf') if m in sys.modules)); "
+        "pipeline.sensitivity; print(sorted(m for m in ('torch', 'hydra', 'omegaconf') if m in sys.modules))"
+    )
+    done = run([sys.executable, "-c", check], ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["[]", "['torch']"], done.stdout
+
+
 def test_compute_job_imports_scipy_stats_only_for_designs():
     """scipy.stats (0.3 s of imports) is loaded where a design is sampled, not by every compute job."""
     check = "import sys, pipeline.stages.compute; print(any(m.startswith('scipy.stats') for m in sys.modules))"

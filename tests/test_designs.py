@@ -10,9 +10,8 @@ import pytest
 import torch
 import xarray as xr
 
-from pipeline import design, sensitivity
+from pipeline import design, sensitivity, summarise
 from pipeline.errors import ConfigError, MergeError
-from pipeline.stages.summarise import summarise
 
 A, B = 7.0, 0.1
 PI = math.pi

@@ -175,6 +175,25 @@ def test_randomness_inside_the_batched_pass_is_rejected_clearly():
     assert (ds.dy_dC.isel(output=0) == 1).all()
 
 
+def test_auto_decides_on_the_error_kind_not_its_words():
+    """auto stops at an error no method cures by its kind (errors.Kind), whatever its message says: a
+    randomness error reworded still stops the ladder; a message that merely mentions random numbers
+    does not."""
+    from pipeline.derivatives import fallback
+    from pipeline.derivatives.diagnose import diagnose
+    from pipeline.errors import Kind
+
+    assert fallback._is_final(DerivativeError("the model is not deterministic", Kind.RANDOMNESS))
+    assert not fallback._is_final(DerivativeError("random numbers are mentioned here"))
+    with pytest.raises(DerivativeError) as caught:
+        model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Dropout(0.5)).train()
+        sensitivity(model, torch.randn(4, 3), {"C": [1.0, 2.0]}, bind={"C": "0.bias[0]"})
+    assert caught.value.kind is Kind.RANDOMNESS
+    no_rule = DerivativeError("method=forward failed", Kind.NO_FORWARD_RULE)
+    no_rule.__cause__ = RuntimeError("Trying to use forward AD with foo that does not support it")
+    assert diagnose(no_rule).kind is Kind.NO_FORWARD_RULE and "forward-mode rule" in diagnose(no_rule).what
+
+
 def test_tf32_is_off_while_computing_on_a_gpu_and_restored_after():
     """cuDNN's default TF32 would put 1e-3 errors into float32 derivatives: off inside, restored after."""
     from pipeline.derivatives.methods import ieee_float32

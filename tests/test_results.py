@@ -14,7 +14,7 @@ import torch
 import xarray as xr
 
 from helpers import ROOT, run
-from pipeline import sensitivity
+from pipeline import sensitivity, summarise
 from pipeline.checks import COMPRESSIONS
 from pipeline.config.studies import compose_job
 from pipeline.errors import UnreadableInputError
@@ -23,7 +23,7 @@ from pipeline.paths import PLOTS
 from pipeline.stages.compute import compute
 from pipeline.stages.merge import merge_parts
 from pipeline.stages.plot import most_sensitive_element, plot_study
-from pipeline.stages.summarise import summarise, summarise_file
+from pipeline.stages.summarise import summarise_file
 from pipeline.storage.parts import open_parts
 from pipeline.storage.provenance import fingerprint
 from pipeline.storage.write import write_atomic, write_netcdf

@@ -33,7 +33,7 @@ from torch.utils._pytree import tree_map
 from pipeline.derivatives.chunking import ChunkHints, budget_bytes
 from pipeline.derivatives.methods import Derivatives, RoutineFn, in_chunks, value_and_jacobian
 from pipeline.derivatives.routine import StepFunctions
-from pipeline.errors import DerivativeError
+from pipeline.errors import DerivativeError, Kind
 
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -193,7 +193,8 @@ def compiled_forward(
         except torch._dynamo.exc.TorchDynamoException as err:
             raise DerivativeError(
                 f"method.compile=true failed: torch.compile cannot compile this model "
-                f"({str(err).splitlines()[0]}); set method.compile=false"
+                f"({str(err).splitlines()[0]}); set method.compile=false",
+                Kind.COMPILE,
             ) from err
         return tuple(t[: len(t) - short] for t in result) if short else result
 

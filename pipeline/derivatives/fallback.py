@@ -27,16 +27,9 @@ import torch
 from torch import Tensor
 
 from pipeline.derivatives.chunking import ChunkHints
-from pipeline.derivatives.methods import (
-    FORWARD_MODE,
-    METHODS,
-    NO_FORWARD_RULE,
-    UNBATCHABLE,
-    Derivatives,
-    RoutineFn,
-    _model_frame,
-)
-from pipeline.errors import ConfigError, DerivativeError
+from pipeline.derivatives.diagnose import describe, diagnose
+from pipeline.derivatives.methods import FORWARD_MODE, METHODS, Derivatives, RoutineFn
+from pipeline.errors import ConfigError, DerivativeError, Kind
 
 LADDER = ("forward", "forward_per_point", "reverse_per_point", "finite_difference_per_point")
 """The methods ``auto`` tries, in order (NOTE above)."""
@@ -48,9 +41,6 @@ REVERSE_FIRST = ("reverse", *LADDER)
 """Where swept parameters outnumber the outputs per point (a design over one output): reverse mode
 costs a pass per output, forward mode one per parameter (``benchmarks/directions.py``)."""
 
-_NO_FORWARD_RULE = (*NO_FORWARD_RULE, "jvp function", "setup_context")
-"""Markers of torch errors that mean an op (or an autograd.Function) has no forward-mode rule."""
-
 
 @dataclass
 class Fallback:
@@ -61,23 +51,11 @@ class Fallback:
     reason: str = ""
 
 
-def _cause(err: BaseException) -> BaseException:
-    """The torch error behind ``err`` (a DerivativeError keeps it as its cause)."""
-    return err.__cause__ if isinstance(err, DerivativeError) and err.__cause__ is not None else err
-
-
-def _cause_text(err: BaseException) -> str:
-    """The first line of the torch message behind ``err``."""
-    cause = _cause(err)
-    text = str(cause).strip()
-    return text.splitlines()[0] if text else type(cause).__name__
-
-
 def _is_final(err: BaseException) -> bool:
     """Errors no other method cures: randomness under vmap, memory, bad configuration."""
     if isinstance(err, ConfigError | torch.OutOfMemoryError | MemoryError):
         return True
-    return isinstance(err, DerivativeError) and "random numbers" in str(err)
+    return isinstance(err, DerivativeError) and err.kind is Kind.RANDOMNESS
 
 
 def auto(
@@ -110,12 +88,12 @@ def auto(
             if _is_final(err):
                 raise
             failures.append((method, err))
-            if any(marker in str(err) or marker in _cause_text(err) for marker in _NO_FORWARD_RULE):
+            if diagnose(err).kind is Kind.NO_FORWARD_RULE:
                 remaining = [m for m in remaining if m not in FORWARD_MODE]
             continue
         if not failures:
             return Fallback(result, method)
-        reason = "; ".join(_describe(m, err) for m, err in failures)
+        reason = "; ".join(describe(m, err) for m, err in failures)
         slower = (
             ", which runs one parameter point at a time (slower than the batched pass)"
             if method.endswith("_per_point")
@@ -124,15 +102,6 @@ def auto(
         warnings.warn(f"method=auto used {method}{slower}: {reason}", RuntimeWarning, stacklevel=3)
         return Fallback(result, method, reason)
     raise DerivativeError(
-        "no method could differentiate this model: " + "; ".join(_describe(m, err) for m, err in failures)
+        "no method could differentiate this model: " + "; ".join(describe(m, err) for m, err in failures),
+        Kind.NO_METHOD,
     ) from failures[-1][1]
-
-
-def _describe(method: str, err: BaseException) -> str:
-    """``<method> failed at file:line: <what the model does> (torch: <its message>)``."""
-    where = _model_frame(_cause(err))
-    text = _cause_text(err)
-    what = next((f"the model {what}" for marker, what in UNBATCHABLE.items() if marker in text), "")
-    if not what and any(marker in text for marker in _NO_FORWARD_RULE):
-        what = "an op or autograd.Function of the model has no forward-mode rule"
-    return f"{method} failed{f' at {where}' if where else ''}: {what or 'torch error'} (torch: {text[:120]})"

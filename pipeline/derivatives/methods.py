@@ -25,9 +25,9 @@ from torch.func import jacfwd, jacrev, jvp, vmap
 from tqdm.auto import tqdm
 
 from pipeline.derivatives.chunking import ChunkHints, choose_chunk_size
+from pipeline.derivatives.diagnose import translate_error
 from pipeline.derivatives.heap import kept_heap, mapped_apart
 from pipeline.derivatives.zerotensor import real
-from pipeline.errors import RANDOMNESS, DerivativeError
 
 PIN_MAX_BYTES = 2**29
 """Results from a GPU up to this size land in page-locked host memory, copied without blocking
@@ -70,56 +70,6 @@ class Derivatives:
     dy: Tensor
     chunk_size: int
     d2y: Tensor | None = None
-
-
-UNBATCHABLE = {
-    ".item()": "calls .item() or uses a tensor in Python control flow (if/while on a value)",
-    "data-dependent control flow": "uses a tensor in Python control flow (if/while on a value)",
-    "data pointer": "calls .numpy() or reads a tensor's data outside torch",
-    "in-place operation": "changes a tensor in place that the transform captured (e.g. x.mul_() on the inputs)",
-    "inplace arithmetic": "changes a tensor in place that is not batched (e.g. out += C * x on a preallocated out)",
-    "Batching rule not implemented": "uses an op that torch.func.vmap has no batching rule for",
-}
-"""Markers of torch errors that mean "this model cannot run under vmap/jvp", and what the model does."""
-
-NO_FORWARD_RULE = ("forward AD", "forward mode AD", "forward-mode AD")
-"""Markers of torch errors that mean an op has no forward-mode AD rule."""
-
-
-def _model_frame(err: BaseException) -> str:
-    """``file:line (function)`` of the innermost traceback frame outside torch and sensweep, if any."""
-    tb, found = err.__traceback__, ""
-    while tb is not None:
-        code = tb.tb_frame.f_code
-        if not any(part in code.co_filename for part in ("/torch/", "/pipeline/", "<frozen", "/functorch/")):
-            found = f"{code.co_filename}:{tb.tb_lineno} ({code.co_name})"
-        tb = tb.tb_next
-    return found
-
-
-def translate_error(err: BaseException, method: str) -> DerivativeError | None:
-    """A :class:`DerivativeError` for torch errors a user can act on, else ``None``."""
-    text = str(err)
-    first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
-    where = _model_frame(err)
-    at = f" at {where}" if where else ""
-    if "randomness" in text:
-        return DerivativeError(
-            f"the model draws random numbers inside the batched pass (e.g. dropout in training mode); {RANDOMNESS}"
-        )
-    if any(marker in text for marker in NO_FORWARD_RULE):
-        return DerivativeError(
-            f"method={method} failed: an op of the model has no forward-mode AD rule "
-            f"({first}){at}; use method=reverse for this model"
-        )
-    for marker, what in UNBATCHABLE.items():
-        if marker in text:
-            return DerivativeError(
-                f"method={method} cannot batch this model over the parameter values: the model {what}{at} "
-                f"(torch: {first[:160]}); rewrite that line with tensor ops (torch.where instead of if, no "
-                ".item()/.numpy(), out-of-place ops), or use method=loop, which runs one point at a time"
-            )
-    return None
 
 
 def in_chunks(

@@ -1,0 +1,86 @@
+"""The summary of a sensitivity dataset: statistics over samples per sweep point, and sweep-wide measures.
+
+Per value of the swept parameter, reductions over samples; over the whole range, the
+derivative-based global sensitivity measure (DGSM, mean of ``(dy/dC)^2`` over the sweep
+points, Sobol' & Kucherenko 2009) and ``mu_star`` (mean ``|dy/dC|``, as in Morris screening).
+Averages over the sweep weight every sweep point equally: uniform in C for a linear sweep,
+uniform in log C for a log sweep. Reductions are lazy where the dataset is (dask), so the sweep
+need not fit in memory.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import xarray as xr
+
+from pipeline.design.bounds import design_bounds
+from pipeline.storage.names import CONVENTIONS, derivative_name, sweep_dims, swept_parameters
+
+
+def _units(da: xr.DataArray, power: int = 1) -> dict[str, str]:
+    units = da.attrs.get("units")
+    if units is None:
+        return {}
+    return {"units": units if power == 1 else f"({units})^{power}"}
+
+
+def summarise(ds: xr.Dataset) -> xr.Dataset:
+    """Summary statistics of a sensitivity dataset (see module docstring), per swept parameter.
+
+    For a sampled design (dim ``point``) the sweep-wide measures are the bounds of
+    :mod:`pipeline.design.bounds` (DGSM with each parameter's distribution, Sobol' index bounds).
+    """
+    params = swept_parameters(ds)
+    sweep = sweep_dims(ds)
+    y = ds["y"].astype("float64")  # float64 sums: a float32 mean over 10^8 values is off by 1e-4
+    variables = {
+        "y_mean": (y.mean("sample"), "mean over samples of y", _units(y)),
+        "y_std": (y.std("sample"), "standard deviation over samples of y", _units(y)),
+        "elasticity_defined": ((y != 0).sum("sample"), "number of samples where elasticities are defined", {}),
+    }
+    for p in params:
+        name = derivative_name(p)
+        dy = ds[name].astype("float64")
+        elasticity = ds[p] * dy / y.where(y != 0)  # NaN (skipped by the mean) where y == 0
+        variables.update(
+            {
+                f"{name}_mean": (dy.mean("sample"), f"mean over samples of dy/d{p}", _units(dy)),
+                f"{name}_std": (dy.std("sample"), f"standard deviation over samples of dy/d{p}", _units(dy)),
+                f"{name}_abs_mean": (abs(dy).mean("sample"), f"mean over samples of |dy/d{p}|", _units(dy)),
+                f"elasticity_{p}_mean": (
+                    elasticity.mean("sample"),
+                    f"mean over samples of the elasticity {p}/y dy/d{p} (where y != 0)",
+                    {"units": "1"},
+                ),
+            }
+        )
+        if sweep == params:  # a grid: means over its points, each weighted equally
+            variables.update(
+                {
+                    f"dgsm_{p}": ((dy**2).mean(params), f"DGSM: mean over the sweep of (dy/d{p})^2", _units(dy, 2)),
+                    f"dgsm_{p}_mean": (
+                        (dy**2).mean([*params, "sample"]),
+                        f"DGSM of {p} averaged over samples",
+                        _units(dy, 2),
+                    ),
+                    f"mu_star_{p}": (
+                        abs(dy).mean([*params, "sample"]),
+                        f"mean over sweep and samples of |dy/d{p}|",
+                        _units(dy),
+                    ),
+                }
+            )
+    summary = xr.Dataset()
+    for key, (da, long_name, attrs) in variables.items():
+        summary[key] = da.assign_attrs(long_name=long_name, **attrs)
+    if sweep == ["point"]:
+        summary.update(design_bounds(ds.load(), params))
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    keep = ("title", "study", "swept_parameters", "method", "device", "dtype", "sweep_kind", "source", "design")
+    summary.attrs = {
+        "Conventions": CONVENTIONS,
+        **{k: ds.attrs[k] for k in keep if k in ds.attrs},
+        "history": f"{now}: summary of the sensitivity dataset (pipeline.stages.summarise)",
+    }
+    return summary
