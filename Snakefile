@@ -4,9 +4,8 @@
 #   and verify (other methods on a sample of points) after merge. With `merge: false` in the
 #   config, summarise, plot and verify read the parts directly and no sensitivity.nc is written.
 # What each study computes is Hydra config (conf/); this file only wires the stages.
-# Every path is quoted in the shell commands ({output:q}); each job's stdout goes to its log, and
-# its stderr to the log and to Snakemake's own output, so an error is seen even when the log
-# cannot be written (a full disk).
+# Every path is quoted in the shell commands ({output:q}); `logged` (rules/common.smk) sends each
+# job's output to its log.
 import os
 
 from snakemake.utils import min_version
@@ -19,7 +18,7 @@ min_version("8.0")
 os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")
 
 
-configfile: "conf/workflow.yaml"
+configfile: "config/config.yaml"
 
 
 report: "report/workflow.rst"
@@ -55,9 +54,10 @@ rule prepare:
         conf=CONF_PARAM,
         output=lambda wildcards, output: hydra_quoted(output[0]),
     shell:
-        ": > {log:q}; SENSWEEP_CONF={params.conf:q} python -m pipeline.stages.prepare"
-        " study={wildcards.study} {params.overrides}"
-        " output={params.output} 2>&1 >> {log:q} | tee -a {log:q} >&2"
+        logged(
+            "SENSWEEP_CONF={params.conf:q} python -m pipeline.stages.prepare"
+            " study={wildcards.study} {params.overrides} output={params.output}"
+        )
 
 
 rule compute:
@@ -83,10 +83,11 @@ rule compute:
         inputs_file=lambda wildcards, input: hydra_quoted(input.x),
         output=lambda wildcards, output: hydra_quoted(output[0]),
     shell:
-        ": > {log:q}; SENSWEEP_CONF={params.conf:q} python -m pipeline.stages.compute"
-        " study={wildcards.study} {params.overrides}"
-        " inputs_file={params.inputs_file} part={wildcards.part} threads={threads}"
-        " output={params.output} 2>&1 >> {log:q} | tee -a {log:q} >&2"
+        logged(
+            "SENSWEEP_CONF={params.conf:q} python -m pipeline.stages.compute"
+            " study={wildcards.study} {params.overrides} inputs_file={params.inputs_file}"
+            " part={wildcards.part} threads={threads} output={params.output}"
+        )
 
 
 rule merge:
@@ -103,8 +104,9 @@ rule merge:
     params:
         temporary="--temporary" if config["merge"] and not config["keep_parts"] else "",
     shell:
-        ": > {log:q}; python -m pipeline.stages.merge {output:q} {input:q} {params.temporary}"
-        " 2>&1 >> {log:q} | tee -a {log:q} >&2"
+        logged(
+            "python -m pipeline.stages.merge {output:q} {input:q} {params.temporary}"
+        )
 
 
 # Results that Snakemake takes as up to date but another config computed (a copied outputs folder,
@@ -122,8 +124,10 @@ rule current:
         overrides=overrides,
         conf=CONF_PARAM,
     shell:
-        ": > {log:q}; SENSWEEP_CONF={params.conf:q} python -m pipeline.stages.current {input:q} --study {wildcards.study}"
-        " --marker {output:q} --overrides {params.overrides} 2>&1 >> {log:q} | tee -a {log:q} >&2"
+        logged(
+            "SENSWEEP_CONF={params.conf:q} python -m pipeline.stages.current {input:q}"
+            " --study {wildcards.study} --marker {output:q} --overrides {params.overrides}"
+        )
 
 
 rule summarise:
@@ -139,8 +143,9 @@ rule summarise:
     conda:
         "envs/sensweep.yaml"
     shell:
-        ": > {log:q}; python -m pipeline.stages.summarise {input.sensitivity:q} --output {output:q}"
-        " 2>&1 >> {log:q} | tee -a {log:q} >&2"
+        logged(
+            "python -m pipeline.stages.summarise {input.sensitivity:q} --output {output:q}"
+        )
 
 
 rule verify:
@@ -170,10 +175,11 @@ rule verify:
         overrides=overrides,
         conf=CONF_PARAM,
     shell:
-        ": > {log:q}; SENSWEEP_CONF={params.conf:q} python -m pipeline.stages.verify {input.sensitivity:q}"
-        " --study {wildcards.study}"
-        " --nc {output.nc:q} --md {output.md:q} --plot {output.png:q} --overrides {params.overrides}"
-        " 2>&1 >> {log:q} | tee -a {log:q} >&2"
+        logged(
+            "SENSWEEP_CONF={params.conf:q} python -m pipeline.stages.verify"
+            " {input.sensitivity:q} --study {wildcards.study} --nc {output.nc:q} --md"
+            " {output.md:q} --plot {output.png:q} --overrides {params.overrides}"
+        )
 
 
 rule plot:
@@ -197,8 +203,10 @@ rule plot:
     params:
         outdir=lambda wildcards, output: os.path.dirname(output[0]),
     shell:
-        ": > {log:q}; python -m pipeline.stages.plot {input.sensitivity:q} --summary {input.summary:q}"
-        " --outdir {params.outdir:q} 2>&1 >> {log:q} | tee -a {log:q} >&2"
+        logged(
+            "python -m pipeline.stages.plot {input.sensitivity:q} --summary {input.summary:q}"
+            " --outdir {params.outdir:q}"
+        )
 
 
 # A sampled design's plots (dy/dp and y at the points, parameters ranked by their bounds).

@@ -20,7 +20,7 @@ from torch.utils._pytree import tree_map
 
 from pipeline.config.sizes import GIB, RESULT_MEMORY_FRACTION, available_ram_bytes
 from pipeline.errors import ConfigError
-from pipeline.paths import conf_dir
+from pipeline.paths import in_workflow, workflow_dir
 
 SUFFIXES = (".npy", ".nc")
 
@@ -123,7 +123,7 @@ def from_file(path: str, variables: list[str] | None = None) -> InputTree:
     A relative ``path`` is relative to the workflow folder (the one holding ``conf/``), so a study
     file's ``data/...`` means the same file whatever folder a job runs in.
     """
-    return read_x(path, key="inputs.args.path", base=conf_dir().parent, variables=variables)
+    return read_x(path, key="inputs.args.path", base=workflow_dir(), variables=variables)
 
 
 def _checked(array: np.ndarray, key: str, path: str, name: str) -> Tensor:
@@ -156,9 +156,7 @@ def read_x(path: str, key: str, base: Path | None = None, variables: list[str] |
     A NetCDF file holds ``x``, or several inputs (``variables``, or the ``x_<key>`` variables that
     :mod:`pipeline.stages.prepare` writes for a dict or tuple of inputs).
     """
-    file = Path(path)
-    if base is not None and not file.is_absolute():
-        file = base / file
+    file = Path(path) if base is None else in_workflow(path, base)
     if file.suffix not in SUFFIXES:
         raise ConfigError(f"invalid {key}={path!r}: supported file types are {', '.join(SUFFIXES)}")
     if not file.is_file():

@@ -38,6 +38,19 @@ JOB_CONFIG = "job"
 """Primary config of a compute job (``conf/job.yaml``)."""
 
 
+def workflow_dir(conf: Path | None = None) -> Path:
+    """The workflow folder: the one holding ``conf/`` (of :func:`conf_dir` by default)."""
+    return (conf or conf_dir()).parent
+
+
+def in_workflow(path: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
+    """A file named in a config (weights, data, a design's table): absolute as written, else relative
+    to the workflow folder (``root``, or :func:`workflow_dir`), so that ``data/...`` means the same
+    file whatever folder a job runs in."""
+    path = Path(path)
+    return path if path.is_absolute() else Path(root if root is not None else workflow_dir()) / path
+
+
 # The plots the workflow writes: pipeline.stages.plot writes them and the Snakefile lists them as
 # outputs (a caption report/<name>.rst goes with each).
 PLOTS = ("derivative_vs_param.png", "derivative_heatmap.png", "output_vs_param.png")

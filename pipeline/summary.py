@@ -10,12 +10,10 @@ need not fit in memory.
 
 from __future__ import annotations
 
-import datetime as dt
-
 import xarray as xr
 
 from pipeline.design.bounds import design_bounds
-from pipeline.storage.names import CONVENTIONS, derivative_name, sweep_dims, swept_parameters
+from pipeline.storage.names import derivative_name, header, sweep_dims, swept_parameters
 
 
 def _units(da: xr.DataArray, power: int = 1) -> dict[str, str]:
@@ -76,11 +74,9 @@ def summarise(ds: xr.Dataset) -> xr.Dataset:
         summary[key] = da.assign_attrs(long_name=long_name, **attrs)
     if sweep == ["point"]:
         summary.update(design_bounds(ds.load(), params))
-    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     keep = ("title", "study", "swept_parameters", "method", "device", "dtype", "sweep_kind", "source", "design")
     summary.attrs = {
-        "Conventions": CONVENTIONS,
+        **header(ds.attrs.get("title", ""), "summary of the sensitivity dataset (pipeline.summary)"),
         **{k: ds.attrs[k] for k in keep if k in ds.attrs},
-        "history": f"{now}: summary of the sensitivity dataset (pipeline.stages.summarise)",
     }
     return summary

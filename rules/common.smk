@@ -23,7 +23,7 @@ from pipeline.paths import AGREEMENT_PLOT, DESIGN_PLOTS, PLOTS
 from pipeline.storage import provenance
 from pipeline.storage.provenance import determining_yaml
 
-validate(config, schema="../conf/workflow.schema.yaml")
+validate(config, schema="../config/schema.yaml")
 
 # Study configs come from this workflow's own conf/, here and in every job (SENSWEEP_CONF).
 CONF = Path(workflow.basedir) / "conf"
@@ -127,6 +127,13 @@ def current_marker(wildcards):
 
 def verify_settings(wildcards):
     return to_yaml(JOBS[wildcards.study].verify)
+
+
+def logged(command):
+    """A rule's shell command with its log: the log is emptied first, the job's stdout goes to it, and
+    its stderr to it and to Snakemake's own output, so an error is seen even when the log cannot be
+    written (a full disk)."""
+    return f": > {{log:q}}; {command} 2>&1 >> {{log:q}} | tee -a {{log:q}} >&2"
 
 
 def hydra_quoted(path):

@@ -12,7 +12,7 @@ import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKFLOW_FILES = ("Snakefile", "rules", "conf", "report", "envs", "data", ".test")
+WORKFLOW_FILES = ("Snakefile", "rules", "config", "conf", "report", "envs", "data", ".test")
 TEST_CONFIG = yaml.safe_load((ROOT / ".test" / "config.yaml").read_text())
 """The workflow's small test config (``.test/config.yaml``), also used by ``make lint``'s dry run."""
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from pipeline.design.distributions import Distribution, parse
+from pipeline.design.distributions import parse
 from pipeline.storage.names import derivative_name
 
 BOOTSTRAP = 200
@@ -36,20 +36,6 @@ CONFIDENCE = 0.95
 
 BOOTSTRAP_BATCH_VALUES = 2**24
 """Point counts held at once (128 MiB of float64): resamples are drawn in batches of this size."""
-
-
-def stein_weight(dist: Distribution, v: np.ndarray) -> np.ndarray:
-    """``k(v)`` of NOTE [Bounds from derivatives] for the variable of ``dist``."""
-    if dist.kind in ("normal", "lognormal"):
-        return np.full_like(v, dist.args[1] ** 2)
-    if dist.kind in ("uniform", "loguniform"):
-        low, high = dist.support()
-        return (v - low) * (high - v) / 2
-    mean, std, _, high = dist.args  # truncated normal: sigma^2 (rho(v) - rho(b)) + (mu - m)(1 - F(v))
-    var = dist.variable()
-    rho = var.pdf(v)
-    tail = std**2 * (rho - var.pdf(high)) + (mean - var.mean()) * var.sf(v)
-    return np.where(rho > 0, tail / np.where(rho > 0, rho, 1), 0.0)
 
 
 @dataclass
@@ -108,7 +94,7 @@ def design_bounds(ds: xr.Dataset, params: list[str], rng_seed: int = 0) -> xr.Da
         if dist.log:  # the variable is ln p; dy/d(ln p) = p dy/dp
             v, dv = np.log(values), dv * values[:, None, None]
         gradients[p] = dv
-        k = stein_weight(dist, v)
+        k = dist.stein_weight(v)
         nu = np.einsum("nre,nre->re", dv, dv) / n
         cov = np.einsum("nre,n->re", dv, k) / n
         constant, var_v = dist.poincare_constant(), dist.variance()

@@ -1,10 +1,15 @@
-"""The distributions of a design's parameters: uniform, log-uniform, normal, truncated normal, log-normal."""
+"""The distributions of a design's parameters, one class each: a new distribution is one class.
+
+A distribution knows its quantiles (to place a design's points), the variable the bounds use
+(``p``, or ``ln p`` for a log distribution), that variable's support, variance and Poincaré
+constant, and the Stein weight of NOTE [Bounds from derivatives] (:mod:`pipeline.design.bounds`).
+"""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
@@ -16,130 +21,199 @@ if TYPE_CHECKING:  # scipy.stats takes 0.3 s to import: only where a design is s
 
 @dataclass(frozen=True)
 class Distribution:
-    """One parameter's distribution: ``kind`` and its arguments, as written (``uniform(0.5, 1.5)``).
+    """One parameter's distribution: its arguments as written (``uniform(0.5, 1.5)``).
 
     ``log`` distributions (``loguniform``, ``lognormal``) are those of ``ln p``: their Poincaré
     constant applies to ``p dy/dp`` (the derivative with respect to ``ln p``).
     """
 
-    kind: str
     args: tuple[float, ...]
+    kind: ClassVar[str] = ""
+    log: ClassVar[bool] = False
+    arguments: ClassVar[tuple[str, ...]] = ()
 
     def __str__(self) -> str:
         return f"{self.kind}({', '.join(f'{a:g}' for a in self.args)})"
 
-    @property
-    def log(self) -> bool:
-        return self.kind in ("loguniform", "lognormal")
-
     def frozen(self) -> stats.rv_continuous:
         """The scipy distribution of ``p``."""
-        from scipy import stats
-
-        a = self.args
-        if self.kind == "uniform":
-            return stats.uniform(a[0], a[1] - a[0])
-        if self.kind == "loguniform":
-            return stats.loguniform(a[0], a[1])
-        if self.kind == "normal":
-            return stats.norm(a[0], a[1])
-        if self.kind == "truncnormal":
-            mean, std, low, high = a
-            return stats.truncnorm((low - mean) / std, (high - mean) / std, loc=mean, scale=std)
-        return stats.lognorm(a[1], scale=math.exp(a[0]))  # lognormal(mean, std) of ln p
+        raise NotImplementedError
 
     def ppf(self, u: np.ndarray) -> np.ndarray:
-        """Quantiles at ``u``: closed forms for the uniform laws (scipy's values, bit for bit, without
-        building its objects), scipy for the others."""
-        a = self.args
-        if self.kind == "uniform":
-            return a[0] + (a[1] - a[0]) * u
-        if self.kind == "loguniform":
-            return np.exp(np.log(a[0]) + u * (np.log(a[1]) - np.log(a[0])))
+        """Quantiles of ``p`` at ``u``."""
         return self.frozen().ppf(u)
 
     def variable(self) -> stats.rv_continuous:
         """The distribution of the variable the bounds use: ``p``, or ``ln p`` for a log distribution."""
-        from scipy import stats
-
-        if self.kind == "loguniform":
-            return stats.uniform(math.log(self.args[0]), math.log(self.args[1] / self.args[0]))
-        if self.kind == "lognormal":
-            return stats.norm(self.args[0], self.args[1])
         return self.frozen()
 
     def support(self) -> tuple[float, float]:
-        """Where the variable of :meth:`variable` lives (closed forms: no scipy object is built)."""
-        a = self.args
-        if self.kind == "uniform":
-            return a[0], a[1]
-        if self.kind == "loguniform":
-            return math.log(a[0]), math.log(a[1])
-        if self.kind == "truncnormal":
-            return a[2], a[3]
+        """Where the variable of :meth:`variable` lives."""
         return -math.inf, math.inf
 
     def variance(self) -> float:
-        """The variance of the variable of :meth:`variable` (closed forms but for the truncated normal)."""
-        if self.kind in ("uniform", "loguniform"):
-            low, high = self.support()
-            return (high - low) ** 2 / 12
-        if self.kind in ("normal", "lognormal"):
-            return self.args[1] ** 2
-        return float(self.frozen().var())
+        """The variance of the variable of :meth:`variable`."""
+        return float(self.variable().var())
 
     def poincare_constant(self) -> float:
-        """C with ``Var g <= C E[g'^2]`` for the variable of :meth:`variable` (Lamboni et al. 2013).
+        """C with ``Var g <= C E[g'^2]`` for the variable of :meth:`variable` (Lamboni et al. 2013)."""
+        raise NotImplementedError
 
-        Uniform on [a, b]: ``(b - a)^2 / pi^2``; normal: ``sigma^2``; a normal truncated to [a, b]
-        is log-concave on a convex set: ``min(sigma^2, (b - a)^2 / pi^2)`` (Brascamp-Lieb, and the
-        interval's own constant); log distributions: the constant of ``ln p``.
-        """
+    def stein_weight(self, v: np.ndarray) -> np.ndarray:
+        """``k(v)`` of NOTE [Bounds from derivatives] for the variable of :meth:`variable`."""
+        raise NotImplementedError
+
+
+class _Interval(Distribution):
+    """Uniform in the bounds' variable on ``[low, high]``: the Poincaré constant ``(b - a)^2 / pi^2``."""
+
+    def variance(self) -> float:
         low, high = self.support()
-        interval = (high - low) ** 2 / math.pi**2  # infinite for an unbounded variable
-        if self.kind in ("normal", "lognormal"):
-            return self.args[1] ** 2
-        if self.kind == "truncnormal":
-            return min(self.args[1] ** 2, interval)
-        return interval
+        return (high - low) ** 2 / 12
+
+    def poincare_constant(self) -> float:
+        low, high = self.support()
+        return (high - low) ** 2 / math.pi**2
+
+    def stein_weight(self, v: np.ndarray) -> np.ndarray:
+        low, high = self.support()
+        return (v - low) * (high - v) / 2
 
 
-def _distribution(kind: str, *args: float) -> Distribution:
+class Uniform(_Interval):
+    kind, arguments = "uniform", ("low", "high")
+
+    def frozen(self) -> stats.rv_continuous:
+        from scipy import stats
+
+        return stats.uniform(self.args[0], self.args[1] - self.args[0])
+
+    def ppf(self, u: np.ndarray) -> np.ndarray:  # scipy's values, bit for bit, without its objects
+        return self.args[0] + (self.args[1] - self.args[0]) * u
+
+    def support(self) -> tuple[float, float]:
+        return self.args[0], self.args[1]
+
+
+class LogUniform(_Interval):
+    kind, log, arguments = "loguniform", True, ("low", "high")
+
+    def frozen(self) -> stats.rv_continuous:
+        from scipy import stats
+
+        return stats.loguniform(self.args[0], self.args[1])
+
+    def ppf(self, u: np.ndarray) -> np.ndarray:
+        return np.exp(np.log(self.args[0]) + u * (np.log(self.args[1]) - np.log(self.args[0])))
+
+    def variable(self) -> stats.rv_continuous:
+        from scipy import stats
+
+        return stats.uniform(math.log(self.args[0]), math.log(self.args[1] / self.args[0]))
+
+    def support(self) -> tuple[float, float]:
+        return math.log(self.args[0]), math.log(self.args[1])
+
+
+class Normal(Distribution):
+    """Normal in the bounds' variable: Poincaré constant and Stein weight ``sigma^2``."""
+
+    kind, arguments = "normal", ("mean", "std")
+
+    def frozen(self) -> stats.rv_continuous:
+        from scipy import stats
+
+        return stats.norm(self.args[0], self.args[1])
+
+    def variance(self) -> float:
+        return self.args[1] ** 2
+
+    def poincare_constant(self) -> float:
+        return self.args[1] ** 2
+
+    def stein_weight(self, v: np.ndarray) -> np.ndarray:
+        return np.full_like(v, self.args[1] ** 2)
+
+
+class LogNormal(Normal):
+    """``ln p ~ normal(mean, std)``."""
+
+    kind, log, arguments = "lognormal", True, ("mean", "std")
+
+    def frozen(self) -> stats.rv_continuous:
+        from scipy import stats
+
+        return stats.lognorm(self.args[1], scale=math.exp(self.args[0]))
+
+    def variable(self) -> stats.rv_continuous:
+        from scipy import stats
+
+        return stats.norm(self.args[0], self.args[1])
+
+
+class TruncNormal(Distribution):
+    """A normal truncated to ``[low, high]``: log-concave on a convex set, so its Poincaré constant is
+    ``min(sigma^2, (b - a)^2 / pi^2)`` (Brascamp-Lieb, and the interval's own constant)."""
+
+    kind, arguments = "truncnormal", ("mean", "std", "low", "high")
+
+    def frozen(self) -> stats.rv_continuous:
+        from scipy import stats
+
+        mean, std, low, high = self.args
+        return stats.truncnorm((low - mean) / std, (high - mean) / std, loc=mean, scale=std)
+
+    def support(self) -> tuple[float, float]:
+        return self.args[2], self.args[3]
+
+    def poincare_constant(self) -> float:
+        low, high = self.support()
+        return min(self.args[1] ** 2, (high - low) ** 2 / math.pi**2)
+
+    def stein_weight(self, v: np.ndarray) -> np.ndarray:
+        mean, std, _, high = self.args  # sigma^2 (rho(v) - rho(b)) + (mu - m)(1 - F(v))
+        var = self.variable()
+        rho = var.pdf(v)
+        tail = std**2 * (rho - var.pdf(high)) + (mean - var.mean()) * var.sf(v)
+        return np.where(rho > 0, tail / np.where(rho > 0, rho, 1), 0.0)
+
+
+def _distribution(cls: type[Distribution], *args: float) -> Distribution:
     values = tuple(float(a) for a in args)
     if not all(math.isfinite(v) for v in values):
-        raise ConfigError(f"invalid {kind}{values}: arguments must be finite numbers")
-    return Distribution(kind, values)
+        raise ConfigError(f"invalid {cls.kind}{values}: arguments must be finite numbers")
+    return cls(values)
 
 
 def uniform(low: float, high: float) -> Distribution:
     if not low < high:
         raise ConfigError(f"invalid uniform({low}, {high}): need low < high")
-    return _distribution("uniform", low, high)
+    return _distribution(Uniform, low, high)
 
 
 def loguniform(low: float, high: float) -> Distribution:
     if not 0 < low < high:
         raise ConfigError(f"invalid loguniform({low}, {high}): need 0 < low < high")
-    return _distribution("loguniform", low, high)
+    return _distribution(LogUniform, low, high)
 
 
 def normal(mean: float, std: float) -> Distribution:
     if not std > 0:
         raise ConfigError(f"invalid normal({mean}, {std}): need std > 0")
-    return _distribution("normal", mean, std)
+    return _distribution(Normal, mean, std)
 
 
 def truncnormal(mean: float, std: float, low: float, high: float) -> Distribution:
     if not (std > 0 and low < high):
         raise ConfigError(f"invalid truncnormal({mean}, {std}, {low}, {high}): need std > 0 and low < high")
-    return _distribution("truncnormal", mean, std, low, high)
+    return _distribution(TruncNormal, mean, std, low, high)
 
 
 def lognormal(mean: float, std: float) -> Distribution:
     """``ln p ~ normal(mean, std)``."""
     if not std > 0:
         raise ConfigError(f"invalid lognormal({mean}, {std}): need std > 0 (of ln p)")
-    return _distribution("lognormal", mean, std)
+    return _distribution(LogNormal, mean, std)
 
 
 DISTRIBUTIONS = {

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from pipeline.checks import check_parts
@@ -11,7 +9,7 @@ from pipeline.config.schema import DESIGN_KINDS, RangeConfig, SweepConfig, Sweep
 from pipeline.design.distributions import parse
 from pipeline.design.sampling import DESIGNS, Design, points, read_points
 from pipeline.errors import ConfigError
-from pipeline.paths import conf_dir
+from pipeline.paths import in_workflow
 
 
 def sweep_values(spec: RangeConfig) -> np.ndarray:
@@ -54,8 +52,7 @@ def sweep_design(sweep: SweepConfig) -> Design:
     """The whole sampled design of a ``sweep`` of a design kind (``sobol``, ``lhs``, ``random``, ``points``)."""
     dists = {name: parse(text, f"sweep.parameters.{name}") for name, text in sweep.parameters.items() if text}
     if sweep.kind == SweepKind.points:
-        path = Path(sweep.path)
-        table = read_points(path if path.is_absolute() else conf_dir().parent / path, list(sweep.parameters))
+        table = read_points(in_workflow(sweep.path), list(sweep.parameters))
         return points(table, list(sweep.parameters), dists)
     return DESIGNS[sweep.kind.value](dists, sweep.n, seed=sweep.seed)
 

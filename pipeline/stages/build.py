@@ -11,7 +11,6 @@ import inspect
 import logging
 import pickle
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.errors import ConfigError
 from pipeline.inputs import InputTree, input_tree, read_x
-from pipeline.paths import conf_dir
+from pipeline.paths import in_workflow
 from pipeline.storage.read import reading
 
 log = logging.getLogger("sensweep.build")
@@ -80,9 +79,7 @@ def load_weights(module: torch.nn.Module, path: str) -> None:
 
     A relative ``path`` is relative to the workflow folder, as data files are.
     """
-    file = Path(path)
-    if not file.is_absolute():
-        file = conf_dir().parent / file
+    file = in_workflow(path)
     if not file.is_file():
         raise ConfigError(f"invalid model.weights={path!r}: no such file (looked for {file})")
     try:

@@ -16,6 +16,7 @@ from pipeline.inputs import input_leaves
 from pipeline.stages.build import build_inputs, build_model
 from pipeline.stages.cli import job_main
 from pipeline.storage.dataset import input_structure, input_variables
+from pipeline.storage.names import header
 from pipeline.storage.write import write_netcdf
 
 log = logging.getLogger("sensweep.prepare")
@@ -29,8 +30,7 @@ def prepare(cfg: DictConfig, study: str = "") -> xr.Dataset:
     ds = xr.Dataset(
         input_variables(model, x, units=dict(cfg.model.units)),
         attrs={
-            "Conventions": "CF-1.10",
-            "title": f"Inputs of study {study}".strip(),
+            **header(f"Inputs of study {study}".strip(), "inputs of the study (pipeline.stages.prepare)"),
             "study": study,
             "config": to_yaml(cfg),
             **input_structure(x),

@@ -26,7 +26,6 @@ when a comparison fails.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -46,7 +45,7 @@ from pipeline.stages.build import build_model
 from pipeline.stages.cli import run_cli
 from pipeline.stages.current import check_computed_from, study_arguments
 from pipeline.stages.plot import plot_agreement
-from pipeline.storage.names import CONVENTIONS, connected_name, derivative_name, sweep_dims, swept_parameters
+from pipeline.storage.names import connected_name, derivative_name, header, sweep_dims, swept_parameters
 from pipeline.storage.parts import Source, one_or_many, open_sensitivity, source_files
 from pipeline.storage.read import reading
 from pipeline.storage.write import write_atomic, write_netcdf
@@ -251,10 +250,11 @@ def verify(ds: xr.Dataset, cfg: DictConfig) -> xr.Dataset:
     if opts.compare_along:
         out = out.merge(compare_variants(sub, opts.compare_along, [*map(derivative_name, params), "y"]))
     out.attrs = {
-        "Conventions": CONVENTIONS,
-        "title": f"Verification of {ds.attrs.get('study', '')}".strip(),
-        "history": f"{dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}: verification (pipeline.stages.verify)",
-        "source": ds.attrs.get("source", "sensweep"),
+        **header(
+            f"Verification of {ds.attrs.get('study', '')}".strip(),
+            "verification (pipeline.stages.verify)",
+            ds.attrs.get("source", "sensweep"),
+        ),
         "study": ds.attrs.get("study", ""),
         "checked_points": int(np.prod([sub.sizes[d] for d in sweep])),
         "checked_samples": sub.sizes["sample"],

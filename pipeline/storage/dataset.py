@@ -7,7 +7,6 @@ how it is stored on disk (compression, chunking) is :func:`pipeline.storage.writ
 
 from __future__ import annotations
 
-import datetime as dt
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -20,7 +19,7 @@ from pipeline.derivatives.routine import Routine
 from pipeline.design.sampling import Design
 from pipeline.errors import ConfigError
 from pipeline.inputs import InputTree, input_leaves
-from pipeline.storage.names import CONVENTIONS, connected_name, derivative_name, second_derivative_name
+from pipeline.storage.names import connected_name, derivative_name, header, second_derivative_name
 
 
 def connected_variable(param: str, flags: np.ndarray, dims: list[str]) -> xr.DataArray:
@@ -227,11 +226,11 @@ def build_dataset(
         ds[param].attrs["long_name"] = f"swept parameter {param}"
     bound = "; ".join(f"{p}={path}" for p, path in routine.bound_to.items())
     ds.attrs = {
-        "Conventions": CONVENTIONS,
-        "title": title or f"Sensitivity of y to {', '.join(params)}",
-        "history": f"{dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}: {' '.join(sys.argv)}"
-        + (f" ({history_note})" if history_note else ""),
-        "source": "sensweep (pipeline.sensitivity)",
+        **header(
+            title or f"Sensitivity of y to {', '.join(params)}",
+            " ".join(sys.argv) + (f" ({history_note})" if history_note else ""),
+            "sensweep (pipeline.sensitivity)",
+        ),
         "swept_parameters": " ".join(params),
         **({"bound_to": bound} if bound else {}),
         **structure,

@@ -5,9 +5,17 @@ Free of torch, so the stages that only read datasets (merge, summarise, plot) st
 
 from __future__ import annotations
 
+import datetime as dt
+
 import xarray as xr
 
 CONVENTIONS = "CF-1.10"
+
+
+def header(title: str, history: str, source: str = "sensweep") -> dict[str, str]:
+    """The CF global attributes every file sensweep writes starts with; ``history`` gets a UTC timestamp."""
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    return {"Conventions": CONVENTIONS, "title": title, "history": f"{now}: {history}", "source": source}
 
 
 def derivative_name(param: str) -> str:

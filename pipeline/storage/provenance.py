@@ -24,6 +24,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config import yamltext
+from pipeline.paths import in_workflow, workflow_dir
 
 NOT_DETERMINING = ("part", "output", "inputs_file", "threads", "verify", "compression")
 """Config keys that do not change a part's values (which part it is, paths, threads, the verify step,
@@ -62,7 +63,7 @@ def data_files(cfg: DictConfig, root: str | Path) -> list[Path]:
     config; relative paths are relative to ``root``, the workflow folder), and the source file of
     the model (:func:`source_file`): an edited model reruns every part of its studies."""
     named = [cfg.model.get("weights"), cfg.sweep.get("path") if cfg.sweep.get("kind") == "points" else None]
-    files = [Path(f) if Path(f).is_absolute() else Path(root) / f for f in named if f]
+    files = [in_workflow(f, root) for f in named if f]
     source = source_file(str(cfg.model.get("_target_") or ""), root)
     return [*files, *([source] if source else [])]
 
@@ -101,9 +102,7 @@ def fingerprint(cfg: DictConfig | str | dict, x: np.ndarray | list[np.ndarray]) 
     digest = hashlib.sha256(determining_yaml(cfg).encode())
     digest.update(__version__.encode())
     if isinstance(cfg, DictConfig) and "model" in cfg:  # their bytes, not only their paths
-        from pipeline.paths import conf_dir
-
-        for file in data_files(cfg, conf_dir().parent):
+        for file in data_files(cfg, workflow_dir()):
             if file.is_file():
                 with file.open("rb") as f:
                     digest.update(hashlib.file_digest(f, "sha256").digest())
