@@ -9,8 +9,8 @@ from bad_models import ForwardOnly, NoForward, log_model
 
 from helpers import RTOL
 from pipeline import sensitivity
-from pipeline.api import _check_finite
 from pipeline.checks import METHODS as CHECKED_NAMES
+from pipeline.derivatives.guards import check_finite
 from pipeline.derivatives.methods import METHODS, fd_step
 from pipeline.errors import ConfigError, DerivativeError
 from pipeline.models import Composite, ConvSlice, Oscillator, oscillator_exact, seed_linear
@@ -149,15 +149,15 @@ def test_each_kind_of_nonfinite_value_is_found_in_any_parameter(bad):
     grid = {"a": [1.0, 2.0], "b": [3.0]}
     dy = torch.zeros(2, 4, 3, 2)
     dy[1, 2, 0, 1] = bad
-    assert _check_finite(torch.zeros(2, 4, 3), dy, grid, "warn") == {
+    assert check_finite(torch.zeros(2, 4, 3), dy, grid, "warn") == {
         "nonfinite_y": 0,
         "nonfinite_dy_da": 0,
         "nonfinite_dy_db": 1,
     }
     y = torch.zeros(2, 4, 3)
     y[0, 3, 2] = bad
-    assert _check_finite(y, torch.zeros(2, 4, 3, 2), grid, "warn")["nonfinite_y"] == 1
-    assert _check_finite(torch.zeros(0, 4), torch.zeros(0, 4, 2), grid, "warn")["nonfinite_y"] == 0
+    assert check_finite(y, torch.zeros(2, 4, 3, 2), grid, "warn")["nonfinite_y"] == 1
+    assert check_finite(torch.zeros(0, 4), torch.zeros(0, 4, 2), grid, "warn")["nonfinite_y"] == 0
 
 
 def test_nan_policy_raise_names_the_first_bad_point(tmp_path):

@@ -14,8 +14,6 @@ from omegaconf import DictConfig
 
 from pipeline.checks import (
     check_bind,
-    check_device,
-    check_method_options,
     check_parameter_name,
     check_parts,
     fail,
@@ -23,6 +21,7 @@ from pipeline.checks import (
 from pipeline.config.schema import DESIGN_KINDS, JobConfig, MethodName, RangeConfig, SweepConfig, SweepKind
 from pipeline.config.sizes import check_grid_size
 from pipeline.errors import ConfigError
+from pipeline.options import Options
 
 
 def _check_range(key: str, spec: DictConfig) -> int:
@@ -147,17 +146,7 @@ def validate(cfg: DictConfig | JobConfig) -> None:
             counts[name] = _check_range(f"sweep.grid.{name}", spec)
         check_grid_size(counts)
         check_parts(sweep.parts, count, cfg.part, sweep.param, prefix="sweep.")
-    method = cfg.method
-    check_method_options(
-        method.name,
-        order=method.order,
-        compile=method.compile,
-        step=method.step,
-        chunk_size=method.chunk_size,
-        max_memory_mb=method.max_memory_mb,
-        n_params=len(counts),
-        prefix="method.",
-    )
+    Options.from_config(cfg).checked(n_params=len(counts), prefix="method.")
     for key in ("values", "samples"):
         if cfg.verify[key] < 1:
             fail(f"verify.{key}", cfg.verify[key], "must be >= 1 (verify.enabled=false turns the step off)")
@@ -168,5 +157,4 @@ def validate(cfg: DictConfig | JobConfig) -> None:
         fail("verify.rtol", rtol, "must be null (automatic) or between 0 and 1, e.g. 1e-6")
     if cfg.threads is not None and cfg.threads < 1:
         fail("threads", cfg.threads, "must be null (torch's default) or >= 1")
-    check_device(cfg.device)
     check_bind(cfg.model.bind, counts, key="model.bind")

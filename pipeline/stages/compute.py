@@ -11,12 +11,13 @@ import torch
 import xarray as xr
 from omegaconf import DictConfig
 
-from pipeline.api import resolve_device, sensitivity
+from pipeline.api import dataset, plan, resolve_device, run
 from pipeline.config.studies import study_title, to_yaml
 from pipeline.config.validate import part_count, validate
 from pipeline.design.sampling import Design
 from pipeline.design.sweep import part_sweep
 from pipeline.inputs import input_arrays, input_leaves
+from pipeline.options import Options
 from pipeline.stages.build import build_inputs, build_model
 from pipeline.stages.cli import job_main
 from pipeline.storage.names import connected_name, swept_parameters
@@ -59,26 +60,12 @@ def sweep_dataset(cfg: DictConfig, study: str = "") -> xr.Dataset:
         device,
         cfg.dtype.value,
     )
-    ds = sensitivity(
-        model,
-        x,
-        grid,
-        method=cfg.method.name.value,
-        device=device,
-        dtype=cfg.dtype.value,
-        chunk_size=cfg.method.chunk_size,
-        max_memory_mb=cfg.method.max_memory_mb,
-        step=cfg.method.step,
-        nan_policy=cfg.nan_policy.value,
-        hidden_policy=cfg.hidden_policy.value,
-        order=cfg.method.order,
-        compile=cfg.method.compile,
-        bind=cfg.model.bind,
-        output_dims=cfg.model.output_dims,
-        units=dict(cfg.model.units),
-        title=study_title(cfg, study) if study else cfg.title,
-        attrs={"study": study, "sweep_kind": cfg.sweep.kind.value, "config": to_yaml(cfg), **provenance(), **part},
+    options = Options.from_config(cfg, device=device)
+    attrs = {"study": study, "sweep_kind": cfg.sweep.kind.value, "config": to_yaml(cfg), **provenance(), **part}
+    planned = plan(
+        model, x, grid, options, bind=cfg.model.bind, output_dims=cfg.model.output_dims, units=dict(cfg.model.units)
     )
+    ds = dataset(planned, run(planned), title=study_title(cfg, study) if study else cfg.title, attrs=attrs)
     ds.attrs["fingerprint"] = fingerprint(cfg, input_arrays(ds))  # what the merge and verify compare
     independent = ds.attrs.get("structurally_independent_outputs", 0)
     if independent:
