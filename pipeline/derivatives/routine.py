@@ -136,61 +136,66 @@ class _Method(nn.Module):
         return getattr(self.inner, self.method)(*args)
 
 
-def _bind_module(
-    module: nn.Module, bind: dict[str, str], params: list[str], device: torch.device, dtype: torch.dtype
-) -> tuple[Callable, StepFunctions | None, list[TensorParameter]]:
-    tensors = {k: v.detach() for k, v in [*module.named_parameters(), *module.named_buffers()]}
-    tensors = {k: v.to(device, dtype) if v.is_floating_point() else v.to(device) for k, v in tensors.items()}
-    targets = []  # (tensor name, mask, index in theta), applied in order: two may share a tensor
-    tensor_targets = []  # (tensor name, flat indices, start in theta)
-    tensor_params = []
+class _Bindings:
+    """Where each swept parameter's value goes in a module's tensors: an element (by mask) for a swept
+    scalar, flat indices for a bound tensor or slice; every claim checked against the others."""
 
-    def bound(param: str) -> tuple[str, tuple[int | slice, ...]]:
+    def __init__(self, module: nn.Module, bind: dict[str, str], device: torch.device, dtype: torch.dtype) -> None:
+        tensors = {k: v.detach() for k, v in [*module.named_parameters(), *module.named_buffers()]}
+        self.tensors = {k: v.to(device, dtype) if v.is_floating_point() else v.to(device) for k, v in tensors.items()}
+        self.module, self.bind = module, bind
+        self.elements: list[tuple[str, Tensor, int]] = []  # (tensor name, mask, index in theta), in order
+        self.slices: list[tuple[str, Tensor, int]] = []  # (tensor name, flat indices, start in theta)
+        self.tensor_params: list[TensorParameter] = []
+        self.claimed: dict[str, list[tuple[str, Tensor]]] = {}  # tensor name -> (parameter, mask it replaces)
+
+    def _bound(self, param: str) -> tuple[str, tuple[int | slice, ...]]:
         """The tensor name and index of ``bind[param]``; a name the module lacks fails, naming its tensors."""
-        path = bind[param]
+        path = self.bind[param]
         name, index = parse_bind_path(path)
-        if name not in tensors:
-            valid = ", ".join(f"{k} {tuple(v.shape)}" for k, v in module.named_parameters())
-            close = difflib.get_close_matches(name, list(tensors), n=1)
+        if name not in self.tensors:
+            valid = ", ".join(f"{k} {tuple(v.shape)}" for k, v in self.module.named_parameters())
+            close = difflib.get_close_matches(name, list(self.tensors), n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise ConfigError(
-                f"invalid bind {param}={path!r}: {type(module).__name__} has no parameter {name!r}; "
+                f"invalid bind {param}={path!r}: {type(self.module).__name__} has no parameter {name!r}; "
                 f"{hint}Its parameters are: {valid}"
             )
         return name, index
 
-    claimed: dict[str, list[tuple[str, Tensor]]] = {}  # tensor name -> (parameter, mask of what it replaces)
-
-    def claim(param: str, name: str, mask: Tensor) -> None:
+    def _claim(self, param: str, name: str, mask: Tensor) -> None:
         """Two parameters that replace the same element would both be set, the last one winning:
         the other's derivative would be 0, silently. Refused, naming both."""
-        for other, other_mask in claimed.get(name, []):
+        for other, other_mask in self.claimed.get(name, []):
             if (mask & other_mask).any():
                 raise ConfigError(
-                    f"invalid bind: {other}={bind[other]!r} and {param}={bind[param]!r} both replace "
+                    f"invalid bind: {other}={self.bind[other]!r} and {param}={self.bind[param]!r} both replace "
                     f"{int((mask & other_mask).sum())} element(s) of {name}; bind each parameter to its own "
                     "elements (e.g. 'bias[0]' and 'bias[1:4]')"
                 )
-        claimed.setdefault(name, []).append((param, mask))
+        self.claimed.setdefault(name, []).append((param, mask))
 
-    start = len(params)
-    for param in [p for p in bind if p not in params]:
-        path = bind[param]
-        name, selection = bound(param)
-        if not tensors[name].is_floating_point():
+    def add_tensor(self, param: str, start: int) -> int:
+        """Bind a whole tensor or a slice (not swept: its own values); returns its number of elements."""
+        path = self.bind[param]
+        name, selection = self._bound(param)
+        target = self.tensors[name]
+        if not target.is_floating_point():
             raise ConfigError(f"invalid bind {param}={path!r}: {name} is not floating point")
-        tensor_param, flat = _tensor_parameter(param, path, tensors[name], selection)
-        mask = torch.zeros(tensors[name].numel(), dtype=torch.bool, device=flat.device)
+        tensor_param, flat = _tensor_parameter(param, path, target, selection)
+        mask = torch.zeros(target.numel(), dtype=torch.bool, device=flat.device)
         mask[flat] = True
-        claim(param, name, mask.reshape(tensors[name].shape))
-        tensor_targets.append((name, flat, start))
-        tensor_params.append(tensor_param)
-        start += flat.numel()
-    for i, param in enumerate(params):
-        path = bind[param]
-        name, index = bound(param)
-        target = tensors[name]
-        in_range = len(index) == target.dim() and all(0 <= i < n for i, n in zip(index, target.shape, strict=True))
+        self._claim(param, name, mask.reshape(target.shape))
+        self.slices.append((name, flat, start))
+        self.tensor_params.append(tensor_param)
+        return flat.numel()
+
+    def add_element(self, param: str, i: int) -> None:
+        """Bind swept parameter ``i`` to one element of a tensor."""
+        path = self.bind[param]
+        name, index = self._bound(param)
+        target = self.tensors[name]
+        in_range = len(index) == target.dim() and all(0 <= k < n for k, n in zip(index, target.shape, strict=True))
         if not in_range:
             example = f"{name}[{','.join(['0'] * target.dim())}]" if target.dim() else name
             raise ConfigError(
@@ -199,18 +204,31 @@ def _bind_module(
             )
         mask = torch.zeros_like(target, dtype=torch.bool)
         mask[index] = True
-        claim(param, name, mask)
-        targets.append((name, mask, i))
+        self._claim(param, name, mask)
+        self.elements.append((name, mask, i))
 
-    def replaced(theta: Tensor) -> dict[str, Tensor]:
-        out = dict(tensors)
-        for name, flat, first in tensor_targets:
+    def replaced(self, theta: Tensor) -> dict[str, Tensor]:
+        """The module's tensors with the bound elements taken from ``theta``."""
+        out = dict(self.tensors)
+        for name, flat, first in self.slices:
             values = theta[first : first + flat.numel()]
             out[name] = out[name].reshape(-1).scatter(0, flat, values).reshape(out[name].shape)
-        for name, mask, i in targets:
+        for name, mask, i in self.elements:
             # where() keeps the value exactly theta[i] and its tangent exactly 1 at the bound element.
             out[name] = torch.where(mask, theta[i], out[name])
         return out
+
+
+def _bind_module(
+    module: nn.Module, bind: dict[str, str], params: list[str], device: torch.device, dtype: torch.dtype
+) -> tuple[Callable, StepFunctions | None, list[TensorParameter]]:
+    bindings = _Bindings(module, bind, device, dtype)
+    start = len(params)
+    for param in [p for p in bind if p not in params]:
+        start += bindings.add_tensor(param, start)
+    for i, param in enumerate(params):
+        bindings.add_element(param, i)
+    replaced, tensor_params = bindings.replaced, bindings.tensor_params
 
     def fn(x: Tensor, theta: Tensor) -> Tensor:
         return functional_call(module, replaced(theta), (x,))

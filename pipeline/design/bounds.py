@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from pipeline.design.distributions import parse
+from pipeline.design.distributions import Distribution, parse
 from pipeline.storage.names import derivative_name
 
 BOOTSTRAP = 200
@@ -71,67 +71,58 @@ class _Elements:
         return dims, np.reshape(values, shape), {"long_name": long_name, **attrs}
 
 
-def design_bounds(ds: xr.Dataset, params: list[str], rng_seed: int = 0) -> xr.Dataset:
-    """The variables of NOTE [Bounds from derivatives], each with its ``long_name``.
-
-    Computed on plain arrays of ``(point, rows, last)``; the results get their dims back in one
-    Dataset.
-    """
-    el = _Elements.of(ds["y"])
-    Y = el.array(ds["y"])
-    n = len(Y)
-    D = Y.var(axis=0, ddof=1)
-    positive, D_along = _positive(D), _positive(D.sum(axis=0))  # per element; per entry of the last dim
-    total_D = float(D.sum())
-    out: dict[str, tuple] = {"y_var": el.var(D, "D: variance of y over the design's points")}
-    dists = {p: parse(ds.attrs[f"distribution_{p}"]) for p in params if f"distribution_{p}" in ds.attrs}
-    gradients: dict[str, np.ndarray] = {}
-    weights: dict[str, tuple[np.ndarray, np.ndarray, float, float]] = {}
-    for p, dist in dists.items():
-        values = ds[p].values.astype(np.float64).reshape(n)
-        dv = el.array(ds[derivative_name(p)])
-        v = values
-        if dist.log:  # the variable is ln p; dy/d(ln p) = p dy/dp
-            v, dv = np.log(values), dv * values[:, None, None]
-        gradients[p] = dv
-        k = dist.stein_weight(v)
-        nu = np.einsum("nre,nre->re", dv, dv) / n
-        cov = np.einsum("nre,n->re", dv, k) / n
-        constant, var_v = dist.poincare_constant(), dist.variance()
-        wrt = f"ln {p}" if dist.log else p
-        out[f"dgsm_{p}"] = el.var(nu, f"DGSM nu: mean over the points of (dy/d{wrt})^2", distribution=str(dist))
-        out[f"sobol_total_upper_{p}"] = el.var(
+def _parameter_bounds(
+    el: _Elements, p: str, dist: Distribution, values: np.ndarray, dv: np.ndarray, D: np.ndarray
+) -> tuple[dict[str, tuple], tuple[np.ndarray, np.ndarray, float, float]]:
+    """The DGSM, the bounds and mu* of one parameter (``dv``: its derivatives in its variable), and
+    what the bootstrap needs: ``(dv, k, C, Var v)``."""
+    n = len(dv)
+    positive, D_along, total_D = _positive(D), _positive(D.sum(axis=0)), float(D.sum())
+    v = np.log(values) if dist.log else values
+    k = dist.stein_weight(v)
+    nu = np.einsum("nre,nre->re", dv, dv) / n
+    cov = np.einsum("nre,n->re", dv, k) / n
+    constant, var_v = dist.poincare_constant(), dist.variance()
+    wrt = f"ln {p}" if dist.log else p
+    out = {
+        f"dgsm_{p}": el.var(nu, f"DGSM nu: mean over the points of (dy/d{wrt})^2", distribution=str(dist)),
+        f"sobol_total_upper_{p}": el.var(
             constant * nu / positive,
             f"upper bound on the total Sobol' index of {p}: C nu / D (C = {constant:.6g}, Poincare constant)",
             poincare_constant=constant,
-        )
-        out[f"sobol_first_lower_{p}"] = el.var(
+        ),
+        f"sobol_first_lower_{p}": el.var(
             cov**2 / (var_v * positive),
             f"lower bound on the first-order Sobol' index of {p}: E[dy/d{wrt} k]^2 / (Var {wrt} D)",
+        ),
+        f"mu_star_{p}": el.var(np.abs(dv).mean(axis=0), f"mean over the points of |dy/d{wrt}|"),
+    }
+    for name, total, what in (
+        (f"sobol_total_upper_{p}", constant * nu, "upper bound on the total index"),
+        (f"sobol_first_lower_{p}", cov**2 / var_v, "lower bound on the first-order index"),
+    ):
+        out[f"{name}_aggregated"] = (
+            [],
+            float(total.sum()) / total_D,
+            {
+                "long_name": f"{what} of {p}, aggregated over samples and outputs (variance weights)",
+                "confidence": CONFIDENCE,
+            },
         )
-        out[f"mu_star_{p}"] = el.var(np.abs(dv).mean(axis=0), f"mean over the points of |dy/d{wrt}|")
-        for name, total, what in (
-            (f"sobol_total_upper_{p}", constant * nu, "upper bound on the total index"),
-            (f"sobol_first_lower_{p}", cov**2 / var_v, "lower bound on the first-order index"),
-        ):
-            out[f"{name}_aggregated"] = (
-                [],
-                float(total.sum()) / total_D,
-                {
-                    "long_name": f"{what} of {p}, aggregated over samples and outputs (variance weights)",
-                    "confidence": CONFIDENCE,
-                },
+        if el.along:  # at each entry of the last output dim, weighted over the others: sum / sum D
+            out[f"{name}_per_{el.along[0]}"] = el.var(
+                total.sum(axis=0) / D_along,
+                f"{name} at each {el.along[0]}, aggregated over the other element dims with variance weights",
+                along=True,
             )
-            if el.along:  # at each entry of the last output dim, weighted over the others: sum / sum D
-                out[f"{name}_per_{el.along[0]}"] = el.var(
-                    total.sum(axis=0) / D_along,
-                    f"{name} at each {el.along[0]}, aggregated over the other element dims with variance weights",
-                    along=True,
-                )
-        weights[p] = (dv, k, constant, var_v)
-    for p, intervals in _bootstrap(Y, weights, rng_seed).items():
+    return out, (dv, k, constant, var_v)
+
+
+def _with_intervals(out: dict[str, tuple], el: _Elements, intervals: dict[str, dict]) -> None:
+    """The bootstrap intervals of every bound, beside it in ``out``."""
+    for p, found in intervals.items():
         for kind, name in (("upper", f"sobol_total_upper_{p}"), ("lower", f"sobol_first_lower_{p}")):
-            element, along, (low, high) = intervals[kind]
+            element, along, (low, high) = found[kind]
             out[f"{name}_aggregated"][2].update(ci_low=low, ci_high=high)
             out[f"{name}_interval"] = el.var(
                 element, f"{CONFIDENCE:.0%} bootstrap interval of {name} (resampled points)", interval=True
@@ -140,25 +131,56 @@ def design_bounds(ds: xr.Dataset, params: list[str], rng_seed: int = 0) -> xr.Da
                 out[f"{name}_per_{el.along[0]}_interval"] = el.var(
                     along, f"{CONFIDENCE:.0%} bootstrap interval of {name}_per_{el.along[0]}", interval=True, along=True
                 )
-    coords = {**el.coords, "interval": ["low", "high"]}
-    if len(gradients) > 1:
-        names = list(gradients)
-        G = np.stack([gradients[p].reshape(n, -1) for p in names], axis=-1)  # (point, element, parameter)
-        matrix = np.einsum("nep,neq->pq", G, G) / n
-        out["gradient_outer_product"] = (
+
+
+def _gradient_outer_product(gradients: dict[str, np.ndarray]) -> dict[str, tuple]:
+    """E[grad y grad y^T] over the points, summed over elements, and its eigenvalues (active directions)."""
+    names = list(gradients)
+    G = np.stack([gradients[p].reshape(len(gradients[p]), -1) for p in names], axis=-1)  # (point, element, param)
+    matrix = np.einsum("nep,neq->pq", G, G) / len(G)
+    return {
+        "gradient_outer_product": (
             ["parameter", "parameter_2"],
             matrix,
             {
                 "long_name": "E[grad y grad y^T] summed over samples and outputs "
                 "(derivatives in each parameter's variable)"
             },
-        )
-        out["active_eigenvalues"] = (
+        ),
+        "active_eigenvalues": (
             ["direction"],
             np.linalg.eigvalsh(matrix)[::-1],
             {"long_name": "eigenvalues of gradient_outer_product, largest first (active directions)"},
-        )
-        coords.update(parameter=names, parameter_2=names)
+        ),
+    }
+
+
+def design_bounds(ds: xr.Dataset, params: list[str], rng_seed: int = 0) -> xr.Dataset:
+    """The variables of NOTE [Bounds from derivatives], each with its ``long_name``.
+
+    Computed on plain arrays of ``(point, rows, last)``; the results get their dims back in one
+    Dataset.
+    """
+    el = _Elements.of(ds["y"])
+    Y = el.array(ds["y"])
+    D = Y.var(axis=0, ddof=1)
+    out: dict[str, tuple] = {"y_var": el.var(D, "D: variance of y over the design's points")}
+    dists = {p: parse(ds.attrs[f"distribution_{p}"]) for p in params if f"distribution_{p}" in ds.attrs}
+    gradients: dict[str, np.ndarray] = {}
+    weights: dict[str, tuple[np.ndarray, np.ndarray, float, float]] = {}
+    for p, dist in dists.items():
+        values = ds[p].values.astype(np.float64).reshape(len(Y))
+        dv = el.array(ds[derivative_name(p)])
+        if dist.log:  # the variable is ln p; dy/d(ln p) = p dy/dp
+            dv = dv * values[:, None, None]
+        bounds, weights[p] = _parameter_bounds(el, p, dist, values, dv, D)
+        out |= bounds
+        gradients[p] = dv
+    _with_intervals(out, el, _bootstrap(Y, weights, rng_seed))
+    coords = {**el.coords, "interval": ["low", "high"]}
+    if len(gradients) > 1:
+        out |= _gradient_outer_product(gradients)
+        coords.update(parameter=list(gradients), parameter_2=list(gradients))
     return xr.Dataset(out, coords=coords)
 
 

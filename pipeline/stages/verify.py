@@ -166,6 +166,55 @@ def _projected_reverse(
         return {}, str(err).splitlines()[0] if str(err) else type(err).__name__
 
 
+def _compared(
+    sub: xr.Dataset, ref: xr.Dataset, params: list[str], attrs: dict, reference_error: float, rtol: float
+) -> list[dict]:
+    """One row per parameter: the study's derivatives at the checked points against the reference's."""
+    rows = []
+    for p in params:
+        name = derivative_name(p)
+        study, expected = sub[name].values.astype(np.float64), ref[name].values
+        # Outputs the graph does not connect to p have dy/dp = 0 by construction; compare the
+        # others. Finite differences still see a dependence a detach() hides: count it.
+        flag = sub.get(connected_name(p))
+        keep = (
+            np.ones(study.shape, bool)
+            if flag is None
+            else (flag == 1).broadcast_like(sub[name]).transpose(*sub[name].dims).values
+        )
+        tol = max(tolerance(attrs["dtype"], reference_error), rtol)
+        scale = float(np.max(np.abs(expected))) if expected.size else 0.0
+        hidden = int(np.sum(~keep & (np.abs(expected) > tol * max(scale, np.finfo(np.float64).tiny))))
+        label = f"{attrs['method']} ({attrs['dtype']}) vs {ref.attrs['method']} (float64)"
+        row = _row(label if len(params) == 1 else f"{name}: {label}", study, expected, tol, keep)
+        rows.append({**row, "hidden_dependence": hidden, "reference_error": reference_error})
+    return rows
+
+
+LONG_NAMES = {
+    "max_abs_diff": "max |study - reference|",
+    "max_rel_diff": "max |study - reference| / max |reference|",
+    "tolerance": "relative tolerance: the study's dtype, and the reference's estimated error for differences",
+    "bitwise_equal": "1 if the study's values equal the reference bit for bit",
+    "passed": "1 if max_rel_diff <= tolerance",
+    "available": "1 if the reference method could differentiate the model (0: the row is not counted)",
+    "reference_error": "estimated relative error of a finite-difference reference (steps h and h/2)",
+    "hidden_dependence": "outputs not connected to the parameter in the graph whose value still changes with it "
+    "(seen by the reference method; a detach() hides this dependence from autodiff)",
+}
+"""The columns of verify.nc's table (dim ``comparison``)."""
+
+
+def _table(rows: list[dict]) -> xr.Dataset:
+    out = xr.Dataset(
+        {key: ("comparison", [row[key] for row in rows]) for key in rows[0] if key != "comparison"},
+        coords={"comparison": [row["comparison"] for row in rows]},
+    )
+    for key, long_name in LONG_NAMES.items():
+        out[key].attrs["long_name"] = long_name
+    return out
+
+
 def verify(ds: xr.Dataset, cfg: DictConfig) -> xr.Dataset:
     """Comparisons of ``ds`` with other methods, rebuilding the model from ``cfg`` (not from ``ds``).
 
@@ -214,39 +263,8 @@ def verify(ds: xr.Dataset, cfg: DictConfig) -> xr.Dataset:
         if ref is None:
             rows.append({**_MISSING_ROW, "comparison": f"{method} (float64): not available ({missing[:200]})"})
             continue
-        for p in params:
-            name = derivative_name(p)
-            study, expected = sub[name].values.astype(np.float64), ref[name].values
-            # Outputs the graph does not connect to p have dy/dp = 0 by construction; compare the
-            # others. Finite differences still see a dependence a detach() hides: count it.
-            flag = sub.get(connected_name(p))
-            keep = (
-                np.ones(study.shape, bool)
-                if flag is None
-                else (flag == 1).broadcast_like(sub[name]).transpose(*sub[name].dims).values
-            )
-            tol = max(tolerance(ds.attrs["dtype"], reference_error), opts.get("rtol") or 0.0)
-            scale = float(np.max(np.abs(expected))) if expected.size else 0.0
-            hidden = int(np.sum(~keep & (np.abs(expected) > tol * max(scale, np.finfo(np.float64).tiny))))
-            label = f"{ds.attrs['method']} ({ds.attrs['dtype']}) vs {ref.attrs['method']} (float64)"
-            row = _row(label if len(params) == 1 else f"{name}: {label}", study, expected, tol, keep)
-            rows.append({**row, "hidden_dependence": hidden, "reference_error": reference_error})
-    out = xr.Dataset(
-        {key: ("comparison", [row[key] for row in rows]) for key in rows[0] if key != "comparison"},
-        coords={"comparison": [row["comparison"] for row in rows]},
-    )
-    for key, long_name in {
-        "max_abs_diff": "max |study - reference|",
-        "max_rel_diff": "max |study - reference| / max |reference|",
-        "tolerance": "relative tolerance: the study's dtype, and the reference's estimated error for differences",
-        "bitwise_equal": "1 if the study's values equal the reference bit for bit",
-        "passed": "1 if max_rel_diff <= tolerance",
-        "available": "1 if the reference method could differentiate the model (0: the row is not counted)",
-        "reference_error": "estimated relative error of a finite-difference reference (steps h and h/2)",
-        "hidden_dependence": "outputs not connected to the parameter in the graph whose value still changes with it "
-        "(seen by the reference method; a detach() hides this dependence from autodiff)",
-    }.items():
-        out[key].attrs["long_name"] = long_name
+        rows += _compared(sub, ref, params, ds.attrs, reference_error, opts.get("rtol") or 0.0)
+    out = _table(rows)
     if opts.compare_along:
         out = out.merge(compare_variants(sub, opts.compare_along, [*map(derivative_name, params), "y"]))
     out.attrs = {
