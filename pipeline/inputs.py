@@ -100,7 +100,7 @@ def _check_size(elements: int, key: str) -> None:
 
 
 def arange(num: int = 10) -> Tensor:
-    """``x = arange(num)``, one scalar per sample (seed 000)."""
+    """``x = arange(num)``, one scalar per sample."""
     if num < 1:
         raise ConfigError(f"invalid inputs.args.num={num!r}: must be >= 1")
     _check_size(num, "inputs.args.num")

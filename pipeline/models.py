@@ -1,4 +1,4 @@
-"""Built-in routines ``y = f(x; C)``, one per seed document (SPEC §4).
+"""Built-in routines ``y = f(x; C)``, one per classic case of batched dy/dC.
 
 Protocol: a model is either a function ``f(x, C, **kwargs)`` or an ``nn.Module`` called as
 ``module(x)`` whose parameter (or one element of one) is bound to ``C``. Either may name
@@ -16,7 +16,7 @@ from pipeline.derivatives.timestepper import TimeStepper
 
 
 def seed_linear(x: Tensor, C: Tensor) -> Tensor:
-    """``y = C * x`` (seed 000): ``dy/dC = x`` exactly."""
+    """``y = C * x`` : ``dy/dC = x`` exactly."""
     return C * x
 
 
@@ -28,7 +28,7 @@ def ishigami(x: Tensor, x1: Tensor, x2: Tensor, x3: Tensor, a: float = 7.0, b: f
 
 
 class Composite(nn.Module):
-    """Sub-models composed sequentially, in parallel and conditionally (seed 001).
+    """Sub-models composed sequentially, in parallel and conditionally.
 
     ``y = cat[branch_a(h), branch_b(h), where(x_0 > 0, head_pos(h), head_neg(h))]`` with
     ``h = encoder(x)``. A parameter bound to ``C`` inside ``branch_b`` moves only the
@@ -60,7 +60,7 @@ class Composite(nn.Module):
 
 
 class ConvSlice(nn.Module):
-    """``Conv1d`` whose output keeps the last ``last`` steps (seed 002).
+    """``Conv1d`` whose output keeps the last ``last`` steps: slicing before or after a convolution.
 
     ``slice="after"``: ``conv(x)[..., -last:]``; ``slice="before"``: ``conv(x[..., -last:])``;
     ``slice="both"``: the two stacked along a leading output dim ``slice`` (before, after), so

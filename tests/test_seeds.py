@@ -1,4 +1,5 @@
-"""The seed documents' cases (../shared/seeds), each checked against an independent reference."""
+"""The classic cases of batched dy/dC, each checked against an independent reference: a linear
+model; sequential, parallel and conditional composites with detach; slicing before or after a convolution."""
 
 from __future__ import annotations
 

@@ -55,7 +55,7 @@ NanPolicy.__doc__ = "What a job does with NaN or Inf in y or dy/dC."
 
 
 MethodName = StrEnum("MethodName", {m: m for m in METHODS})
-MethodName.__doc__ = "Derivative methods (SPEC §5)."
+MethodName.__doc__ = "Derivative methods (the method argument of pipeline.sensitivity)."
 
 
 def _opt(default: Any = MISSING, help: str = "", factory: Any = None) -> Any:
@@ -162,7 +162,9 @@ class VerifyConfig:
     rtol: float | None = _opt(
         None, "least relative tolerance of every comparison, e.g. an adaptive ODE solver's rtol; null: automatic"
     )
-    compare_along: str | None = _opt(None, "an output dim whose first two entries are compared (seed 002)")
+    compare_along: str | None = _opt(
+        None, "an output dim whose first two entries are compared (e.g. slice: a conv sliced before vs after)"
+    )
 
 
 @dataclass
@@ -192,7 +194,7 @@ class JobConfig:
     compression: Compression = _opt(
         Compression.zstd,
         "zstd (fast; HDF5 readers other than netCDF4 need its filter plugin) | zlib (any HDF5 reader, smaller, "
-        "8x slower to write) | none",
+        "several times slower to write) | none",
     )
 
 

@@ -10,33 +10,23 @@ chunks of the largest ``n`` with ``a + b * n`` under the budget. Probing stops a
 the estimate so far (pessimistic after the warm-up alone: all of it counted per value) lets
 the rest run in one chunk, so a small sweep costs one extra pass.
 
-Fitting the budget is not the whole story on a CPU: a sweep's passes run inside
-:func:`kept_heap`, so each pass finds the memory the one before freed (without it, glibc maps
-and unmaps every large tensor, and every pass page-faults its memory again: the Conv1d stack of
-the benchmark, 512 values, took 6.4 s in chunks of 32, 1.2 s with the memory kept). Past the
-caches, large chunks still run slower per value than small ones (the Conv1d stack under 2 GB:
-1.7 s in chunks of 4, 3.2 s in chunks of 256; the MLP 1.3 s in chunks of 8, 2.2 s in one),
-while models made of many small ops (the eager RK4 oscillator) want large chunks (1.6-2.4 s in
-chunks of 128 or 512, 6 s in chunks of 16). So a CPU sweep of at least
-:data:`TUNE_MIN_POINTS` values runs its next chunks at the sizes :data:`TUNE_SIZES` (4 times
-larger for an op-bound model, whose small chunks cost as much as larger ones: NOTE [Op-bound
-models] in :mod:`pipeline.derivatives.opcost`; where those do not fit the budget, the usual ones), twice each
-(results kept; once when the first timings already differ twofold per value, or the larger
-chunk's is 1.4 times slower; sizes divided by
-the tangents a pass pushes per point, :func:`tune_sizes`: forward mode over 2 parameters holds
-twice the tensors per point, and an MLP grid of 2 took 3.8 s in chunks of 8, 2.3 s in chunks of
-4, where its 1-parameter sweep took 1.4 s in chunks of 8), and goes on with
-the small size unless the large one was clearly faster per value (:func:`faster_chunk_size`); if
-it was, chunks 4 times larger are timed in turn while they keep being clearly faster and the
-sweep has values left for them, and the rest runs in the last size that was clearly faster. Where
-a larger chunk was timed than the size chosen, the heap is then trimmed, so that its memory does
-not stay resident. Chunking
-does not change results: every value's derivative is computed by the same ops whatever its chunk
-(checked bitwise on the benchmark models). The price: the timed chunks run at their own speed
-(each timed chunk of the RK4s costs a pass's fixed overhead, about 0.07 s: timing chunks of 32
-and 128 rather than 8 and 32 brought their automatic sweeps from 1.14-1.19 to 1.06-1.09 times
-the best fixed chunk; the bench's chunking tables give automatic against fixed sizes). GPUs keep
-the largest chunk that fits.
+Fitting the budget is not the whole story on a CPU. A sweep's passes run inside
+:func:`~pipeline.derivatives.heap.kept_heap`, so each pass finds the memory the one before freed
+instead of page-faulting it in again. Past the caches, large chunks run slower per value than
+small ones (convolutions, MLPs), while models made of many small ops (an eager RK4 loop) want
+large chunks. So a CPU sweep of at least :data:`TUNE_MIN_POINTS` values times its next chunks
+at the sizes :func:`tune_sizes` gives (:data:`TUNE_SIZES`, larger for an op-bound model, whose
+small chunks cost as much as larger ones: NOTE [Op-bound models] in
+:mod:`pipeline.derivatives.opcost`; smaller where a pass pushes several tangents per point), each
+twice (results kept; once when the first timings already differ clearly), and goes on with the
+small size unless the large one was clearly faster per value (:func:`faster_chunk_size`). If it
+was, chunks :data:`TUNE_GROWTH` times larger are timed in turn while they keep being clearly
+faster, and the rest runs in the last size that was. Where a larger chunk was timed than the size
+chosen, the heap is trimmed, so that its memory does not stay resident. Chunking does not change
+results: every value's derivative is computed by the same ops whatever its chunk (checked bitwise
+on the benchmark models). The price is that the timed chunks run at their own speed; the bench's
+chunking tables (docs/bench.md) give automatic against fixed sizes. GPUs keep the largest chunk
+that fits.
 
 Peak memory is read from the CUDA allocator on GPUs and from the process's peak resident
 set (``VmHWM``, reset through ``/proc/self/clear_refs``, after ``malloc_trim`` hands freed
@@ -75,26 +65,24 @@ TUNE_MIN_POINTS = 256
 
 TUNE_MIN_SECONDS = 0.002
 """A small chunk computed faster than this is bound by per-pass overhead, not by the caches: the
-largest chunk that fits is kept (a 1 ms timing is too noisy to decide on; on a cheap closed-form
-model over 16,384 points, chunks of 8 took 2.6 s where one chunk takes 0.03 s)."""
+largest chunk that fits is kept (a timing that short is too noisy to decide on, and a cheap model
+is far faster in one chunk than in many small ones)."""
 
 TUNE_REPEATS = 2
 """Each of :data:`TUNE_SIZES` is timed this many times, interleaved, and its fastest run counts: a
 pause (garbage collection, page faults) during one timing would otherwise pick the small chunk
-for a model bound by per-pass overhead, 70 times slower on a cheap closed-form model."""
+for a model bound by per-pass overhead, where it is many times slower."""
 
 TUNE_CLEAR = 2.0
 """A first timing of the larger chunk this many times faster per value than the smaller's
-decides at once: no second run (a pause cannot make that difference). The eager oscillator's small
-chunks are 4-9 times slower per value than its best: a second run of each cost about a third of a
-512-value sweep."""
+decides at once: no second run (a pause cannot make that difference), which would cost an op-bound
+model a large share of its sweep in slow small chunks."""
 
 TUNE_CLEAR_SLOWER = 1.4
 """A first timing of the larger chunk this many times slower per value than the smaller's decides
 at once too. Lower than :data:`TUNE_CLEAR`: a large chunk past the caches is the dearest to time
-again (the Conv1d stack's chunks of 32 are 2-3 times slower per value than its chunks of 8,
-1.46x in a first round, and the second chunk of 32 cost 0.3 s of a 2.3 s sweep); the risk is a
-pause during the larger chunk's timing, which leaves the sweep in the smaller chunks."""
+again; the risk is a pause during the larger chunk's timing, which leaves the sweep in the
+smaller chunks."""
 
 TUNE_GROWTH = 4
 """While a larger timed chunk is clearly faster per value, the next one timed is this many times larger."""
@@ -211,9 +199,8 @@ def _tuned_chunk_size(
     the larger keeps being clearly faster per value, chunks :data:`TUNE_GROWTH` times larger are
     timed too, as long as the sweep has values left for them and they fit; the sweep goes on in the
     last size that was clearly faster, never in a larger, untimed one: a timed size's memory is
-    already in the heap (:func:`kept_heap`), a larger chunk's pages are faulted in afresh (the
-    eager oscillator, 512 values: chunks of 128 after the timed ones 1.99 s, one untimed chunk of
-    the rest 2.21 s, medians of three interleaved runs)."""
+    already in the heap (:func:`~pipeline.derivatives.heap.kept_heap`), a larger chunk's pages are
+    faulted in afresh."""
     small, large = sizes
     seconds, start = _timed_chunks(run, points, start, sizes)
     choice = faster_chunk_size(seconds[small], seconds[large], fitting, sizes)

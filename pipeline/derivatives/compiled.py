@@ -40,8 +40,8 @@ _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 UNROLLED_CALLS = 1000
 """A model that is not a :class:`~pipeline.derivatives.timestepper.TimeStepper` and makes more torch calls than
 this per evaluation gets a warning before it is compiled: torch.compile traces every call (a
-Python loop is unrolled), and the plain-function RK4 oscillator (38 calls a step) took 37.5 s to
-compile for 10 steps, 50 s for 20, minutes for 200."""
+Python loop is unrolled), so compiling a plain time loop takes longer the more steps it has,
+minutes for a few hundred."""
 
 
 def warn_if_unrolled(calls: int, stepper: StepFunctions | None) -> None:
@@ -129,8 +129,8 @@ def _run_time_loop(
 
     Each step's observation goes to a block of :data:`BLOCK_STEPS` steps, step first, and each full
     block to the results with ``put`` (compiled :func:`_put_block`). Writing every step straight into
-    the time-last results touches every cache line of them at every step (oscillator, N = 512:
-    0.45 s of writes beside 0.05 s of compiled steps); stacking lists of steps cost as much.
+    the time-last results touches every cache line of them at every step, far dearer than the
+    compiled steps themselves; stacking lists of steps costs as much.
     """
 
     def start(theta: Tensor):

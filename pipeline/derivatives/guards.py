@@ -289,8 +289,8 @@ def check_finite(
 ) -> dict[str, int]:
     """Count NaN/Inf in ``y`` and each ``dy/dp``; warn, or raise naming the first bad point and sample.
 
-    A NaN or Inf shows in the min or max (both propagate NaN): one pass without temporaries
-    (0.2 s on 400 MB of results, where ``isfinite`` masks took 1.7 s); the masks only where one is found.
+    A NaN or Inf shows in the min or max (both propagate NaN): one pass without temporaries, far
+    cheaper than ``isfinite`` masks over all results, which are built only where one is found.
     """
     if _finite(y) and _finite(dy.reshape(-1, dy.shape[-1]), dim=0):
         return {"nonfinite_y": 0, **{f"nonfinite_dy_d{p}": 0 for p in grid}}

@@ -63,9 +63,7 @@ def mapped_apart() -> Iterator[None]:
     are mapped on their own, as outside it.
 
     For a sweep's full-size results, which outlive it: in the heap, the freed memory of the passes
-    around them stays resident (a 2,500-value part of the ``oscillator_large`` study, 400 MiB of
-    results, peaked at 781-787 MB with its results in the heap, 728-730 MB with them apart, 713-720
-    MB without :func:`kept_heap`).
+    around them would stay resident, and the job's peak would grow by that much.
     """
     libc = _libc()
     inside = libc is not None and _KEPT_HEAP["depth"] > 0
@@ -84,9 +82,8 @@ def kept_heap() -> Iterator[None]:
 
     glibc maps every block over its mmap threshold (128 KiB, growing to at most 32 MiB) anew and
     unmaps it when freed, so the large tensors of each pass of a chunked sweep are page-faulted
-    and zeroed by the kernel again, pass after pass: the Conv1d stack of the benchmark ran 512
-    values in chunks of 32 in 6.4 s, 1.2 s with the blocks kept (chunks of 8: 3.5 and 1.3 s; a
-    sweep in one chunk gains only what its one pass reuses). Inside, large blocks come from the
+    and zeroed by the kernel again, pass after pass, often costing more than the pass's arithmetic
+    (a sweep in one chunk gains only what its one pass reuses). Inside, large blocks come from the
     heap and freed ones stay there (:data:`KEPT_THRESHOLD`); on leaving, the free memory goes back
     to the system (``malloc_trim``, where there is more of it than glibc keeps by itself) and the
     thresholds are :data:`LEFT_THRESHOLDS`. Nested and concurrent uses (threads) share one setting:
@@ -120,7 +117,7 @@ def _free_heap_bytes(libc: ctypes.CDLL) -> float:
     """Free bytes in glibc's main heap (``mallinfo2``, glibc 2.33+; infinite where unknown).
 
     A small sweep leaves little there: handing it back (``malloc_trim``) would only make the next
-    allocations fault their pages in again (2-4 ms of a 40 ms design study).
+    allocations fault their pages in again, a noticeable share of a short study.
     """
     return libc.mallinfo2().fordblks if hasattr(libc, "mallinfo2") else math.inf
 

@@ -3,19 +3,19 @@
 # NOTE [Op-bound models]
 A time stepper written as plain Python (200 RK4 steps of a few ops on 1,000 samples) makes
 thousands of torch calls per pass, each about as cheap as torch's own dispatch: a forward-mode
-pass of 8 parameter values then costs little more than one of a single value (0.07 s here), and
-the chunks of 8 and 32 values timed at the start of a CPU sweep (NOTE [Choosing the chunk size]
-in :mod:`pipeline.derivatives.chunking`) cost 0.2 s of a 1.3 s sweep before it settles on chunks of 128. An MLP
-or a convolution stack makes a few calls that each do real work, and its best chunks are small.
+pass of 8 parameter values then costs little more than one of a single value, and timing small
+chunks at the start of a CPU sweep (NOTE [Choosing the chunk size] in
+:mod:`pipeline.derivatives.chunking`) wastes a large share of the sweep before it settles on large
+ones. An MLP or a convolution stack makes a few calls that each do real work, and its best chunks
+are small.
 
 The model's evaluation at one point, which :func:`pipeline.sensitivity` runs anyway to check its
 inputs, tells the two apart: its seconds per torch call (counted by a ``TorchFunctionMode``)
-against those of a trivial call (adding two one-element tensors) under the same count. On this
-project's 2-core CPU, in trivial calls per call: the plain-function RK4 and the RK4 oscillator
-1.0-1.4, torchdiffeq's and torchode's solvers and a Newton iteration on a few values 1.1-2.3, the
-same RK4 over 10,000 samples 1.6-1.8 (op-bound: there chunks of 32 beat chunks of 128 twofold,
-which the timing of 32 against 128 finds); nn.LSTM, nn.GRU and a Transformer layer on a small
-batch 5.7-6.7, the benchmark's MLP over 1,000 samples 115-220, its Conv1d stack 270-630. A first
+against those of a trivial call (adding two one-element tensors) under the same count. Eager
+time steppers (RK4 loops, torchdiffeq's and torchode's solvers, Newton iterations on a few
+values) cost a few trivial calls per call; recurrent and Transformer layers on a small batch
+several; an MLP or a convolution stack over many samples hundreds (``make bench`` prints each
+model's figure). A first
 call's lazy initialisation only makes a model look dearer per call: it is then tuned as if it
 were not op-bound, the safe side.
 """

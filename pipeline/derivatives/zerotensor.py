@@ -5,9 +5,9 @@ In forward mode, an op between a tensor that carries a tangent and one that does
 float, a weight that is not swept: ``h / 2 * k``, ``-damping * v``) takes the missing tangent as
 a ZeroTensor. The ZeroTensor kernels of ``add``, ``sub``, ``mul`` and ``div`` find the shape and
 dtype of their result by running the op on meta tensors, and torch's meta kernels for these ops
-are Python reference implementations (``torch._refs``): about 110 us per op on a CPU, 20 to 50
-times the op itself. A time stepper made of many small ops spent half of its forward pass there
-(RK4 oscillator, 20 steps: 5.8x the primal, 3.0x with this). :func:`cheap_zero_tangents`
+are Python reference implementations (``torch._refs``), many times dearer than the op itself on
+a CPU: a time stepper made of many small ops spends a large share of its forward pass there
+(docs/bench.md gives the figures). :func:`cheap_zero_tangents`
 registers, while derivatives are computed, meta kernels for these ops that compute only what
 the ZeroTensor kernels read (the broadcast shape and the promoted dtype), and removes them after
 (torch's own come back). Values are unchanged: only the zero tangent's shape and dtype come from
@@ -20,7 +20,7 @@ or convolves it (``x @ W`` with a swept ``W`` computes ``0 @ W`` for the unswept
 and adding a zero tangent goes through meta copies of both operands. Inside the block,
 :data:`ZERO_KERNELS` replace these: a product or convolution with a zero operand is a zero tensor
 of its result's shape, and a sum with one is one copy of the other operand (scaled by ``alpha``),
-torch's own arithmetic. The MLP's forward pass (N = 512, chunks of 8) took 28% less time.
+torch's own arithmetic.
 
 The commonest zero tangent is a Python number's: ``h / 2 * k`` reaches ``aten.mul.Tensor`` with
 ``h / 2`` wrapped in a tensor that has no tangent, so forward mode multiplies a ZeroTensor by
@@ -30,9 +30,8 @@ of these ops (Python code cannot call them by operator) have forward formulas wi
 number's tangent (``mul.Scalar``: ``self_t * other``). Inside the block, :class:`NumberOperands`
 (a :class:`~torch.overrides.TorchFunctionMode`, on the calling thread only) sends ``tensor op
 number`` for ``* / + -`` (either side where the op allows) to them: same kernels, same values
-and dtypes (checked bit for bit in the tests). The plain-function RK4 oscillator's forward pass
-(N = 512, chunks of 128, 1,000 samples) 1.56 -> 1.23 s; a pass over 10 samples, where the
-per-op overhead is all there is, 0.11 -> 0.065 s. Fused paths that torch takes only without a
+and dtypes (checked bit for bit in the tests); most of the gain is where per-op overhead
+dominates (few samples, many small ops). Fused paths that torch takes only without a
 torch function mode (``nn.TransformerEncoderLayer``'s inference path, which has no forward-mode
 rule) take their composite path inside the block, which forward mode batches.
 """
@@ -60,7 +59,7 @@ def _shape(value: Tensor | Number) -> tuple[int, ...]:
 
 def broadcast(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
     """The broadcast of two shapes, in plain Python (``torch.broadcast_shapes`` goes through
-    ``torch._refs``: its first call imports half a second of modules, each call costs 0.1 ms)."""
+    ``torch._refs``, whose first call imports many modules and whose every call is Python)."""
     if a == b:
         return a
     width = max(len(a), len(b))
@@ -225,8 +224,8 @@ ZERO_KERNELS = {
 def cheap_zero_tangents(enabled: bool = True, numbers: bool = True) -> Iterator[None]:
     """:func:`binary_meta` as the meta kernel of :data:`OPS`, :data:`ZERO_KERNELS` as ZeroTensor
     kernels and, with ``numbers``, :class:`NumberOperands` inside the block (NOTE above). Only
-    forward mode has zero tangents: elsewhere ``numbers=False`` saves the mode's cost, about 1.4 us
-    a torch call (1.2 ms of a 14 ms reverse-mode design sweep)."""
+    forward mode has zero tangents: elsewhere ``numbers=False`` saves the mode's cost on every
+    torch call."""
     if not enabled:
         yield
         return

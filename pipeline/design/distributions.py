@@ -15,7 +15,7 @@ import numpy as np
 
 from pipeline.errors import ConfigError
 
-if TYPE_CHECKING:  # scipy.stats takes 0.3 s to import: only where a design is sampled or bounded
+if TYPE_CHECKING:  # scipy.stats is slow to import: only where a design is sampled or bounded
     from scipy import stats
 
 

@@ -27,8 +27,9 @@ from pipeline.storage.write import drop_last_good, write_netcdf
 def merge_parts(paths: Sequence[str | os.PathLike], output: str | os.PathLike, temporary: bool = False) -> None:
     """Write the parts of one study as a single dataset; its history keeps every part's line.
 
-    Parts are checked by their attrs first (:func:`check_parts`); their data is read once, while
-    it is copied: a part that fails to read is moved aside and named, and no output is written.
+    Parts are checked by their attrs first (:func:`pipeline.storage.parts.check_one_sweep`); their
+    data is read once, while it is copied: a part that fails to read is moved aside and named, and
+    no output is written.
     ``temporary``: the parts are deleted once merged (``keep_parts: false``), so their kept
     versions go too, once the merged file is written.
     """

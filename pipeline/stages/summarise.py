@@ -22,9 +22,8 @@ from pipeline.summary import summarise
 REDUCE_CHUNK_ELEMENTS = 2**21
 """Elements per dask chunk of the reductions (8 MiB of float32), whatever the file's chunks.
 
-The files' own chunks (about 2^18 elements) make a graph of thousands of tasks on a long sweep:
-at 100,000 values x 10,000 outputs the summary peaked at 810 MB and took 79 s; chunks of 2^21
-elements (209 values), with the float64 sums, take it to 702 MB and 64 s."""
+The files' own chunks (about 2^18 elements) make a graph of thousands of tasks on a long sweep,
+whose scheduling costs time and memory; larger chunks keep the graph small."""
 
 
 def summarise_file(sensitivity: Source, output: str | os.PathLike) -> None:

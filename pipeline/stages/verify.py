@@ -131,8 +131,8 @@ def _projected_reverse(
 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], str]:
     """Per parameter, the study's ``w . dy`` and reverse mode's ``(J^T w)`` (float64) at every checked
     point for :data:`PROJECTIONS` fixed random ``w``: one backward pass each, where the full Jacobian
-    by reverse mode takes one per output element (a 32 x 32 stencil over 3 samples: 73 s and 3.7 GB
-    against 0.7 s for forward mode). Also why it is not available (empty if it is)."""
+    by reverse mode takes one per output element (on a field of many outputs, orders of magnitude
+    dearer than the study's forward mode). Also why it is not available (empty if it is)."""
     from pipeline.derivatives.routine import as_routine
     from pipeline.inputs import to_run
 

@@ -1,4 +1,4 @@
-"""The sensitivity dataset (SPEC §6): named dims, coordinates for every dim, CF attributes.
+"""The sensitivity dataset: named dims, coordinates for every dim, CF attributes.
 
 Dims are ``(<param>, sample, *output dims)`` for ``y`` and ``dy_d<param>``, and
 ``(sample, *input dims)`` for ``x``. Attrs carry meaning (units, long_name, provenance);
@@ -158,7 +158,7 @@ def build_dataset(
     history_note: str = "",
     attrs: dict[str, Any] | None = None,
 ) -> xr.Dataset:
-    """Assemble ``y``, ``dy/d<param>`` per parameter and ``x`` into the schema of SPEC §6.
+    """Assemble ``y``, ``dy/d<param>`` per parameter and ``x`` into the dataset's schema (docs/workflow.md).
 
     ``grid`` maps each swept parameter to its values; ``y`` and ``dy`` hold the grid's points
     flattened in C order (first parameter slowest), ``dy`` with one trailing entry per parameter.

@@ -1,4 +1,4 @@
-"""The names and dims of a sensitivity dataset (SPEC §6): what every stage that reads one uses.
+"""The names and dims of a sensitivity dataset: what every stage that reads one uses.
 
 Free of torch, so the stages that only read datasets (merge, summarise, plot) start fast.
 """

@@ -53,10 +53,10 @@ COMPRESSION_ENCODING: dict[str, dict[str, Any]] = {
     "zlib": {"zlib": True, "complevel": 1, "shuffle": True},
     "none": {},
 }
-"""netCDF4 settings of each :data:`pipeline.checks.COMPRESSIONS` choice. On the oscillator's float32
-results (420 MB, one thread) zstd level 1 writes in 0.61 s and reads in 0.37 s (385 MB on disk),
-zlib level 1 with shuffle in 4.9 s and 2.0 s (264 MB), none in 0.19 s and 0.13 s (421 MB). Blosc
-is left out: its HDF5 filter fails the write on a chunk it cannot compress (random bytes)."""
+"""netCDF4 settings of each :data:`pipeline.checks.COMPRESSIONS` choice: zstd level 1 writes and
+reads fast, zlib with shuffle is smaller but several times slower to write, none is fastest and
+largest (docs/bench-workflow.md has the figures). Blosc is left out: its HDF5 filter fails the
+write on a chunk it cannot compress (random bytes)."""
 
 
 def encoding(ds: xr.Dataset, compression: str = COMPRESSIONS[0]) -> dict[str, dict[str, Any]]:
