@@ -7,7 +7,7 @@ CORES ?= all
 # Rules call `python -m pipeline.*`: put the venv first on PATH for Snakemake's jobs.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help setup run test check lint format bench report lock clean
+.PHONY: help setup run test check unit lint format bench report lock clean
 
 help: ## List the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -29,6 +29,9 @@ test: setup lint ## Lint, then the whole test suite (what CI runs)
 
 check: setup lint ## The fast tier: lint and the tests not marked slow (no SLURM, no workflow runs)
 	$(BIN)/python -m pytest -m "not slow" -q
+
+unit: setup ## The inner loop, under a minute: the tests not marked slow or integration, no lint
+	$(BIN)/python -m pytest -m "not slow and not integration" -q
 
 lint: setup ## ruff (lint and format), snakefmt, snakemake --lint on .test/config.yaml
 	$(BIN)/ruff check .

@@ -1,6 +1,6 @@
 """sensweep: batched forward-mode sensitivities dy/dC of PyTorch routines, over sweeps and designs.
 
-The names a notebook needs are here; ``docs/workflow.md`` maps the subpackages, in the order the
+The names a notebook needs are here; ``docs/reference/layout.md`` maps the subpackages, in the order the
 data flows: ``config`` -> ``design`` (sweeps and sampled designs) -> ``derivatives`` ->
 ``storage`` (the dataset, NetCDF) -> ``summary`` -> ``stages`` (one module per workflow rule).
 

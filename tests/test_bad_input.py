@@ -1,7 +1,7 @@
 """Bad input, case by case: exit 1, one clear message naming the key and what is valid, no output.
 
-Run as a script to print the table of cases and the message each gives (docs/bad-input.md):
-``python tests/test_bad_input.py > docs/bad-input.md``.
+Run as a script to print the table of cases and the message each gives (docs/reference/bad-input.md):
+``python tests/test_bad_input.py > docs/reference/bad-input.md``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+pytestmark = pytest.mark.integration  # every bad input through the job's command line: left out of `make unit`
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -255,7 +257,7 @@ def test_unreached_parameter_warns_but_succeeds(tmp_path):
 
 
 def test_the_docs_list_every_case():
-    table = (ROOT / "docs" / "bad-input.md").read_text()
+    table = (ROOT / "docs" / "reference" / "bad-input.md").read_text()
     for what, _, _ in CASES:
         assert f"| {what} |" in table, what
 
@@ -270,10 +272,11 @@ if __name__ == "__main__":
         print("Each case runs `python -m pipeline.stages.compute study=composite sweep.num=4 <overrides>` (cases that")
         print("name a study run that one); every one exits 1, prints one message and writes no file. Generated")
         print("by `python tests/test_bad_input.py`; `tests/test_bad_input.py` checks each message. A parameter")
-        print("that does not reach the output is a warning, not an error (docs/api.md: structural independence).")
+        print("that does not reach the output is a warning, not an error")
+        print("([the checks](methods.md#the-checks-on-every-result)).")
         print("An unknown study or workflow key in the Snakemake config fails `snakemake -n` the same way")
         print("(`tests/test_workflow.py`). Faults (a killed job, a full disk, corrupt files, mixed configs):")
-        print("[faults.md](faults.md).\n")
+        print("[faults](../how-to/faults.md).\n")
         print("| case | overrides | message |")
         print("| --- | --- | --- |")
         for what, overrides, _ in CASES:

@@ -7,6 +7,8 @@ import torch
 
 from benchmarks.methods import CASES, bench_case, markdown
 
+pytestmark = pytest.mark.integration  # the bench harness: left out of `make unit`
+
 
 def test_bench_rows_check_every_method_against_forward():
     case = CASES["seed_linear"](10)

@@ -14,6 +14,8 @@ from pipeline.stages.compute import compute
 from pipeline.stages.summarise import summarise_file
 from pipeline.stages.verify import verify_file
 
+pytestmark = pytest.mark.integration  # the CF compliance checker on every stage's files: left out of `make unit`
+
 CHECKER = shutil.which("compliance-checker", path=str(Path(sys.executable).parent))
 
 

@@ -10,6 +10,8 @@ import xarray as xr
 
 from helpers import ROOT, run
 
+pytestmark = pytest.mark.integration  # jobs run as subprocesses: left out of `make unit`
+
 
 def compute(*args: str, cwd=ROOT):
     return run([sys.executable, "-m", "pipeline.stages.compute", *args], cwd=cwd)

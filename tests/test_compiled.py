@@ -20,6 +20,8 @@ from pipeline.derivatives.routine import as_routine
 from pipeline.errors import ConfigError
 from pipeline.models import Composite, Oscillator, oscillator_exact
 
+pytestmark = pytest.mark.integration  # torch.compile: left out of `make unit`
+
 
 def _x(samples: int, features: int) -> torch.Tensor:
     return torch.rand(samples, features, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2 - 1

@@ -124,10 +124,12 @@ def test_parts_cover_every_value_once(count, parts):
 
 
 def test_config_reference_is_up_to_date():
-    """docs/config.md is generated from the structured configs: regenerate with `python -m pipeline.config`."""
+    """docs/reference/config.md is generated from the structured configs: `python -m pipeline.config`."""
     from pipeline.config.reference import reference_markdown
 
-    assert (Path(__file__).resolve().parent.parent / "docs" / "config.md").read_text() == reference_markdown()
+    assert (
+        Path(__file__).resolve().parent.parent / "docs" / "reference" / "config.md"
+    ).read_text() == reference_markdown()
 
 
 def test_a_custom_module_takes_bind_from_the_command_line():

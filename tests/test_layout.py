@@ -1,9 +1,10 @@
-"""The package's shape, as docs/workflow.md describes it: layers that only import downwards, and
+"""The package's shape, as docs/reference/layout.md describes it: layers that only import downwards, and
 functions short enough to read (no body over 80 lines, docstring aside)."""
 
 from __future__ import annotations
 
 import ast
+import functools
 
 import pytest
 
@@ -38,6 +39,7 @@ def _layer(module: str) -> int:
     return max(found)[1]
 
 
+@functools.cache
 def _modules() -> list[tuple[str, ast.Module]]:
     found = []
     for path in sorted(PACKAGE.rglob("*.py")):

@@ -220,17 +220,16 @@ def test_the_structure_check_measures_memory_only_for_forward_mode(monkeypatch, 
 )
 def test_chunks_timed_hold_as_many_tangents_whatever_the_directions(monkeypatch, params, op_bound, sizes):
     """Forward mode over P parameters pushes P tangents per point at once: a chunk's tensors grow
-    with points x P, so the chunk sizes timed are TUNE_SIZES / P (a 2-parameter MLP grid in chunks
-    of 8 took 3.8 s, in chunks of 4 2.3 s, where its 1-parameter sweep took 1.4 s in chunks of 8);
-    TUNE_GROWTH times that for an op-bound model (what sensitivity() found, set here)."""
-    from pipeline import api
+    with points x P, so the chunk sizes timed are TUNE_SIZES / P; TUNE_GROWTH times that for an
+    op-bound model (what sensitivity() found, set here)."""
+    from pipeline import plan as planning
 
     assert chunking.tune_sizes(1) == chunking.TUNE_SIZES and chunking.tune_sizes(3) == (2, 10)
     assert chunking.tune_sizes(8) == chunking.tune_sizes(100) == (1, chunking.TUNE_GROWTH)
     timed = []
     real = chunking._timed_chunks
     monkeypatch.setattr(chunking, "_timed_chunks", lambda *args, **kw: timed.append(args[3]) or real(*args, **kw))
-    monkeypatch.setattr(api, "is_op_bound", lambda cost: op_bound)
+    monkeypatch.setattr(planning, "is_op_bound", lambda cost: op_bound)
     ds = sensitivity(lambda x, **p: x * math.prod(p.values()), torch.arange(3.0), params, method="forward")
     assert timed[0] == sizes
     np.testing.assert_allclose(ds.dy_dC.values, (ds.y / ds.C).values, rtol=1e-6)

@@ -74,7 +74,9 @@ def test_user_function_every_method(method):
     np.testing.assert_allclose(ds.dy_dC.values, -t * y, rtol=RTOL[method], atol=1e-12)
 
 
-@pytest.mark.parametrize("method", METHOD_NAMES)
+@pytest.mark.parametrize(
+    "method", [pytest.param(m, marks=pytest.mark.integration) if m == "loop" else m for m in METHOD_NAMES]
+)
 def test_oscillator_every_method_against_closed_form(method):
     model = Oscillator(dt=0.02, steps=100)
     x = torch.tensor([[1.0, 0.0], [-0.4, 0.7]], dtype=torch.float64)

@@ -85,12 +85,13 @@ def test_sensitivity_compares_costs_outside_any_torch_function_mode(monkeypatch)
     """The model's first evaluation is timed with no other mode active, so the trivial calls it is
     compared with must be too: under the number-operand mode they cost about 1.5 times as much,
     which would move the threshold from 4 to about 6 trivial calls (where nn.LSTM and nn.GRU sit)."""
-    from pipeline import api, sensitivity
+    from pipeline import plan as planning
+    from pipeline import sensitivity
 
     seen = []
-    real = api.is_op_bound
+    real = planning.is_op_bound
     monkeypatch.setattr(
-        api, "is_op_bound", lambda cost: seen.append(torch._C._is_torch_function_mode_enabled()) or real(cost)
+        planning, "is_op_bound", lambda cost: seen.append(torch._C._is_torch_function_mode_enabled()) or real(cost)
     )
     sensitivity(lambda x, C: C * x, torch.arange(3.0), {"C": [1.0, 2.0]}, method="forward")
     assert seen == [False]

@@ -28,6 +28,8 @@ from pipeline.storage.parts import open_parts
 from pipeline.storage.provenance import fingerprint
 from pipeline.storage.write import write_atomic, write_netcdf
 
+pytestmark = pytest.mark.integration  # merges of part files: left out of `make unit`
+
 
 @pytest.fixture
 def composite_ds():

@@ -14,6 +14,8 @@ from pipeline.stages.build import build_model
 from pipeline.stages.compute import compute
 from pipeline.stages.verify import to_markdown, tolerance, verify, verify_file
 
+pytestmark = pytest.mark.integration  # the verify stage, with float64 references: left out of `make unit`
+
 
 def test_tolerances_follow_dtype_and_the_reference_error():
     assert tolerance("float32") == pytest.approx(np.sqrt(np.finfo(np.float32).eps))

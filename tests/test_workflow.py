@@ -124,7 +124,7 @@ ODD_FOLDER = "out dir ü/$(touch PWNED) it's"
 
 
 def test_no_merge_mode_analyses_the_parts_directly(workflow):
-    """`merge: false`: no sensitivity.nc; summary, plots and verify read the parts (docs/workflow.md: no-merge mode)."""
+    """`merge: false`: no sensitivity.nc; summary, plots and verify read the parts (docs/how-to/workflow.md)."""
     config = {
         "studies": ["oscillator"],
         "merge": False,
@@ -199,7 +199,7 @@ def test_workflow_config_mistakes_are_named(workflow, config, message):
 
 
 def test_workflow_config_from_the_command_line_and_the_working_folder(workflow):
-    """`--config merge=false` as docs/workflow.md shows it; the copied folder's own conf/ is the one used."""
+    """`--config merge=false` as docs/how-to/workflow.md shows it; the copied folder's own conf/ is the one used."""
     study = workflow / "conf" / "study" / "seed_linear.yaml"
     study.write_text(study.read_text().replace("parts: 2", "parts: 3"))
     result = snakemake(

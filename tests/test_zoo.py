@@ -18,6 +18,8 @@ from pipeline.derivatives.fallback import LADDER
 from pipeline.errors import DerivativeError
 from zoo import cases, reference, relative_error, run
 
+pytestmark = pytest.mark.integration  # other people's solvers: left out of `make unit`
+
 CASES = cases()
 
 
@@ -152,7 +154,7 @@ def test_users_solvers_end_to_end_through_snakemake(workflow):
 
 def test_verify_of_an_adaptive_solver_takes_its_tolerance(tmp_path):
     """dopri5 at rtol 1e-7 (float64): autodiff differentiates the accepted steps while differences also
-    see the step sizes move with C, so the two differ at the solver's tolerance (docs/models.md);
+    see the step sizes move with C, so the two differ at the solver's tolerance (docs/how-to/own-model.md);
     verify.rtol says so, and a derivative off by 1e-4 still fails."""
     from pipeline.config.studies import compose_job
     from pipeline.stages.compute import compute

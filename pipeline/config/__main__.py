@@ -1,4 +1,4 @@
-"""``python -m pipeline.config > docs/config.md``: the configuration reference."""
+"""``python -m pipeline.config > docs/reference/config.md``: the configuration reference."""
 
 from pipeline.config.reference import reference_markdown
 

@@ -1,14 +1,16 @@
-"""docs/config.md, generated from the structured configs (``python -m pipeline.config``)."""
+"""docs/reference/config.md, generated from the structured configs (``python -m pipeline.config``)."""
 
 from __future__ import annotations
 
 from dataclasses import MISSING as MISSING_FIELD
 from dataclasses import fields, is_dataclass
+from pathlib import Path
 from typing import Any
 
 from omegaconf import MISSING
 
 from pipeline.config.schema import JobConfig
+from pipeline.paths import PACKAGE_CONF_DIR
 
 
 def _show(value: Any) -> str:
@@ -37,13 +39,42 @@ def reference(node: type = JobConfig, prefix: str = "") -> list[tuple[str, str, 
     return rows
 
 
+GROUPS = {
+    "model": "the routine `y = f(x; C)`: `_target_`, `args`, `bind`, `weights`, `units`, `output_dims`",
+    "inputs": "the batch `x`: `_target_` and its `args`",
+    "sweep": "the parameter values: a range, a list, a grid, or a sampled design",
+    "method": "how derivatives are computed",
+    "study": "one file per study: picks one option of each group above and sets values",
+}
+"""Hydra's config groups, in the order a study picks them."""
+
+
+def groups_markdown(conf: Path = PACKAGE_CONF_DIR) -> list[str]:
+    """The config groups and their options: the files of ``conf/<group>/``."""
+    lines = ["| group | options | what |", "| --- | --- | --- |"]
+    for group, what in GROUPS.items():
+        options = ", ".join(f"`{p.stem}`" for p in sorted((conf / group).glob("*.yaml")))
+        lines.append(f"| `{group}` | {options} | {what} |")
+    return lines
+
+
 def reference_markdown() -> str:
-    """docs/config.md: every key of a compute job's config, generated from the structured configs."""
+    """docs/reference/config.md: the config groups and every key of a compute job's config,
+    generated from ``conf/`` and the structured configs."""
     lines = [
         "# Configuration reference",
         "",
-        "Generated from the structured configs in `pipeline/config/` by `python -m pipeline.config`;",
-        "a test keeps it in sync. Set any key on the command line (`sweep.num=2001`) or in a study file.",
+        "Generated from `conf/` and the structured configs in `pipeline/config/` by `python -m pipeline.config`;",
+        "a test keeps it in sync. Set any key on the command line (`sweep.num=2001`) or in a study file;",
+        "pick a group's option with `group=option` (`method=reverse`). The workflow's own settings (which",
+        "studies, where the outputs go, per-study overrides) are in `config/config.yaml`, described by",
+        "`config/schema.yaml`.",
+        "",
+        "## Config groups",
+        "",
+        *groups_markdown(),
+        "",
+        "## Keys",
         "",
         "| key | type | default | meaning |",
         "| --- | --- | --- | --- |",

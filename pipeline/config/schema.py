@@ -59,7 +59,7 @@ MethodName.__doc__ = "Derivative methods (the method argument of pipeline.sensit
 
 
 def _opt(default: Any = MISSING, help: str = "", factory: Any = None) -> Any:
-    """A dataclass field with a one-line ``help`` (read by :func:`reference` for docs/config.md)."""
+    """A dataclass field with a one-line ``help`` (read by :func:`reference` for docs/reference/config.md)."""
     if factory is not None:
         return field(default_factory=factory, metadata={"help": help})
     return field(default=default, metadata={"help": help})

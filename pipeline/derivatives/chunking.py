@@ -25,7 +25,7 @@ faster, and the rest runs in the last size that was. Where a larger chunk was ti
 chosen, the heap is trimmed, so that its memory does not stay resident. Chunking does not change
 results: every value's derivative is computed by the same ops whatever its chunk (checked bitwise
 on the benchmark models). The price is that the timed chunks run at their own speed; the bench's
-chunking tables (docs/bench.md) give automatic against fixed sizes. GPUs keep the largest chunk
+chunking tables (docs/bench/methods.md) give automatic against fixed sizes. GPUs keep the largest chunk
 that fits.
 
 Peak memory is read from the CUDA allocator on GPUs and from the process's peak resident

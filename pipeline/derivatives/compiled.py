@@ -50,7 +50,7 @@ def warn_if_unrolled(calls: int, stepper: StepFunctions | None) -> None:
         warnings.warn(
             f"method.compile=true: the model makes {calls:,} torch calls per evaluation, and torch.compile "
             "traces every one (a Python time loop is unrolled): compiling can take many minutes. Write a "
-            "time loop as a TimeStepper (docs/api.md) to compile one step, or set method.compile=false",
+            "time loop as a TimeStepper (docs/how-to/performance.md) to compile one step, or set method.compile=false",
             RuntimeWarning,
             stacklevel=3,
         )

@@ -7,7 +7,7 @@ a ZeroTensor. The ZeroTensor kernels of ``add``, ``sub``, ``mul`` and ``div`` fi
 dtype of their result by running the op on meta tensors, and torch's meta kernels for these ops
 are Python reference implementations (``torch._refs``), many times dearer than the op itself on
 a CPU: a time stepper made of many small ops spends a large share of its forward pass there
-(docs/bench.md gives the figures). :func:`cheap_zero_tangents`
+(docs/bench/methods.md gives the figures). :func:`cheap_zero_tangents`
 registers, while derivatives are computed, meta kernels for these ops that compute only what
 the ZeroTensor kernels read (the broadcast shape and the promoted dtype), and removes them after
 (torch's own come back). Values are unchanged: only the zero tangent's shape and dtype come from

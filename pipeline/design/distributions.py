@@ -186,24 +186,28 @@ def _distribution(cls: type[Distribution], *args: float) -> Distribution:
 
 
 def uniform(low: float, high: float) -> Distribution:
+    """``p`` uniform on ``[low, high]``."""
     if not low < high:
         raise ConfigError(f"invalid uniform({low}, {high}): need low < high")
     return _distribution(Uniform, low, high)
 
 
 def loguniform(low: float, high: float) -> Distribution:
+    """``ln p`` uniform on ``[ln low, ln high]`` (``0 < low < high``)."""
     if not 0 < low < high:
         raise ConfigError(f"invalid loguniform({low}, {high}): need 0 < low < high")
     return _distribution(LogUniform, low, high)
 
 
 def normal(mean: float, std: float) -> Distribution:
+    """``p ~ normal(mean, std)``."""
     if not std > 0:
         raise ConfigError(f"invalid normal({mean}, {std}): need std > 0")
     return _distribution(Normal, mean, std)
 
 
 def truncnormal(mean: float, std: float, low: float, high: float) -> Distribution:
+    """``normal(mean, std)`` truncated to ``[low, high]``."""
     if not (std > 0 and low < high):
         raise ConfigError(f"invalid truncnormal({mean}, {std}, {low}, {high}): need std > 0 and low < high")
     return _distribution(TruncNormal, mean, std, low, high)

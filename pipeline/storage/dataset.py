@@ -158,7 +158,7 @@ def build_dataset(
     history_note: str = "",
     attrs: dict[str, Any] | None = None,
 ) -> xr.Dataset:
-    """Assemble ``y``, ``dy/d<param>`` per parameter and ``x`` into the dataset's schema (docs/workflow.md).
+    """Assemble ``y``, ``dy/d<param>`` per parameter and ``x`` into the dataset's schema (docs/reference/outputs.md).
 
     ``grid`` maps each swept parameter to its values; ``y`` and ``dy`` hold the grid's points
     flattened in C order (first parameter slowest), ``dy`` with one trailing entry per parameter.

@@ -55,7 +55,7 @@ COMPRESSION_ENCODING: dict[str, dict[str, Any]] = {
 }
 """netCDF4 settings of each :data:`pipeline.checks.COMPRESSIONS` choice: zstd level 1 writes and
 reads fast, zlib with shuffle is smaller but several times slower to write, none is fastest and
-largest (docs/bench-workflow.md has the figures). Blosc is left out: its HDF5 filter fails the
+largest (docs/bench/workflow.md has the figures). Blosc is left out: its HDF5 filter fails the
 write on a chunk it cannot compress (random bytes)."""
 
 
