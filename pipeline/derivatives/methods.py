@@ -247,6 +247,19 @@ def forward(
     )
 
 
+def _dual_tangents(f: Callable[[Tensor], Tensor], theta: Tensor) -> tuple[Tensor, Tensor]:
+    """``f(theta)`` and its tangent along each parameter (the last dim of ``theta``: one point, or a
+    chunk of them), one dual-tensor pass each, stacked on a last dim."""
+    tangents = []
+    for i in range(theta.shape[-1]):
+        direction = torch.zeros_like(theta)
+        direction[..., i] = 1
+        with fwAD.dual_level():
+            y, dy = fwAD.unpack_dual(f(fwAD.make_dual(theta, direction)))
+        tangents.append(torch.zeros_like(y) if dy is None else dy)
+    return y, torch.stack(tangents, dim=-1)
+
+
 def forward_dual(
     fn: RoutineFn,
     x: Tensor,
@@ -262,19 +275,8 @@ def forward_dual(
     ``make_dual`` has no batching rule, so the dual is made outside ``vmap``.
     """
     primal = vmap(lambda theta: fn(x, theta))
-
-    def value_and_tangents(chunk: Tensor) -> tuple[Tensor, Tensor]:
-        tangents = []
-        for i in range(chunk.shape[1]):
-            direction = torch.zeros_like(chunk)
-            direction[:, i] = 1
-            with fwAD.dual_level():
-                y, dy = fwAD.unpack_dual(primal(fwAD.make_dual(chunk, direction)))
-            tangents.append(torch.zeros_like(y) if dy is None else dy)
-        return y, torch.stack(tangents, dim=-1)
-
     return in_chunks(
-        value_and_tangents,
+        lambda chunk: _dual_tangents(primal, chunk),
         points,
         chunk_size=chunk_size,
         max_memory_mb=max_memory_mb,
@@ -365,6 +367,18 @@ def fd_step(values: Tensor) -> Tensor:
     return eps ** (1 / 3) * values.abs().clamp(min=1.0)
 
 
+def _differences(f: Callable[[Tensor], Tensor], theta: Tensor, step: float | None) -> Tensor:
+    """Central differences of ``f`` along each parameter (the last dim of ``theta``: one point, or a
+    chunk of them), stacked on a last dim; the step is :func:`fd_step` unless ``step`` is given."""
+    differences = []
+    for i in range(theta.shape[-1]):
+        h = fd_step(theta[..., i]) if step is None else torch.full_like(theta[..., i], step)
+        up, down, width = central_points(theta, i, h)
+        change = f(up) - f(down)
+        differences.append(change / width.reshape(width.shape + (1,) * (change.dim() - width.dim())))
+    return torch.stack(differences, dim=-1)
+
+
 def finite_difference(
     fn: RoutineFn,
     x: Tensor,
@@ -380,19 +394,8 @@ def finite_difference(
     ``h`` is :func:`fd_step` unless ``step`` is given; the points are :func:`central_points`.
     """
     primal = vmap(lambda theta: fn(x, theta))
-
-    def value_and_differences(chunk: Tensor) -> tuple[Tensor, Tensor]:
-        y = primal(chunk)
-        shape = (-1,) + (1,) * (y.dim() - 1)
-        differences = []
-        for i in range(chunk.shape[1]):
-            h = fd_step(chunk[:, i]) if step is None else torch.full_like(chunk[:, i], step)
-            up, down, width = central_points(chunk, i, h)
-            differences.append((primal(up) - primal(down)) / width.reshape(shape))
-        return y, torch.stack(differences, dim=-1)
-
     return in_chunks(
-        value_and_differences,
+        lambda chunk: (primal(chunk), _differences(primal, chunk, step)),
         points,
         chunk_size=chunk_size,
         max_memory_mb=max_memory_mb,
@@ -437,18 +440,8 @@ def forward_per_point(
     tensor([[0., 1., 2.]])
     """
 
-    def one(theta: Tensor) -> tuple[Tensor, Tensor]:
-        tangents = []
-        for i in range(theta.shape[0]):
-            direction = torch.zeros_like(theta)
-            direction[i] = 1
-            with fwAD.dual_level():
-                y, dy = fwAD.unpack_dual(fn(x, fwAD.make_dual(theta, direction)))
-            tangents.append(torch.zeros_like(y) if dy is None else dy)
-        return y, torch.stack(tangents, dim=-1)
-
     with torch.no_grad():  # forward AD needs no graph
-        return _per_point(one, points, "forward_per_point")
+        return _per_point(lambda theta: _dual_tangents(lambda t: fn(x, t), theta), points, "forward_per_point")
 
 
 def _batched_grad(outputs: Tensor, inputs: Tensor, cotangents: Tensor) -> Tensor:
@@ -549,17 +542,11 @@ def finite_difference_per_point(
     The step is :func:`finite_difference`'s.
     """
 
-    def one(theta: Tensor) -> tuple[Tensor, Tensor]:
-        y = fn(x, theta)
-        differences = []
-        for i in range(theta.shape[0]):
-            h = fd_step(theta[i]) if step is None else torch.tensor(step, dtype=theta.dtype, device=theta.device)
-            up, down, width = central_points(theta, i, h)
-            differences.append((fn(x, up) - fn(x, down)) / width)
-        return y, torch.stack(differences, dim=-1)
+    def f(theta: Tensor) -> Tensor:
+        return fn(x, theta)
 
     with torch.no_grad():
-        return _per_point(one, points, "finite_difference_per_point")
+        return _per_point(lambda theta: (f(theta), _differences(f, theta, step)), points, "finite_difference_per_point")
 
 
 METHODS: dict[str, Callable[..., Derivatives]] = {
