@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import xarray as xr
 
-from pipeline.design.bounds import design_bounds
+from pipeline.design.analyses import design_summary
 from pipeline.storage.names import derivative_name, header, sweep_dims, swept_parameters
 
 
@@ -26,8 +26,9 @@ def _units(da: xr.DataArray, power: int = 1) -> dict[str, str]:
 def summarise(ds: xr.Dataset) -> xr.Dataset:
     """Summary statistics of a sensitivity dataset (see module docstring), per swept parameter.
 
-    For a sampled design (dim ``point``) the sweep-wide measures are the bounds of
-    :mod:`pipeline.design.bounds` (DGSM with each parameter's distribution, Sobol' index bounds).
+    For a sampled design (dim ``point``) the sweep-wide measures are those of
+    :func:`pipeline.design.analyses.design_summary`: DGSM and bounds on Sobol' indices, and for a
+    Saltelli design the Sobol' indices themselves.
     """
     params = swept_parameters(ds)
     sweep = sweep_dims(ds)
@@ -72,11 +73,14 @@ def summarise(ds: xr.Dataset) -> xr.Dataset:
     summary = xr.Dataset()
     for key, (da, long_name, attrs) in variables.items():
         summary[key] = da.assign_attrs(long_name=long_name, **attrs)
+    extra: dict[str, str | int] = {}
     if sweep == ["point"]:
-        summary.update(design_bounds(ds.load(), params))
+        analyses, extra = design_summary(ds.load(), params)
+        summary.update(analyses)
     keep = ("title", "study", "swept_parameters", "method", "device", "dtype", "sweep_kind", "source", "design")
     summary.attrs = {
         **header(ds.attrs.get("title", ""), "summary of the sensitivity dataset (pipeline.summary)"),
         **{k: ds.attrs[k] for k in keep if k in ds.attrs},
+        **extra,
     }
     return summary

@@ -78,6 +78,19 @@ def test_the_engine_does_not_depend_on_the_built_in_models():
     assert users == [], users
 
 
+def test_no_module_shadows_a_public_name_of_its_package():
+    """``pipeline/design/sobol.py`` would replace ``pipeline.design.sobol`` (the function) by the module
+    as soon as anything imported it: no submodule may share a name with what its package exports."""
+    import importlib
+
+    clashes = []
+    for path in sorted(PACKAGE.rglob("__init__.py")):
+        package = importlib.import_module(".".join(path.parent.relative_to(ROOT).parts))
+        exported = set(getattr(package, "__all__", []))
+        clashes += [f"{package.__name__}.{m.stem}" for m in path.parent.glob("*.py") if m.stem in exported]
+    assert not clashes, clashes
+
+
 @pytest.mark.parametrize("module", [m for m, _ in _modules()])
 def test_no_function_body_is_over_80_lines(module):
     tree = dict(_modules())[module]

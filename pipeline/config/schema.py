@@ -34,10 +34,11 @@ class SweepKind(StrEnum):
     sobol = "sobol"
     lhs = "lhs"
     random = "random"
+    saltelli = "saltelli"
     points = "points"
 
 
-DESIGN_KINDS = (SweepKind.sobol, SweepKind.lhs, SweepKind.random, SweepKind.points)
+DESIGN_KINDS = (SweepKind.sobol, SweepKind.lhs, SweepKind.random, SweepKind.saltelli, SweepKind.points)
 """Sweep kinds that are sampled designs: one dim ``point``, parameters in ``sweep.parameters``."""
 
 
@@ -120,7 +121,10 @@ class SweepConfig(RangeConfig):
         "designs, instead of parts: points per compute job; a sobol or random design grown to more points "
         "then reuses the parts already computed",
     )
-    n: int | None = _opt(None, "points of a sampled design (sobol: a power of two)")
+    n: int | None = _opt(
+        None, "points of a sampled design (sobol: a power of two); saltelli: base points (a power of two)"
+    )
+    second_order: bool = _opt(False, "saltelli: also the points of second-order indices (2P + 2 per base point)")
     seed: int = _opt(0, "seed of a sampled design")
     parameters: dict[str, str | None] = _opt(
         factory=dict,

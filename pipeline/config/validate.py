@@ -104,21 +104,39 @@ def _check_design(sweep: DictConfig) -> int:
         return -1  # known once the table is read
     if sweep.n is None or sweep.n < 1:
         fail("sweep.n", sweep.n, f"kind={sweep.kind.value} needs the number of points n >= 1")
-    if sweep.kind == SweepKind.sobol and sweep.n & (sweep.n - 1):
-        fail("sweep.n", sweep.n, f"a Sobol' design needs a power of two, e.g. {1 << int(math.log2(sweep.n))}")
+    if sweep.kind in (SweepKind.sobol, SweepKind.saltelli) and sweep.n & (sweep.n - 1):
+        example = 1 << int(math.log2(sweep.n))
+        name = "Sobol'" if sweep.kind == SweepKind.sobol else "Saltelli"
+        fail("sweep.n", sweep.n, f"a {name} design needs a power of two, e.g. {example}")
+    total, group = design_points(sweep), _group(sweep)
     size = sweep.part_size
     if size is not None:
         if sweep.parts != 1:
             fail("sweep.parts", sweep.parts, f"give sweep.parts or sweep.part_size, not both (part_size={size})")
-        if size < 1 or sweep.n % size:
-            nearest = next(d for d in range(min(max(size, 1), sweep.n), 0, -1) if sweep.n % d == 0)
-            fail("sweep.part_size", size, f"must divide sweep.n={sweep.n} into equal parts, e.g. {nearest}")
-    return sweep.n
+        if size < 1 or total % size or size % group:
+            start = min(max(size, group), total)
+            nearest = next(d for d in range(start, 0, -1) if total % d == 0 and d % group == 0)
+            what = f"sweep.n={sweep.n}" if group == 1 else f"the design's {total} points"
+            whole = f" of whole base points ({group} points each)" if group > 1 else ""
+            fail("sweep.part_size", size, f"must divide {what} into equal parts{whole}, e.g. {nearest}")
+    return total
+
+
+def _group(sweep: SweepConfig) -> int:
+    """Points per base point: ``P + 2`` (``2P + 2``) for a Saltelli design, else 1."""
+    if sweep.kind != SweepKind.saltelli:
+        return 1
+    return len(sweep.parameters) * (2 if sweep.get("second_order") else 1) + 2
+
+
+def design_points(sweep: SweepConfig) -> int:
+    """The points of a design: ``n``, or ``n`` base points times :func:`_group` for a Saltelli design."""
+    return sweep.n * _group(sweep)
 
 
 def part_count(sweep: SweepConfig) -> int:
     """The number of compute jobs: ``sweep.parts``, or ``n / part_size`` for a design split by size."""
-    return sweep.n // sweep.part_size if sweep.kind in DESIGN_KINDS and sweep.part_size else sweep.parts
+    return design_points(sweep) // sweep.part_size if sweep.kind in DESIGN_KINDS and sweep.part_size else sweep.parts
 
 
 def validate(cfg: DictConfig | JobConfig) -> None:

@@ -9,7 +9,7 @@ The names a user needs are here: ``pipeline.design.sobol(...)``, ``pipeline.desi
 """
 
 from pipeline.design.distributions import Distribution, lognormal, loguniform, normal, parse, truncnormal, uniform
-from pipeline.design.sampling import Design, lhs, points, random, sobol
+from pipeline.design.sampling import Design, lhs, points, random, saltelli, sobol
 
 __all__ = [
     "Design",
@@ -21,6 +21,7 @@ __all__ = [
     "parse",
     "points",
     "random",
+    "saltelli",
     "sobol",
     "truncnormal",
     "uniform",

@@ -21,63 +21,29 @@ whose derivative is ``p dy/dp``), over the design's points, per sample and outpu
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import xarray as xr
 
 from pipeline.design.distributions import Distribution, parse
+from pipeline.design.resampling import (
+    BOOTSTRAP,
+    BOOTSTRAP_BATCH_VALUES,
+    CONFIDENCE,
+    Elements,
+    as_divisor,
+    percentiles,
+    resample_counts,
+)
 from pipeline.storage.names import derivative_name
-
-BOOTSTRAP = 200
-"""Resamples of the points for the intervals on the aggregated bounds."""
-
-CONFIDENCE = 0.95
-
-BOOTSTRAP_BATCH_VALUES = 2**24
-"""Point counts held at once (128 MiB of float64): resamples are drawn in batches of this size."""
-
-
-@dataclass
-class _Elements:
-    """A design's values as ``(point, rows, last)`` arrays: ``last`` is the last output dim (e.g.
-    time), ``rows`` every other element dim (samples first); :meth:`var` gives a result its dims
-    back and :attr:`coords` are theirs (the results make one Dataset, built at once: far cheaper
-    than a DataArray per variable)."""
-
-    order: list[str]  # element dims, in the arrays' order
-    along: list[str]  # [the last output dim], or [] when y has samples only
-    shape: tuple[int, ...]  # sizes of ``order``
-    coords: dict[str, xr.Variable]
-
-    @classmethod
-    def of(cls, y: xr.DataArray) -> _Elements:
-        dims = [d for d in y.dims if d != "point"]
-        along = [d for d in dims if d != "sample"][-1:]
-        order = [*[d for d in dims if d not in along], *along]
-        coords = {k: c.variable for k, c in y.coords.items() if "point" not in c.dims}
-        return cls(order, along, tuple(y.sizes[d] for d in order), coords)
-
-    def array(self, da: xr.DataArray) -> np.ndarray:
-        values = da.variable.transpose("point", *self.order).values.astype(np.float64, copy=False)
-        return values.reshape(len(values), -1, self.shape[-1] if self.along else 1)
-
-    def var(
-        self, values: np.ndarray, long_name: str, interval: bool = False, along: bool = False, **attrs: object
-    ) -> tuple[list[str], np.ndarray, dict[str, object]]:
-        """``values`` of shape ``([2,] rows, last)`` (``([2,] last)`` ``along``) as a Dataset variable."""
-        dims = (["interval"] if interval else []) + (self.along if along else self.order)
-        shape = ((2,) if interval else ()) + (self.shape[-1:] if along else self.shape)
-        return dims, np.reshape(values, shape), {"long_name": long_name, **attrs}
 
 
 def _parameter_bounds(
-    el: _Elements, p: str, dist: Distribution, values: np.ndarray, dv: np.ndarray, D: np.ndarray
+    el: Elements, p: str, dist: Distribution, values: np.ndarray, dv: np.ndarray, D: np.ndarray
 ) -> tuple[dict[str, tuple], tuple[np.ndarray, np.ndarray, float, float]]:
     """The DGSM, the bounds and mu* of one parameter (``dv``: its derivatives in its variable), and
     what the bootstrap needs: ``(dv, k, C, Var v)``."""
     n = len(dv)
-    positive, D_along, total_D = _positive(D), _positive(D.sum(axis=0)), float(D.sum())
+    positive, D_along, total_D = as_divisor(D), as_divisor(D.sum(axis=0)), float(D.sum())
     v = np.log(values) if dist.log else values
     k = dist.stein_weight(v)
     nu = np.einsum("nre,nre->re", dv, dv) / n
@@ -96,6 +62,14 @@ def _parameter_bounds(
             f"lower bound on the first-order Sobol' index of {p}: E[dy/d{wrt} k]^2 / (Var {wrt} D)",
         ),
         f"mu_star_{p}": el.var(np.abs(dv).mean(axis=0), f"mean over the points of |dy/d{wrt}|"),
+        f"mu_star_scaled_{p}": el.var(
+            np.abs(dv).mean(axis=0) * var_v**0.5,
+            f"mean over the points of |dy/d{wrt}| times the standard deviation of {wrt} (comparable across parameters)",
+        ),
+        f"sigma_{p}": el.var(
+            dv.std(axis=0, ddof=1) if n > 1 else np.zeros(dv.shape[1:]),
+            f"standard deviation over the points of dy/d{wrt} (Morris' sigma, from exact gradients)",
+        ),
     }
     for name, total, what in (
         (f"sobol_total_upper_{p}", constant * nu, "upper bound on the total index"),
@@ -118,7 +92,7 @@ def _parameter_bounds(
     return out, (dv, k, constant, var_v)
 
 
-def _with_intervals(out: dict[str, tuple], el: _Elements, intervals: dict[str, dict]) -> None:
+def _with_intervals(out: dict[str, tuple], el: Elements, intervals: dict[str, dict]) -> None:
     """The bootstrap intervals of every bound, beside it in ``out``."""
     for p, found in intervals.items():
         for kind, name in (("upper", f"sobol_total_upper_{p}"), ("lower", f"sobol_first_lower_{p}")):
@@ -138,6 +112,10 @@ def _gradient_outer_product(gradients: dict[str, np.ndarray]) -> dict[str, tuple
     names = list(gradients)
     G = np.stack([gradients[p].reshape(len(gradients[p]), -1) for p in names], axis=-1)  # (point, element, param)
     matrix = np.einsum("nep,neq->pq", G, G) / len(G)
+    eigenvalues, eigenvectors = np.linalg.eigh(matrix)
+    eigenvalues, eigenvectors = eigenvalues[::-1], eigenvectors[:, ::-1]
+    largest = np.abs(eigenvectors).argmax(axis=0)  # an eigenvector's sign is arbitrary: fix it
+    eigenvectors = eigenvectors * np.sign(eigenvectors[largest, np.arange(len(names))])
     return {
         "gradient_outer_product": (
             ["parameter", "parameter_2"],
@@ -149,8 +127,21 @@ def _gradient_outer_product(gradients: dict[str, np.ndarray]) -> dict[str, tuple
         ),
         "active_eigenvalues": (
             ["direction"],
-            np.linalg.eigvalsh(matrix)[::-1],
+            eigenvalues,
             {"long_name": "eigenvalues of gradient_outer_product, largest first (active directions)"},
+        ),
+        "active_eigenvectors": (
+            ["parameter", "direction"],
+            eigenvectors,
+            {
+                "long_name": "eigenvectors of gradient_outer_product (columns, largest eigenvalue first; "
+                "sign: largest component positive)"
+            },
+        ),
+        "activity_scores": (
+            ["parameter"],
+            eigenvalues[0] * eigenvectors[:, 0] ** 2,
+            {"long_name": "activity score of each parameter in the first active direction (lambda_1 w_1^2)"},
         ),
     }
 
@@ -161,7 +152,7 @@ def design_bounds(ds: xr.Dataset, params: list[str], rng_seed: int = 0) -> xr.Da
     Computed on plain arrays of ``(point, rows, last)``; the results get their dims back in one
     Dataset.
     """
-    el = _Elements.of(ds["y"])
+    el = Elements.of(ds["y"])
     Y = el.array(ds["y"])
     D = Y.var(axis=0, ddof=1)
     out: dict[str, tuple] = {"y_var": el.var(D, "D: variance of y over the design's points")}
@@ -177,31 +168,16 @@ def design_bounds(ds: xr.Dataset, params: list[str], rng_seed: int = 0) -> xr.Da
         out |= bounds
         gradients[p] = dv
     _with_intervals(out, el, _bootstrap(Y, weights, rng_seed))
+    if weights:  # linearised variance: sum over parameters of E[dy/dv]^2 Var v (independent parameters)
+        linear = sum(w[0].mean(axis=0) ** 2 * w[3] for w in weights.values())
+        out["y_var_linear"] = el.var(
+            linear, "delta-method variance of y: sum of E[dy/dv]^2 Var v over the parameters (compare y_var)"
+        )
     coords = {**el.coords, "interval": ["low", "high"]}
     if len(gradients) > 1:
         out |= _gradient_outer_product(gradients)
         coords.update(parameter=list(gradients), parameter_2=list(gradients))
     return xr.Dataset(out, coords=coords)
-
-
-def _positive(variance: np.ndarray) -> np.ndarray:
-    """``variance`` as a divisor: NaN where it is 0 (y does not vary there, so no bound is defined)."""
-    return np.where(variance > 0, variance, np.nan)
-
-
-def _percentiles(values: np.ndarray) -> np.ndarray:
-    """The :data:`CONFIDENCE` percentile interval along the first axis (resamples); NaN where a
-    resample's bound is undefined (D = 0: y does not vary over those points)."""
-    tail = (1 - CONFIDENCE) / 2 * 100
-    return np.percentile(np.where(np.isfinite(values), values, np.nan), [tail, 100 - tail], axis=0)
-
-
-def _resample_counts(rng: np.random.Generator, resamples: int, n: int) -> np.ndarray:
-    """Each resample's count of each of the ``n`` points: ``(resamples, n)``."""
-    counts = np.empty((resamples, n))
-    for row, draw in zip(counts, rng.integers(0, n, (resamples, n), dtype=np.int32), strict=True):  # 32 bits: faster
-        row[:] = np.bincount(draw, minlength=n)  # one row at a time: its n counts stay in cache
-    return counts
 
 
 def _bootstrap(
@@ -245,19 +221,19 @@ def _bootstrap(
         rng = np.random.default_rng(seed)  # the same resamples for every slab
         for start in range(0, BOOTSTRAP, per_batch):
             stop = min(BOOTSTRAP, start + per_batch)
-            means[start:stop] = (_resample_counts(rng, stop - start, n) @ stacked).reshape(means[start:stop].shape)
+            means[start:stop] = (resample_counts(rng, stop - start, n) @ stacked).reshape(means[start:stop].shape)
         means /= n
         D = (means[:, 1] - means[:, 0] ** 2) * n / (n - 1)
         nu, cov2 = means[:, 2 : 2 + P], means[:, 2 + P :] ** 2  # (resample, parameter, rows, last)
         sum_D += D.sum(axis=1)
         sum_nu += nu.sum(axis=2)
         sum_cov2 += cov2.sum(axis=2)
-        positive = _positive(D)[:, None]
-        element[..., r0:r1, :] = _percentiles(np.stack([constant * nu / positive, cov2 / (var_v * positive)], axis=1))
-    D_along, total = _positive(sum_D)[:, None], _positive(sum_D.sum(axis=1))[:, None]
+        positive = as_divisor(D)[:, None]
+        element[..., r0:r1, :] = percentiles(np.stack([constant * nu / positive, cov2 / (var_v * positive)], axis=1))
+    D_along, total = as_divisor(sum_D)[:, None], as_divisor(sum_D.sum(axis=1))[:, None]
     constant, var_v = constant[..., 0], var_v[..., 0]  # (parameter, 1)
-    along = _percentiles(np.stack([constant * sum_nu / D_along, sum_cov2 / (var_v * D_along)], axis=1))
-    overall = _percentiles(
+    along = percentiles(np.stack([constant * sum_nu / D_along, sum_cov2 / (var_v * D_along)], axis=1))
+    overall = percentiles(
         np.stack([constant[:, 0] * sum_nu.sum(axis=2) / total, sum_cov2.sum(axis=2) / (var_v[:, 0] * total)], axis=1)
     )
     return {

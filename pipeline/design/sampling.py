@@ -31,13 +31,16 @@ class Design:
     kind: str = "points"
     seed: int | None = None
     first_point: int = 0  # index of the first row in the whole design (a part's offset)
+    second_order: bool = False  # a Saltelli design with the BA blocks of second-order indices
 
     def __len__(self) -> int:
         return len(self.table)
 
     def part(self, start: int, stop: int) -> Design:
         """Rows ``start:stop``, keeping their indices in the whole design (a compute job's part)."""
-        return Design(self.names, self.table[start:stop], self.distributions, self.kind, self.seed, start)
+        return Design(
+            self.names, self.table[start:stop], self.distributions, self.kind, self.seed, start, self.second_order
+        )
 
     def columns(self) -> dict[str, np.ndarray]:
         return {name: self.table[:, i] for i, name in enumerate(self.names)}
@@ -47,6 +50,8 @@ class Design:
         out: dict[str, str | int] = {"design": self.kind}
         if self.seed is not None:
             out["design_seed"] = self.seed
+        if self.kind == "saltelli":
+            out["design_second_order"] = int(self.second_order)
         out.update({f"distribution_{p}": str(d) for p, d in self.distributions.items()})
         return out
 
@@ -88,6 +93,46 @@ def sobol(distributions: Mapping[str, Distribution], n: int, seed: int = 0) -> D
     return _from_unit(distributions, unit, "sobol", seed)
 
 
+def saltelli_group(parameters: int, second_order: bool = False) -> int:
+    """Rows per base point of a Saltelli design: ``A, AB_1..AB_P, B`` (and ``BA_1..BA_P``)."""
+    return parameters * (2 if second_order else 1) + 2
+
+
+def saltelli(distributions: Mapping[str, Distribution], n: int, seed: int = 0, second_order: bool = False) -> Design:
+    """A pick-freeze design for variance-based Sobol' indices (Saltelli 2010), ``n`` base points.
+
+    Two independent matrices ``A`` and ``B`` (the two halves of one scrambled Sobol' sequence of
+    ``2P`` dims) and, for each parameter ``i``, ``AB_i``: ``A`` with column ``i`` from ``B`` (and
+    ``BA_i``, ``B`` with column ``i`` from ``A``, for second-order indices). The rows are grouped by
+    base point: ``A_j, AB_1j, ..., AB_Pj, [BA_1j, ..., BA_Pj,] B_j`` (SALib's order), so the design
+    has ``n (P + 2)`` points (``n (2P + 2)``), the first ``k`` groups of a larger design of the same
+    seed are the design of ``k`` base points (``n`` grows as a Sobol' design does), and
+    :mod:`pipeline.design.indices` reads the blocks back from the order alone.
+    """
+    names = _checked(distributions, n)
+    _check_seed(seed)
+    if n & (n - 1):
+        raise ConfigError(
+            f"invalid n={n}: a Saltelli design needs a power of two base points (e.g. {1 << int(math.log2(n))})"
+        )
+    from scipy.stats import qmc
+
+    p = len(names)
+    unit = qmc.Sobol(d=2 * p, scramble=True, seed=seed).random(n)
+    a, b = unit[:, :p], unit[:, p:]
+    rows = [a]
+    for swap_from, base in ((b, a), *([(a, b)] if second_order else [])):
+        for i in range(p):
+            mixed = base.copy()
+            mixed[:, i] = swap_from[:, i]
+            rows.append(mixed)
+    rows.append(b)
+    group = np.stack(rows, axis=1)  # (n, group, P)
+    design = _from_unit(distributions, group.reshape(-1, p), "saltelli", seed)
+    design.second_order = second_order
+    return design
+
+
 def lhs(distributions: Mapping[str, Distribution], n: int, seed: int = 0) -> Design:
     """A Latin hypercube of ``n`` points."""
     from scipy.stats import qmc
@@ -125,7 +170,7 @@ def points(table: np.ndarray, names: list[str], distributions: Mapping[str, Dist
     return Design(list(names), table, dict(distributions or {}), "points", None)
 
 
-DESIGNS = {"sobol": sobol, "lhs": lhs, "random": random}
+DESIGNS = {"sobol": sobol, "lhs": lhs, "random": random, "saltelli": saltelli}
 """Sampled designs by their config name (``sweep.kind``); ``points`` reads a table instead."""
 
 

@@ -54,7 +54,8 @@ def sweep_design(sweep: SweepConfig) -> Design:
     if sweep.kind == SweepKind.points:
         table = read_points(in_workflow(sweep.path), list(sweep.parameters))
         return points(table, list(sweep.parameters), dists)
-    return DESIGNS[sweep.kind.value](dists, sweep.n, seed=sweep.seed)
+    options = {"second_order": bool(sweep.second_order)} if sweep.kind == SweepKind.saltelli else {}
+    return DESIGNS[sweep.kind.value](dists, sweep.n, seed=sweep.seed, **options)
 
 
 def part_sweep(sweep: SweepConfig, part: int | None) -> dict[str, np.ndarray] | Design:

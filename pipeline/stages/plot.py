@@ -106,8 +106,12 @@ def plot_design(sensitivity: xr.Dataset, summary: xr.Dataset, outdir: str | os.P
     where = _element_text(element)
     figures = {}
     for filename, variable in ((DESIGN_PLOTS[0], "dy"), (DESIGN_PLOTS[2], "y")):
-        fig = Figure(figsize=(3.4 * len(params), 3.6))
-        for ax, p in zip(fig.subplots(1, len(params), squeeze=False)[0], params, strict=True):
+        summary_panel = variable == "y" and "active_eigenvectors" in summary
+        fig = Figure(figsize=(3.4 * (len(params) + summary_panel), 3.6))
+        axes = fig.subplots(1, len(params) + summary_panel, squeeze=False)[0]
+        if summary_panel:
+            _sufficient_summary(axes[-1], shown, summary, params, element)
+        for ax, p in zip(axes, params, strict=False):
             name = "y" if variable == "y" else derivative_name(p)
             ax.scatter(shown[p].values, shown[name].sel(element).values, s=4, alpha=0.5)
             ax.set(
@@ -119,7 +123,33 @@ def plot_design(sensitivity: xr.Dataset, summary: xr.Dataset, outdir: str | os.P
         what = "dy/dp" if variable == "dy" else "y"
         fig.suptitle(f"{study}: {what} at the design's points ({where or 'the output'})", fontsize=9)
         figures[filename] = fig
-    fig, ax = _figure((6, 1.2 + 0.5 * len(params)))
+    figures[DESIGN_PLOTS[1]], ranked = _ranking(summary, params, study)
+    figures[DESIGN_PLOTS[3]] = _bounds_along_output(summary, ranked, study)
+    return _save(figures, outdir)
+
+
+def _sufficient_summary(ax: object, shown: xr.Dataset, summary: xr.Dataset, params: list[str], element: dict) -> None:
+    """y against the first active variable ``w_1 . (v - E v)`` (``v``: each parameter's variable, ``ln p``
+    for a log distribution): a thin curve means one direction of parameter space explains y."""
+    from pipeline.design.distributions import parse
+
+    w = summary["active_eigenvectors"].isel(direction=0).sel(parameter=params).values
+    z = np.zeros(shown.sizes["point"])
+    for weight, p in zip(w, params, strict=True):
+        dist = parse(shown.attrs[f"distribution_{p}"])
+        v = np.log(shown[p].values) if dist.log else shown[p].values
+        z += weight * (v - dist.variable().mean())
+    ax.scatter(z, shown["y"].sel(element).values, s=4, alpha=0.5, color="C3")
+    ax.set(xlabel="first active variable w1 . v", ylabel="y", title="sufficient summary")
+
+
+def _ranking(summary: xr.Dataset, params: list[str], study: str) -> tuple[Figure, list[str]]:
+    """Parameters ranked by their upper bounds, with the bounds and, for a Saltelli design, the
+    Sobol' indices themselves beside them, and how the indices converge with the base points."""
+    indices = "sobol_total_aggregated" in summary
+    fig = Figure(figsize=(11 if indices else 6, 1.2 + 0.5 * len(params)))
+    axes = fig.subplots(1, 2 if indices else 1, squeeze=False)[0]
+    ax = axes[0]
     upper = {p: summary.get(f"sobol_total_upper_{p}_aggregated") for p in params}
     ranked = sorted((p for p in params if upper[p] is not None), key=lambda p: -float(upper[p]))
     for row, p in enumerate(ranked):
@@ -130,16 +160,40 @@ def plot_design(sensitivity: xr.Dataset, summary: xr.Dataset, outdir: str | os.P
         for bound, marker, colour, label in marks:
             kw = {"fmt": marker, "color": colour, "label": label if row == 0 else None}
             ax.errorbar(float(bound), row, xerr=_spread(bound), **kw)
+        if indices:
+            i = params.index(p)
+            for kind, marker, colour, offset in (("total", "^", "C2", 0.2), ("first", "D", "C3", 0.35)):
+                value = float(summary[f"sobol_{kind}_aggregated"][i])
+                low, high = summary[f"sobol_{kind}_aggregated_interval"].values[:, i]
+                label = f"Sobol' {kind} index" if row == 0 else None
+                spread = [[max(value - low, 0.0)], [max(high - value, 0.0)]]
+                ax.errorbar(value, row + offset, xerr=spread, fmt=marker, color=colour, label=label)
     ax.set_yticks(range(len(ranked)), ranked)
     ax.invert_yaxis()
     ax.axvline(1.0, color="0.6", lw=0.8)
+    ax.legend(fontsize=7, loc="lower right")
     ax.set(
-        xlabel="Sobol' index bound (aggregated over outputs; 95% bootstrap interval)",
+        xlabel="Sobol' index or its bound (aggregated over outputs; 95% bootstrap interval)",
         title=f"{study}: parameters ranked",
     )
-    figures[DESIGN_PLOTS[1]] = fig
-    figures[DESIGN_PLOTS[3]] = _bounds_along_output(summary, ranked, study)
-    return _save(figures, outdir)
+    if indices:
+        _convergence(axes[1], summary, params)
+    fig.tight_layout()
+    return fig, ranked
+
+
+def _convergence(ax: object, summary: xr.Dataset, params: list[str]) -> None:
+    """The aggregated indices from the first N/8, N/4, N/2 and N base points, with their intervals."""
+    n = summary["base_points"].values
+    for i, p in enumerate(params):
+        for kind, style in (("total", "-"), ("first", "--")):
+            values = summary[f"sobol_{kind}_convergence"].values[:, i]
+            low, high = summary[f"sobol_{kind}_convergence_interval"].values[:, :, i]
+            ax.plot(n, values, style, marker="o", color=f"C{i}", label=f"{p}: {kind}")
+            ax.fill_between(n, low, high, color=f"C{i}", alpha=0.12, lw=0)
+    ax.set_xscale("log", base=2)
+    ax.set(xlabel="base points", ylabel="Sobol' index (95% bootstrap band)", title="convergence (total: solid)")
+    ax.legend(fontsize=7, ncol=2)
 
 
 def _spread(bound: xr.DataArray) -> list[list[float]]:

@@ -30,7 +30,7 @@ NOT_DETERMINING = ("part", "output", "inputs_file", "threads", "verify", "compre
 """Config keys that do not change a part's values (which part it is, paths, threads, the verify step,
 how its file is compressed)."""
 
-GROWABLE = ("sobol", "random")
+GROWABLE = ("sobol", "random", "saltelli")
 """Designs whose first n points are the same whatever their size: split by ``sweep.part_size``, a
 part's values do not depend on ``sweep.n``, so a design grown to more points keeps its parts."""
 

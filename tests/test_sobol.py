@@ -1,0 +1,175 @@
+"""Variance-based Sobol' indices from a Saltelli design, against scipy, SALib and exact values."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import sobol_indices as scipy_sobol_indices
+
+from pipeline import ConfigError, design, sensitivity, summarise
+from pipeline.design.analyses import contradictions
+from pipeline.design.indices import Blocks
+from pipeline.design.sampling import saltelli_group
+
+PI = math.pi
+ISHIGAMI_FIRST = [0.3139051911, 0.4424111448, 0.0]
+ISHIGAMI_TOTAL = [0.5575888552, 0.4424111448, 0.2436836641]
+ISHIGAMI_S13 = 0.2436836641
+
+
+def ishigami(x, x1, x2, x3):
+    return (torch.sin(x1) + 7 * torch.sin(x2) ** 2 + 0.1 * x3**4 * torch.sin(x1)) * x
+
+
+def ishigami_dataset(n: int, seed: int = 0, second_order: bool = False, model=ishigami):
+    u = design.uniform(-PI, PI)
+    d = design.saltelli({"x1": u, "x2": u, "x3": u}, n, seed=seed, second_order=second_order)
+    return sensitivity(model, torch.ones(1, dtype=torch.float64), d)
+
+
+def test_the_design_is_salib_order_and_grows_like_a_sobol_design():
+    """Rows per base point: A, AB_1..AB_P, BA_1..BA_P, B; AB_i is A with column i from B; the
+    first k groups of a larger design are the design of k base points."""
+    dists = {"a": design.uniform(0, 1), "b": design.normal(0, 1), "c": design.loguniform(1, 10)}
+    small = design.saltelli(dists, 8, seed=3, second_order=True)
+    large = design.saltelli(dists, 32, seed=3, second_order=True)
+    group = saltelli_group(3, second_order=True)
+    assert group == 8 and small.table.shape == (64, 3)
+    np.testing.assert_array_equal(small.table, large.table[: 8 * group])
+    g = small.table.reshape(8, group, 3)
+    a, b = g[:, 0], g[:, -1]
+    for i in range(3):
+        ab, ba = g[:, 1 + i], g[:, 4 + i]
+        np.testing.assert_array_equal(ab[:, i], b[:, i])
+        np.testing.assert_array_equal(np.delete(ab, i, axis=1), np.delete(a, i, axis=1))
+        np.testing.assert_array_equal(ba[:, i], a[:, i])
+        np.testing.assert_array_equal(np.delete(ba, i, axis=1), np.delete(b, i, axis=1))
+    assert small.attrs()["design"] == "saltelli" and small.attrs()["design_second_order"] == 1
+    with pytest.raises(ConfigError, match="invalid n=12: a Saltelli design needs a power of two"):
+        design.saltelli(dists, 12)
+
+
+def test_indices_equal_scipys_on_the_same_evaluations():
+    ds = ishigami_dataset(512, seed=1)
+    s = summarise(ds)
+    blocks = Blocks.of(ds.y.values.reshape(-1, 1), 3, second_order=False)
+    f_ab = blocks.ab[:, :, 0][:, None, :]  # (parameter, output, base point)
+    ref = scipy_sobol_indices(func={"f_A": blocks.a.T, "f_B": blocks.b.T, "f_AB": f_ab}, n=512)
+    np.testing.assert_allclose(s.sobol_first_aggregated.values, ref.first_order, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(s.sobol_total_aggregated.values, ref.total_order, rtol=1e-12, atol=1e-14)
+    # one output element: the per-element indices are the aggregated ones
+    np.testing.assert_allclose(s.sobol_first.values.reshape(3), ref.first_order, rtol=1e-12, atol=1e-14)
+
+
+def test_indices_agree_with_salibs_analyze_on_the_same_points():
+    """SALib centres by the mean of all evaluations where scipy and sensweep take that of A and B:
+    the estimates differ by that choice only, far less than their intervals."""
+    from SALib.analyze import sobol as salib_sobol
+
+    ds = ishigami_dataset(1024, seed=2, second_order=True)
+    s = summarise(ds)
+    problem = {"num_vars": 3, "names": ["x1", "x2", "x3"], "bounds": [[-PI, PI]] * 3}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = salib_sobol.analyze(problem, ds.y.values.reshape(-1), calc_second_order=True, seed=0)
+    np.testing.assert_allclose(s.sobol_first_aggregated.values, ref["S1"], atol=5e-3)
+    np.testing.assert_allclose(s.sobol_total_aggregated.values, ref["ST"], atol=5e-3)
+    second = s.sobol_second_aggregated.values
+    for i, j in [(0, 1), (0, 2), (1, 2)]:
+        assert abs(second[i, j] - ref["S2"][i, j]) < 1e-2, (i, j, second[i, j], ref["S2"][i, j])
+    assert np.isnan(np.diag(second)).all()
+
+
+def test_ishigami_exact_indices_lie_in_the_intervals_and_below_the_bounds():
+    s = summarise(ishigami_dataset(4096, seed=0, second_order=True))
+    for kind, exact in (("first", ISHIGAMI_FIRST), ("total", ISHIGAMI_TOTAL)):
+        low, high = s[f"sobol_{kind}_aggregated_interval"].values
+        assert (low <= exact).all() and (np.array(exact) <= high).all(), (kind, low, high)
+        assert (high - low < 0.12).all()
+    low, high = s.sobol_second_aggregated_interval.values[:, 0, 2]
+    assert low <= ISHIGAMI_S13 <= high
+    for i, p in enumerate(["x1", "x2", "x3"]):
+        assert ISHIGAMI_TOTAL[i] <= float(s[f"sobol_total_upper_{p}_aggregated"])
+    assert s.attrs["sobol_consistent_with_bounds"] == 1 and s.attrs["sobol_contradictions"] == "none"
+    assert int(s.sobol_failed_base_points) == 0
+
+
+def test_g_function_and_a_linear_model_of_normal_inputs():
+    a = np.array([0.0, 1.0, 4.5, 9.0])
+    v = 1 / (3 * (1 + a) ** 2)
+    total_v = np.prod(1 + v) - 1
+    first, total = v / total_v, v * np.prod(1 + v) / (1 + v) / total_v
+
+    def g_function(x, **p):
+        out = x
+        for i, name in enumerate(p):
+            out = out * (torch.abs(4 * p[name] - 2) + a[i]) / (1 + a[i])
+        return out
+
+    dists = {f"x{i}": design.uniform(0, 1) for i in range(4)}
+    s = summarise(sensitivity(g_function, torch.ones(1, dtype=torch.float64), design.saltelli(dists, 4096, seed=5)))
+    for kind, exact in (("first", first), ("total", total)):
+        low, high = s[f"sobol_{kind}_aggregated_interval"].values
+        assert (low <= exact).all() and (exact <= high).all(), (kind, exact, low, high)
+
+    c, sd = np.array([1.0, -2.0, 0.5]), np.array([1.0, 0.5, 3.0])
+    share = (c * sd) ** 2 / ((c * sd) ** 2).sum()
+    normals = {f"z{i}": design.normal(1.0 + i, sd[i]) for i in range(3)}
+    linear = sensitivity(
+        lambda x, z0, z1, z2: x * (c[0] * z0 + c[1] * z1 + c[2] * z2),
+        torch.ones(1, dtype=torch.float64),
+        design.saltelli(normals, 2048, seed=7),
+    )
+    s = summarise(linear)
+    for kind in ("first", "total"):  # a linear model has no interactions: S = S_T
+        low, high = s[f"sobol_{kind}_aggregated_interval"].values
+        assert (low <= share).all() and (share <= high).all(), (kind, share, low, high)
+    # a linear model is where linearisation holds: the delta-method variance is the sampled one
+    np.testing.assert_allclose(float(s.y_var_linear.mean()), float(s.y_var.mean()), rtol=0.05)
+
+
+def test_failed_evaluations_leave_their_base_points_out_and_are_reported():
+    """A model that gives NaN where x1 > 2.5: every base point with such an evaluation is left out
+    whole (its blocks stay paired), counted, warned about; the rest give scipy's indices."""
+
+    def failing(x, x1, x2, x3):
+        return torch.where(x1 > 2.5, torch.nan, ishigami(x, x1, x2, x3))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = ishigami_dataset(256, seed=4, model=failing)
+    with pytest.warns(RuntimeWarning, match=r"base points of the Saltelli design were left out"):
+        s = summarise(ds)
+    blocks = Blocks.of(ds.y.values.reshape(-1, 1), 3, second_order=False)
+    table = np.column_stack([ds[p].values for p in ("x1", "x2", "x3")]).reshape(256, 5, 3)
+    bad = (table[..., 0] > 2.5).any(axis=1)
+    assert 0 < bad.sum() == int(s.sobol_failed_base_points)
+    kept = blocks.rows(~bad)
+    first = s.sobol_first_aggregated.values
+    assert np.isfinite(first).all() and np.isfinite(s.sobol_total_aggregated.values).all()
+    centre = (kept.a.mean() + kept.b.mean()) / 2
+    expected = np.mean((kept.b - centre) * (kept.ab[0] - kept.a)) / np.var(np.r_[kept.a, kept.b])
+    assert first[0] == pytest.approx(expected, rel=1e-10)
+
+
+def test_convergence_uses_the_first_base_points():
+    ds = ishigami_dataset(256, seed=6)
+    s = summarise(ds)
+    assert s.base_points.values.tolist() == [32, 64, 128, 256]
+    np.testing.assert_allclose(s.sobol_total_convergence.values[-1], s.sobol_total_aggregated.values)
+    head = summarise(ds.isel(point=slice(0, 32 * 5)))
+    np.testing.assert_allclose(s.sobol_first_convergence.values[0], head.sobol_first_aggregated.values, rtol=1e-12)
+
+
+def test_a_contradiction_between_indices_and_bounds_is_reported():
+    s = summarise(ishigami_dataset(256, seed=8))
+    assert contradictions(s, s, ["x1", "x2", "x3"]) == []
+    bounds = s.copy()
+    bounds["sobol_total_upper_x2_aggregated"] = bounds["sobol_total_upper_x2_aggregated"].copy(data=0.1)
+    bounds["sobol_total_upper_x2_aggregated"].attrs = {"ci_low": 0.05, "ci_high": 0.1}
+    found = contradictions(s, bounds, ["x1", "x2", "x3"])
+    assert len(found) == 1 and found[0].startswith("S_T of x2 at least")
