@@ -23,7 +23,7 @@ from pipeline.derivatives.chunking import ChunkHints
 from pipeline.derivatives.compiled import compiled_forward
 from pipeline.derivatives.fallback import LADDER, REVERSE_FIRST, REVERSE_LADDER, auto
 from pipeline.derivatives.guards import check_derivatives, check_finite, check_inputs_kept
-from pipeline.derivatives.methods import FORWARD_MODE, METHODS, Derivatives, ieee_float32
+from pipeline.derivatives.methods import FORWARD_MODE, METHODS, Derivatives, ieee_float32, primal
 from pipeline.derivatives.routine import Routine
 from pipeline.derivatives.structure import check_structure
 from pipeline.derivatives.zerotensor import cheap_zero_tangents
@@ -57,7 +57,9 @@ def _run_method(plan: Plan, hints: ChunkHints) -> tuple[Derivatives, str, str, f
     start = time.perf_counter()
     used, fallback_reason = ("forward" if options.method == "auto" else options.method), ""
     sizes = {"chunk_size": options.chunk_size, "max_memory_mb": options.max_memory_mb, "hints": hints}
-    if options.compile:
+    if options.method == "none":
+        result = primal(routine.fn, x, points, **sizes)
+    elif options.compile:
         result = compiled_forward(routine.fn, x, points, stepper=routine.stepper, **sizes)
     elif options.method == "auto" and options.order == 1:
         ladder = (REVERSE_LADDER if routine.tensors else REVERSE_FIRST) if plan.reverse_first else LADDER
@@ -98,14 +100,16 @@ def run(plan: Plan) -> Run:
     with ieee_float32(plan.device), cheap_zero_tangents(enabled=not options.compile, numbers=forward_mode):
         # the memory hint is for forward mode: reverse mode (first, or asked for) measures its own
         measure = not plan.reverse_first and options.method != "reverse"
-        reached, bytes_per_point = check_structure(
-            routine.fn, plan.x_run, plan.points, columns=len(plan.grid), measure=measure
+        reached, bytes_per_point = (
+            check_structure(routine.fn, plan.x_run, plan.points, columns=len(plan.grid), measure=measure)
+            if options.method != "none"  # no derivative: nothing connects
+            else (None, None)
         )
         hints = ChunkHints(bytes_per_point, op_bound=plan.op_bound)
         result, used, fallback_reason, wall = _run_method(plan, hints)
         check_inputs_kept(plan.x_run, plan.kept, used)
         checks: dict[str, int] = {}
-        if not used.startswith("finite_difference"):  # differences need no check against themselves
+        if not used.startswith("finite_difference") and used != "none":  # nothing to check against itself
             checks, mismatch = check_derivatives(
                 routine, plan.x_run, plan.points, result.dy, plan.grid, options.hidden_policy
             )

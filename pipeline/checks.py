@@ -25,8 +25,10 @@ METHODS = (
     "forward_per_point",
     "reverse_per_point",
     "finite_difference_per_point",
+    "none",
 )
-"""Derivative methods, by their config name (``auto``: batched forward mode, else a fallback)."""
+"""Derivative methods, by their config name (``auto``: batched forward mode, else a fallback; ``none``:
+``y`` only, for variance-based indices)."""
 
 DTYPES = ("float32", "float64")
 NAN_POLICIES = ("warn", "raise")

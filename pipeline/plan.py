@@ -142,6 +142,11 @@ def _points(
     points = torch.as_tensor(table, dtype=dtype, device=device)
     if not routine.tensors:
         return points
+    if options.method == "none":
+        names = ", ".join(t.name for t in routine.tensors)
+        raise ConfigError(
+            f"invalid method='none': it computes no derivative, and the bound tensors {names} ask for them"
+        )
     if options.order == 2:
         raise ConfigError("invalid order=2: not with a whole tensor bound (second derivatives of swept scalars only)")
     own = torch.cat([t.values.reshape(-1) for t in routine.tensors]).to(device, dtype)
@@ -204,7 +209,8 @@ def plan(
     if options.compile:
         warn_if_unrolled(cost.calls, routine.stepper)
     directions = points.shape[1]
-    check_result_size(len(points), y0.numel(), 1 + directions + (options.order == 2), torch.finfo(dtype).bits // 8)
+    derivatives = 0 if options.method == "none" else directions + (options.order == 2)
+    check_result_size(len(points), y0.numel(), 1 + derivatives, torch.finfo(dtype).bits // 8)
     reverse_first = ""
     if options.method == "auto" and options.order == 1 and not options.compile and directions > y0.numel():
         what = "parameters and tensor elements" if routine.tensors else "parameters"

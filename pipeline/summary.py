@@ -38,7 +38,7 @@ def summarise(ds: xr.Dataset) -> xr.Dataset:
         "y_std": (y.std("sample"), "standard deviation over samples of y", _units(y)),
         "elasticity_defined": ((y != 0).sum("sample"), "number of samples where elasticities are defined", {}),
     }
-    for p in params:
+    for p in [p for p in params if derivative_name(p) in ds]:  # none with method "none"
         name = derivative_name(p)
         dy = ds[name].astype("float64")
         elasticity = ds[p] * dy / y.where(y != 0)  # NaN (skipped by the mean) where y == 0

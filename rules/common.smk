@@ -196,7 +196,10 @@ def final_outputs(wildcards):
     ]
     designs = [s for s in STUDIES if is_design(s)]
     grids = [s for s in STUDIES if not is_design(s)]
-    verified = [s for s in STUDIES if JOBS[s].verify.enabled]
+    # method none computes no derivative: nothing to verify
+    verified = [
+        s for s in STUDIES if JOBS[s].verify.enabled and JOBS[s].method.name != "none"
+    ]
     # Without the merge, the part files are the study's results: targets themselves.
     parts = (
         []

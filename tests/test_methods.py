@@ -29,7 +29,7 @@ def test_every_method_is_registered():
         "reverse_per_point",
         "finite_difference_per_point",
     ]
-    assert ("auto", *METHOD_NAMES) == CHECKED_NAMES
+    assert ("auto", *METHOD_NAMES, "none") == CHECKED_NAMES  # none: y only, no derivative
 
 
 @pytest.mark.parametrize("method", METHOD_NAMES)

@@ -173,3 +173,41 @@ def test_a_contradiction_between_indices_and_bounds_is_reported():
     bounds["sobol_total_upper_x2_aggregated"].attrs = {"ci_low": 0.05, "ci_high": 0.1}
     found = contradictions(s, bounds, ["x1", "x2", "x3"])
     assert len(found) == 1 and found[0].startswith("S_T of x2 at least")
+
+
+def test_method_none_gives_y_only_and_the_same_indices():
+    """``method="none"``: the model batched over the points, no derivative; the indices equal those
+    of the same design with derivatives (the same y), without bounds or derivative variables."""
+    with_derivatives = ishigami_dataset(128, seed=9)
+    u = design.uniform(-PI, PI)
+    d = design.saltelli({"x1": u, "x2": u, "x3": u}, 128, seed=9)
+    y_only = sensitivity(ishigami, torch.ones(1, dtype=torch.float64), d, method="none")
+    assert y_only.attrs["method"] == "none" and not [v for v in y_only.data_vars if v.startswith("dy_")]
+    np.testing.assert_array_equal(y_only.y.values, with_derivatives.y.values)
+    a, b = summarise(y_only), summarise(with_derivatives)
+    np.testing.assert_array_equal(a.sobol_total_aggregated.values, b.sobol_total_aggregated.values)
+    assert "sobol_total_upper_x1_aggregated" not in a and "sobol_total_upper_x1_aggregated" in b
+
+
+def test_method_none_refuses_what_asks_for_derivatives():
+    net = torch.nn.Linear(2, 1)
+    with pytest.raises(ConfigError, match="invalid method='none': it computes no derivative, and the bound tensors W"):
+        sensitivity(net, torch.ones(3, 2), {}, bind={"W": "weight"}, method="none")
+    with pytest.raises(ConfigError, match="invalid order=2"):
+        sensitivity(lambda x, C: C * x, torch.ones(3), {"C": [1.0]}, method="none", order=2)
+
+
+def test_a_saltelli_study_config_is_checked():
+    from pipeline.config.studies import compose_job
+    from pipeline.config.validate import part_count
+
+    cfg = compose_job("ishigami_sobol")
+    assert cfg.sweep.kind.value == "saltelli" and part_count(cfg.sweep) == 1024 * 8 // 4096
+    with pytest.raises(ConfigError, match=r"sweep.part_size=4000.*of whole base points \(8 points each\)"):
+        compose_job("ishigami_sobol", ["sweep.part_size=4000"])
+    with pytest.raises(ConfigError, match=r"invalid sweep\.n=1000: a Saltelli design needs a power of two"):
+        compose_job("ishigami_sobol", ["sweep.n=1000"])
+    with pytest.raises(ConfigError, match=r"invalid method\.name=.none.: y only is for a sampled design"):
+        compose_job("seed_linear", ["method=none"])
+    with pytest.raises(ConfigError, match="none computes no derivative"):
+        compose_job("ishigami_sobol", ["verify.methods=[forward,none]"])

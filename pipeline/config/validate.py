@@ -168,8 +168,14 @@ def validate(cfg: DictConfig | JobConfig) -> None:
     for key in ("values", "samples"):
         if cfg.verify[key] < 1:
             fail(f"verify.{key}", cfg.verify[key], "must be >= 1 (verify.enabled=false turns the step off)")
+    references = [m.value for m in MethodName if m.value != "none"]
     if not cfg.verify.methods:
-        fail("verify.methods", [], f"give at least one of {', '.join(m.value for m in MethodName)}")
+        fail("verify.methods", [], f"give at least one of {', '.join(references)}")
+    chosen = [str(getattr(m, "value", m)) for m in cfg.verify.methods]
+    if "none" in chosen:
+        fail("verify.methods", chosen, f"none computes no derivative; valid: {', '.join(references)}")
+    if cfg.method.name == "none" and sweep.kind not in DESIGN_KINDS:
+        fail("method.name", "none", "y only is for a sampled design's variance-based indices (sweep.kind: saltelli)")
     rtol = cfg.verify.get("rtol")
     if rtol is not None and not (0 < rtol < 1):
         fail("verify.rtol", rtol, "must be null (automatic) or between 0 and 1, e.g. 1e-6")

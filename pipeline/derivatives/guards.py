@@ -292,7 +292,7 @@ def check_finite(
     A NaN or Inf shows in the min or max (both propagate NaN): one pass without temporaries, far
     cheaper than ``isfinite`` masks over all results, which are built only where one is found.
     """
-    if _finite(y) and _finite(dy.reshape(-1, dy.shape[-1]), dim=0):
+    if _finite(y) and (dy.shape[-1] == 0 or _finite(dy.reshape(-1, dy.shape[-1]), dim=0)):
         return {"nonfinite_y": 0, **{f"nonfinite_dy_d{p}": 0 for p in grid}}
     bad_y, bad_dy = ~torch.isfinite(y), ~torch.isfinite(dy)
     counts = {"nonfinite_y": int(bad_y.sum())}

@@ -133,8 +133,9 @@ def in_chunks(
             run(chunk)
     if points.is_cuda:
         torch.cuda.synchronize(points.device)  # the last copies to the host are done
-    y, dy, *d2y = out
-    return Derivatives(y, dy, chunk_size, d2y[0] if d2y else None)
+    y, *rest = out
+    dy = rest[0] if rest else y.new_empty((*y.shape, 0))  # method "none": y only
+    return Derivatives(y, dy, chunk_size, rest[1] if len(rest) > 1 else None)
 
 
 def _adoptable(t: Tensor) -> bool:
@@ -200,6 +201,30 @@ def value_and_jacobian(f: Callable[[Tensor], Tensor], theta: Tensor) -> tuple[Te
 
     dy, y = jacfwd(both, has_aux=True)(theta)
     return y, dy
+
+
+def primal(
+    fn: RoutineFn,
+    x: Tensor,
+    points: Tensor,
+    *,
+    chunk_size: int | None = None,
+    max_memory_mb: int | None = None,
+    hints: ChunkHints | None = None,
+) -> Derivatives:
+    """``y`` only, no derivative (``method="none"``): the model vmapped over the points of a chunk.
+
+    What variance-based Sobol' indices need from a Saltelli design: ``dy`` has no column.
+    """
+    f = vmap(lambda theta: fn(x, theta))
+    return in_chunks(
+        lambda chunk: (f(chunk),),
+        points,
+        chunk_size=chunk_size,
+        max_memory_mb=max_memory_mb,
+        hints=ChunkHints(op_bound=hints.op_bound) if hints else None,  # the memory estimate is forward mode's
+        method="none",
+    )
 
 
 def forward(
@@ -559,7 +584,7 @@ METHODS: dict[str, Callable[..., Derivatives]] = {
     "reverse_per_point": reverse_per_point,
     "finite_difference_per_point": finite_difference_per_point,
 }
-"""Derivative methods by their config name (``method.name``)."""
+"""Derivative methods by their config name (``method.name``); ``none`` (no derivative) is :func:`primal`."""
 
 FORWARD_MODE = frozenset(name for name in METHODS if name.startswith("forward"))
 """The methods that push tangents forward (those :class:`pipeline.derivatives.zerotensor.NumberOperands` pays for)."""

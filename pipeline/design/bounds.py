@@ -156,7 +156,11 @@ def design_bounds(ds: xr.Dataset, params: list[str], rng_seed: int = 0) -> xr.Da
     Y = el.array(ds["y"])
     D = Y.var(axis=0, ddof=1)
     out: dict[str, tuple] = {"y_var": el.var(D, "D: variance of y over the design's points")}
-    dists = {p: parse(ds.attrs[f"distribution_{p}"]) for p in params if f"distribution_{p}" in ds.attrs}
+    dists = {
+        p: parse(ds.attrs[f"distribution_{p}"])
+        for p in params
+        if f"distribution_{p}" in ds.attrs and derivative_name(p) in ds  # no derivatives: method "none"
+    }
     gradients: dict[str, np.ndarray] = {}
     weights: dict[str, tuple[np.ndarray, np.ndarray, float, float]] = {}
     for p, dist in dists.items():
@@ -167,7 +171,8 @@ def design_bounds(ds: xr.Dataset, params: list[str], rng_seed: int = 0) -> xr.Da
         bounds, weights[p] = _parameter_bounds(el, p, dist, values, dv, D)
         out |= bounds
         gradients[p] = dv
-    _with_intervals(out, el, _bootstrap(Y, weights, rng_seed))
+    if weights:
+        _with_intervals(out, el, _bootstrap(Y, weights, rng_seed))
     if weights:  # linearised variance: sum over parameters of E[dy/dv]^2 Var v (independent parameters)
         linear = sum(w[0].mean(axis=0) ** 2 * w[3] for w in weights.values())
         out["y_var_linear"] = el.var(

@@ -113,6 +113,10 @@ def plot_design(sensitivity: xr.Dataset, summary: xr.Dataset, outdir: str | os.P
             _sufficient_summary(axes[-1], shown, summary, params, element)
         for ax, p in zip(axes, params, strict=False):
             name = "y" if variable == "y" else derivative_name(p)
+            if name not in shown:  # method "none": y only
+                ax.text(0.5, 0.5, "no derivatives\n(method=none)", ha="center", va="center", transform=ax.transAxes)
+                ax.set(xlabel=_label(sensitivity[p], p))
+                continue
             ax.scatter(shown[p].values, shown[name].sel(element).values, s=4, alpha=0.5)
             ax.set(
                 xlabel=_label(sensitivity[p], p),
@@ -151,11 +155,19 @@ def _ranking(summary: xr.Dataset, params: list[str], study: str) -> tuple[Figure
     axes = fig.subplots(1, 2 if indices else 1, squeeze=False)[0]
     ax = axes[0]
     upper = {p: summary.get(f"sobol_total_upper_{p}_aggregated") for p in params}
-    ranked = sorted((p for p in params if upper[p] is not None), key=lambda p: -float(upper[p]))
+    bounded = [p for p in params if upper[p] is not None]
+    if bounded:
+        ranked = sorted(bounded, key=lambda p: -float(upper[p]))
+    else:  # no derivatives (method "none"): by the total index
+        ranked = sorted(params, key=lambda p: -float(summary["sobol_total_aggregated"][params.index(p)]))
     for row, p in enumerate(ranked):
         marks = (
-            (upper[p], "s", "C0", "upper bound, total index"),
-            (summary[f"sobol_first_lower_{p}_aggregated"], "o", "C1", "lower bound, first-order index"),
+            (
+                (upper[p], "s", "C0", "upper bound, total index"),
+                (summary[f"sobol_first_lower_{p}_aggregated"], "o", "C1", "lower bound, first-order index"),
+            )
+            if p in bounded
+            else ()
         )
         for bound, marker, colour, label in marks:
             kw = {"fmt": marker, "color": colour, "label": label if row == 0 else None}
@@ -208,6 +220,9 @@ def _bounds_along_output(summary: xr.Dataset, params: list[str], study: str) -> 
     element dims with variance weights, with their bootstrap intervals as bands."""
     along = [d for d in summary["y_var"].dims if d != "sample"][-1:]
     fig, ax = _figure((7, 4.5))
+    if not any(f"sobol_total_upper_{p}_aggregated" in summary for p in params):
+        ax.text(0.5, 0.5, "no derivatives (method=none): no bounds", ha="center", va="center", transform=ax.transAxes)
+        return fig
     for i, p in enumerate(params):
         for name, style in ((f"sobol_total_upper_{p}", "-"), (f"sobol_first_lower_{p}", "--")):
             kind = "upper, total" if "upper" in name else "lower, first-order"

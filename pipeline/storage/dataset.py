@@ -180,7 +180,7 @@ def build_dataset(
     dims = [*sweep, "sample", *out_dims]
     y_units = {"units": units["y"]} if "y" in units else {}
     variables = {"y": (dims, y.reshape(*shape, *y.shape[1:]).numpy(), {"long_name": "model output y", **y_units})}
-    for i, param in enumerate(params):
+    for i, param in enumerate(params if dy.shape[-1] else ()):  # method "none": no derivative
         dy_units = _derivative_units(units.get("y"), units.get(param))
         variables[derivative_name(param)] = (
             dims,
