@@ -23,7 +23,8 @@ def design_summary(ds: xr.Dataset, params: list[str]) -> tuple[xr.Dataset, dict[
     if ds.attrs.get("design") != "saltelli":
         return design_bounds(ds, params), {}
     second_order = bool(ds.attrs.get("design_second_order", 0))
-    ds = ds.sortby("point")
+    if not ds.indexes["point"].is_monotonic_increasing:  # parts opened in another order
+        ds = ds.sortby("point")
     group = saltelli_group(len(params), second_order)
     y = ds["y"].values.reshape(ds.sizes["point"], -1).astype(np.float64)
     complete = Blocks.of(y, len(params), second_order).complete()
