@@ -245,21 +245,30 @@ def test_points_from_a_table_file(tmp_path):
     assert fingerprint(cfg, ds.x.values) != ds.attrs["fingerprint"]
 
 
-@pytest.mark.parametrize("kind", ["sobol", "random"])
-def test_a_grown_design_keeps_its_parts(tmp_path, kind):
-    """Split by part_size, a Sobol' or random design grown from 64 to 128 points keeps parts 0-3:
-    same values, same fingerprint, and merged with the new parts 4-7 it equals the 128-point design."""
+@pytest.mark.parametrize(
+    ("kind", "small_n", "part_size"), [("sobol", 64, 16), ("random", 64, 16), ("saltelli", 16, 20)]
+)
+def test_a_grown_design_keeps_its_parts(tmp_path, kind, small_n, part_size):
+    """Split by part_size, a Sobol', random or Saltelli design grown to twice its points keeps parts
+    0-3: same values, same fingerprint, and merged with the new parts 4-7 it equals the grown design
+    (a Saltelli design of 16 base points has 16 x 5 = 80 points)."""
     from pipeline.config.studies import compose_job
     from pipeline.stages.compute import compute, sweep_dataset
     from pipeline.stages.merge import merge_parts
 
     def job(n, part):
         output = tmp_path / f"{n}-{part}.nc"
-        args = [f"sweep.kind={kind}", f"sweep.n={n}", "sweep.part_size=16", f"part={part}", f"output='{output}'"]
+        args = [
+            f"sweep.kind={kind}",
+            f"sweep.n={n}",
+            f"sweep.part_size={part_size}",
+            f"part={part}",
+            f"output='{output}'",
+        ]
         return compose_job("ishigami", args), output
 
-    small = [job(64, i) for i in range(4)]
-    grown = [job(128, i) for i in range(8)]
+    small = [job(small_n, i) for i in range(4)]
+    grown = [job(2 * small_n, i) for i in range(8)]
     for cfg, _ in small + grown[4:]:
         compute(cfg, "ishigami")
     again = sweep_dataset(grown[1][0], "ishigami")
@@ -267,12 +276,14 @@ def test_a_grown_design_keeps_its_parts(tmp_path, kind):
         xr.testing.assert_equal(kept[["y", "dy_dx1"]], again[["y", "dy_dx1"]])
         assert kept.attrs["fingerprint"] == again.attrs["fingerprint"]
     merge_parts([out for _, out in small + grown[4:]], tmp_path / "merged.nc")
-    whole = sweep_dataset(compose_job("ishigami", [f"sweep.kind={kind}", "sweep.n=128", "sweep.part_size=null"]))
+    whole = sweep_dataset(
+        compose_job("ishigami", [f"sweep.kind={kind}", f"sweep.n={2 * small_n}", "sweep.part_size=null"])
+    )
     with xr.open_dataset(tmp_path / "merged.nc") as merged:
-        assert merged.sizes["point"] == 128 and merged.attrs["parts"] == 8
+        assert merged.sizes["point"] == 8 * part_size and merged.attrs["parts"] == 8
         np.testing.assert_array_equal(merged.x2.values, whole.x2.values)
         np.testing.assert_array_equal(merged.dy_dx3.values, whole.dy_dx3.values)
-        assert "n: 128" in merged.attrs["config"]
+        assert f"n: {2 * small_n}" in merged.attrs["config"]
     # Parts of the 64-point design alone still merge as that design; a gap is named.
     merge_parts([out for _, out in small], tmp_path / "small.nc")
     with pytest.raises(MergeError, match=r"parts \[2\] of 4 are missing"):
@@ -317,3 +328,24 @@ def test_design_studies_end_to_end_through_snakemake(workflow):
         assert ds.sizes["point"] == 8192 and ds.attrs["parts"] == 4
         np.testing.assert_array_equal(ds.x1.values, design.sobol(ISHIGAMI, 8192).table[:, 0])
     assert "overall: PASS" in (workflow / "outputs/ishigami/verify.md").read_text()
+
+
+def test_active_subspace_of_a_ridge_function():
+    """y = sin(w . p) varies along w only: the first eigenvector is w, the other eigenvalues are 0,
+    the one-dimensional subspace is determined (resampled subspaces lie on it) and the two-dimensional
+    one is not; activity scores follow w^2."""
+    w = np.array([0.6, 0.8, 0.0])
+
+    def ridge(x, p0, p1, p2):
+        return torch.sin(w[0] * p0 + w[1] * p1 + w[2] * p2) * x
+
+    d = design.sobol({f"p{i}": design.uniform(-1, 1) for i in range(3)}, 512, seed=3)
+    s = summarise(sensitivity(ridge, torch.ones(1, dtype=torch.float64), d))
+    np.testing.assert_allclose(s.active_eigenvectors.values[:, 0], w, atol=1e-12)
+    np.testing.assert_allclose(s.active_eigenvalues.values[1:], 0, atol=1e-12)
+    low, high = s.active_eigenvalues_interval.values[:, 0]
+    assert low <= float(s.active_eigenvalues[0]) <= high
+    distance = s.active_subspace_distance.sel(subspace_dimension=1)
+    assert float(distance) < 1e-10 and float(s.active_subspace_distance.sel(subspace_dimension=2)) > 0.5
+    scores = s.activity_scores.values
+    np.testing.assert_allclose(scores / scores.sum(), w**2, atol=1e-12)

@@ -211,3 +211,34 @@ def test_a_saltelli_study_config_is_checked():
         compose_job("seed_linear", ["method=none"])
     with pytest.raises(ConfigError, match="none computes no derivative"):
         compose_job("ishigami_sobol", ["verify.methods=[forward,none]"])
+
+
+@pytest.mark.slow
+def test_saltelli_studies_through_snakemake(workflow):
+    """ishigami_sobol end to end: parts, merge, summary with indices in their exact intervals,
+    verify, plots; then with method=none (y only: no verify job, the same indices)."""
+    import xarray as xr
+
+    from helpers import run
+    from pipeline.paths import DESIGN_PLOTS
+
+    result = run(["snakemake", "--cores", "2", "--config", "studies=[ishigami_sobol]"], cwd=workflow)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = workflow / "outputs" / "ishigami_sobol"
+    with xr.open_dataset(out / "summary.nc") as s:
+        for kind, exact in (("first", ISHIGAMI_FIRST), ("total", ISHIGAMI_TOTAL)):
+            low, high = s[f"sobol_{kind}_aggregated_interval"].values
+            assert (low <= exact).all() and (np.array(exact) <= high).all(), (kind, low, high)
+        assert s.attrs["sobol_consistent_with_bounds"] == 1
+        with_derivatives = s.sobol_total_aggregated.values
+    assert "overall: PASS" in (out / "verify.md").read_text()
+    assert all((out / "plots" / name).stat().st_size > 0 for name in DESIGN_PLOTS)
+
+    y_only = ["--config", "studies=[ishigami_sobol]", "outputs=y_only", "overrides={ishigami_sobol: [method=none]}"]
+    result = run(["snakemake", "--cores", "2", *y_only], cwd=workflow)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = workflow / "y_only" / "ishigami_sobol"
+    assert not (out / "verify.md").exists()
+    with xr.open_dataset(out / "summary.nc") as s:
+        np.testing.assert_array_equal(s.sobol_total_aggregated.values, with_derivatives)
+        assert "sobol_total_upper_x1_aggregated" not in s

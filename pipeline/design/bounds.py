@@ -107,15 +107,24 @@ def _with_intervals(out: dict[str, tuple], el: Elements, intervals: dict[str, di
                 )
 
 
-def _gradient_outer_product(gradients: dict[str, np.ndarray]) -> dict[str, tuple]:
-    """E[grad y grad y^T] over the points, summed over elements, and its eigenvalues (active directions)."""
+def _gradient_outer_product(gradients: dict[str, np.ndarray], seed: int = 0) -> dict[str, tuple]:
+    """E[grad y grad y^T] over the points, summed over elements, its eigenvalues and eigenvectors
+    (active directions), activity scores, and their bootstrap: intervals on the eigenvalues and how
+    far the resampled active subspaces of each dimension lie from the estimated one."""
     names = list(gradients)
     G = np.stack([gradients[p].reshape(len(gradients[p]), -1) for p in names], axis=-1)  # (point, element, param)
-    matrix = np.einsum("nep,neq->pq", G, G) / len(G)
-    eigenvalues, eigenvectors = np.linalg.eigh(matrix)
-    eigenvalues, eigenvectors = eigenvalues[::-1], eigenvectors[:, ::-1]
-    largest = np.abs(eigenvectors).argmax(axis=0)  # an eigenvector's sign is arbitrary: fix it
-    eigenvectors = eigenvectors * np.sign(eigenvectors[largest, np.arange(len(names))])
+    per_point = np.einsum("nep,neq->npq", G, G)  # each point's outer product, summed over elements
+    matrix = per_point.mean(axis=0)
+    eigenvalues, eigenvectors = _eigen(matrix)
+    counts = resample_counts(np.random.default_rng(seed), BOOTSTRAP, len(G))
+    resampled = np.einsum("rn,npq->rpq", counts, per_point) / counts.sum(axis=1)[:, None, None]
+    values, vectors = np.linalg.eigh(resampled)
+    values, vectors = values[:, ::-1], vectors[:, :, ::-1]
+    dims = np.arange(1, len(names))
+    distance = np.empty((BOOTSTRAP, len(dims)))
+    for i, r in enumerate(dims):
+        resampled_projector = vectors[:, :, :r] @ vectors[:, :, :r].transpose(0, 2, 1)
+        distance[:, i] = np.linalg.norm(resampled_projector - _projector(eigenvectors, r), 2, axis=(1, 2))
     return {
         "gradient_outer_product": (
             ["parameter", "parameter_2"],
@@ -130,6 +139,11 @@ def _gradient_outer_product(gradients: dict[str, np.ndarray]) -> dict[str, tuple
             eigenvalues,
             {"long_name": "eigenvalues of gradient_outer_product, largest first (active directions)"},
         ),
+        "active_eigenvalues_interval": (
+            ["interval", "direction"],
+            percentiles(values),
+            {"long_name": f"{CONFIDENCE:.0%} bootstrap interval of active_eigenvalues (resampled points)"},
+        ),
         "active_eigenvectors": (
             ["parameter", "direction"],
             eigenvectors,
@@ -138,12 +152,35 @@ def _gradient_outer_product(gradients: dict[str, np.ndarray]) -> dict[str, tuple
                 "sign: largest component positive)"
             },
         ),
+        "active_subspace_distance": (
+            ["subspace_dimension"],
+            np.percentile(distance, 100 * CONFIDENCE, axis=0) if len(dims) else np.zeros(0),
+            {
+                "long_name": f"{CONFIDENCE:.0%} percentile over bootstrap resamples of the distance (2-norm of the "
+                "projectors' difference, 0 to 1) between the estimated and the resampled active subspace of "
+                "each dimension: small means that subspace is well determined"
+            },
+        ),
+        "subspace_dimension": (["subspace_dimension"], dims, {"long_name": "active subspace dimension"}),
         "activity_scores": (
             ["parameter"],
             eigenvalues[0] * eigenvectors[:, 0] ** 2,
             {"long_name": "activity score of each parameter in the first active direction (lambda_1 w_1^2)"},
         ),
     }
+
+
+def _eigen(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues, largest first, and eigenvectors with their largest component positive (an
+    eigenvector's sign is arbitrary: fixed, so that results compare)."""
+    eigenvalues, eigenvectors = np.linalg.eigh(matrix)
+    eigenvalues, eigenvectors = eigenvalues[::-1], eigenvectors[:, ::-1]
+    largest = np.abs(eigenvectors).argmax(axis=0)
+    return eigenvalues, eigenvectors * np.sign(eigenvectors[largest, np.arange(len(matrix))])
+
+
+def _projector(vectors: np.ndarray, r: int) -> np.ndarray:
+    return vectors[:, :r] @ vectors[:, :r].T
 
 
 def design_bounds(ds: xr.Dataset, params: list[str], rng_seed: int = 0) -> xr.Dataset:
@@ -180,7 +217,7 @@ def design_bounds(ds: xr.Dataset, params: list[str], rng_seed: int = 0) -> xr.Da
         )
     coords = {**el.coords, "interval": ["low", "high"]}
     if len(gradients) > 1:
-        out |= _gradient_outer_product(gradients)
+        out |= _gradient_outer_product(gradients, rng_seed)
         coords.update(parameter=list(gradients), parameter_2=list(gradients))
     return xr.Dataset(out, coords=coords)
 

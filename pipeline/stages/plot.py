@@ -74,7 +74,7 @@ def _save(figures: dict[str, Figure], outdir: str | os.PathLike, log_x: bool = F
         for ax in fig.axes[:1]:
             if log_x:
                 ax.set_xscale("log")
-            if ax.get_legend_handles_labels()[0]:
+            if ax.get_legend() is None and ax.get_legend_handles_labels()[0]:  # a placed legend stays
                 ax.legend(fontsize=7, loc="best")
         for ax in fig.axes:
             if ax.get_label() != "<colorbar>":
@@ -151,7 +151,7 @@ def _ranking(summary: xr.Dataset, params: list[str], study: str) -> tuple[Figure
     """Parameters ranked by their upper bounds, with the bounds and, for a Saltelli design, the
     Sobol' indices themselves beside them, and how the indices converge with the base points."""
     indices = "sobol_total_aggregated" in summary
-    fig = Figure(figsize=(11 if indices else 6, 1.2 + 0.5 * len(params)))
+    fig = Figure(figsize=(11 if indices else 6, max(3.6, 2.0 + 0.5 * len(params))))
     axes = fig.subplots(1, 2 if indices else 1, squeeze=False)[0]
     ax = axes[0]
     upper = {p: summary.get(f"sobol_total_upper_{p}_aggregated") for p in params}
@@ -183,9 +183,9 @@ def _ranking(summary: xr.Dataset, params: list[str], study: str) -> tuple[Figure
     ax.set_yticks(range(len(ranked)), ranked)
     ax.invert_yaxis()
     ax.axvline(1.0, color="0.6", lw=0.8)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)
     ax.set(
-        xlabel="Sobol' index or its bound (aggregated over outputs; 95% bootstrap interval)",
+        xlabel="Sobol' index or bound (aggregated over outputs; 95% interval)",
         title=f"{study}: parameters ranked",
     )
     if indices:
@@ -204,8 +204,8 @@ def _convergence(ax: object, summary: xr.Dataset, params: list[str]) -> None:
             ax.plot(n, values, style, marker="o", color=f"C{i}", label=f"{p}: {kind}")
             ax.fill_between(n, low, high, color=f"C{i}", alpha=0.12, lw=0)
     ax.set_xscale("log", base=2)
-    ax.set(xlabel="base points", ylabel="Sobol' index (95% bootstrap band)", title="convergence (total: solid)")
-    ax.legend(fontsize=7, ncol=2)
+    ax.set(xlabel="base points", ylabel="Sobol' index (95% band)", title="convergence (total: solid, first: dashed)")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=4)
 
 
 def _spread(bound: xr.DataArray) -> list[list[float]]:
