@@ -7,6 +7,7 @@ anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import textwrap
 from enum import StrEnum
 
 RANDOMNESS = (
@@ -60,3 +61,9 @@ class UnreadableInputError(SensweepError, RuntimeError):
 
 class VerificationError(SensweepError, RuntimeError):
     """A sensitivity file cannot be verified against the given config (it was computed from another)."""
+
+
+def clipped(text: str, width: int = 160) -> str:
+    """``text`` on one line, cut at a word (``...`` where cut) to at most ``width`` characters: other
+    tools' messages quoted inside ours, never cut mid-word."""
+    return textwrap.shorten(" ".join(str(text).split()), width, placeholder=" ...") or str(text)[:width]

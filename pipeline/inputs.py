@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.utils._pytree import tree_map
 
 from pipeline.config.sizes import GIB, RESULT_MEMORY_FRACTION, available_ram_bytes
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, clipped
 from pipeline.paths import in_workflow, workflow_dir
 
 SUFFIXES = (".npy", ".nc")
@@ -187,6 +187,6 @@ def read_x(path: str, key: str, base: Path | None = None, variables: list[str] |
             raise
         what = "not a NetCDF file, or a corrupt one" if file.suffix == ".nc" else "not a .npy file, or a corrupt one"
         raise ConfigError(
-            f"invalid {key}={path!r}: cannot read it: {what} ({' '.join(str(err).split())[:200] or type(err).__name__})"
+            f"invalid {key}={path!r}: cannot read it: {what} ({clipped(str(err), 200) or type(err).__name__})"
         ) from err
     return _assembled({name: _checked(array, key, path, name) for name, array in arrays.items()}, structure)

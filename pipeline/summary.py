@@ -14,13 +14,14 @@ import xarray as xr
 
 from pipeline.design.analyses import design_summary
 from pipeline.storage.names import derivative_name, header, sweep_dims, swept_parameters
+from pipeline.storage.units import power as units_power
 
 
 def _units(da: xr.DataArray, power: int = 1) -> dict[str, str]:
     units = da.attrs.get("units")
     if units is None:
         return {}
-    return {"units": units if power == 1 else f"({units})^{power}"}
+    return {"units": units_power(units, power)}
 
 
 def summarise(ds: xr.Dataset) -> xr.Dataset:
@@ -36,7 +37,11 @@ def summarise(ds: xr.Dataset) -> xr.Dataset:
     variables = {
         "y_mean": (y.mean("sample"), "mean over samples of y", _units(y)),
         "y_std": (y.std("sample"), "standard deviation over samples of y", _units(y)),
-        "elasticity_defined": ((y != 0).sum("sample"), "number of samples where elasticities are defined", {}),
+        "elasticity_defined": (
+            (y != 0).sum("sample"),
+            "number of samples where elasticities are defined",
+            {"units": "1"},
+        ),
     }
     for p in [p for p in params if derivative_name(p) in ds]:  # none with method "none"
         name = derivative_name(p)

@@ -39,3 +39,13 @@ def test_outputs_pass_cf_1_10(tmp_path, study):
     for name in ("sensitivity.nc", "summary.nc", "verify.nc"):
         result = run([CHECKER, "--test=cf:1.10", str(tmp_path / name)], cwd=tmp_path)
         assert "All tests passed!" in result.stdout, f"{name}:\n{result.stdout}"
+
+
+def test_units_are_written_the_cf_way():
+    """Derivatives in units(y) / units(C) as one UDUNITS product, powers combined; anything that is
+    not a plain product kept whole in parentheses; counts dimensionless."""
+    from pipeline.storage.units import power, ratio
+
+    assert ratio("m", "s-1") == "m s" and ratio("m", "s-2") == "m s2" and ratio("K", "m") == "K m-1"
+    assert ratio("m", "1") == "m" and ratio("1", "s") == "s-1" and ratio("m s-1", "m") == "s-1"
+    assert ratio("m/s", "s") == "(m/s)/(s)" and power("m s-1", 2) == "m2 s-2" and power("m", 1) == "m"

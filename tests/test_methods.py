@@ -229,3 +229,14 @@ def test_auto_takes_reverse_mode_where_parameters_outnumber_outputs_and_forward_
     np.testing.assert_allclose(ds.dy_dC.values, plain.dy_dC.values, rtol=1e-14)
     np.testing.assert_allclose(ds.dy_dK.values, plain.dy_dK.values, rtol=1e-14)
     np.testing.assert_allclose(plain.dy_dC.values[:, 0, 0], 2 * 1.5 * np.cos([0.3, 0.7]), rtol=1e-14)
+
+
+def test_quoted_messages_are_cut_at_a_word():
+    """torch's words inside sensweep's messages are clipped at a word, marked, never mid-word."""
+    from pipeline.errors import clipped
+
+    text = "the model has more elements than the batch " * 10
+    short = clipped(text, 60)
+    assert len(short) <= 60 and short.endswith(" ...") and short[:-4] == short[:-4].rstrip()
+    assert all(word in text.split() for word in short[:-4].split())
+    assert clipped("short message") == "short message"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.errors import RANDOMNESS, DerivativeError, Kind
+from pipeline.errors import RANDOMNESS, DerivativeError, Kind, clipped
 
 UNBATCHABLE = {
     ".item()": "calls .item() or uses a tensor in Python control flow (if/while on a value)",
@@ -90,7 +90,7 @@ def translate_error(err: BaseException, method: str) -> DerivativeError | None:
     if found.kind is Kind.UNBATCHABLE:
         return DerivativeError(
             f"method={method} cannot batch this model over the parameter values: {found.what}{at} "
-            f"(torch: {found.torch[:160]}); rewrite that line with tensor ops (torch.where instead of if, no "
+            f"(torch: {clipped(found.torch)}); rewrite that line with tensor ops (torch.where instead of if, no "
             ".item()/.numpy(), out-of-place ops), or use method=loop, which runs one point at a time",
             Kind.UNBATCHABLE,
         )
@@ -101,4 +101,4 @@ def describe(method: str, err: BaseException) -> str:
     """``<method> failed at file:line: <what the model does> (torch: <its message>)``."""
     found = diagnose(err)
     at = f" at {found.where}" if found.where else ""
-    return f"{method} failed{at}: {found.what or 'torch error'} (torch: {found.torch[:120]})"
+    return f"{method} failed{at}: {found.what or 'torch error'} (torch: {clipped(found.torch, 120)})"

@@ -18,7 +18,7 @@ import numpy as np
 
 from pipeline.checks import check_parameter_name, is_whole
 from pipeline.design.distributions import Distribution
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, clipped
 
 
 @dataclass
@@ -186,7 +186,7 @@ def read_points(path: Path, names: list[str]) -> np.ndarray:
             raise
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(
-            f"invalid sweep.path={str(path)!r}: cannot read it as a table of points ({first[:200]}); write an "
+            f"invalid sweep.path={str(path)!r}: cannot read it as a table of points ({clipped(first, 200)}); write an "
             "N x P .npy, a .csv with a header row naming the parameters, or a .nc with one variable per parameter"
         ) from err
 

@@ -17,7 +17,7 @@ import torch
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, clipped
 from pipeline.inputs import InputTree, input_tree, read_x
 from pipeline.paths import in_workflow
 from pipeline.storage.read import reading
@@ -98,7 +98,7 @@ def load_weights(module: torch.nn.Module, path: str) -> None:
         if isinstance(err, ConfigError):
             raise
         raise ConfigError(
-            f"invalid model.weights={path!r}: cannot read a state dict from it ({' '.join(str(err).split())[:160]}); "
+            f"invalid model.weights={path!r}: cannot read a state dict from it ({clipped(str(err))}); "
             "save one with torch.save(model.state_dict(), path)"
         ) from err
     if not isinstance(state, dict):
@@ -187,6 +187,7 @@ def build_inputs(cfg: DictConfig) -> InputTree:
         if isinstance(err, ConfigError):
             raise
         raise ConfigError(
-            f"invalid inputs.args={args!r}: {cfg.inputs._target_} fails on them ({str(err).splitlines()[0][:200]}); "
+            f"invalid inputs.args={args!r}: {cfg.inputs._target_} fails on them "
+            f"({clipped(str(err).splitlines()[0], 200)}); "
             "check each argument's type"
         ) from err

@@ -39,7 +39,7 @@ from pipeline.api import grid_points, sensitivity
 from pipeline.config.studies import compose_job
 from pipeline.derivatives.methods import METHODS
 from pipeline.design.sampling import points as design_points
-from pipeline.errors import ConfigError, DerivativeError, VerificationError
+from pipeline.errors import ConfigError, DerivativeError, VerificationError, clipped
 from pipeline.inputs import input_from_dataset
 from pipeline.stages.build import build_model
 from pipeline.stages.cli import run_cli
@@ -261,7 +261,7 @@ def verify(ds: xr.Dataset, cfg: DictConfig) -> xr.Dataset:
             continue
         ref, reference_error, missing = _reference(method, run, step)
         if ref is None:
-            rows.append({**_MISSING_ROW, "comparison": f"{method} (float64): not available ({missing[:200]})"})
+            rows.append({**_MISSING_ROW, "comparison": f"{method} (float64): not available ({clipped(missing, 200)})"})
             continue
         rows += _compared(sub, ref, params, ds.attrs, reference_error, opts.get("rtol") or 0.0)
     out = _table(rows)
@@ -295,7 +295,7 @@ def _projected_rows(
     projected, missing = _projected_reverse(model, cfg, sub, params, sweep, out_dims)
     label = f"{attrs['method']} ({attrs['dtype']}) vs {method} (float64, {PROJECTIONS} random projections)"
     if not projected:
-        return [{**_MISSING_ROW, "comparison": f"{method} (float64): not available ({missing[:200]})"}]
+        return [{**_MISSING_ROW, "comparison": f"{method} (float64): not available ({clipped(missing, 200)})"}]
     rows = []
     tol = max(tolerance(attrs["dtype"]), cfg.verify.get("rtol") or 0.0)
     for p in params:

@@ -20,6 +20,7 @@ from pipeline.design.sampling import Design
 from pipeline.errors import ConfigError
 from pipeline.inputs import InputTree, input_leaves
 from pipeline.storage.names import connected_name, derivative_name, header, second_derivative_name
+from pipeline.storage.units import ratio
 
 
 def connected_variable(param: str, flags: np.ndarray, dims: list[str]) -> xr.DataArray:
@@ -92,9 +93,7 @@ def _coords(dims: list[str], shape: Sequence[int], given: dict[str, Any]) -> dic
 def _derivative_units(y_units: str | None, param_units: str | None) -> str | None:
     if y_units is None or param_units is None:
         return None
-    if param_units == "1":
-        return y_units
-    return f"({y_units})/({param_units})"
+    return ratio(y_units, param_units)
 
 
 def _with_coord_attrs(da: xr.DataArray, units: dict[str, str]) -> xr.DataArray:
