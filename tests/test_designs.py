@@ -349,3 +349,20 @@ def test_active_subspace_of_a_ridge_function():
     assert float(distance) < 1e-10 and float(s.active_subspace_distance.sel(subspace_dimension=2)) > 0.5
     scores = s.activity_scores.values
     np.testing.assert_allclose(scores / scores.sum(), w**2, atol=1e-12)
+
+
+def test_active_subspace_along_the_last_output_dim():
+    """y(t) = t (a . p) at early times, (b . p) later: the first active direction at each t is a or b."""
+    a, b = np.array([1.0, 0.0, 1.0]) / 2**0.5, np.array([0.0, 1.0, 0.0])
+
+    def switching(x, p0, p1, p2):
+        p = torch.stack([p0, p1, p2])
+        t = torch.arange(4.0, dtype=torch.float64)
+        early, late = torch.tensor(a) @ p, torch.tensor(b) @ p
+        return x[:, None] * torch.where(t < 2, (t + 1) * early, late)
+
+    d = design.sobol({f"p{i}": design.uniform(-1, 1) for i in range(3)}, 256, seed=4)
+    s = summarise(sensitivity(switching, torch.ones(2, dtype=torch.float64), d, output_dims=["t"]))
+    vectors = s.active_eigenvectors_per_t.isel(direction=0).values  # (t, parameter)
+    np.testing.assert_allclose(vectors[:2], np.tile(a, (2, 1)), atol=1e-12)
+    np.testing.assert_allclose(vectors[2:], np.tile(b, (2, 1)), atol=1e-12)

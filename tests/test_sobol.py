@@ -242,3 +242,10 @@ def test_saltelli_studies_through_snakemake(workflow):
     with xr.open_dataset(out / "summary.nc") as s:
         np.testing.assert_array_equal(s.sobol_total_aggregated.values, with_derivatives)
         assert "sobol_total_upper_x1_aggregated" not in s
+
+
+def test_second_order_per_element_equals_the_aggregate_for_one_output():
+    s = summarise(ishigami_dataset(2048, seed=10, second_order=True))
+    np.testing.assert_allclose(s.sobol_second.values.reshape(3, 3), s.sobol_second_aggregated.values, rtol=1e-12)
+    low, high = s.sobol_second_interval.values.reshape(2, 3, 3)[:, 0, 2]
+    assert low < ISHIGAMI_S13 < high and np.isnan(s.sobol_second_interval.values.reshape(2, 3, 3)[:, 1, 1]).all()

@@ -172,11 +172,32 @@ def _gradient_outer_product(gradients: dict[str, np.ndarray], seed: int = 0) -> 
 
 def _eigen(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Eigenvalues, largest first, and eigenvectors with their largest component positive (an
-    eigenvector's sign is arbitrary: fixed, so that results compare)."""
+    eigenvector's sign is arbitrary: fixed, so that results compare); ``matrix`` may be a stack."""
     eigenvalues, eigenvectors = np.linalg.eigh(matrix)
-    eigenvalues, eigenvectors = eigenvalues[::-1], eigenvectors[:, ::-1]
-    largest = np.abs(eigenvectors).argmax(axis=0)
-    return eigenvalues, eigenvectors * np.sign(eigenvectors[largest, np.arange(len(matrix))])
+    eigenvalues, eigenvectors = eigenvalues[..., ::-1], eigenvectors[..., ::-1]
+    largest = np.abs(eigenvectors).argmax(axis=-2)[..., None, :]
+    sign = np.sign(np.take_along_axis(eigenvectors, largest, axis=-2))
+    return eigenvalues, eigenvectors * np.where(sign == 0, 1.0, sign)
+
+
+def _active_along(gradients: dict[str, np.ndarray], along: str) -> dict[str, tuple]:
+    """The active subspace at each entry of the last output dim (e.g. time), over the other element
+    dims: where in the output a direction of parameter space takes over."""
+    G = np.stack(list(gradients.values()), axis=-1)  # (point, rows, last, parameter)
+    matrix = np.einsum("nrtp,nrtq->tpq", G, G) / len(G)
+    eigenvalues, eigenvectors = _eigen(matrix)
+    return {
+        f"active_eigenvalues_per_{along}": (
+            [along, "direction"],
+            eigenvalues,
+            {"long_name": f"eigenvalues of the gradient outer product at each {along} (largest first)"},
+        ),
+        f"active_eigenvectors_per_{along}": (
+            [along, "parameter", "direction"],
+            eigenvectors,
+            {"long_name": f"eigenvectors of the gradient outer product at each {along} (columns)"},
+        ),
+    }
 
 
 def _projector(vectors: np.ndarray, r: int) -> np.ndarray:
@@ -218,6 +239,8 @@ def design_bounds(ds: xr.Dataset, params: list[str], rng_seed: int = 0) -> xr.Da
     coords = {**el.coords, "interval": ["low", "high"]}
     if len(gradients) > 1:
         out |= _gradient_outer_product(gradients, rng_seed)
+        if el.along:
+            out |= _active_along(gradients, el.along[0])
         coords.update(parameter=list(gradients), parameter_2=list(gradients))
     return xr.Dataset(out, coords=coords)
 

@@ -171,6 +171,16 @@ def sobol_indices(ds: xr.Dataset, params: list[str], second_order: bool, seed: i
             {"long_name": f"{CONFIDENCE:.0%} bootstrap interval of sobol_{kind}_aggregated"},
         )
     if second_order:
+        out["sobol_second"] = (
+            ["parameter", "parameter_2", *el.order],
+            per_element["second"][0].reshape(len(params), len(params), *shape),
+            {"long_name": "second-order Sobol' index (Saltelli 2002; NaN on the diagonal)"},
+        )
+        out["sobol_second_interval"] = (
+            ["interval", "parameter", "parameter_2", *el.order],
+            per_element_ci["second"].reshape(2, len(params), len(params), *shape),
+            {"long_name": f"{CONFIDENCE:.0%} bootstrap interval of sobol_second (resampled base points)"},
+        )
         out["sobol_second_aggregated"] = (
             ["parameter", "parameter_2"],
             overall["second"][0],
