@@ -41,13 +41,9 @@ def test_verify_passes_on_a_correct_study(oscillator_result, oscillator_cfg):
     report = verify(oscillator_result, oscillator_cfg)
     assert report.attrs["passed"] == 1
     reverse = "forward (float64) vs reverse (float64, 4 random projections)"
-    assert list(report.comparison.values) == [
-        "forward (float64) vs forward (float64)",
-        reverse,
-        "forward (float64) vs finite_difference (float64)",
-    ]
+    # the study's own method in its own dtype (forward, float64) would be compared with itself: left out
+    assert list(report.comparison.values) == [reverse, "forward (float64) vs finite_difference (float64)"]
     assert (report.max_rel_diff < report.tolerance).all()
-    assert report.sel(comparison="forward (float64) vs forward (float64)").bitwise_equal == 1
     assert f"| {reverse} |" in to_markdown(report)
 
 

@@ -236,11 +236,20 @@ def _bounds_along_output(summary: xr.Dataset, params: list[str], study: str) -> 
                 bound = summary[f"{name}_aggregated"]
                 marker = "s" if style == "-" else "o"
                 ax.errorbar([i], [float(bound)], yerr=_spread(bound), fmt=marker, color=f"C{i}", label=f"{p}: {kind}")
+    if not along:  # one output element: a category per parameter, every bound shown, 1 marked
+        ax.set_xticks(range(len(params)), params)
+        ax.axhline(1.0, color="0.5", lw=0.8, ls=":")
+        ax.set(
+            ylabel="Sobol' index bound (95% interval)",
+            ylim=(0, max(1.05, 1.05 * ax.get_ylim()[1])),
+            title=f"{study}: bounds per parameter (an index is at most 1, dotted)",
+        )
+        return fig
     ax.set(
-        xlabel=_label(summary[along[0]], along[0]) if along else "",
+        xlabel=_label(summary[along[0]], along[0]),
         ylabel="Sobol' index bound (95% bootstrap band)",
         ylim=(0, min(1.05, max(1e-3, *ax.get_ylim()))),
-        title=f"{study}: bounds along {along[0] if along else 'the output'} (upper: solid, lower: dashed)",
+        title=f"{study}: bounds along {along[0]} (upper: solid, lower: dashed)",
     )
     return fig
 
@@ -318,7 +327,8 @@ def plot_agreement(report: xr.Dataset, path: str | os.PathLike) -> Path:
     raw = report.max_rel_diff.values.astype(float)
     floor = np.finfo(np.float64).eps / 10  # exact agreement is drawn at the floor and labelled 0
     rel = np.maximum(raw, floor)
-    fig, ax = _figure((7, 0.5 * len(labels) + 1.8))
+    width = 4.5 + 0.055 * max(map(len, labels))  # room for the labels at 7 points
+    fig, ax = _figure((width, 0.5 * len(labels) + 1.8))
     rows = np.arange(len(labels))
     colors = ["tab:green" if ok else "tab:red" for ok in report.passed.values]
     ax.barh(rows, rel, color=colors, label="max relative difference")
@@ -338,14 +348,17 @@ def plot_agreement(report: xr.Dataset, path: str | os.PathLike) -> Path:
         yticks=rows,
         yticklabels=labels,
         xlabel="max |study - reference| / max |reference|",
-        title=f"{report.attrs.get('study', '')}: method agreement "
+    )
+    ax.set_title(
+        f"{report.attrs.get('study', '')}: method agreement\n"
         f"({report.attrs['checked_points']} points x {report.attrs['checked_samples']} samples)",
+        fontsize=9,
     )
     ax.tick_params(axis="y", labelsize=7)
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
-    written = write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    written = write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight"))
     return written
 
 
