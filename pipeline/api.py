@@ -22,7 +22,7 @@ from pipeline import __version__
 from pipeline.derivatives.chunking import ChunkHints
 from pipeline.derivatives.compiled import compiled_forward
 from pipeline.derivatives.fallback import LADDER, REVERSE_FIRST, REVERSE_LADDER, auto
-from pipeline.derivatives.guards import check_derivatives, check_finite, check_inputs_kept
+from pipeline.derivatives.guards import check_derivatives, check_failed, check_finite, check_inputs_kept
 from pipeline.derivatives.methods import FORWARD_MODE, METHODS, Derivatives, ieee_float32, primal
 from pipeline.derivatives.routine import Routine
 from pipeline.derivatives.structure import check_structure
@@ -118,6 +118,7 @@ def run(plan: Plan) -> Run:
             elif mismatch:
                 warnings.warn(f"method={options.method}: {mismatch}", RuntimeWarning, stacklevel=3)
         swept_dy = result.dy[..., : len(plan.grid)]
+        checks |= check_failed(result.failed, plan.points, plan.grid, options.nan_policy)
         checks |= check_finite(result.y, result.dy, plan.grid, options.nan_policy, design=plan.design is not None)
     if reached is not None:  # a derivative that is not zero somewhere means a path exists
         reached = reached | swept_dy.any(dim=0)

@@ -98,6 +98,8 @@ RESERVED_ATTRS = (
     "input_structure",
     "design",
     "design_seed",
+    "design_second_order",
+    "failed_points",
     "method",
     "method_requested",
     "fallback_reason",

@@ -249,3 +249,39 @@ def test_second_order_per_element_equals_the_aggregate_for_one_output():
     np.testing.assert_allclose(s.sobol_second.values.reshape(3, 3), s.sobol_second_aggregated.values, rtol=1e-12)
     low, high = s.sobol_second_interval.values.reshape(2, 3, 3)[:, 0, 2]
     assert low < ISHIGAMI_S13 < high and np.isnan(s.sobol_second_interval.values.reshape(2, 3, 3)[:, 1, 1]).all()
+
+
+def test_a_model_that_raises_at_some_points_gives_nan_there_counted_and_reported():
+    """A solver that fails to converge for C > 2.5: those points are NaN, counted (attr failed_points),
+    warned about naming the first point and the model's message; nan_policy=raise fails instead. On a
+    Saltelli design the indices then come from the complete base points (the same treatment as NaN)."""
+    from pipeline import DerivativeError
+
+    def fragile(x, C):
+        if C.item() > 2.5:
+            raise ValueError("solver did not converge")
+        return C * x
+
+    with pytest.warns(RuntimeWarning, match=r"the model raised at 2 of 4 points, whose results are NaN; first at "):
+        ds = sensitivity(fragile, torch.arange(3.0), {"C": [1.0, 2.0, 3.0, 4.0]})
+    assert ds.attrs["failed_points"] == 2 and ds.attrs["method"] == "forward_per_point"
+    np.testing.assert_array_equal(ds.dy_dC.values[:2], np.tile(np.arange(3.0), (2, 1)))
+    assert np.isnan(ds.y.values[2:]).all() and np.isnan(ds.dy_dC.values[2:]).all()
+    with pytest.raises(DerivativeError, match=r"raised at 2 of 4 points.*solver did not converge \(nan_policy=raise\)"):
+        sensitivity(fragile, torch.arange(3.0), {"C": [1.0, 2.0, 3.0, 4.0]}, nan_policy="raise")
+
+    def domain(x, x1, x2, x3):
+        if x1.item() > 2.5:
+            raise ArithmeticError("outside the model's domain")
+        return ishigami(x, x1, x2, x3)
+
+    u = design.uniform(-PI, PI)
+    d = design.saltelli({"x1": u, "x2": u, "x3": u}, 64, seed=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = sensitivity(domain, torch.ones(1, dtype=torch.float64), d, method="none")
+        s = summarise(ds)
+    groups = d.table.reshape(64, 5, 3)
+    assert ds.attrs["failed_points"] == int((groups[..., 0] > 2.5).sum())
+    assert int(s.sobol_failed_base_points) == int((groups[..., 0] > 2.5).any(axis=1).sum()) > 0
+    assert np.isfinite(s.sobol_total_aggregated.values).all()

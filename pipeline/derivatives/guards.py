@@ -17,7 +17,7 @@ from torch.utils._pytree import tree_map
 from pipeline.derivatives.opcost import CallCost, call_cost
 from pipeline.derivatives.routine import Routine
 from pipeline.derivatives.structure import check_against_differences, probe_indices
-from pipeline.errors import RANDOMNESS, ConfigError, DerivativeError, Kind
+from pipeline.errors import RANDOMNESS, ConfigError, DerivativeError, Kind, clipped
 from pipeline.inputs import input_leaves
 
 
@@ -242,6 +242,14 @@ def check_derivatives(
         check = check_against_differences(routine.fn, x, points, derivatives, directions)
     except (RuntimeError, NotImplementedError):  # a model vmap cannot batch: nothing to compare here
         return {}, ""
+    except (ValueError, ArithmeticError, AssertionError, IndexError) as err:  # raised at a probe point
+        warnings.warn(
+            f"the derivatives were not checked against the model's own differences: the model raised near a "
+            f"probe point ({clipped(f'{type(err).__name__}: {err}', 120)})",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return {}, ""
     counts = {f"hidden_dependence_dy_d{p}": int(check.hidden[..., i].sum()) for i, p in enumerate(names)}
     counts.update({f"derivative_mismatch_dy_d{p}": int(check.mismatch[..., i].sum()) for i, p in enumerate(names)})
     problems = [
@@ -276,6 +284,25 @@ def check_derivatives(
     return counts, text
 
 
+def check_failed(
+    failed: list[tuple[int, str]], points: torch.Tensor, grid: dict[str, np.ndarray], policy: str
+) -> dict[str, int]:
+    """Points where the model raised (their results are NaN): counted in attr ``failed_points``, warned
+    about with the first one's point and message, or raised under ``nan_policy="raise"``."""
+    if not failed:
+        return {"failed_points": 0}
+    at, message = failed[0]
+    where = _point_text(points, at, grid) or OWN_VALUES
+    text = (
+        f"the model raised at {len(failed)} of {len(points)} points, whose results are NaN; first at point {at} "
+        f"({where}): {message}"
+    )
+    if policy == "raise":
+        raise DerivativeError(f"{text} (nan_policy=raise)", Kind.POLICY)
+    warnings.warn(text, RuntimeWarning, stacklevel=3)
+    return {"failed_points": len(failed)}
+
+
 def _finite(values: torch.Tensor, dim: int | None = None) -> bool:
     """No NaN or Inf in ``values``, read from their min and max (along ``dim``: for each index left)."""
     if values.numel() == 0:
@@ -296,7 +323,8 @@ def check_finite(
         return {"nonfinite_y": 0, **{f"nonfinite_dy_d{p}": 0 for p in grid}}
     bad_y, bad_dy = ~torch.isfinite(y), ~torch.isfinite(dy)
     counts = {"nonfinite_y": int(bad_y.sum())}
-    counts.update({f"nonfinite_dy_d{p}": int(bad_dy[..., i].sum()) for i, p in enumerate(grid)})
+    columns = list(grid)[: dy.shape[-1]]  # none with method "none"
+    counts.update({f"nonfinite_dy_d{p}": int(bad_dy[..., i].sum()) for i, p in enumerate(columns)})
     if not any(counts.values()):
         return counts
     bad = (bad_y | bad_dy.any(-1)).reshape(y.shape[0], y.shape[1], -1).any(-1).nonzero()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.autograd.forward_ad as fwAD
@@ -28,6 +28,7 @@ from pipeline.derivatives.chunking import ChunkHints, choose_chunk_size
 from pipeline.derivatives.diagnose import translate_error
 from pipeline.derivatives.heap import kept_heap, mapped_apart
 from pipeline.derivatives.zerotensor import real
+from pipeline.errors import DerivativeError, Kind, clipped
 
 PIN_MAX_BYTES = 2**29
 """Results from a GPU up to this size land in page-locked host memory, copied without blocking
@@ -70,6 +71,8 @@ class Derivatives:
     dy: Tensor
     chunk_size: int
     d2y: Tensor | None = None
+    failed: list[tuple[int, str]] = field(default_factory=list)
+    """Points where the model raised (index, its message): their results are NaN (per-point methods)."""
 
 
 def in_chunks(
@@ -217,14 +220,20 @@ def primal(
     What variance-based Sobol' indices need from a Saltelli design: ``dy`` has no column.
     """
     f = vmap(lambda theta: fn(x, theta))
-    return in_chunks(
-        lambda chunk: (f(chunk),),
-        points,
-        chunk_size=chunk_size,
-        max_memory_mb=max_memory_mb,
-        hints=ChunkHints(op_bound=hints.op_bound) if hints else None,  # the memory estimate is forward mode's
-        method="none",
-    )
+    try:
+        return in_chunks(
+            lambda chunk: (f(chunk),),
+            points,
+            chunk_size=chunk_size,
+            max_memory_mb=max_memory_mb,
+            hints=ChunkHints(op_bound=hints.op_bound) if hints else None,  # the estimate is forward mode's
+            method="none",
+        )
+    except DerivativeError as err:  # vmap cannot run the model (.item(), control flow): one point at a time
+        if err.kind is not Kind.UNBATCHABLE:
+            raise
+    with torch.no_grad():
+        return _per_point(lambda theta: (y := fn(x, theta), y.new_empty((*y.shape, 0))), points, "none")
 
 
 def forward(
@@ -439,14 +448,39 @@ def finite_difference(
 # method falls back to (pipeline.derivatives.fallback), and can be forced by name.
 
 
+POINT_FAILURES = (ValueError, ArithmeticError, RuntimeError, AssertionError, IndexError)
+"""What a model may raise at some points of a sweep (a solver that does not converge, a domain error):
+once a point has succeeded, such a point's results are NaN and the failure is recorded."""
+
+
 def _per_point(one: Callable[[Tensor], tuple[Tensor, Tensor]], points: Tensor, method: str) -> Derivatives:
-    """Run ``one(point) -> (y, dy)`` at each point (chunks of one: a progress bar per point)."""
+    """Run ``one(point) -> (y, dy)`` at each point (chunks of one: a progress bar per point).
+
+    A model that raises at a point after the first has succeeded gives NaN there, recorded in
+    :attr:`Derivatives.failed` (the caller reports them): one point cannot sink a sweep. A failure
+    before any success is raised, as a method that cannot run the model must be (the fallback ladder).
+    """
+    failed: list[tuple[int, str]] = []
+    first: list[tuple[Tensor, Tensor]] = []
+    index = [0]
 
     def chunk_of_one(chunk: Tensor) -> tuple[Tensor, Tensor]:
-        y, dy = one(chunk[0])
+        at = index[0]
+        index[0] += 1
+        try:
+            y, dy = one(chunk[0])
+        except POINT_FAILURES as err:
+            if not first or isinstance(err, DerivativeError | torch.OutOfMemoryError):
+                raise
+            failed.append((at, clipped(f"{type(err).__name__}: {err}")))
+            y, dy = (torch.full_like(t, torch.nan) for t in first[0])
+        if not first:
+            first.append((y.detach(), dy.detach()))
         return y.detach().unsqueeze(0), dy.detach().unsqueeze(0)
 
-    return in_chunks(chunk_of_one, points, chunk_size=1, max_memory_mb=None, method=method)
+    result = in_chunks(chunk_of_one, points, chunk_size=1, max_memory_mb=None, method=method)
+    result.failed = failed
+    return result
 
 
 def forward_per_point(

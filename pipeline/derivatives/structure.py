@@ -90,8 +90,8 @@ def connected(
 
     try:
         tangents = over_points(nan_tangent, thetas, directions.repeat(len(probes), 1))
-    except (RuntimeError, NotImplementedError):
-        return None
+    except (RuntimeError, NotImplementedError, ValueError, ArithmeticError, AssertionError, IndexError):
+        return None  # no forward-mode rule, or the model raised at a probe point: connectivity unknown
     reached = tangents.reshape(len(probes), count, *tangents.shape[1:]).isnan().any(dim=0)
     return reached.movedim(0, -1).cpu()
 
