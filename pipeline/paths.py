@@ -53,7 +53,7 @@ def in_workflow(path: str | os.PathLike, root: str | os.PathLike | None = None) 
 
 # The plots the workflow writes: pipeline.stages.plot writes them and the Snakefile lists them as
 # outputs (a caption report/<name>.rst goes with each).
-PLOTS = ("derivative_vs_param.png", "derivative_heatmap.png", "output_vs_param.png")
+PLOTS = ("derivative_vs_param.png", "derivative_heatmap.png", "output_vs_param.png", "derivative_along_output.png")
 """Written by :func:`pipeline.stages.plot.plot_study` for a grid sweep."""
 
 DESIGN_PLOTS = ("derivatives_at_points.png", "parameter_ranking.png", "output_at_points.png", "bounds_along_output.png")

@@ -155,6 +155,27 @@ def test_plots_are_written(tmp_path, composite_ds):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
 
 
+def test_the_derivative_along_the_output_dim_is_plotted_for_time_series_and_scalars(tmp_path):
+    """dy/dC along t: a heatmap over (C, t) of the sample mean, and lines at a few C values whose
+    data are the mean itself; a scalar output gets its mean and spread against C instead."""
+    from matplotlib.image import imread
+
+    t = torch.linspace(0, 1, 20, dtype=torch.float64)
+
+    def decay(x, C):
+        return x[:, None] * torch.exp(-C * t)
+
+    ds = sensitivity(decay, torch.ones(3, dtype=torch.float64), {"C": torch.linspace(0.1, 2, 9)}, output_dims=["t"])
+    ds = ds.assign_coords(t=t.numpy())
+    summary = summarise(ds)
+    paths = {p.name: p for p in plot_study(ds, summary, tmp_path / "series")}
+    image = imread(paths["derivative_along_output.png"])
+    assert image.shape[1] > 1.5 * image.shape[0]  # two panels side by side
+    scalar = sensitivity(lambda x, C: C * x, torch.arange(3.0), {"C": [1.0, 2.0, 3.0]})
+    paths = {p.name: p for p in plot_study(scalar, summarise(scalar), tmp_path / "scalar")}
+    assert paths["derivative_along_output.png"].stat().st_size > 10_000
+
+
 def test_merge_ors_connectivity_over_parts(tmp_path):
     """C reaches y only where C > 0: the merged flag says connected if any part was."""
 

@@ -317,8 +317,65 @@ def plot_study(sensitivity: xr.Dataset, summary: xr.Dataset, outdir: str | os.Pa
     _lines_with_band(ax, y, summary["y_mean"].sel(element), summary["y_std"].sel(element), param)
     ax.set(xlabel=x_label, ylabel=_label(sensitivity["y"], "y"), title=f"{study}: y against {param}{suffix}")
     figures[PLOTS[2]] = fig
-
+    figures[PLOTS[3]] = _along_output(sensitivity, summary, param, fixed, study, log_x)
     return _save(figures, outdir, log_x)
+
+
+ALONG_VALUES = 5
+"""Values of the swept parameter drawn as lines of dy/dC along the output dim."""
+
+
+def _along_output(
+    sensitivity: xr.Dataset, summary: xr.Dataset, param: str, fixed: dict, study: str, log_x: bool
+) -> Figure:
+    """The sample mean of dy/dC over (C, the last output dim), and as lines along that dim at a few
+    values of C: how the sensitivity moves along a time series. For an output without dims, the
+    mean with its spread against C."""
+    name = derivative_name(param)
+    mean, std = summary[f"{name}_mean"], summary[f"{name}_std"]
+    out_dims = [d for d in mean.dims if d not in (param, *fixed)]
+    if not out_dims:
+        fig, ax = _figure((7, 4.5))
+        m, s = mean.sel(fixed), std.sel(fixed)
+        ax.plot(m[param].values, m.values, color="k", label="mean over samples")
+        ax.fill_between(m[param].values, (m - s).values, (m + s).values, color="0.5", alpha=0.25, label="± 1 std")
+        ax.set(
+            xlabel=_label(sensitivity[param], param),
+            ylabel=_label(sensitivity[name], f"dy/d{param}"),
+            title=f"{study}: dy/d{param} (the output has no dims to run along)",
+        )
+        return fig
+    along = out_dims[-1]
+    held = {d: mean[d].values[int(np.nanargmax(np.abs(mean).max([param, along]).values))] for d in out_dims[:-1]}
+    m = mean.sel({**fixed, **held}).transpose(param, along)
+    fig = Figure(figsize=(12, 4.5))
+    left, right = fig.subplots(1, 2)
+    limit = float(np.nanmax(np.abs(m.values))) or 1.0
+    mesh = left.pcolormesh(
+        m[param].values, m[along].values, m.values.T, cmap="RdBu_r", vmin=-limit, vmax=limit, shading="nearest"
+    )
+    fig.colorbar(mesh, ax=left, label=_label(sensitivity[name], f"mean dy/d{param}"))
+    left.set(xlabel=_label(sensitivity[param], param), ylabel=_label(sensitivity[along], along))
+    if log_x:
+        left.set_xscale("log")
+    picks = np.unique(np.linspace(0, m.sizes[param] - 1, min(ALONG_VALUES, m.sizes[param])).round().astype(int))
+    colours = matplotlib_colours(len(picks))
+    for colour, i in zip(colours, picks, strict=True):
+        value = m[param].values[i]
+        right.plot(m[along].values, m.isel({param: i}).values, color=colour, label=f"{param} = {value:.3g}")
+    right.axhline(0, color="0.6", lw=0.8)
+    right.set(xlabel=_label(sensitivity[along], along), ylabel=_label(sensitivity[name], f"mean dy/d{param}"))
+    right.legend(fontsize=7, loc="best")
+    where = _element_text(held)
+    fig.suptitle(f"{study}: mean over samples of dy/d{param} along {along}" + (f" ({where})" if where else ""))
+    return fig
+
+
+def matplotlib_colours(count: int) -> list:
+    """``count`` colours from a sequential map: lines ordered by a parameter's value read as ordered."""
+    from matplotlib import colormaps
+
+    return [colormaps["viridis"](v) for v in np.linspace(0.05, 0.9, count)]
 
 
 def plot_agreement(report: xr.Dataset, path: str | os.PathLike) -> Path:
