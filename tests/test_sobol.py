@@ -285,3 +285,19 @@ def test_a_model_that_raises_at_some_points_gives_nan_there_counted_and_reported
     assert ds.attrs["failed_points"] == int((groups[..., 0] > 2.5).sum())
     assert int(s.sobol_failed_base_points) == int((groups[..., 0] > 2.5).any(axis=1).sum()) > 0
     assert np.isfinite(s.sobol_total_aggregated.values).all()
+
+
+def test_indices_along_the_last_output_dim_add_up_to_the_aggregate():
+    """y(t) = t x1 + x2 at t = 0, 1, 2 (x1, x2 standard normal): S_T of x1 is t^2 / (t^2 + 1) at each t,
+    and the aggregate over t weights each t by its variance."""
+    t = torch.arange(3.0, dtype=torch.float64)
+
+    def ramp(x, x1, x2):
+        return x[:, None] * (t * x1 + x2)
+
+    d = design.saltelli({"x1": design.normal(0, 1), "x2": design.normal(0, 1)}, 4096, seed=11)
+    s = summarise(sensitivity(ramp, torch.ones(1, dtype=torch.float64), d, output_dims=["t"]))
+    exact = (t**2 / (t**2 + 1)).numpy()
+    low, high = s.sobol_total_per_t_interval.sel(parameter="x1").values
+    assert (low <= exact + 1e-12).all() and (exact - 1e-12 <= high).all(), (low, high)
+    np.testing.assert_allclose(s.sobol_total_per_t.sel(parameter="x1").values, exact, atol=0.03)

@@ -84,6 +84,13 @@ class Moments:
             out["second"] = _off_diagonal(self.second / v[:, None] - s[:, :, None] - s[:, None, :])
         return out
 
+    def along(self, last: int) -> dict[str, np.ndarray]:
+        """At each of the ``last`` entries of the last element dim, over the others (variance weights):
+        ``first``, ``total`` ``(R, P, last)``."""
+        var = as_divisor(self.var.reshape(len(self.var), -1, last).sum(axis=1))[:, None]
+        first = self.first.reshape(*self.first.shape[:2], -1, last).sum(axis=2) / var
+        return {"first": first, "total": self.total.reshape(*self.total.shape[:2], -1, last).sum(axis=2) / var}
+
     def aggregated(self) -> dict[str, np.ndarray]:
         """Over all elements with variance weights: ``first``, ``total`` ``(R, P)``, ``second`` ``(R, P, P)``."""
         v = as_divisor(self.var.sum(axis=-1))[:, None]
@@ -146,6 +153,9 @@ def sobol_indices(ds: xr.Dataset, params: list[str], second_order: bool, seed: i
     resampled = moments(blocks, resample_counts(rng, BOOTSTRAP, n)) if n > 1 else estimate
     per_element, per_element_ci = estimate.indices(), {k: percentiles(v) for k, v in resampled.indices().items()}
     overall, overall_ci = estimate.aggregated(), {k: percentiles(v) for k, v in resampled.aggregated().items()}
+    if el.along:  # at each entry of the last output dim (e.g. time), as the bounds are
+        last = el.shape[-1]
+        along, along_ci = estimate.along(last), {k: percentiles(v) for k, v in resampled.along(last).items()}
     shape = el.shape
     what = {"first": "first-order Sobol' index (Saltelli 2010)", "total": "total Sobol' index (Jansen)"}
     out: dict[str, tuple] = {}
@@ -160,6 +170,18 @@ def sobol_indices(ds: xr.Dataset, params: list[str], second_order: bool, seed: i
             per_element_ci[kind].reshape(2, -1, *shape),
             {"long_name": f"{CONFIDENCE:.0%} bootstrap interval of sobol_{kind} (resampled base points)"},
         )
+        if el.along:
+            name = f"sobol_{kind}_per_{el.along[0]}"
+            out[name] = (
+                ["parameter", el.along[0]],
+                along[kind][0],
+                {"long_name": f"{long_name} at each {el.along[0]}, over the other element dims (variance weights)"},
+            )
+            out[f"{name}_interval"] = (
+                ["interval", "parameter", el.along[0]],
+                along_ci[kind],
+                {"long_name": f"{CONFIDENCE:.0%} bootstrap interval of {name}"},
+            )
         out[f"sobol_{kind}_aggregated"] = (
             ["parameter"],
             overall[kind][0],

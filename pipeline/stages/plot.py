@@ -236,6 +236,9 @@ def _bounds_along_output(summary: xr.Dataset, params: list[str], study: str) -> 
                 bound = summary[f"{name}_aggregated"]
                 marker = "s" if style == "-" else "o"
                 ax.errorbar([i], [float(bound)], yerr=_spread(bound), fmt=marker, color=f"C{i}", label=f"{p}: {kind}")
+        if along and f"sobol_total_per_{along[0]}" in summary:  # a Saltelli design: the index itself
+            index = summary[f"sobol_total_per_{along[0]}"].sel(parameter=p)
+            ax.plot(index[along[0]].values, index.values, ":", lw=2, color=f"C{i}", label=f"{p}: Sobol' total")
     if not along:  # one output element: a category per parameter, every bound shown, 1 marked
         ax.set_xticks(range(len(params)), params)
         ax.axhline(1.0, color="0.5", lw=0.8, ls=":")
@@ -249,7 +252,9 @@ def _bounds_along_output(summary: xr.Dataset, params: list[str], study: str) -> 
         xlabel=_label(summary[along[0]], along[0]),
         ylabel="Sobol' index bound (95% bootstrap band)",
         ylim=(0, min(1.05, max(1e-3, *ax.get_ylim()))),
-        title=f"{study}: bounds along {along[0]} (upper: solid, lower: dashed)",
+        title=f"{study}: bounds along {along[0]}\n(upper: solid, lower: dashed, Sobol' total: dotted)"
+        if f"sobol_total_per_{along[0]}" in summary
+        else f"{study}: bounds along {along[0]} (upper: solid, lower: dashed)",
     )
     return fig
 
