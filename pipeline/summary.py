@@ -24,6 +24,28 @@ def _units(da: xr.DataArray, power: int = 1) -> dict[str, str]:
     return {"units": units_power(units, power)}
 
 
+def _design_units(summary: xr.Dataset, ds: xr.Dataset, params: list[str]) -> None:
+    """Units of a design's measures: indices and their bounds are fractions of a variance (``1``),
+    variances in units(y)^2, the DGSM in units(dy/dv)^2 and mu*, sigma in units(dy/dv), where ``v``
+    is ``ln p`` for a log distribution (``dy/d ln p`` has the units of y)."""
+    y_units = ds["y"].attrs.get("units")
+    for name in summary.data_vars:
+        if name.startswith("sobol_") or name in ("activity_scores",):
+            summary[name].attrs.setdefault("units", "1")
+        elif name in ("y_var", "y_var_linear") and y_units:
+            summary[name].attrs["units"] = units_power(y_units, 2)
+    for p in params:
+        log = str(ds.attrs.get(f"distribution_{p}", "")).startswith(("loguniform", "lognormal"))
+        dy_units = y_units if log else ds[derivative_name(p)].attrs.get("units") if derivative_name(p) in ds else None
+        if not dy_units:
+            continue
+        for name, exponent in ((f"dgsm_{p}", 2), (f"mu_star_{p}", 1), (f"sigma_{p}", 1)):
+            if name in summary:
+                summary[name].attrs["units"] = units_power(dy_units, exponent)
+        if f"mu_star_scaled_{p}" in summary and y_units:
+            summary[f"mu_star_scaled_{p}"].attrs["units"] = y_units
+
+
 def summarise(ds: xr.Dataset) -> xr.Dataset:
     """Summary statistics of a sensitivity dataset (see module docstring), per swept parameter.
 
@@ -82,6 +104,7 @@ def summarise(ds: xr.Dataset) -> xr.Dataset:
     if sweep == ["point"]:
         analyses, extra = design_summary(ds.load(), params)
         summary.update(analyses)
+        _design_units(summary, ds, params)
     keep = ("title", "study", "swept_parameters", "method", "device", "dtype", "sweep_kind", "source", "design")
     summary.attrs = {
         **header(ds.attrs.get("title", ""), "summary of the sensitivity dataset (pipeline.summary)"),

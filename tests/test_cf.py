@@ -49,3 +49,21 @@ def test_units_are_written_the_cf_way():
     assert ratio("m", "s-1") == "m s" and ratio("m", "s-2") == "m s2" and ratio("K", "m") == "K m-1"
     assert ratio("m", "1") == "m" and ratio("1", "s") == "s-1" and ratio("m s-1", "m") == "s-1"
     assert ratio("m/s", "s") == "(m/s)/(s)" and power("m s-1", 2) == "m2 s-2" and power("m", 1) == "m"
+
+
+def test_design_measures_and_second_derivatives_carry_units():
+    """Indices and bounds are fractions of a variance ('1'), variances units(y)^2, the DGSM
+    units(dy/dv)^2 (dy/d ln p has y's units), d2y/dC2 units(y) / units(C)^2."""
+    import torch
+
+    from pipeline import design, sensitivity, summarise
+
+    units = {"y": "m", "C": "s-1", "K": "s-2"}
+    d = design.saltelli({"C": design.uniform(0.1, 1.0), "K": design.loguniform(0.5, 2.0)}, 64)
+    s = summarise(sensitivity(lambda x, C, K: x * C * K, torch.ones(2, dtype=torch.float64), d, units=units))
+    assert s.sobol_total.attrs["units"] == s.sobol_total_upper_C.attrs["units"] == "1"
+    assert s.y_var.attrs["units"] == "m2" and s.dgsm_C.attrs["units"] == "m2 s2" and s.dgsm_K.attrs["units"] == "m2"
+    grid = sensitivity(
+        lambda x, C: x * C**2, torch.ones(2, dtype=torch.float64), {"C": [1.0, 2.0]}, order=2, units=units
+    )
+    assert grid.d2y_dC2.attrs["units"] == "m s2"

@@ -20,7 +20,7 @@ from pipeline.design.sampling import Design
 from pipeline.errors import ConfigError
 from pipeline.inputs import InputTree, input_leaves
 from pipeline.storage.names import connected_name, derivative_name, header, second_derivative_name
-from pipeline.storage.units import ratio
+from pipeline.storage.units import power, ratio
 
 
 def connected_variable(param: str, flags: np.ndarray, dims: list[str]) -> xr.DataArray:
@@ -206,7 +206,10 @@ def build_dataset(
         variables[second_derivative_name(param)] = (
             dims,
             d2y.reshape(*shape, *y.shape[1:]).numpy(),
-            {"long_name": f"second derivative of y with respect to {param}"},
+            {
+                "long_name": f"second derivative of y with respect to {param}",
+                **({"units": ratio(units["y"], power(units[param], 2))} if "y" in units and param in units else {}),
+            },
         )
     for name, x_var in input_variables(routine, x, units).items():
         clash = set(x_var.dims[1:]) & set(out_dims)
