@@ -135,7 +135,12 @@ rule summarise:
         sensitivity=sensitivity_input,
         current=current_marker,
     output:
-        f"{OUT}/{{study}}/summary.nc",
+        nc=f"{OUT}/{{study}}/summary.nc",
+        md=report(
+            f"{OUT}/{{study}}/headline.md",
+            caption="report/headline.rst",
+            category="{study}",
+        ),
     log:
         f"{OUT}/logs/{{study}}/summarise.log",
     benchmark:
@@ -144,7 +149,8 @@ rule summarise:
         "envs/sensweep.yaml"
     shell:
         logged(
-            "python -m pipeline.stages.summarise {input.sensitivity:q} --output {output:q}"
+            "python -m pipeline.stages.summarise {input.sensitivity:q} --output {output.nc:q}"
+            " --headline {output.md:q}"
         )
 
 
@@ -185,7 +191,7 @@ rule verify:
 rule plot:
     input:
         sensitivity=sensitivity_input,
-        summary=rules.summarise.output,
+        summary=rules.summarise.output.nc,
         current=current_marker,
     output:
         *[

@@ -331,3 +331,26 @@ def test_the_merge_of_temporary_parts_removes_their_kept_versions(tmp_path, temp
     assert merge_cli(tmp_path, *parts, *args).returncode == 0
     assert (tmp_path / "merged.nc").exists() and last_good(tmp_path / "merged.nc").exists()
     assert all(last_good(p).exists() != temporary for p in parts)
+
+
+def test_the_headline_table_gives_the_numbers_of_a_study(tmp_path):
+    """headline.md (a report item): how the study was computed, the checks, and per parameter its
+    numbers with intervals, read from the summary (not recomputed)."""
+    import math
+
+    from pipeline import design
+    from pipeline.stages.headline import headline
+
+    def ishigami(x, x1, x2, x3):
+        return (torch.sin(x1) + 7 * torch.sin(x2) ** 2 + 0.1 * x3**4 * torch.sin(x1)) * x
+
+    u = design.uniform(-math.pi, math.pi)
+    ds = sensitivity(ishigami, torch.ones(1, dtype=torch.float64), design.saltelli({"x1": u, "x2": u, "x3": u}, 256))
+    summary = summarise(ds)
+    text = headline(ds, summary)
+    total = summary.sobol_total_aggregated.values[0]
+    low, high = summary.sobol_total_aggregated_interval.values[:, 0]
+    assert f"| x1 | {total:.3g} [{low:.3g}, {high:.3g}] |" in text
+    assert "- method: `reverse` (asked: `auto`)" in text and "consistent (none)" in text
+    grid = sensitivity(lambda x, C: C * x, torch.arange(3.0), {"C": [1.0, 2.0]})
+    assert "| C | " in headline(grid, summarise(grid)) and "mu*" in headline(grid, summarise(grid))
