@@ -354,3 +354,29 @@ def test_the_headline_table_gives_the_numbers_of_a_study(tmp_path):
     assert "- method: `reverse` (asked: `auto`)" in text and "consistent (none)" in text
     grid = sensitivity(lambda x, C: C * x, torch.arange(3.0), {"C": [1.0, 2.0]})
     assert "| C | " in headline(grid, summarise(grid)) and "mu*" in headline(grid, summarise(grid))
+
+
+@pytest.mark.parametrize(("parameters", "output_dims"), [(1, 0), (3, 1), (30, 2)])
+def test_every_design_plot_is_drawn_and_stays_readable(tmp_path, parameters, output_dims):
+    """Designs of 1, 3 and 30 parameters with a scalar, 1-D and 2-D output: every plot is written,
+    none grows wider than about 1,900 px (panels wrap, the ranking keeps its top 30), and the
+    bounds' lines never repeat a colour (at most 10 drawn)."""
+    from matplotlib.image import imread
+
+    from pipeline import design
+    from pipeline.paths import DESIGN_PLOTS
+
+    names = [f"p{i}" for i in range(parameters)]
+    weights = torch.linspace(1.0, 0.1, parameters, dtype=torch.float64)
+    shape = [(), (4,), (2, 3)][output_dims]
+
+    def model(x, **p):
+        value = sum(w * v for w, v in zip(weights, p.values(), strict=True))
+        return (x * value).reshape(-1, *([1] * len(shape))).expand(-1, *shape) if shape else x * value
+
+    d = design.sobol({n: design.uniform(0, 1) for n in names}, 64, seed=1)
+    ds = sensitivity(model, torch.ones(2, dtype=torch.float64), d)
+    paths = plot_study(ds, summarise(ds), tmp_path)
+    assert sorted(p.name for p in paths) == sorted(DESIGN_PLOTS)
+    for path in paths:
+        assert imread(path).shape[1] <= 1900, (path.name, imread(path).shape)

@@ -19,6 +19,7 @@ import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
 
+from pipeline.errors import clipped
 from pipeline.paths import DESIGN_PLOTS, PLOTS
 from pipeline.stages.cli import run_cli
 from pipeline.storage.names import derivative_name, swept_parameters
@@ -32,6 +33,11 @@ POINTS_SHOWN = 4000
 SAMPLES_SHOWN = 5
 HEATMAP_CELLS = (2000, 500)
 """Most values of the swept parameter and samples drawn in the heatmap."""
+
+
+def _study_name(ds: xr.Dataset) -> str:
+    """The study, or the dataset's title cut at a word: a title over many parameters fits a plot."""
+    return ds.attrs.get("study") or clipped(ds.attrs.get("title", ""), 60)
 
 
 def _figure(size: tuple[float, float]) -> tuple[Figure, object]:
@@ -91,7 +97,7 @@ def plot_design(sensitivity: xr.Dataset, summary: xr.Dataset, outdir: str | os.P
     design's points (for the output element whose y varies most), and the parameters ranked by
     their bounds on the Sobol' indices (aggregated over outputs, with bootstrap intervals)."""
     params = swept_parameters(sensitivity)
-    study = sensitivity.attrs.get("study") or sensitivity.attrs.get("title", "")
+    study = _study_name(sensitivity)
     var = summary["y_var"]
     flat = int(np.nanargmax(var.values)) if var.ndim and np.isfinite(var.values).any() else 0
     element = (
@@ -105,13 +111,15 @@ def plot_design(sensitivity: xr.Dataset, summary: xr.Dataset, outdir: str | os.P
     shown = sensitivity.isel(point=chosen)
     where = _element_text(element)
     figures = {}
+    ranked = _ranked(summary, params)
+    drawn = ranked[:MAX_PANELS]  # the most important first; the rest named in the title
+    rest = f"; {len(ranked) - len(drawn)} lower-ranked parameters not drawn" if len(ranked) > len(drawn) else ""
     for filename, variable in ((DESIGN_PLOTS[0], "dy"), (DESIGN_PLOTS[2], "y")):
         summary_panel = variable == "y" and "active_eigenvectors" in summary
-        fig = Figure(figsize=(3.4 * (len(params) + summary_panel), 3.6))
-        axes = fig.subplots(1, len(params) + summary_panel, squeeze=False)[0]
+        fig, axes = _panel_grid(len(drawn) + summary_panel)
         if summary_panel:
-            _sufficient_summary(axes[-1], shown, summary, params, element)
-        for ax, p in zip(axes, params, strict=False):
+            _sufficient_summary(axes[len(drawn)], shown, summary, params, element)
+        for ax, p in zip(axes, drawn, strict=False):
             name = "y" if variable == "y" else derivative_name(p)
             if name not in shown:  # method "none": y only
                 ax.text(0.5, 0.5, "no derivatives\n(method=none)", ha="center", va="center", transform=ax.transAxes)
@@ -125,11 +133,44 @@ def plot_design(sensitivity: xr.Dataset, summary: xr.Dataset, outdir: str | os.P
             if str(sensitivity.attrs.get(f"distribution_{p}", "")).startswith(("loguniform", "lognormal")):
                 ax.set_xscale("log")
         what = "dy/dp" if variable == "dy" else "y"
-        fig.suptitle(f"{study}: {what} at the design's points ({where or 'the output'})", fontsize=9)
+        fig.suptitle(f"{study}: {what} at the design's points ({where or 'the output'}{rest})", fontsize=9)
         figures[filename] = fig
     figures[DESIGN_PLOTS[1]], ranked = _ranking(summary, params, study)
-    figures[DESIGN_PLOTS[3]] = _bounds_along_output(summary, ranked, study)
+    figures[DESIGN_PLOTS[3]] = _bounds_along_output(summary, ranked[:MAX_LINES], study)
     return _save(figures, outdir)
+
+
+PANEL_COLUMNS = 5
+"""Panels per row: a figure of many parameters wraps instead of growing ever wider."""
+
+MAX_PANELS = 15
+"""Parameters drawn one panel each, the highest ranked first (every one is in summary.nc)."""
+
+MAX_RANKED = 30
+"""Parameters in the ranking plot, the highest first."""
+
+MAX_LINES = 10
+"""Parameters drawn as lines along the output: one colour each, none repeated."""
+
+
+def _panel_grid(count: int) -> tuple[Figure, list]:
+    """A figure of ``count`` panels, at most :data:`PANEL_COLUMNS` per row; unused panels hidden."""
+    columns = min(max(count, 1), PANEL_COLUMNS)
+    rows = -(-max(count, 1) // columns)
+    fig = Figure(figsize=(3.4 * columns, 3.2 * rows + 0.4))
+    axes = list(fig.subplots(rows, columns, squeeze=False).flat)
+    for ax in axes[count:]:
+        ax.set_visible(False)
+    return fig, axes
+
+
+def _ranked(summary: xr.Dataset, params: list[str]) -> list[str]:
+    """Parameters by their aggregated upper bound, else their total index, else as given."""
+    if all(f"sobol_total_upper_{p}_aggregated" in summary for p in params):
+        return sorted(params, key=lambda p: -float(summary[f"sobol_total_upper_{p}_aggregated"]))
+    if "sobol_total_aggregated" in summary:
+        return sorted(params, key=lambda p: -float(summary["sobol_total_aggregated"][params.index(p)]))
+    return list(params)
 
 
 def _sufficient_summary(ax: object, shown: xr.Dataset, summary: xr.Dataset, params: list[str], element: dict) -> None:
@@ -151,15 +192,14 @@ def _ranking(summary: xr.Dataset, params: list[str], study: str) -> tuple[Figure
     """Parameters ranked by their upper bounds, with the bounds and, for a Saltelli design, the
     Sobol' indices themselves beside them, and how the indices converge with the base points."""
     indices = "sobol_total_aggregated" in summary
-    fig = Figure(figsize=(11 if indices else 6, max(3.6, 2.0 + 0.5 * len(params))))
+    shown = _ranked(summary, params)[:MAX_RANKED]
+    rest = len(params) - len(shown)
+    fig = Figure(figsize=(11 if indices else 6, max(3.6, 2.0 + 0.4 * len(shown))))
     axes = fig.subplots(1, 2 if indices else 1, squeeze=False)[0]
     ax = axes[0]
     upper = {p: summary.get(f"sobol_total_upper_{p}_aggregated") for p in params}
     bounded = [p for p in params if upper[p] is not None]
-    if bounded:
-        ranked = sorted(bounded, key=lambda p: -float(upper[p]))
-    else:  # no derivatives (method "none"): by the total index
-        ranked = sorted(params, key=lambda p: -float(summary["sobol_total_aggregated"][params.index(p)]))
+    ranked = shown
     for row, p in enumerate(ranked):
         marks = (
             (
@@ -186,7 +226,7 @@ def _ranking(summary: xr.Dataset, params: list[str], study: str) -> tuple[Figure
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)
     ax.set(
         xlabel="Sobol' index or bound (aggregated over outputs; 95% interval)",
-        title=f"{study}: parameters ranked",
+        title=f"{study}: parameters ranked" + (f" (top {len(shown)}; {rest} more in summary.nc)" if rest else ""),
     )
     if indices:
         _convergence(axes[1], summary, params)
@@ -270,7 +310,7 @@ def plot_study(sensitivity: xr.Dataset, summary: xr.Dataset, outdir: str | os.Pa
     fixed = {p: sensitivity[p].values[sensitivity.sizes[p] // 2].item() for p in others}
     element = {**element, **fixed}
     where = _element_text(element)
-    study = sensitivity.attrs.get("study") or sensitivity.attrs.get("title", "")
+    study = _study_name(sensitivity)
     log_x = sensitivity.attrs.get("sweep_kind") == "log"
     dy = sensitivity[name].sel(element)
     y = sensitivity["y"].sel(element)
@@ -280,8 +320,8 @@ def plot_study(sensitivity: xr.Dataset, summary: xr.Dataset, outdir: str | os.Pa
     method = sensitivity.attrs.get("method", "")
 
     figures = {}
-    fig = Figure(figsize=(7 + 4.5 * len(others), 4.5))
-    ax, *more = fig.subplots(1, 1 + len(others), squeeze=False)[0]
+    fig, axes = _panel_grid(1 + len(others)) if others else _figure((7, 4.5))
+    ax, *more = axes[: 1 + len(others)] if others else [axes]
     _lines_with_band(ax, dy, mean, std, param)
     ax.set(
         xlabel=x_label,
