@@ -20,6 +20,7 @@ from pipeline.checks import (
 )
 from pipeline.config.schema import DESIGN_KINDS, JobConfig, MethodName, RangeConfig, SweepConfig, SweepKind
 from pipeline.config.sizes import check_grid_size
+from pipeline.design.sampling import points_per_base_point
 from pipeline.errors import ConfigError
 from pipeline.options import Options
 
@@ -108,7 +109,7 @@ def _check_design(sweep: DictConfig) -> int:
         example = 1 << int(math.log2(sweep.n))
         name = "Sobol'" if sweep.kind == SweepKind.sobol else "Saltelli"
         fail("sweep.n", sweep.n, f"a {name} design needs a power of two, e.g. {example}")
-    total, group = design_points(sweep), _group(sweep)
+    total, group = design_points(sweep), points_per_base_point(sweep)
     size = sweep.part_size
     if size is not None:
         if sweep.parts != 1:
@@ -122,16 +123,9 @@ def _check_design(sweep: DictConfig) -> int:
     return total
 
 
-def _group(sweep: SweepConfig) -> int:
-    """Points per base point: ``P + 2`` (``2P + 2``) for a Saltelli design, else 1."""
-    if sweep.kind != SweepKind.saltelli:
-        return 1
-    return len(sweep.parameters) * (2 if sweep.get("second_order") else 1) + 2
-
-
 def design_points(sweep: SweepConfig) -> int:
-    """The points of a design: ``n``, or ``n`` base points times :func:`_group` for a Saltelli design."""
-    return sweep.n * _group(sweep)
+    """The points of a design: ``n``, or ``n`` base points times their points for a Saltelli design."""
+    return sweep.n * points_per_base_point(sweep)
 
 
 def part_count(sweep: SweepConfig) -> int:

@@ -98,6 +98,14 @@ def saltelli_group(parameters: int, second_order: bool = False) -> int:
     return parameters * (2 if second_order else 1) + 2
 
 
+def points_per_base_point(sweep: Mapping) -> int:
+    """Points per base point of a sweep config (or its plain dict): :func:`saltelli_group` for a
+    Saltelli design, else 1 (every point is its own)."""
+    if sweep.get("kind") != "saltelli":
+        return 1
+    return saltelli_group(len(sweep.get("parameters") or {}), bool(sweep.get("second_order")))
+
+
 def saltelli(distributions: Mapping[str, Distribution], n: int, seed: int = 0, second_order: bool = False) -> Design:
     """A pick-freeze design for variance-based Sobol' indices (Saltelli 2010), ``n`` base points.
 

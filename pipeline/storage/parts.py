@@ -15,7 +15,7 @@ import xarray as xr
 import yaml
 
 from pipeline.config import yamltext
-from pipeline.design.sampling import saltelli_group
+from pipeline.design.sampling import points_per_base_point
 from pipeline.errors import MergeError
 from pipeline.storage.provenance import config_differences
 from pipeline.storage.read import READ_ERRORS, files_of, unreadable_error
@@ -165,12 +165,7 @@ def combined_parts(ds: xr.Dataset, infos: Sequence[PartInfo], note: str) -> xr.D
     if ds.attrs.pop("part_size", None) and "config" in ds.attrs:  # a grown design: its size is the parts'
         config = yamltext.load(ds.attrs["config"], "config attr of the parts")
         sweep = config["sweep"]
-        group = (
-            saltelli_group(len(sweep.get("parameters") or {}), bool(sweep.get("second_order")))
-            if sweep.get("kind") == "saltelli"
-            else 1
-        )
-        sweep["n"] = ds.sizes["point"] // group  # a Saltelli design's n counts base points
+        sweep["n"] = ds.sizes["point"] // points_per_base_point(sweep)  # Saltelli: n counts base points
         ds.attrs["config"] = yaml.safe_dump(config, sort_keys=False)
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     ds.attrs.update(parts=len(infos), history="\n".join([*(i.history for i in infos), f"{now}: {note}"]))
