@@ -86,19 +86,19 @@ class Moments:
 
     def along(self, last: int) -> dict[str, np.ndarray]:
         """At each of the ``last`` entries of the last element dim, over the others (variance weights):
-        ``first``, ``total`` ``(R, P, last)``."""
-        var = as_divisor(self.var.reshape(len(self.var), -1, last).sum(axis=1))[:, None]
-        first = self.first.reshape(*self.first.shape[:2], -1, last).sum(axis=2) / var
-        return {"first": first, "total": self.total.reshape(*self.total.shape[:2], -1, last).sum(axis=2) / var}
+        ``first``, ``total`` ``(R, P, last)``, ``second`` ``(R, P, P, last)``."""
+        r, p = self.first.shape[:2]
+        var = as_divisor(self.var.reshape(r, -1, last).sum(axis=1))[:, None]  # (R, 1, last)
+        first = self.first.reshape(r, p, -1, last).sum(axis=2) / var
+        out = {"first": first, "total": self.total.reshape(r, p, -1, last).sum(axis=2) / var}
+        if self.second is not None:
+            pooled = self.second.reshape(r, p, p, -1, last).sum(axis=3) / var[:, None]
+            out["second"] = _off_diagonal(pooled - first[:, :, None] - first[:, None, :])
+        return out
 
     def aggregated(self) -> dict[str, np.ndarray]:
         """Over all elements with variance weights: ``first``, ``total`` ``(R, P)``, ``second`` ``(R, P, P)``."""
-        v = as_divisor(self.var.sum(axis=-1))[:, None]
-        first = self.first.sum(axis=-1) / v
-        out = {"first": first, "total": self.total.sum(axis=-1) / v}
-        if self.second is not None:
-            out["second"] = _off_diagonal(self.second.sum(axis=-1) / v[:, None] - first[:, :, None] - first[:, None, :])
-        return out
+        return {kind: values[..., 0] for kind, values in self.along(1).items()}
 
 
 def _off_diagonal(second: np.ndarray) -> np.ndarray:
