@@ -135,7 +135,7 @@ def plot_design(sensitivity: xr.Dataset, summary: xr.Dataset, outdir: str | os.P
         what = "dy/dp" if variable == "dy" else "y"
         fig.suptitle(f"{study}: {what} at the design's points ({where or 'the output'}{rest})", fontsize=9)
         figures[filename] = fig
-    figures[DESIGN_PLOTS[1]], ranked = _ranking(summary, params, study)
+    figures[DESIGN_PLOTS[1]] = _ranking(summary, params, ranked, study)
     figures[DESIGN_PLOTS[3]] = _bounds_along_output(summary, ranked[:MAX_LINES], study)
     return _save(figures, outdir)
 
@@ -188,25 +188,23 @@ def _sufficient_summary(ax: object, shown: xr.Dataset, summary: xr.Dataset, para
     ax.set(xlabel="first active variable w1 . v", ylabel="y", title="sufficient summary")
 
 
-def _ranking(summary: xr.Dataset, params: list[str], study: str) -> tuple[Figure, list[str]]:
-    """Parameters ranked by their upper bounds, with the bounds and, for a Saltelli design, the
-    Sobol' indices themselves beside them, and how the indices converge with the base points."""
+def _ranking(summary: xr.Dataset, params: list[str], ranked: list[str], study: str) -> Figure:
+    """The parameters in ``ranked`` order (:func:`_ranked`), with their bounds and, for a Saltelli
+    design, the Sobol' indices themselves beside them, and how the indices converge with N."""
     indices = "sobol_total_aggregated" in summary
-    shown = _ranked(summary, params)[:MAX_RANKED]
+    shown = ranked[:MAX_RANKED]
     rest = len(params) - len(shown)
     fig = Figure(figsize=(11 if indices else 6, max(3.6, 2.0 + 0.4 * len(shown))))
     axes = fig.subplots(1, 2 if indices else 1, squeeze=False)[0]
     ax = axes[0]
-    upper = {p: summary.get(f"sobol_total_upper_{p}_aggregated") for p in params}
-    bounded = [p for p in params if upper[p] is not None]
-    ranked = shown
-    for row, p in enumerate(ranked):
+    for row, p in enumerate(shown):
+        upper = summary.get(f"sobol_total_upper_{p}_aggregated")
         marks = (
             (
-                (upper[p], "s", "C0", "upper bound, total index"),
+                (upper, "s", "C0", "upper bound, total index"),
                 (summary[f"sobol_first_lower_{p}_aggregated"], "o", "C1", "lower bound, first-order index"),
             )
-            if p in bounded
+            if upper is not None  # none without derivatives (method "none")
             else ()
         )
         for bound, marker, colour, label in marks:
@@ -218,9 +216,9 @@ def _ranking(summary: xr.Dataset, params: list[str], study: str) -> tuple[Figure
                 value = float(summary[f"sobol_{kind}_aggregated"][i])
                 low, high = summary[f"sobol_{kind}_aggregated_interval"].values[:, i]
                 label = f"Sobol' {kind} index" if row == 0 else None
-                spread = [[max(value - low, 0.0)], [max(high - value, 0.0)]]
-                ax.errorbar(value, row + offset, xerr=spread, fmt=marker, color=colour, label=label)
-    ax.set_yticks(range(len(ranked)), ranked)
+                xerr = _bars(value, low, high)
+                ax.errorbar(value, row + offset, xerr=xerr, fmt=marker, color=colour, label=label)
+    ax.set_yticks(range(len(shown)), shown)
     ax.invert_yaxis()
     ax.axvline(1.0, color="0.6", lw=0.8)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)
@@ -231,7 +229,7 @@ def _ranking(summary: xr.Dataset, params: list[str], study: str) -> tuple[Figure
     if indices:
         _convergence(axes[1], summary, params)
     fig.tight_layout()
-    return fig, ranked
+    return fig
 
 
 def _convergence(ax: object, summary: xr.Dataset, params: list[str]) -> None:
@@ -248,11 +246,15 @@ def _convergence(ax: object, summary: xr.Dataset, params: list[str]) -> None:
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=4)
 
 
+def _bars(value: float, low: float, high: float) -> list[list[float]]:
+    """Error bar lengths of an interval around ``value``; a percentile interval need not contain the
+    estimate: the bars stop at it."""
+    return [[max(value - low, 0.0)], [max(high - value, 0.0)]]
+
+
 def _spread(bound: xr.DataArray) -> list[list[float]]:
-    """Error bar lengths of an aggregated bound's interval (``ci_low``, ``ci_high`` attrs); a
-    percentile interval need not contain the estimate: the bars stop at it."""
-    value = float(bound)
-    return [[max(value - bound.attrs["ci_low"], 0.0)], [max(bound.attrs["ci_high"] - value, 0.0)]]
+    """:func:`_bars` of an aggregated bound's interval (``ci_low``, ``ci_high`` attrs)."""
+    return _bars(float(bound), bound.attrs["ci_low"], bound.attrs["ci_high"])
 
 
 def _bounds_along_output(summary: xr.Dataset, params: list[str], study: str) -> Figure:
