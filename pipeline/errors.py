@@ -66,4 +66,8 @@ class VerificationError(SensweepError, RuntimeError):
 def clipped(text: str, width: int = 160) -> str:
     """``text`` on one line, cut at a word (``...`` where cut) to at most ``width`` characters: other
     tools' messages quoted inside ours, never cut mid-word."""
-    return textwrap.shorten(" ".join(str(text).split()), width, placeholder=" ...") or str(text)[:width]
+    flat = " ".join(str(text).split())
+    short = textwrap.shorten(flat, width, placeholder=" ...")
+    if flat and short == "...":  # the first word alone is too long: cut inside it rather than drop it all
+        return flat[: width - 4] + " ..."
+    return short

@@ -240,3 +240,5 @@ def test_quoted_messages_are_cut_at_a_word():
     assert len(short) <= 60 and short.endswith(" ...") and short[:-4] == short[:-4].rstrip()
     assert all(word in text.split() for word in short[:-4].split())
     assert clipped("short message") == "short message"
+    long_path = "/very/long/path/" + "x" * 200
+    assert clipped(long_path, 60) == long_path[:56] + " ..."  # one word longer than the width: kept, cut
