@@ -462,11 +462,11 @@ def _per_point(one: Callable[[Tensor], tuple[Tensor, Tensor]], points: Tensor, m
     """
     failed: list[tuple[int, str]] = []
     first: list[tuple[Tensor, Tensor]] = []
-    index = [0]
+    at = -1  # the point being run: chunks of one, in order
 
     def chunk_of_one(chunk: Tensor) -> tuple[Tensor, Tensor]:
-        at = index[0]
-        index[0] += 1
+        nonlocal at
+        at += 1
         try:
             y, dy = one(chunk[0])
         except POINT_FAILURES as err:

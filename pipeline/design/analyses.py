@@ -32,7 +32,7 @@ def design_summary(ds: xr.Dataset, params: list[str]) -> tuple[xr.Dataset, dict[
     kept = np.repeat(complete, group)
     independent = np.flatnonzero(kept & ((role == 0) | (role == group - 1)))
     bounds = design_bounds(ds.isel(point=independent), params)
-    indices = sobol_indices(ds, params, second_order)
+    indices = sobol_indices(ds, params, second_order, complete=complete)
     found = contradictions(indices, bounds, params)
     failed = int(indices["sobol_failed_base_points"])
     if failed:

@@ -140,12 +140,15 @@ def _levels(n: int) -> list[int]:
     return [n // d for d in (8, 4, 2, 1) if n // d >= 2]
 
 
-def sobol_indices(ds: xr.Dataset, params: list[str], second_order: bool, seed: int = 0) -> xr.Dataset:
-    """The variables of NOTE [Sobol' indices from a pick-freeze design] for a Saltelli dataset."""
+def sobol_indices(
+    ds: xr.Dataset, params: list[str], second_order: bool, seed: int = 0, complete: np.ndarray | None = None
+) -> xr.Dataset:
+    """The variables of NOTE [Sobol' indices from a pick-freeze design] for a Saltelli dataset;
+    ``complete``: the base points to use, if the caller has found them (:meth:`Blocks.complete`)."""
     el = Elements.of(ds["y"])
     y = el.array(ds["y"]).reshape(ds.sizes["point"], -1)
     everything = Blocks.of(y, len(params), second_order)
-    keep = everything.complete()
+    keep = everything.complete() if complete is None else complete
     blocks = everything.rows(keep)
     n = len(blocks.a)
     estimate = moments(blocks, np.ones((1, n)))
