@@ -1,7 +1,9 @@
 # sensweep: sweep a parameter C of y = f(x; C), compute dy/dC with batched forward-mode AD,
 # store NetCDF, summarise, plot. Data flow, one rule per stage:
 #   prepare (x) -> compute (one job per part of the sweep) -> merge -> summarise -> plot,
-#   and verify (other methods on a sample of points) after merge. With `merge: false` in the
+#   and verify (other methods on a sample of points) after merge. A two-stage study (sweep.screen)
+#   runs all of this for its screening stage `<study>.screen` first; `screen` then writes what the
+#   study's own design keeps. With `merge: false` in the
 #   config, summarise, plot and verify read the parts directly and no sensitivity.nc is written.
 # What each study computes is Hydra config (conf/); this file only wires the stages.
 # Every path is quoted in the shell commands ({output:q}); `logged` (rules/common.smk) sends each
@@ -49,14 +51,15 @@ rule prepare:
     conda:
         "envs/sensweep.yaml"
     params:
+        study=study_file,
         config=determining_config,
-        overrides=overrides,
+        overrides=study_overrides,
         conf=CONF_PARAM,
         output=lambda wildcards, output: hydra_quoted(output[0]),
     shell:
         logged(
             "SENSWEEP_CONF={params.conf:q} python -m pipeline.stages.prepare"
-            " study={wildcards.study} {params.overrides} output={params.output}"
+            " study={params.study} {params.overrides} output={params.output}"
         )
 
 
@@ -64,6 +67,7 @@ rule compute:
     input:
         x=rules.prepare.output,
         data=data_files,
+        screened=screened_input,
     output:
         part_output(f"{OUT}/{{study}}/parts/{{part}}.nc"),
     log:
@@ -77,6 +81,7 @@ rule compute:
         mem_mb=compute_mem_mb,
         gpu=compute_gpus,
     params:
+        study=study_file,
         config=determining_config,
         overrides=overrides,
         conf=CONF_PARAM,
@@ -85,7 +90,7 @@ rule compute:
     shell:
         logged(
             "SENSWEEP_CONF={params.conf:q} python -m pipeline.stages.compute"
-            " study={wildcards.study} {params.overrides} inputs_file={params.inputs_file}"
+            " study={params.study} {params.overrides} inputs_file={params.inputs_file}"
             " part={wildcards.part} threads={threads} output={params.output}"
         )
 
@@ -121,12 +126,13 @@ rule current:
     conda:
         "envs/sensweep.yaml"
     params:
+        study=study_file,
         overrides=overrides,
         conf=CONF_PARAM,
     shell:
         logged(
             "SENSWEEP_CONF={params.conf:q} python -m pipeline.stages.current {input:q}"
-            " --study {wildcards.study} --marker {output:q} --overrides {params.overrides}"
+            " --study {params.study} --marker {output:q} --overrides {params.overrides}"
         )
 
 
@@ -154,6 +160,33 @@ rule summarise:
         )
 
 
+# A two-stage study (sweep.screen): what its design keeps, from its screening stage's summary.
+rule screen:
+    input:
+        summary=f"{OUT}/{{study}}{SCREEN_SUFFIX}/summary.nc",
+    output:
+        yaml=f"{OUT}/{{study}}/screening.yaml",
+        md=report(
+            f"{OUT}/{{study}}/screening.md",
+            caption="report/screening.rst",
+            category="{study}",
+        ),
+    log:
+        f"{OUT}/logs/{{study}}/screen.log",
+    conda:
+        "envs/sensweep.yaml"
+    params:
+        config=determining_config,
+        overrides=study_overrides,
+        conf=CONF_PARAM,
+    shell:
+        logged(
+            "SENSWEEP_CONF={params.conf:q} python -m pipeline.stages.screen {input.summary:q}"
+            " --study {wildcards.study} --overrides {params.overrides} --output {output.yaml:q}"
+            " --md {output.md:q}"
+        )
+
+
 rule verify:
     input:
         sensitivity=sensitivity_input,
@@ -177,13 +210,14 @@ rule verify:
     conda:
         "envs/sensweep.yaml"
     params:
+        study=study_file,
         verify=verify_settings,
         overrides=overrides,
         conf=CONF_PARAM,
     shell:
         logged(
             "SENSWEEP_CONF={params.conf:q} python -m pipeline.stages.verify"
-            " {input.sensitivity:q} --study {wildcards.study} --nc {output.nc:q} --md"
+            " {input.sensitivity:q} --study {params.study} --nc {output.nc:q} --md"
             " {output.md:q} --plot {output.png:q} --overrides {params.overrides}"
         )
 

@@ -27,6 +27,19 @@ def ishigami(x: Tensor, x1: Tensor, x2: Tensor, x3: Tensor, a: float = 7.0, b: f
     return x + torch.sin(x1) + a * torch.sin(x2) ** 2 + b * x3**4 * torch.sin(x1)
 
 
+def sobol_g(x: Tensor, a: dict[str, float], **parameters: Tensor) -> Tensor:
+    """Sobol's G-function ``prod_i (|4 p_i - 2| + a_i) / (1 + a_i)`` of parameters uniform on [0, 1],
+    with ``a`` naming each parameter's weight (small ``a_i``: important), plus ``x``: the test of
+    screening (Saltelli et al. 2008), exact indices from ``V_i = 1 / (3 (1 + a_i)^2)``."""
+    missing = sorted(set(parameters) ^ set(a))
+    if missing:
+        raise ValueError(f"sobol_g: parameters and a must name the same parameters; they differ in {missing}")
+    y = torch.ones_like(x)
+    for name, p in parameters.items():
+        y = y * (torch.abs(4 * p - 2) + a[name]) / (1 + a[name])
+    return x + y
+
+
 class Composite(nn.Module):
     """Sub-models composed sequentially, in parallel and conditionally.
 

@@ -1,6 +1,7 @@
 # Shared by every rule: config validation, the studies to run, and input functions.
 import hashlib
 import os
+import re
 import shlex
 import sys
 from types import SimpleNamespace
@@ -18,6 +19,7 @@ from pipeline.config.studies import (
     to_yaml,
 )
 from pipeline.config.schema import DESIGN_KINDS
+from pipeline.config.screening import SCREEN_SUFFIX, stage_overrides
 from pipeline.config.validate import part_count
 from pipeline.paths import AGREEMENT_PLOT, DESIGN_PLOTS, PLOTS
 from pipeline.storage import provenance
@@ -86,26 +88,79 @@ def _checked_overrides(studies):
     return config["overrides"]
 
 
+def _hydra_value(path):
+    """A path as one Hydra override value, quoted for Hydra's grammar."""
+    escaped = str(path).replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{escaped}'"
+
+
+def hydra_quoted(path):
+    """A path as one Hydra override value, quoted for Hydra's grammar and then for the shell,
+    so that any folder name works (spaces, quotes, $(...), non-ASCII letters)."""
+    return shlex.quote(_hydra_value(path))
+
+
 STUDIES = _selected_studies()
 OVERRIDES = _checked_overrides(STUDIES)
 # Each study's Hydra config, composed and validated once, before any job runs.
 JOBS = {s: compose_job(s, OVERRIDES.get(s, []), CONF) for s in STUDIES}
+# A two-stage study (sweep.screen) runs its screening stage as the study `<name>.screen` first;
+# the screen rule writes what the study's own design keeps (pipeline.config.screening).
+STAGES = {
+    s + SCREEN_SUFFIX: (s, stage_overrides(JOBS[s]))
+    for s in STUDIES
+    if JOBS[s].sweep.screen.top is not None
+}
+SCREENED = {
+    s: [f"screened={_hydra_value(f'{OUT}/{s}/screening.yaml')}"]
+    for s, _ in STAGES.values()
+}
+STAGES.update({s: (s, SCREENED.get(s, [])) for s in STUDIES})
+JOBS.update(
+    {
+        name: compose_job(s, OVERRIDES.get(s, []) + extra, CONF)
+        for name, (s, extra) in STAGES.items()
+        if name not in JOBS
+    }
+)
+ALL_STUDIES = list(STAGES)
 
 
 wildcard_constraints:
-    study="|".join(STUDIES),
+    study="|".join(re.escape(s) for s in ALL_STUDIES),
     part=r"\d+",
     confighash=r"[0-9a-f]{16}",
 
 
+def study_file(wildcards):
+    """The study file a job composes: a screening stage's is its study's."""
+    return STAGES[wildcards.study][0]
+
+
 def overrides(wildcards, input):
-    """The study's extra Hydra overrides, quoted for the shell.
+    """The study's extra Hydra overrides (and a stage's own), quoted for the shell.
 
     Taking `input` makes this a derived param, not a rerun trigger: `determining_config` is, so
     that a verify or threads override reruns no computation, and a Sobol' design grown by
     `sweep.n` reruns none of the parts it keeps.
     """
-    return shlex.join(OVERRIDES.get(wildcards.study, []))
+    study, extra = STAGES[wildcards.study]
+    return shlex.join(OVERRIDES.get(study, []) + extra)
+
+
+def study_overrides(wildcards, input):
+    """The study's own overrides, without its stage's: what the inputs x (prepare) and the screen
+    rule need (a study's design is applied only once its screening exists)."""
+    return shlex.join(OVERRIDES.get(STAGES[wildcards.study][0], []))
+
+
+def screened_input(wildcards):
+    """A two-stage study's compute jobs read what its screening kept."""
+    return (
+        [f"{OUT}/{wildcards.study}/screening.yaml"]
+        if wildcards.study in SCREENED
+        else []
+    )
 
 
 def determining_config(wildcards):
@@ -134,13 +189,6 @@ def logged(command):
     its stderr to it and to Snakemake's own output, so an error is seen even when the log cannot be
     written (a full disk)."""
     return f": > {{log:q}}; {command} 2>&1 >> {{log:q}} | tee -a {{log:q}} >&2"
-
-
-def hydra_quoted(path):
-    """A path as one Hydra override value, quoted for Hydra's grammar and then for the shell,
-    so that any folder name works (spaces, quotes, $(...), non-ASCII letters)."""
-    escaped = str(path).replace("\\", "\\\\").replace("'", "\\'")
-    return shlex.quote(f"'{escaped}'")
 
 
 def part_output(path):
@@ -194,24 +242,26 @@ def final_outputs(wildcards):
         *(rules.merge.output if config["merge"] else []),
         *rules.summarise.output,
     ]
-    designs = [s for s in STUDIES if is_design(s)]
-    grids = [s for s in STUDIES if not is_design(s)]
+    designs = [s for s in ALL_STUDIES if is_design(s)]
+    grids = [s for s in ALL_STUDIES if not is_design(s)]
     # method none computes no derivative: nothing to verify
     verified = [
-        s for s in STUDIES if JOBS[s].verify.enabled and JOBS[s].method.name != "none"
+        s
+        for s in ALL_STUDIES
+        if JOBS[s].verify.enabled and JOBS[s].method.name != "none"
     ]
     # Without the merge, the part files are the study's results: targets themselves.
     parts = (
         []
         if config["merge"]
-        else [f for s in STUDIES for f in part_files(study_wildcards(s))]
+        else [f for s in ALL_STUDIES for f in part_files(study_wildcards(s))]
     )
     return (
-        expand(targets, study=STUDIES)
+        expand(targets, study=ALL_STUDIES)
         + expand(rules.plot.output, study=grids)
         + expand(rules.plot_design.output, study=designs)
         + expand(rules.verify.output, study=verified)
         + parts
         # a target: its job runs whenever the config changes, also where nothing else would rerun
-        + [current_marker(study_wildcards(s)) for s in STUDIES]
+        + [current_marker(study_wildcards(s)) for s in ALL_STUDIES]
     )

@@ -42,6 +42,13 @@ DESIGN_KINDS = (SweepKind.sobol, SweepKind.lhs, SweepKind.random, SweepKind.salt
 """Sweep kinds that are sampled designs: one dim ``point``, parameters in ``sweep.parameters``."""
 
 
+class ScreenRanking(StrEnum):
+    """What ranks the parameters of a screening stage."""
+
+    upper_bound = "upper_bound"
+    mu_star = "mu_star"
+
+
 # The choices come from pipeline.checks, their one home (the functional API: `raise` is a keyword).
 DType = StrEnum("DType", {d: d for d in DTYPES})
 DType.__doc__ = "Floating-point precision of the computation."
@@ -108,6 +115,19 @@ class RangeConfig:
 
 
 @dataclass
+class ScreenConfig:
+    """A two-stage study: every parameter screened by a derivative design first, then the study's
+    own design of the ``top`` ranked highest, the others held at their median."""
+
+    top: int | None = _opt(None, "parameters kept for the study's design after screening; null: no screening")
+    n: int = _opt(256, "points of the screening design (a Sobol' design of every parameter; a power of two)")
+    by: ScreenRanking = _opt(
+        ScreenRanking.upper_bound,
+        "upper_bound (the DGSM upper bound on the total index: what is left out provably matters less) | mu_star",
+    )
+
+
+@dataclass
 class SweepConfig(RangeConfig):
     """The swept parameter, further parameters of a grid, and parts (group ``sweep``)."""
 
@@ -132,6 +152,12 @@ class SweepConfig(RangeConfig):
         "(points: null where no bounds are wanted)",
     )
     path: str | None = _opt(None, "points: an N x P table (.npy, .csv with a header, .nc), relative to the workflow")
+    fixed: dict[str, float] = _opt(
+        factory=dict,
+        help="parameters held at a value, not swept: a function model's keyword argument, or a bound module "
+        "element set to it ({K: 1.0}, bound in model.bind)",
+    )
+    screen: ScreenConfig = _opt(factory=ScreenConfig, help="designs: screen every parameter first (two stages)")
 
 
 @dataclass
@@ -194,6 +220,9 @@ class JobConfig:
     threads: int | None = _opt(None, "torch CPU threads; null: torch's default")
     part: int | None = _opt(None, "which part of the sweep this job computes; null: all")
     inputs_file: str | None = _opt(None, "read x from this file (written by pipeline.stages.prepare) instead of inputs")
+    screened: str | None = _opt(
+        None, "the parameters a screening stage kept (a file the workflow writes, pipeline.stages.screen)"
+    )
     output: str = _opt("sensitivity.nc", "NetCDF file the job writes")
     compression: Compression = _opt(
         Compression.zstd,

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.config import yamltext
+from pipeline.config.screening import apply_screened
 from pipeline.config.validate import validate
 from pipeline.errors import ConfigError
 from pipeline.paths import JOB_CONFIG, conf_dir
@@ -125,7 +126,7 @@ def compose_job(study: str, overrides: list[str] = (), conf: Path | None = None)
         text = " ".join(" ".join(causes).split())
         raise ConfigError(f"study {study} (overrides {list(overrides)}): {text}") from err
     try:
-        validate(cfg)
+        validate(apply_screened(cfg))
     except ConfigError as err:
         raise ConfigError(f"study {study}: {err}") from err
     return cfg

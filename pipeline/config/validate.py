@@ -123,6 +123,35 @@ def _check_design(sweep: DictConfig) -> int:
     return total
 
 
+def _check_screen(sweep: DictConfig) -> None:
+    """A two-stage study (``sweep.screen.top``): a sampled design of more parameters than it keeps."""
+    screen = sweep.screen
+    if screen.top is None:
+        return
+    if sweep.kind not in DESIGN_KINDS or sweep.kind == SweepKind.points:
+        kinds = ", ".join(k.value for k in DESIGN_KINDS if k != SweepKind.points)
+        fail("sweep.screen.top", screen.top, f"screening is for a sampled design (sweep.kind: {kinds})")
+    count = len(sweep.parameters)
+    if not 1 <= screen.top < count:
+        fail(
+            "sweep.screen.top",
+            screen.top,
+            f"must be between 1 and {count - 1}: the design has {count} parameters, and screening keeps fewer",
+        )
+    if screen.n < 2 or screen.n & (screen.n - 1):
+        fail("sweep.screen.n", screen.n, "the screening design is a Sobol' design: a power of two >= 2, e.g. 256")
+
+
+def _check_fixed(sweep: DictConfig, swept: list[str]) -> None:
+    """``sweep.fixed`` names parameters that are not swept, each held at a finite value."""
+    for name, value in sweep.fixed.items():
+        check_parameter_name(name, f"sweep.fixed.{name}")
+        if name in swept:
+            fail(f"sweep.fixed.{name}", value, f"{name} is swept; a parameter is swept or fixed, not both")
+        if not math.isfinite(value):
+            fail(f"sweep.fixed.{name}", value, "a fixed parameter needs a finite value")
+
+
 def design_points(sweep: SweepConfig) -> int:
     """The points of a design: ``n``, or ``n`` base points times their points for a Saltelli design."""
     return sweep.n * points_per_base_point(sweep)
@@ -139,6 +168,7 @@ def validate(cfg: DictConfig | JobConfig) -> None:
     sweep = cfg.sweep
     if not str(cfg.output).strip() or str(cfg.output).endswith(("/", ".")):
         fail("output", cfg.output, "give the file to write, e.g. output=outputs/my_study/sensitivity.nc")
+    _check_screen(sweep)
     if sweep.kind in DESIGN_KINDS:
         if sweep.seed < 0:
             fail("sweep.seed", sweep.seed, "a design's seed is a whole number >= 0")
@@ -158,6 +188,7 @@ def validate(cfg: DictConfig | JobConfig) -> None:
             counts[name] = _check_range(f"sweep.grid.{name}", spec)
         check_grid_size(counts)
         check_parts(sweep.parts, count, cfg.part, sweep.param, prefix="sweep.")
+    _check_fixed(sweep, list(counts))
     Options.from_config(cfg).checked(n_params=len(counts), prefix="method.")
     for key in ("values", "samples"):
         if cfg.verify[key] < 1:
@@ -175,4 +206,4 @@ def validate(cfg: DictConfig | JobConfig) -> None:
         fail("verify.rtol", rtol, "must be null (automatic) or between 0 and 1, e.g. 1e-6")
     if cfg.threads is not None and cfg.threads < 1:
         fail("threads", cfg.threads, "must be null (torch's default) or >= 1")
-    check_bind(cfg.model.bind, counts, key="model.bind")
+    check_bind(cfg.model.bind, [*counts, *sweep.fixed], key="model.bind")

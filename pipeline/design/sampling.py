@@ -103,7 +103,15 @@ def points_per_base_point(sweep: Mapping) -> int:
     Saltelli design, else 1 (every point is its own)."""
     if sweep.get("kind") != "saltelli":
         return 1
-    return saltelli_group(len(sweep.get("parameters") or {}), bool(sweep.get("second_order")))
+    return saltelli_group(design_parameters(sweep), bool(sweep.get("second_order")))
+
+
+def design_parameters(sweep: Mapping) -> int:
+    """How many parameters a design config samples: all of ``parameters``, or the ``screen.top`` a
+    screening stage keeps of them (pipeline.config.screening)."""
+    count = len(sweep.get("parameters") or {})
+    top = (sweep.get("screen") or {}).get("top")
+    return min(top, count) if top else count
 
 
 def saltelli(distributions: Mapping[str, Distribution], n: int, seed: int = 0, second_order: bool = False) -> Design:

@@ -17,6 +17,7 @@ import torch
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.derivatives.routine import parse_bind_path
 from pipeline.errors import ConfigError, clipped
 from pipeline.inputs import InputTree, input_tree, read_x
 from pipeline.paths import in_workflow
@@ -156,17 +157,66 @@ def build_model(cfg: DictConfig) -> Callable | torch.nn.Module:
             raise ConfigError(
                 f"invalid model._target_={cfg.model._target_!r}: built a {type(model).__name__}, not a model"
             )
+        if cfg.sweep.fixed and not isinstance(model, torch.nn.Module):
+            fixed = _fixed_arguments(cfg, model)
+            return functools.partial(model, **fixed)
+        if cfg.sweep.fixed:
+            _hold_fixed(cfg, model)
         return model
     if not callable(target):
         raise ConfigError(f"invalid model._target_={cfg.model._target_!r}: not a function or class")
     if weights:
         raise ConfigError(f"invalid model.weights={weights!r}: {cfg.model._target_} is a function, not an nn.Module")
     _check_args("model", target, args, skip=2)
-    if not args:
+    fixed = _fixed_arguments(cfg, target)
+    if not args and not fixed:
         return target
-    model = functools.partial(target, **args)
+    model = functools.partial(target, **args, **fixed)
     model.__dict__.update(getattr(target, "__dict__", {}))  # keep output_dims, units, ...
     return model
+
+
+def swept_bind(cfg: DictConfig) -> dict[str, str] | None:
+    """``model.bind`` without the parameters held fixed (:func:`build_model` set those in the module)."""
+    bind = {k: v for k, v in (cfg.model.bind or {}).items() if k not in cfg.sweep.fixed}
+    return bind or None
+
+
+def _fixed_arguments(cfg: DictConfig, fn: Callable) -> dict[str, torch.Tensor]:
+    """``sweep.fixed`` as a model function's keyword arguments: 0-d tensors, as a swept parameter
+    arrives (a function written for tensors keeps working); float64, which a 0-d tensor never
+    imposes on the run's dtype (type promotion), so every dtype and device sees the same value."""
+    if not cfg.sweep.fixed:
+        return {}
+    params = inspect.signature(fn).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    for name in cfg.sweep.fixed:
+        if name not in params and not takes_any:
+            raise ConfigError(
+                f"invalid sweep.fixed.{name}: {getattr(fn, '__qualname__', fn)} has no argument {name} "
+                f"(it takes {', '.join(params)})"
+            )
+    return {name: torch.tensor(float(v), dtype=torch.float64) for name, v in cfg.sweep.fixed.items()}
+
+
+def _hold_fixed(cfg: DictConfig, module: torch.nn.Module) -> None:
+    """Set each ``sweep.fixed`` parameter's bound element (``model.bind``) of a module built here."""
+    for name, value in cfg.sweep.fixed.items():
+        path = (cfg.model.bind or {}).get(name)
+        if path is None:
+            raise ConfigError(
+                f"invalid sweep.fixed.{name}: {cfg.model._target_} is a module, so a fixed parameter is set "
+                f"through its bound element: add it to model.bind, e.g. model.bind.{name}='layer.bias[0]'"
+            )
+        tensor_name, index = parse_bind_path(str(path))
+        tensors = dict([*module.named_parameters(), *module.named_buffers()])
+        if tensor_name not in tensors or any(isinstance(i, slice) for i in index):
+            raise ConfigError(
+                f"invalid model.bind.{name}={path!r} of fixed parameter {name}: one element of one of the "
+                f"module's tensors ({', '.join(list(tensors)[:8])})"
+            )
+        with torch.no_grad():
+            tensors[tensor_name][index] = float(value)
 
 
 def build_inputs(cfg: DictConfig) -> InputTree:

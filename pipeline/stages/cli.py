@@ -10,6 +10,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from pipeline.config.screening import apply_screened
 from pipeline.config.studies import HYDRA_VERSION_BASE, check_study_file
 from pipeline.errors import SensweepError
 from pipeline.paths import JOB_CONFIG, conf_dir
@@ -37,7 +38,7 @@ def job_main(job: Callable[[DictConfig, str], object]) -> Callable[[], None]:
 
         @hydra.main(version_base=HYDRA_VERSION_BASE, config_path=str(conf[0]), config_name=JOB_CONFIG)
         def compose_and_run(cfg: DictConfig) -> None:
-            run_cli(lambda: job(cfg, HydraConfig.get().runtime.choices.get("study", "")))
+            run_cli(lambda: job(apply_screened(cfg), HydraConfig.get().runtime.choices.get("study", "")))
 
         compose_and_run()
 

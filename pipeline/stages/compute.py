@@ -18,7 +18,7 @@ from pipeline.design.sampling import Design
 from pipeline.design.sweep import part_sweep
 from pipeline.inputs import input_arrays, input_leaves
 from pipeline.options import Options
-from pipeline.stages.build import build_inputs, build_model
+from pipeline.stages.build import build_inputs, build_model, swept_bind
 from pipeline.stages.cli import job_main
 from pipeline.storage.names import connected_name, swept_parameters
 from pipeline.storage.provenance import fingerprint, grows_by_part_size, provenance
@@ -62,8 +62,10 @@ def sweep_dataset(cfg: DictConfig, study: str = "") -> xr.Dataset:
     )
     options = Options.from_config(cfg, device=device)
     attrs = {"study": study, "sweep_kind": cfg.sweep.kind.value, "config": to_yaml(cfg), **provenance(), **part}
+    if cfg.sweep.fixed:  # not swept: held at these values (sweep.fixed, or what a screening left out)
+        attrs["fixed_parameters"] = ", ".join(f"{k} = {v:.17g}" for k, v in cfg.sweep.fixed.items())
     planned = plan(
-        model, x, grid, options, bind=cfg.model.bind, output_dims=cfg.model.output_dims, units=dict(cfg.model.units)
+        model, x, grid, options, bind=swept_bind(cfg), output_dims=cfg.model.output_dims, units=dict(cfg.model.units)
     )
     ds = dataset(planned, run(planned), title=study_title(cfg, study) if study else cfg.title, attrs=attrs)
     ds.attrs["fingerprint"] = fingerprint(cfg, input_arrays(ds))  # what the merge and verify compare

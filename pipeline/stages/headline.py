@@ -41,6 +41,8 @@ def _how(ds: xr.Dataset) -> list[str]:
         if key in attrs:
             lines.append(f"- {key.replace('_', ' ')}: {attrs[key]}")
     lines.append(f"- device `{attrs.get('device', '?')}`, dtype `{attrs.get('dtype', '?')}`")
+    if "fixed_parameters" in attrs:
+        lines.append(f"- held fixed, not swept: {attrs['fixed_parameters']}")
     counts = {
         k: v for k, v in attrs.items() if k.startswith(("nonfinite_", "derivative_mismatch_", "hidden_dependence_"))
     }

@@ -41,7 +41,7 @@ from pipeline.derivatives.methods import METHODS
 from pipeline.design.sampling import points as design_points
 from pipeline.errors import ConfigError, DerivativeError, VerificationError, clipped
 from pipeline.inputs import input_from_dataset
-from pipeline.stages.build import build_model
+from pipeline.stages.build import build_model, swept_bind
 from pipeline.stages.cli import run_cli
 from pipeline.stages.current import check_computed_from, study_arguments
 from pipeline.stages.plot import plot_agreement
@@ -136,7 +136,7 @@ def _projected_reverse(
     from pipeline.derivatives.routine import as_routine
     from pipeline.inputs import to_run
 
-    bind = dict(cfg.model.bind) if cfg.model.bind else None
+    bind = swept_bind(cfg)
     cpu = torch.device("cpu")
     try:
         routine = as_routine(model, params, bind=bind, device=cpu, dtype=torch.float64, output_dims=out_dims)
@@ -248,7 +248,7 @@ def verify(ds: xr.Dataset, cfg: DictConfig) -> xr.Dataset:
             step=step,
             dtype="float64",
             device="cpu",
-            bind=cfg.model.bind,
+            bind=swept_bind(cfg),
             output_dims=out_dims,
             hidden_policy="off",  # the study's own job reported it; the table's hidden_dependence counts it here
         )

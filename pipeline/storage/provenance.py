@@ -26,9 +26,9 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.config import yamltext
 from pipeline.paths import in_workflow, workflow_dir
 
-NOT_DETERMINING = ("part", "output", "inputs_file", "threads", "verify", "compression")
+NOT_DETERMINING = ("part", "output", "inputs_file", "screened", "threads", "verify", "compression")
 """Config keys that do not change a part's values (which part it is, paths, threads, the verify step,
-how its file is compressed)."""
+how its file is compressed; what a screening file holds is in ``sweep`` once applied)."""
 
 GROWABLE = ("sobol", "random", "saltelli")
 """Designs whose first n points are the same whatever their size: split by ``sweep.part_size``, a
