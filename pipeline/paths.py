@@ -10,11 +10,59 @@ from pathlib import Path
 
 from pipeline.errors import ConfigError
 
-PACKAGE_CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-"""The ``conf/`` folder beside the package's source tree."""
+_SOURCE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _workflow_root() -> Path:
+    """The workflow's own files (Snakefile, rules/, conf/, config/, report/, envs/): the source tree
+    beside the package (a clone, an editable install), else the copy a wheel ships in the package."""
+    if (_SOURCE_ROOT / "Snakefile").is_file() and (_SOURCE_ROOT / "conf" / "job.yaml").is_file():
+        return _SOURCE_ROOT
+    return Path(__file__).resolve().parent / "workflow_files"
+
+
+WORKFLOW_ROOT = _workflow_root()
+"""Where the workflow's own files are (:func:`_workflow_root`)."""
+
+SNAKEFILE = WORKFLOW_ROOT / "Snakefile"
+"""The workflow, for ``snakemake --snakefile`` from a project folder (``python -m pipeline.workflow``)."""
+
+PACKAGE_CONF_DIR = WORKFLOW_ROOT / "conf"
+"""The workflow's own Hydra config folder (the groups, the built-in studies)."""
 
 CONF_ENV = "SENSWEEP_CONF"
 """Environment variable naming the Hydra config folder (the Snakefile sets it to its own ``conf/``)."""
+
+PROJECT_ENV = "SENSWEEP_PROJECT"
+"""Environment variable naming a user's project folder: its ``conf/`` (study files, and groups of
+its own) goes on Hydra's search path before the workflow's, and the files its configs name are
+relative to it. The Snakefile sets it when it runs in a folder other than its own."""
+
+
+def project_dir() -> Path | None:
+    """The user's project folder (``$SENSWEEP_PROJECT``), or None: the workflow's own folder."""
+    found = os.environ.get(PROJECT_ENV)
+    return Path(found).resolve() if found else None
+
+
+def search_path() -> list[Path]:
+    """Config folders before the primary one: the project's ``conf/`` where it has one."""
+    project = project_dir()
+    return [project / "conf"] if project is not None and (project / "conf").is_dir() else []
+
+
+def searchpath_override() -> list[str]:
+    """The Hydra override that puts :func:`search_path` on Hydra's search path (none without a project)."""
+    folders = search_path()
+    return [f"hydra.searchpath=[{','.join(f'file://{f}' for f in folders)}]"] if folders else []
+
+
+def config_file(group: str, name: str, conf: Path | None = None) -> Path:
+    """``<group>/<name>.yaml`` as Hydra finds it: in the project's ``conf/`` first, else in ``conf``."""
+    for folder in [*search_path(), conf or conf_dir()]:
+        if (folder / group / f"{name}.yaml").is_file():
+            return folder / group / f"{name}.yaml"
+    return (conf or conf_dir()) / group / f"{name}.yaml"
 
 
 def conf_dir() -> Path:
@@ -39,8 +87,10 @@ JOB_CONFIG = "job"
 
 
 def workflow_dir(conf: Path | None = None) -> Path:
-    """The workflow folder: the one holding ``conf/`` (of :func:`conf_dir` by default)."""
-    return (conf or conf_dir()).parent
+    """The folder the files of a config are relative to: the user's project (:func:`project_dir`),
+    else the workflow folder, the one holding ``conf/`` (of :func:`conf_dir` by default)."""
+    project = project_dir()
+    return project if project is not None and conf is None else (conf or conf_dir()).parent
 
 
 def in_workflow(path: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:

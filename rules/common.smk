@@ -21,7 +21,7 @@ from pipeline.config.studies import (
 from pipeline.config.schema import DESIGN_KINDS
 from pipeline.config.screening import SCREEN_SUFFIX, stage_overrides
 from pipeline.config.validate import part_count
-from pipeline.paths import AGREEMENT_PLOT, DESIGN_PLOTS, PLOTS
+from pipeline.paths import AGREEMENT_PLOT, DESIGN_PLOTS, PLOTS, PROJECT_ENV
 from pipeline.storage import provenance
 from pipeline.storage.provenance import determining_yaml
 
@@ -29,6 +29,12 @@ validate(config, schema="../config/schema.yaml")
 
 # Study configs come from this workflow's own conf/, here and in every job (SENSWEEP_CONF).
 CONF = Path(workflow.basedir) / "conf"
+# Run in another folder (snakemake --snakefile <this Snakefile>, python -m pipeline.workflow), the
+# workflow runs that folder's project: its conf/ first on Hydra's search path, its files relative
+# to it (pipeline.paths.PROJECT_ENV; jobs inherit it).
+if Path.cwd().resolve() != Path(workflow.basedir).resolve():
+    os.environ[PROJECT_ENV] = str(Path.cwd().resolve())
+PROJECT = Path(os.environ.get(PROJECT_ENV) or workflow.basedir)
 # As the jobs' params: relative, so that a moved or copied workflow folder does not rerun its jobs.
 CONF_PARAM = os.path.relpath(CONF)
 
@@ -216,9 +222,7 @@ def sensitivity_input(wildcards):
 def data_files(wildcards):
     """Trained weights (model.weights), a design's table (sweep.path) and the model's source file:
     inputs, so that a new or edited file reruns the study's parts."""
-    return [
-        str(f) for f in provenance.data_files(JOBS[wildcards.study], workflow.basedir)
-    ]
+    return [str(f) for f in provenance.data_files(JOBS[wildcards.study], PROJECT)]
 
 
 def compute_mem_mb(wildcards):

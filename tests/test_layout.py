@@ -19,7 +19,7 @@ LAYERS = [
     ("pipeline.derivatives", "pipeline.models"),  # computing it (built-in models use the TimeStepper)
     ("pipeline.storage",),  # the dataset and its files
     ("pipeline.summary", "pipeline.plan", "pipeline.api"),  # the library's entry points
-    ("pipeline.stages",),  # one module per workflow rule
+    ("pipeline.stages", "pipeline.workflow"),  # one module per workflow rule; the workflow's launcher
 ]
 """Each module may import from its own layer and the ones above it in this list, never below."""
 

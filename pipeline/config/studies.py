@@ -16,15 +16,17 @@ from pipeline.config import yamltext
 from pipeline.config.screening import apply_screened
 from pipeline.config.validate import validate
 from pipeline.errors import ConfigError
-from pipeline.paths import JOB_CONFIG, conf_dir
+from pipeline.paths import JOB_CONFIG, conf_dir, config_file, search_path, searchpath_override
 
 HYDRA_VERSION_BASE = "1.3"
 """Hydra's behaviour defaults are those of 1.3, whatever Hydra version is installed."""
 
 
 def study_names(conf: Path | None = None) -> list[str]:
-    """Names of the studies in ``conf/study/`` (of :func:`conf_dir` by default)."""
-    return sorted(p.stem for p in ((conf or conf_dir()) / "study").glob("*.yaml"))
+    """Names of the studies in ``conf/study/`` (of :func:`conf_dir` by default) and in the user's
+    project's (:func:`pipeline.paths.search_path`)."""
+    folders = [*search_path(), conf or conf_dir()]
+    return sorted({p.stem for folder in folders for p in (folder / "study").glob("*.yaml")})
 
 
 def check_study_name(study: str) -> None:
@@ -40,7 +42,7 @@ def study_title(cfg: DictConfig, study: str, conf: Path | None = None) -> str:
     """The study's ``title``; where its model was swapped (``model=custom`` on the command line for a
     study written for another model), the model's target and the study instead: not a title about
     a model that did not run."""
-    file = (conf or conf_dir()) / "study" / f"{study}.yaml"
+    file = config_file("study", study, conf)
     try:
         spec = yaml.safe_load(file.read_text()) or {}
     except (OSError, yaml.YAMLError):
@@ -53,7 +55,7 @@ def study_title(cfg: DictConfig, study: str, conf: Path | None = None) -> str:
             d["override /model"] for d in spec.get("defaults") or [] if isinstance(d, dict) and "override /model" in d
         ]
         if chosen:
-            group = (conf or conf_dir()) / "model" / f"{chosen[-1]}.yaml"
+            group = config_file("model", chosen[-1], conf)
             with contextlib.suppress(OSError, yaml.YAMLError, AttributeError):
                 own = (yaml.safe_load(group.read_text()) or {}).get("_target_")
     if own is not None and own != "???" and own != cfg.model._target_:
@@ -79,9 +81,9 @@ def check_study_file(study: str, conf: Path | None = None, including: list[str] 
     if study not in names:
         raise ConfigError(
             f"unknown study {study!r}{closest(study, names)}: valid studies are {', '.join(names)} "
-            f"(files of {conf / 'study'})"
+            f"(files of {', '.join(str(f / 'study') for f in [*search_path(), conf])})"
         )
-    path = conf / "study" / f"{study}.yaml"
+    path = config_file("study", study, conf)
     content = yamltext.load_file(path, "study file")
     if not isinstance(content, dict) or not content:
         raise ConfigError(
@@ -120,7 +122,7 @@ def compose_job(study: str, overrides: list[str] = (), conf: Path | None = None)
     check_study_file(study, conf)
     try:
         with initialize_config_dir(config_dir=str(conf), version_base=HYDRA_VERSION_BASE):
-            cfg = compose(config_name=JOB_CONFIG, overrides=[f"study={study}", *overrides])
+            cfg = compose(config_name=JOB_CONFIG, overrides=[*searchpath_override(), f"study={study}", *overrides])
     except (HydraException, OmegaConfBaseException) as err:
         causes = [str(err), *([str(err.__cause__)] if err.__cause__ else [])]
         text = " ".join(" ".join(causes).split())

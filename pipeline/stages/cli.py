@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from pipeline.config.screening import apply_screened
 from pipeline.config.studies import HYDRA_VERSION_BASE, check_study_file
 from pipeline.errors import SensweepError
-from pipeline.paths import JOB_CONFIG, conf_dir
+from pipeline.paths import JOB_CONFIG, conf_dir, searchpath_override
 
 
 def study_override(argv: list[str]) -> str | None:
@@ -32,6 +32,7 @@ def job_main(job: Callable[[DictConfig, str], object]) -> Callable[[], None]:
     def main() -> None:
         conf: list[Path] = []
         run_cli(lambda: conf.append(conf_dir()))
+        sys.argv[1:1] = searchpath_override()  # a user's project: its conf/ before the workflow's
         study = study_override(sys.argv[1:])
         if study is not None:
             run_cli(lambda: check_study_file(study, conf[0]))
