@@ -142,8 +142,9 @@ rule summarise:
         current=current_marker,
     output:
         nc=f"{OUT}/{{study}}/summary.nc",
-        md=report(
-            f"{OUT}/{{study}}/headline.md",
+        md=f"{OUT}/{{study}}/headline.md",
+        html=report(
+            f"{OUT}/{{study}}/headline.html",
             caption="report/headline.rst",
             category="{study}",
         ),
@@ -156,7 +157,7 @@ rule summarise:
     shell:
         logged(
             "python -m pipeline.stages.summarise {input.sensitivity:q} --output {output.nc:q}"
-            " --headline {output.md:q}"
+            " --headline {output.md:q} --headline-html {output.html:q}"
         )
 
 
@@ -166,8 +167,9 @@ rule screen:
         summary=f"{OUT}/{{study}}{SCREEN_SUFFIX}/summary.nc",
     output:
         yaml=f"{OUT}/{{study}}/screening.yaml",
-        md=report(
-            f"{OUT}/{{study}}/screening.md",
+        md=f"{OUT}/{{study}}/screening.md",
+        html=report(
+            f"{OUT}/{{study}}/screening.html",
             caption="report/screening.rst",
             category="{study}",
         ),
@@ -183,7 +185,7 @@ rule screen:
         logged(
             "SENSWEEP_CONF={params.conf:q} python -m pipeline.stages.screen {input.summary:q}"
             " --study {wildcards.study} --overrides {params.overrides} --output {output.yaml:q}"
-            " --md {output.md:q}"
+            " --md {output.md:q} --html {output.html:q}"
         )
 
 
@@ -193,8 +195,9 @@ rule verify:
         current=current_marker,
     output:
         nc=f"{OUT}/{{study}}/verify.nc",
-        md=report(
-            f"{OUT}/{{study}}/verify.md",
+        md=f"{OUT}/{{study}}/verify.md",
+        html=report(
+            f"{OUT}/{{study}}/verify.html",
             caption="report/verify.rst",
             category="{study}",
         ),
@@ -218,7 +221,7 @@ rule verify:
         logged(
             "SENSWEEP_CONF={params.conf:q} python -m pipeline.stages.verify"
             " {input.sensitivity:q} --study {params.study} --nc {output.nc:q} --md"
-            " {output.md:q} --plot {output.png:q} --overrides {params.overrides}"
+            " {output.md:q} --html {output.html:q} --plot {output.png:q} --overrides {params.overrides}"
         )
 
 
@@ -262,3 +265,28 @@ use rule plot as plot_design with:
         ],
     log:
         f"{OUT}/logs/{{study}}/plot_design.log",
+
+
+# One page over every study (the report's first category): what each computed, what its checks
+# and verify step found, its most important parameters; then each study's tables.
+rule overview:
+    input:
+        overview_inputs,
+    output:
+        md=f"{OUT}/overview.md",
+        html=report(
+            f"{OUT}/overview.html",
+            caption="report/overview.rst",
+            category="overview",
+        ),
+    log:
+        f"{OUT}/logs/overview.log",
+    conda:
+        "envs/sensweep.yaml"
+    params:
+        folders=lambda wildcards: [f"{OUT}/{s}" for s in ALL_STUDIES],
+    shell:
+        logged(
+            "python -m pipeline.stages.overview {params.folders:q} --md {output.md:q}"
+            " --html {output.html:q}"
+        )

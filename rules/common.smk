@@ -240,6 +240,22 @@ def is_design(study):
     return JOBS[study].sweep.kind in DESIGN_KINDS
 
 
+def verified_studies():
+    """Studies with a verify step (method none computes no derivative: nothing to verify)."""
+    return [
+        s
+        for s in ALL_STUDIES
+        if JOBS[s].verify.enabled and JOBS[s].method.name != "none"
+    ]
+
+
+def overview_inputs(wildcards):
+    """What the overview page reads: every study's summary and tables."""
+    return expand(rules.summarise.output, study=ALL_STUDIES) + expand(
+        rules.verify.output, study=verified_studies()
+    )
+
+
 def final_outputs(wildcards):
     """Every study's datasets, plots and verify reports (an input function: runs once all rules exist)."""
     targets = [
@@ -248,12 +264,6 @@ def final_outputs(wildcards):
     ]
     designs = [s for s in ALL_STUDIES if is_design(s)]
     grids = [s for s in ALL_STUDIES if not is_design(s)]
-    # method none computes no derivative: nothing to verify
-    verified = [
-        s
-        for s in ALL_STUDIES
-        if JOBS[s].verify.enabled and JOBS[s].method.name != "none"
-    ]
     # Without the merge, the part files are the study's results: targets themselves.
     parts = (
         []
@@ -264,7 +274,8 @@ def final_outputs(wildcards):
         expand(targets, study=ALL_STUDIES)
         + expand(rules.plot.output, study=grids)
         + expand(rules.plot_design.output, study=designs)
-        + expand(rules.verify.output, study=verified)
+        + expand(rules.verify.output, study=verified_studies())
+        + rules.overview.output
         + parts
         # a target: its job runs whenever the config changes, also where nothing else would rerun
         + [current_marker(study_wildcards(s)) for s in ALL_STUDIES]

@@ -380,3 +380,17 @@ def test_every_design_plot_is_drawn_and_stays_readable(tmp_path, parameters, out
     assert sorted(p.name for p in paths) == sorted(DESIGN_PLOTS)
     for path in paths:
         assert imread(path).shape[1] <= 1900, (path.name, imread(path).shape)
+
+
+def test_report_pages_render_the_stages_markdown_and_escape_the_rest():
+    """headline/verify/screening tables as HTML for the report: tables, lists and code kept; a
+    study title or model message holding markup is shown as text, never run."""
+    from pipeline.stages.html import body_html, markdown_page
+
+    text = "# study <script>x</script>\n\n- method: `forward`\n\n"
+    text += "| parameter | S |\n| --- | --- |\n| x1 | 0.5 [0.4, 0.6] |\n"
+    body = body_html(text)
+    assert "<script>" not in body and "&lt;script&gt;" in body
+    assert "<li>method: <code>forward</code></li>" in body
+    assert "<tr><th>parameter</th><th>S</th></tr>" in body and "<td class=num>0.5 [0.4, 0.6]</td>" in body
+    assert markdown_page(text, "t").startswith("<!DOCTYPE html>")

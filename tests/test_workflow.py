@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -220,3 +221,40 @@ def test_workflow_config_from_the_command_line_and_the_working_folder(workflow):
         "verify": 1,
     }
     assert "overrides for study 'oscillator' are not used: it is not in 'studies'" in result.stderr
+
+
+def rendered(chromium: str, page: Path) -> str:
+    """The DOM of ``page`` once headless Chromium has run its scripts."""
+    result = run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", page.as_uri()],
+        cwd=page.parent,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+@pytest.mark.slow
+def test_the_report_shows_every_study_s_numbers_in_chromium(workflow, chromium):
+    """The HTML report of a run, rendered: an overview page whose table has a row per study with its
+    verify verdict and its most important parameter, and each study's headline table as a page."""
+    config = {
+        "studies": ["seed_linear", "ishigami_sobol"],
+        "overrides": {"ishigami_sobol": ["sweep.n=256", "sweep.part_size=2048"]},
+    }
+    assert snakemake(workflow, "--cores", "2", config=config).returncode == 0
+    report = run(["snakemake", "--report", "outputs/report.html"], cwd=workflow)
+    assert report.returncode == 0, report.stderr[-2000:]
+    app = rendered(chromium, workflow / "outputs" / "report.html")
+    assert "overview" in app and "seed_linear" in app and "ishigami_sobol" in app  # the report's categories
+    page = rendered(chromium, workflow / "outputs" / "overview.html")
+    tables = re.findall(r"<table>.*?</table>", page, flags=re.S)
+    overview = tables[0]
+    for study in ("seed_linear", "ishigami_sobol"):
+        row = re.search(rf"<tr><td><a href=\"#{study}\">{study}</a></td>.*?</tr>", overview, flags=re.S)
+        assert row and "PASS" in row[0], (study, overview[:2000])
+    assert re.search(r"x1 \(S_T 0\.\d+\)", overview)
+    headline = rendered(chromium, workflow / "outputs" / "ishigami_sobol" / "headline.html")
+    assert re.search(r"<td>x1</td><td class=\"num\">0\.\d+ \[0\.\d+, 0\.\d+\]</td>", headline), headline[:3000]
+    # the report embeds the same pages
+    assert "headline.html" in report.stdout + report.stderr + (workflow / "outputs" / "report.html").read_text()

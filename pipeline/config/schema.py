@@ -220,6 +220,7 @@ class JobConfig:
     threads: int | None = _opt(None, "torch CPU threads; null: torch's default")
     part: int | None = _opt(None, "which part of the sweep this job computes; null: all")
     inputs_file: str | None = _opt(None, "read x from this file (written by pipeline.stages.prepare) instead of inputs")
+    stage: str = _opt("", "the stage of a two-stage study a job computes (screen: its screening), set by the workflow")
     screened: str | None = _opt(
         None, "the parameters a screening stage kept (a file the workflow writes, pipeline.stages.screen)"
     )

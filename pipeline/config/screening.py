@@ -25,6 +25,7 @@ def stage_overrides(cfg: DictConfig) -> list[str]:
     """Hydra overrides that turn a screened study into its screening stage: a Sobol' design of every
     parameter (``sweep.screen.n`` points, one part) with derivatives."""
     overrides = [
+        f"stage={SCREEN_SUFFIX.lstrip('.')}",
         "sweep.kind=sobol",
         f"sweep.n={cfg.sweep.screen.n}",
         "sweep.screen.top=null",

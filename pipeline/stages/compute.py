@@ -61,6 +61,7 @@ def sweep_dataset(cfg: DictConfig, study: str = "") -> xr.Dataset:
         cfg.dtype.value,
     )
     options = Options.from_config(cfg, device=device)
+    study = f"{study}.{cfg.stage}" if cfg.stage and study else study  # a two-stage study's screening
     attrs = {"study": study, "sweep_kind": cfg.sweep.kind.value, "config": to_yaml(cfg), **provenance(), **part}
     if cfg.sweep.fixed:  # not swept: held at these values (sweep.fixed, or what a screening left out)
         attrs["fixed_parameters"] = ", ".join(f"{k} = {v:.17g}" for k, v in cfg.sweep.fixed.items())

@@ -27,6 +27,7 @@ from pipeline.config.studies import compose_job
 from pipeline.design.distributions import parse
 from pipeline.errors import ConfigError
 from pipeline.stages.cli import run_cli
+from pipeline.stages.html import write_markdown
 from pipeline.storage.read import reading
 from pipeline.storage.write import write_atomic
 
@@ -101,7 +102,9 @@ def _markdown(study: str, chosen: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def screen(summary_file: str, study: str, overrides: Sequence[str], output: str, md: str | None = None) -> None:
+def screen(
+    summary_file: str, study: str, overrides: Sequence[str], output: str, md: str | None = None, html: str | None = None
+) -> None:
     """Write the screening file (and its Markdown table) of ``study`` from its screening summary."""
     cfg = compose_job(study, list(overrides))
     if cfg.sweep.screen.top is None:
@@ -111,7 +114,7 @@ def screen(summary_file: str, study: str, overrides: Sequence[str], output: str,
     header = f"# Written by pipeline.stages.screen from {summary_file}: what study {study}'s design keeps.\n"
     write_atomic(output, lambda tmp: Path(tmp).write_text(header + yaml.safe_dump(chosen, sort_keys=False)))
     if md:
-        write_atomic(md, lambda tmp: Path(tmp).write_text(_markdown(study, chosen)))
+        write_markdown(md, _markdown(study, chosen), html)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -120,9 +123,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--study", required=True, help="the two-stage study (conf/study/<name>.yaml)")
     parser.add_argument("--overrides", nargs="*", default=[], help="the study's Hydra overrides, as in the workflow")
     parser.add_argument("--output", required=True, help="the screening file to write (YAML)")
-    parser.add_argument("--md", help="the ranking as Markdown (for the report)")
+    parser.add_argument("--md", help="the ranking as Markdown")
+    parser.add_argument("--html", help="the same as a page for the HTML report")
     args = parser.parse_args(argv)
-    run_cli(lambda: screen(args.summary, args.study, args.overrides, args.output, args.md))
+    run_cli(lambda: screen(args.summary, args.study, args.overrides, args.output, args.md, args.html))
 
 
 if __name__ == "__main__":

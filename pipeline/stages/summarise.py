@@ -11,14 +11,14 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 from pipeline.stages.cli import run_cli
 from pipeline.stages.headline import headline
+from pipeline.stages.html import write_markdown
 from pipeline.storage.names import sweep_dims
 from pipeline.storage.parts import Source, one_or_many, open_sensitivity, source_files
 from pipeline.storage.read import reading
-from pipeline.storage.write import write_atomic, write_netcdf
+from pipeline.storage.write import write_netcdf
 from pipeline.summary import summarise
 
 REDUCE_CHUNK_ELEMENTS = 2**21
@@ -29,7 +29,10 @@ whose scheduling costs time and memory; larger chunks keep the graph small."""
 
 
 def summarise_file(
-    sensitivity: Source, output: str | os.PathLike, headline_md: str | os.PathLike | None = None
+    sensitivity: Source,
+    output: str | os.PathLike,
+    headline_md: str | os.PathLike | None = None,
+    headline_html: str | os.PathLike | None = None,
 ) -> None:
     """Summarise a sensitivity NetCDF file (or part files, or a ``parts/`` folder) into ``output``, out of core.
 
@@ -42,17 +45,17 @@ def summarise_file(
         summary = summarise(ds)
         write_netcdf(summary, output)
         if headline_md is not None:
-            text = headline(ds, summary)
-            write_atomic(headline_md, lambda tmp: Path(tmp).write_text(text))
+            write_markdown(headline_md, headline(ds, summary), headline_html)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline.stages.summarise", description=__doc__.splitlines()[0])
     parser.add_argument("sensitivity", nargs="+", help="sensitivity.nc, a study's part files, or its parts/ folder")
     parser.add_argument("-o", "--output", required=True, help="summary.nc to write")
-    parser.add_argument("--headline", help="the study's headline numbers as Markdown (for the report)")
+    parser.add_argument("--headline", help="the study's headline numbers as Markdown")
+    parser.add_argument("--headline-html", help="the same as a page for the HTML report")
     args = parser.parse_args(argv)
-    run_cli(lambda: summarise_file(one_or_many(args.sensitivity), args.output, args.headline))
+    run_cli(lambda: summarise_file(one_or_many(args.sensitivity), args.output, args.headline, args.headline_html))
 
 
 if __name__ == "__main__":

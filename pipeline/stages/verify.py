@@ -44,6 +44,7 @@ from pipeline.inputs import input_from_dataset
 from pipeline.stages.build import build_model, swept_bind
 from pipeline.stages.cli import run_cli
 from pipeline.stages.current import check_computed_from, study_arguments
+from pipeline.stages.html import write_markdown
 from pipeline.stages.plot import plot_agreement
 from pipeline.storage.names import connected_name, derivative_name, header, sweep_dims, swept_parameters
 from pipeline.storage.parts import Source, one_or_many, open_sensitivity, source_files
@@ -415,13 +416,15 @@ def verify_file(
     output_nc: str | os.PathLike,
     output_md: str | os.PathLike,
     output_png: str | os.PathLike | None = None,
+    output_html: str | os.PathLike | None = None,
 ) -> xr.Dataset:
-    """Verify sensitivity data against ``cfg``; write the NetCDF and Markdown reports, and the agreement plot."""
+    """Verify sensitivity data against ``cfg``; write the NetCDF and Markdown (and HTML) reports, and the
+    agreement plot."""
     # lazy: verify() reads only the points it checks
     with reading(source_files(sensitivity), "sensitivity file"), open_sensitivity(sensitivity) as ds:
         report = verify(ds, cfg)
     write_netcdf(report, output_nc)
-    write_atomic(output_md, lambda tmp: Path(tmp).write_text(to_markdown(report)))
+    write_markdown(output_md, to_markdown(report), output_html)
     if output_png is not None:
         plot_agreement(report, output_png)
     return report
@@ -440,11 +443,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--nc", required=True, help="verify.nc to write")
     parser.add_argument("--md", required=True, help="verify.md to write")
     parser.add_argument("--plot", help="method agreement plot (PNG) to write")
+    parser.add_argument("--html", help="verify.md as a page for the HTML report")
     args = parser.parse_args(argv)
 
     def run() -> None:
         source = one_or_many(args.sensitivity)
-        report = verify_file(source, compose_job(args.study, args.overrides), args.nc, args.md, args.plot)
+        cfg = compose_job(args.study, args.overrides)
+        report = verify_file(source, cfg, args.nc, args.md, args.plot, args.html)
         print(to_markdown(report))
         kept = failed_report(args.md)
         if report.attrs["passed"]:
