@@ -33,9 +33,10 @@ onsuccess:
     record_run()
 
 
-# A check of a few attrs: on the submitting machine, not a cluster job.
+# A check of a few attrs, and one page over the studies: on the submitting machine, not cluster jobs.
 localrules:
     current,
+    overview,
 
 
 rule all:

@@ -179,7 +179,7 @@ def sensitivity(
     hidden_policy: str = "warn",
     order: int = 1,
     compile: bool = False,
-    output_dims: Sequence[str] | None = None,
+    output_dims: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
     units: Mapping[str, str] | None = None,
     title: str = "",
     attrs: Mapping[str, Any] | None = None,
@@ -234,10 +234,11 @@ def sensitivity(
         ``method="forward"`` (or ``"auto"``, without fallback) through ``torch.compile`` (order 1): one step of a
         :class:`~pipeline.derivatives.timestepper.TimeStepper` model, else the whole batched jvp
         (:mod:`pipeline.derivatives.compiled`). Pays off for op-heavy models and long sweeps.
-    output_dims : list of str, optional
-        Names of y's dims after ``sample``; default: the model's ``output_dims`` or ``output``.
+    output_dims : list of str, or dict of them, optional
+        Names of y's dims after ``sample``; default: the model's ``output_dims`` or ``output``. For a
+        model returning a dict or tuple of outputs, a dict per output name (default ``<name>_dim<i>``).
     units : dict, optional
-        Units of ``x``, ``y``, the parameter and dims, e.g. ``{"y": "m", "C": "s-1"}``.
+        Units of ``x``, ``y`` (or each named output), the parameter and dims, e.g. ``{"y": "m", "C": "s-1"}``.
     title, attrs : optional
         Dataset title and extra global attributes.
 

@@ -40,6 +40,23 @@ def sobol_g(x: Tensor, a: dict[str, float], **parameters: Tensor) -> Tensor:
     return x + y
 
 
+def projectile(x: Tensor, speed: Tensor, angle: Tensor, g: float = 9.81, steps: int = 21) -> dict[str, Tensor]:
+    """A projectile launched from heights ``x`` (m) at ``speed`` (m/s) and ``angle`` (degrees): its
+    height at times 0..2 s and its range (where it lands): a model of several named outputs, with
+    closed-form derivatives."""
+    theta = torch.deg2rad(angle)
+    up, across = speed * torch.sin(theta), speed * torch.cos(theta)
+    t = torch.linspace(0.0, 2.0, steps, dtype=x.dtype, device=x.device)
+    height = x[:, None] + up * t - 0.5 * g * t**2
+    landing = (up + torch.sqrt(up**2 + 2 * g * x)) / g
+    return {"height": height, "range": across * landing}
+
+
+projectile.output_dims = {"height": ("t",), "range": ()}
+projectile.output_coords = {"t": [2.0 * i / 20 for i in range(21)]}
+projectile.units = {"height": "m", "range": "m", "speed": "m s-1", "angle": "degree", "t": "s", "x": "m"}
+
+
 class Composite(nn.Module):
     """Sub-models composed sequentially, in parallel and conditionally.
 

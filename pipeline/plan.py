@@ -169,7 +169,7 @@ def plan(
     options: Options,
     *,
     bind: Mapping[str, str] | None = None,
-    output_dims: Sequence[str] | None = None,
+    output_dims: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
     units: Mapping[str, str] | None = None,
     attrs: Mapping[str, Any] | None = None,
 ) -> Plan:

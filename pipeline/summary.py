@@ -14,7 +14,14 @@ import xarray as xr
 
 from pipeline.design.analyses import design_summary
 from pipeline.storage.names import derivative_name, header, sweep_dims, swept_parameters
+from pipeline.storage.outputs import output_names, renamed, select_output
 from pipeline.storage.units import power as units_power
+
+KEPT_ATTRS = ("title", "study", "swept_parameters", "method", "device", "dtype", "sweep_kind", "source", "design")
+"""Attrs of the sensitivity dataset a summary keeps."""
+
+SHARED_ATTRS = ("Conventions", "history", *KEPT_ATTRS)
+"""Attrs of a summary that are the same for every named output (the others are each output's)."""
 
 
 def _units(da: xr.DataArray, power: int = 1) -> dict[str, str]:
@@ -51,8 +58,12 @@ def summarise(ds: xr.Dataset) -> xr.Dataset:
 
     For a sampled design (dim ``point``) the sweep-wide measures are those of
     :func:`pipeline.design.analyses.design_summary`: DGSM and bounds on Sobol' indices, and for a
-    Saltelli design the Sobol' indices themselves.
+    Saltelli design the Sobol' indices themselves. A model of several named outputs gets each
+    output's summary, named for it (:func:`summary_of` gives one back as if it were the only one).
     """
+    names = output_names(ds)
+    if names != ["y"]:
+        return _summarise_outputs(ds, names)
     params = swept_parameters(ds)
     sweep = sweep_dims(ds)
     y = ds["y"].astype("float64")  # float64 sums: a float32 mean over 10^8 values is off by 1e-4
@@ -105,10 +116,50 @@ def summarise(ds: xr.Dataset) -> xr.Dataset:
         analyses, extra = design_summary(ds.load(), params)
         summary.update(analyses)
         _design_units(summary, ds, params)
-    keep = ("title", "study", "swept_parameters", "method", "device", "dtype", "sweep_kind", "source", "design")
     summary.attrs = {
         **header(ds.attrs.get("title", ""), "summary of the sensitivity dataset (pipeline.summary)"),
-        **{k: ds.attrs[k] for k in keep if k in ds.attrs},
+        **{k: ds.attrs[k] for k in KEPT_ATTRS if k in ds.attrs},
         **extra,
     }
     return summary
+
+
+def _summary_name(var: str, name: str) -> str:
+    """A summary variable of output ``name``: ``y_mean`` -> ``T_mean``, ``dy_dC_mean`` -> ``dT_dC_mean``,
+    ``sobol_total_aggregated`` -> ``T_sobol_total_aggregated``."""
+    if var.startswith("y_"):
+        return name + var[1:]
+    return renamed(var, name) or f"{name}_{var}"
+
+
+def _summarise_outputs(ds: xr.Dataset, names: list[str]) -> xr.Dataset:
+    """Each named output summarised alone; its variables named for it (and tagged ``output``), its own
+    attrs (the checks of its indices, ...) prefixed ``<name>_``."""
+    parts, attrs = [], {}
+    for name in names:
+        part = summarise(select_output(ds, name))
+        for var in part.data_vars:
+            part[var].attrs.update(output=name, summary_variable=str(var))
+        attrs = attrs or {k: v for k, v in part.attrs.items() if k in SHARED_ATTRS}
+        attrs.update({f"{name}_{k}": v for k, v in part.attrs.items() if k not in SHARED_ATTRS})
+        part = part.rename({v: _summary_name(str(v), name) for v in part.data_vars})
+        part.attrs = {}
+        parts.append(part)
+    out = xr.merge(parts, combine_attrs="override")  # each variable is in one part: its own attrs
+    out.attrs = {**attrs, "output_names": " ".join(names)}
+    return out
+
+
+def summary_of(summary: xr.Dataset, name: str) -> xr.Dataset:
+    """The summary of output ``name`` of a several-output summary, named as if it were the only output."""
+    if not summary.attrs.get("output_names"):
+        return summary
+    own = {v: summary[v].attrs["summary_variable"] for v in summary.data_vars if summary[v].attrs.get("output") == name}
+    view = summary[list(own)].rename(own)
+    prefix = f"{name}_"
+    view.attrs = {
+        **{k: v for k, v in summary.attrs.items() if k in SHARED_ATTRS},
+        **{k.removeprefix(prefix): v for k, v in summary.attrs.items() if k.startswith(prefix)},
+        "output_name": name,
+    }
+    return view

@@ -24,13 +24,15 @@ SMALL = {
     "oscillator": OSCILLATOR,
     "oscillator_grid": [*OSCILLATOR, "sweep.grid.K.num=2"],
     "composite": [],
+    "projectile": [],  # several named outputs
 }
 
 
 @pytest.mark.skipif(CHECKER is None, reason="compliance-checker is not installed (make setup installs it)")
 @pytest.mark.parametrize("study", list(SMALL))
 def test_outputs_pass_cf_1_10(tmp_path, study):
-    cfg = compose_job(study, ["sweep.num=6", "sweep.parts=1", *SMALL[study], f"output={tmp_path / 'sensitivity.nc'}"])
+    size = ["sweep.n=16"] if study == "projectile" else ["sweep.num=6"]
+    cfg = compose_job(study, [*size, "sweep.parts=1", *SMALL[study], f"output={tmp_path / 'sensitivity.nc'}"])
     ds = compute(cfg, study)
     assert ds.attrs["snakemake_version"]
     assert "git_commit" in ds.attrs or not (ROOT / ".git").exists()

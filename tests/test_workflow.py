@@ -42,6 +42,7 @@ def test_workflow_end_to_end(workflow):
         "summarise": 2,
         "plot": 2,
         "verify": 2,
+        "overview": 1,
     }
     assert not (workflow / "outputs" / "seed_linear").exists()  # a dry run runs nothing
 
@@ -219,6 +220,7 @@ def test_workflow_config_from_the_command_line_and_the_working_folder(workflow):
         "summarise": 1,
         "plot": 1,
         "verify": 1,
+        "overview": 1,
     }
     assert "overrides for study 'oscillator' are not used: it is not in 'studies'" in result.stderr
 

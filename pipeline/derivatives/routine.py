@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from pipeline.derivatives.outputs import Outputs
 from pipeline.derivatives.timestepper import TimeStepper
 from pipeline.errors import ConfigError
 
@@ -78,6 +79,7 @@ class Routine:
     output_coords: dict[str, Any] = field(default_factory=dict)
     units: dict[str, str] = field(default_factory=dict)
     stepper: StepFunctions | None = None
+    outputs: Outputs = field(default_factory=Outputs)
 
 
 def parse_bind_path(path: str) -> tuple[str, tuple[int | slice, ...]]:
@@ -254,10 +256,14 @@ def as_routine(
     bind: dict[str, str] | None = None,
     device: torch.device | None = None,
     dtype: torch.dtype = torch.float32,
-    output_dims: Sequence[str] | None = None,
+    output_dims: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
     units: dict[str, str] | None = None,
 ) -> Routine:
-    """Wrap ``model`` as a :class:`Routine` of the swept parameters ``params``."""
+    """Wrap ``model`` as a :class:`Routine` of the swept parameters ``params``.
+
+    A model returning a dict or tuple of tensors is called through
+    :meth:`~pipeline.derivatives.outputs.Outputs.flat`; its ``output_dims`` are then a dict per name.
+    """
     device = device or torch.device("cpu")
     params = list(params)
     if isinstance(model, nn.Module):
@@ -283,13 +289,17 @@ def as_routine(
         bound_to, stepper, tensor_params = {}, None, []
     else:
         raise ConfigError(f"invalid model {model!r}: expected a function f(x, {', '.join(params)}) or an nn.Module")
+    dims = output_dims or getattr(model, "output_dims", None)
+    per_name = {str(k): list(v) for k, v in dims.items()} if isinstance(dims, Mapping) else {}
+    outputs = Outputs(declared_names=getattr(model, "output_names", None), dims=per_name)
     return Routine(
-        fn=fn,
+        fn=outputs.wrap(fn),
         params=params,
         tensors=tensor_params,
         bound_to=bound_to,
         input_dims=getattr(model, "input_dims", None),
-        output_dims=output_dims or getattr(model, "output_dims", None),
+        output_dims=None if per_name else dims,
+        outputs=outputs,
         input_coords=dict(getattr(model, "input_coords", {})),
         output_coords=dict(getattr(model, "output_coords", {})),
         units={**getattr(model, "units", {}), **(units or {})},

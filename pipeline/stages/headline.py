@@ -11,6 +11,8 @@ import numpy as np
 import xarray as xr
 
 from pipeline.storage.names import swept_parameters
+from pipeline.storage.outputs import output_names, select_output
+from pipeline.summary import summary_of
 
 
 def _value(summary: xr.Dataset, name: str, index: int | None = None) -> str:
@@ -53,9 +55,15 @@ def _how(ds: xr.Dataset) -> list[str]:
 
 
 def headline(ds: xr.Dataset, summary: xr.Dataset) -> str:
-    """The headline Markdown of a study (``ds``: its sensitivity data, attrs at least)."""
+    """The headline Markdown of a study (``ds``: its sensitivity data, attrs at least); one section per
+    output of a model of several named outputs."""
+    names = output_names(ds)
+    if names != ["y"]:
+        return "\n".join(headline(select_output(ds, n), summary_of(summary, n)) for n in names)
     params = swept_parameters(ds)
     title = ds.attrs.get("study") or ds.attrs.get("title", "")
+    if ds.attrs.get("output_name"):
+        title = f"{title}, output {ds.attrs['output_name']}"
     lines = [f"# {title}: headline numbers", "", *_how(ds), ""]
     design = "point" in ds.dims
     if design:

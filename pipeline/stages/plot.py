@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import matplotlib.image as mpimg
 import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
@@ -23,9 +25,11 @@ from pipeline.errors import clipped
 from pipeline.paths import DESIGN_PLOTS, PLOTS
 from pipeline.stages.cli import run_cli
 from pipeline.storage.names import derivative_name, swept_parameters
+from pipeline.storage.outputs import output_names, select_output
 from pipeline.storage.parts import Source, one_or_many, open_sensitivity, source_files
 from pipeline.storage.read import reading
 from pipeline.storage.write import write_atomic
+from pipeline.summary import summary_of
 
 POINTS_SHOWN = 4000
 """Most points drawn in a design's scatter plots."""
@@ -36,8 +40,10 @@ HEATMAP_CELLS = (2000, 500)
 
 
 def _study_name(ds: xr.Dataset) -> str:
-    """The study, or the dataset's title cut at a word: a title over many parameters fits a plot."""
-    return ds.attrs.get("study") or clipped(ds.attrs.get("title", ""), 60)
+    """The study, or the dataset's title cut at a word: a title over many parameters fits a plot; and
+    the output shown, for a model of several named outputs."""
+    study = ds.attrs.get("study") or clipped(ds.attrs.get("title", ""), 60)
+    return f"{study}, output {ds.attrs['output_name']}" if ds.attrs.get("output_name") else study
 
 
 def _figure(size: tuple[float, float]) -> tuple[Figure, object]:
@@ -301,8 +307,30 @@ def _bounds_along_output(summary: xr.Dataset, params: list[str], study: str) -> 
     return fig
 
 
+def _stacked(files: list[Path], path: Path) -> Path:
+    """The images ``files`` one below the other (white where narrower), as one PNG at ``path``."""
+    images = [mpimg.imread(f)[..., :3] for f in files]
+    width = max(im.shape[1] for im in images)
+    padded = [np.pad(im, ((0, 0), (0, width - im.shape[1]), (0, 0)), constant_values=1.0) for im in images]
+    return write_atomic(path, lambda tmp: mpimg.imsave(tmp, np.concatenate(padded, axis=0), format="png"))
+
+
+def _plot_outputs(sensitivity: xr.Dataset, summary: xr.Dataset, outdir: str | os.PathLike) -> list[Path]:
+    """Several named outputs: each file holds every output's figure, one below the other."""
+    names = output_names(sensitivity)
+    with tempfile.TemporaryDirectory(dir=outdir, prefix=".outputs-") as tmp:
+        drawn = {n: plot_study(select_output(sensitivity, n), summary_of(summary, n), Path(tmp) / n) for n in names}
+        return [
+            _stacked([files[i] for files in drawn.values()], Path(outdir) / f.name)
+            for i, f in enumerate(drawn[names[0]])
+        ]
+
+
 def plot_study(sensitivity: xr.Dataset, summary: xr.Dataset, outdir: str | os.PathLike) -> list[Path]:
     """Write the study's plots (:data:`PLOTS`; :data:`DESIGN_PLOTS` for a design) into ``outdir``."""
+    Path(outdir).mkdir(parents=True, exist_ok=True)
+    if output_names(sensitivity) != ["y"]:
+        return _plot_outputs(sensitivity, summary, outdir)
     if "point" in sensitivity.dims:
         return plot_design(sensitivity, summary, outdir)
     param, *others = swept_parameters(sensitivity)

@@ -16,6 +16,7 @@ from pipeline.stages.cli import run_cli
 from pipeline.stages.headline import headline
 from pipeline.stages.html import write_markdown
 from pipeline.storage.names import sweep_dims
+from pipeline.storage.outputs import output_names
 from pipeline.storage.parts import Source, one_or_many, open_sensitivity, source_files
 from pipeline.storage.read import reading
 from pipeline.storage.write import write_netcdf
@@ -40,7 +41,7 @@ def summarise_file(
     """
     with reading(source_files(sensitivity), "sensitivity file"), open_sensitivity(sensitivity, chunks={}) as ds:
         param = sweep_dims(ds)[0]
-        per_value = max(1, ds["y"].size // ds.sizes[param])
+        per_value = max(1, sum(ds[n].size for n in output_names(ds)) // ds.sizes[param])
         ds = ds.chunk({param: max(1, REDUCE_CHUNK_ELEMENTS // per_value)})
         summary = summarise(ds)
         write_netcdf(summary, output)

@@ -47,6 +47,7 @@ from pipeline.stages.current import check_computed_from, study_arguments
 from pipeline.stages.html import write_markdown
 from pipeline.stages.plot import plot_agreement
 from pipeline.storage.names import connected_name, derivative_name, header, sweep_dims, swept_parameters
+from pipeline.storage.outputs import flat_outputs, output_names
 from pipeline.storage.parts import Source, one_or_many, open_sensitivity, source_files
 from pipeline.storage.read import reading
 from pipeline.storage.write import write_atomic, write_netcdf
@@ -229,10 +230,11 @@ def verify(ds: xr.Dataset, cfg: DictConfig) -> xr.Dataset:
     if opts.compare_along:  # before any reference is computed
         _check_variant_dim(ds, opts.compare_along, [*sweep, "sample"])
     picks = {d: _pick(opts["values"] ** (len(params) if d == "point" else 1), ds.sizes[d]) for d in sweep}
-    sub = ds.isel({**picks, "sample": _pick(opts.samples, ds.sizes["sample"])})
+    named = output_names(ds) != ["y"]  # compared as the one flat output the engine computes
+    sub = flat_outputs(ds.isel({**picks, "sample": _pick(opts.samples, ds.sizes["sample"])}), sweep, params)
     model = build_model(cfg)
     x = input_from_dataset(sub)
-    out_dims = list(sub["y"].dims[len(sweep) + 1 :])
+    out_dims = None if named else list(sub["y"].dims[len(sweep) + 1 :])
     values = (
         design_points(np.column_stack([sub[p].values for p in params]), params)
         if sweep == ["point"]
@@ -241,6 +243,9 @@ def verify(ds: xr.Dataset, cfg: DictConfig) -> xr.Dataset:
     rows = []
 
     def run(method: str, step: float | None = None) -> xr.Dataset:
+        return flat_outputs(_reference_run(method, step), sweep, params)
+
+    def _reference_run(method: str, step: float | None = None) -> xr.Dataset:
         return sensitivity(
             model,
             x,
@@ -268,6 +273,9 @@ def verify(ds: xr.Dataset, cfg: DictConfig) -> xr.Dataset:
             rows.append({**_MISSING_ROW, "comparison": f"{method} (float64): not available ({clipped(missing, 200)})"})
             continue
         rows += _compared(sub, ref, params, ds.attrs, reference_error, opts.get("rtol") or 0.0)
+    if named:  # the rows compare every named output at once
+        every = f"d({', '.join(output_names(ds))})_d"
+        rows = [{**row, "comparison": row["comparison"].replace("dy_d", every, 1)} for row in rows]
     out = _table(rows)
     if opts.compare_along:
         out = out.merge(compare_variants(sub, opts.compare_along, [*map(derivative_name, params), "y"]))

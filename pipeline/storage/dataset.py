@@ -20,6 +20,7 @@ from pipeline.design.sampling import Design
 from pipeline.errors import ConfigError
 from pipeline.inputs import InputTree, input_leaves
 from pipeline.storage.names import connected_name, derivative_name, header, second_derivative_name
+from pipeline.storage.outputs import split_outputs
 from pipeline.storage.units import power, ratio
 
 
@@ -143,6 +144,17 @@ def input_structure(x: InputTree) -> dict[str, str]:
     return {} if isinstance(x, torch.Tensor) else {"input_structure": "dict" if isinstance(x, dict) else "tuple"}
 
 
+def _connectivity(
+    variables: dict[str, Any], params: list[str], connected: torch.Tensor | None, dims: list[str]
+) -> dict[str, int]:
+    """The connectivity flags of each parameter (into ``variables``) and their counts (attrs)."""
+    if connected is None:
+        return {}
+    for i, param in enumerate(params):
+        variables[connected_name(param)] = connected_variable(param, connected[..., i].numpy(), dims)
+    return {"structurally_independent_outputs": int((~connected).sum()), "outputs": int(connected[..., 0].numel())}
+
+
 def build_dataset(
     routine: Routine,
     grid: dict[str, np.ndarray],
@@ -214,22 +226,17 @@ def build_dataset(
     for name, x_var in input_variables(routine, x, units).items():
         clash = set(x_var.dims[1:]) & set(out_dims)
         variables[name] = x_var.rename({d: f"in_{d}" for d in clash})
-    structure = {}
-    if connected is not None:
-        for i, param in enumerate(params):
-            variables[connected_name(param)] = connected_variable(param, connected[..., i].numpy(), dims[len(sweep) :])
-        structure = {
-            "structurally_independent_outputs": int((~connected).sum()),
-            "outputs": int(connected[..., 0].numel()),
-        }
+    structure = _connectivity(variables, params, connected, dims[len(sweep) :])
     ds = xr.Dataset(variables, coords=coords)  # at once: one alignment, not one per variable
     _with_coord_attrs(ds["y"], units)
+    if routine.outputs.named:  # a dict or tuple of outputs, computed as one flat output
+        ds = split_outputs(ds, routine.outputs, params, units, routine.output_coords)
     for param in params:
         ds[param].attrs["long_name"] = f"swept parameter {param}"
     bound = "; ".join(f"{p}={path}" for p, path in routine.bound_to.items())
     ds.attrs = {
         **header(
-            title or f"Sensitivity of y to {', '.join(params)}",
+            title or f"Sensitivity of {', '.join(routine.outputs.names) or 'y'} to {', '.join(params)}",
             " ".join(sys.argv) + (f" ({history_note})" if history_note else ""),
             "sensweep (pipeline.sensitivity)",
         ),
@@ -238,6 +245,7 @@ def build_dataset(
         **structure,
         **input_structure(x),
         **(design.attrs() if design is not None else {}),
+        **{k: ds.attrs[k] for k in ("output_names", "output_structure") if k in ds.attrs},
         **(attrs or {}),
     }
     return ds

@@ -17,6 +17,7 @@ import yaml
 from pipeline.config import yamltext
 from pipeline.design.sampling import points_per_base_point
 from pipeline.errors import MergeError
+from pipeline.storage.outputs import output_names
 from pipeline.storage.provenance import config_differences
 from pipeline.storage.read import READ_ERRORS, files_of, unreadable_error
 from pipeline.storage.write import chunk_cache
@@ -79,7 +80,7 @@ def read_part_info(path: str | os.PathLike) -> PartInfo:
     try:
         with xr.open_dataset(path) as part:
             has_x = "x" in part.data_vars or any("input_key" in part[v].attrs for v in part.data_vars)
-            missing = {"y", *(() if has_x else ("x",))} - set(part.data_vars)
+            missing = {*output_names(part), *(() if has_x else ("x",))} - set(part.data_vars)
             if missing or "swept_parameters" not in part.attrs:
                 raise ValueError(f"not a sensitivity part (missing {sorted(missing) or 'attrs'})")
             attrs = part.attrs
