@@ -13,7 +13,7 @@ from __future__ import annotations
 import xarray as xr
 
 from pipeline.design.analyses import design_summary
-from pipeline.storage.names import derivative_name, header, sweep_dims, swept_parameters
+from pipeline.storage.names import derivative_name, header, second_derivative_name, sweep_dims, swept_parameters
 from pipeline.storage.outputs import output_names, renamed, select_output
 from pipeline.storage.units import power as units_power
 
@@ -92,6 +92,15 @@ def summarise(ds: xr.Dataset) -> xr.Dataset:
                 ),
             }
         )
+        second = second_derivative_name(p)
+        if second in ds:  # method.order 2
+            d2y = ds[second].astype("float64")
+            variables[f"{second}_mean"] = (d2y.mean("sample"), f"mean over samples of d2y/d{p}2", _units(d2y))
+            variables[f"{second}_std"] = (
+                d2y.std("sample"),
+                f"standard deviation over samples of d2y/d{p}2",
+                _units(d2y),
+            )
         if sweep == params:  # a grid: means over its points, each weighted equally
             variables.update(
                 {

@@ -69,3 +69,28 @@ def test_design_measures_and_second_derivatives_carry_units():
         lambda x, C: x * C**2, torch.ones(2, dtype=torch.float64), {"C": [1.0, 2.0]}, order=2, units=units
     )
     assert grid.d2y_dC2.attrs["units"] == "m s2"
+
+
+def test_a_state_of_mixed_units_gets_a_unit_per_component(tmp_path):
+    """The oscillator's x holds a position (m) and a velocity (m s-1): no single, wrong `units`, but one
+    per state component; a mapping that does not name the components is refused, naming them."""
+    from pipeline import ConfigError
+
+    extra = [
+        "sweep.num=3",
+        "sweep.parts=1",
+        "model.args.steps=5",
+        f"inputs.args.path={ROOT / 'data' / 'oscillator_initial.npy'}",
+    ]
+    cfg = compose_job("oscillator", [*extra, f"output={tmp_path / 'sensitivity.nc'}"])
+    ds = compute(cfg, "oscillator")
+    assert "units" not in ds.x.attrs and ds.x.attrs["units_by_state"] == "position: m; velocity: m s-1"
+    assert ds.y.attrs["units"] == "m" and ds.dy_dC.attrs["units"] == "m s"
+    import torch
+
+    from pipeline import sensitivity
+    from pipeline.models import Oscillator
+
+    x = torch.tensor([[1.0, 0.0]])
+    with pytest.raises(ConfigError, match=r"names each coordinate of x's last dim 'state' \(position, velocity\)"):
+        sensitivity(Oscillator(steps=3), x, {"C": [0.5]}, bind={"C": "damping"}, units={"x": {"pos": "m"}})

@@ -394,3 +394,21 @@ def test_report_pages_render_the_stages_markdown_and_escape_the_rest():
     assert "<li>method: <code>forward</code></li>" in body
     assert "<tr><th>parameter</th><th>S</th></tr>" in body and "<td class=num>0.5 [0.4, 0.6]</td>" in body
     assert markdown_page(text, "t").startswith("<!DOCTYPE html>")
+
+
+def test_second_derivatives_are_summarised_and_drawn_beside_the_first(tmp_path):
+    """method order 2: d2y/dC2's mean and spread over samples in the summary (exact for y = C^3 x),
+    and a second panel in derivative_vs_param.png."""
+    import matplotlib.image as mpimg
+
+    from pipeline.paths import PLOTS
+    from pipeline.stages.plot import plot_study
+
+    x = torch.arange(1.0, 5.0, dtype=torch.float64)
+    ds = sensitivity(lambda x, C: C**3 * x, x, {"C": np.linspace(0.5, 2.0, 7)}, order=2)
+    s = summarise(ds)
+    np.testing.assert_allclose(s.d2y_dC2_mean.values, 6 * ds.C.values * x.numpy().mean(), rtol=1e-12)
+    np.testing.assert_allclose(s.d2y_dC2_std.values, 6 * ds.C.values * x.numpy().std(ddof=0), rtol=1e-12)
+    plot_study(ds, s, tmp_path)
+    image = mpimg.imread(tmp_path / PLOTS[0])
+    assert image.shape[1] > 2.2 * image.shape[0]  # two panels side by side

@@ -90,7 +90,11 @@ class ModelConfig:
         "file, relative to the workflow folder; null: the module's seeded initialisation",
     )
     output_dims: list[str] | None = _opt(None, "names of y's dims after sample (default: the model's, else output)")
-    units: dict[str, str] = _opt(factory=dict, help="units of x, y, each swept parameter and dims, e.g. {y: m, C: s-1}")
+    units: dict[str, Any] = _opt(
+        factory=dict,
+        help="units of x, y, each swept parameter and dims, e.g. {y: m, C: s-1}; x of components in different "
+        "units: one per coordinate of its last dim, {x: {position: m, velocity: m s-1}}",
+    )
 
 
 @dataclass

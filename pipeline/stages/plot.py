@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from pipeline.errors import clipped
 from pipeline.paths import DESIGN_PLOTS, PLOTS
 from pipeline.stages.cli import run_cli
-from pipeline.storage.names import derivative_name, swept_parameters
+from pipeline.storage.names import derivative_name, second_derivative_name, swept_parameters
 from pipeline.storage.outputs import output_names, select_output
 from pipeline.storage.parts import Source, one_or_many, open_sensitivity, source_files
 from pipeline.storage.read import reading
@@ -326,6 +326,32 @@ def _plot_outputs(sensitivity: xr.Dataset, summary: xr.Dataset, outdir: str | os
         ]
 
 
+def _derivative_axes(
+    sensitivity: xr.Dataset, summary: xr.Dataset, param: str, others: list[str], element: dict, log_x: bool
+) -> tuple[Figure, object, list]:
+    """The figure of dy/dC: a panel per grid parameter, or, with second derivatives (order 2, one
+    parameter), d2y/dC2 drawn beside dy/dC. Returns the figure, dy/dC's axes and the others'."""
+    second = second_derivative_name(param)
+    if second not in sensitivity:
+        fig, axes = _panel_grid(1 + len(others)) if others else _figure((7, 4.5))
+        ax, *more = axes[: 1 + len(others)] if others else [axes]
+        return fig, ax, more
+    fig = Figure(figsize=(12, 4.8))
+    ax, curvature = fig.subplots(1, 2)
+    d2y, mean, std = (
+        v.sel(element) for v in (sensitivity[second], summary[f"{second}_mean"], summary[f"{second}_std"])
+    )
+    _lines_with_band(curvature, d2y, mean, std, param)
+    curvature.set(
+        xlabel=_label(sensitivity[param], param),
+        ylabel=_label(sensitivity[second], f"d2y/d{param}2"),
+        title=f"d2y/d{param}2 against {param}",
+    )
+    if log_x:
+        curvature.set_xscale("log")
+    return fig, ax, []
+
+
 def plot_study(sensitivity: xr.Dataset, summary: xr.Dataset, outdir: str | os.PathLike) -> list[Path]:
     """Write the study's plots (:data:`PLOTS`; :data:`DESIGN_PLOTS` for a design) into ``outdir``."""
     Path(outdir).mkdir(parents=True, exist_ok=True)
@@ -350,8 +376,7 @@ def plot_study(sensitivity: xr.Dataset, summary: xr.Dataset, outdir: str | os.Pa
     method = sensitivity.attrs.get("method", "")
 
     figures = {}
-    fig, axes = _panel_grid(1 + len(others)) if others else _figure((7, 4.5))
-    ax, *more = axes[: 1 + len(others)] if others else [axes]
+    fig, ax, more = _derivative_axes(sensitivity, summary, param, others, element, log_x)
     _lines_with_band(ax, dy, mean, std, param)
     ax.set(
         xlabel=x_label,

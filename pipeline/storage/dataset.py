@@ -8,7 +8,7 @@ how it is stored on disk (compression, chunking) is :func:`pipeline.storage.writ
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -109,9 +109,28 @@ def input_variable(model: Any, x: torch.Tensor, units: dict[str, str]) -> xr.Dat
     """``x`` with dims ``(sample, *input dims)`` named by the model (``input_dims``), and coords."""
     dims = _dim_names(getattr(model, "input_dims", None), x.dim() - 1, "feature", "input")
     coords = {"sample": np.arange(x.shape[0]), **_coords(dims, x.shape[1:], getattr(model, "input_coords", {}))}
-    attrs = {"long_name": "model input x", **({"units": units["x"]} if "x" in units else {})}
+    attrs = {"long_name": "model input x", **_input_units(units.get("x"), dims, coords)}
     da = xr.DataArray(x.detach().cpu().numpy(), dims=["sample", *dims], coords=coords, attrs=attrs)
     return _with_coord_attrs(da, units)
+
+
+def _input_units(given: Any, dims: list[str], coords: dict[str, Any]) -> dict[str, str]:
+    """The units attr of ``x``; where its components differ in units (a state of position and
+    velocity: ``{position: m, velocity: m s-1}`` by its last dim's coordinates), no single ``units``
+    (it would be wrong for some) but ``units_by_<dim>``, and the components named in ``comment``."""
+    if given is None:
+        return {}
+    if not isinstance(given, Mapping):
+        return {"units": str(given)}
+    last = dims[-1] if dims else None
+    names = [str(c) for c in coords.get(last, [])] if last else []
+    if sorted(map(str, given)) != sorted(names):
+        raise ConfigError(
+            f"invalid units of x {dict(given)}: a unit per component names each coordinate of x's last dim "
+            f"{last!r} ({', '.join(names) or 'it has none'})"
+        )
+    listed = "; ".join(f"{c}: {given[c]}" for c in names)
+    return {f"units_by_{last}": listed, "comment": f"components in different units ({listed})"}
 
 
 def input_variables(model: Any, x: InputTree, units: dict[str, str]) -> dict[str, xr.DataArray]:
