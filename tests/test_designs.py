@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 
@@ -78,8 +79,8 @@ def test_ishigami_dgsm_and_bounds(ishigami_summary):
 
 
 def test_bootstrap_intervals_per_element_along_time_and_aggregated(monkeypatch):
-    """The count-matrix bootstrap equals resampling copies of the points with the same draws: per
-    element, along the last output dim (weighted over samples) and aggregated over all."""
+    """The weighted-sums bootstrap equals resampling copies of the points with the same Poisson draws:
+    per element, along the last output dim (weighted over samples) and aggregated over all."""
     from pipeline.design import bounds
 
     monkeypatch.setattr(bounds, "BOOTSTRAP", 40)
@@ -92,7 +93,10 @@ def test_bootstrap_intervals_per_element_along_time_and_aggregated(monkeypatch):
     out = bounds.design_bounds(ds, ["C", "K"])
     y, dy = ds.y.values, ds.dy_dC.values  # (point, sample, t)
     n = len(y)
-    draws = np.random.default_rng(0).integers(0, n, (40, n), dtype=np.int32)
+    from pipeline.design.resampling import poisson_weights
+
+    # the same Poisson resamples as copies of the points: each point repeated its weight's times
+    draws = [np.repeat(np.arange(n), w.astype(int)) for w in poisson_weights(0, 0, n, 40)]
     D = np.stack([y[i].var(0, ddof=1) for i in draws])  # (resample, sample, t)
     nu = np.stack([(dy[i] ** 2).mean(0) for i in draws])
     constant = (2.0 - 0.0) ** 2 / PI**2
@@ -366,3 +370,47 @@ def test_active_subspace_along_the_last_output_dim():
     vectors = s.active_eigenvectors_per_t.isel(direction=0).values  # (t, parameter)
     np.testing.assert_allclose(vectors[:2], np.tile(a, (2, 1)), atol=1e-12)
     np.testing.assert_allclose(vectors[2:], np.tile(b, (2, 1)), atol=1e-12)
+
+
+def test_the_bootstrap_of_a_design_adds_up_over_its_parts():
+    """Poisson weights are drawn per point index: any range of points gets the same weights, so the
+    bootstrap's weighted sums of parts (not aligned to the weight blocks) add up to the whole design's,
+    and the intervals from them equal the in-memory ones to round-off."""
+    from pipeline.design import bounds
+    from pipeline.design.resampling import WEIGHT_BLOCK, Elements, poisson_weights
+
+    whole = poisson_weights(3, 0, 3 * WEIGHT_BLOCK + 5)
+    cuts = [0, 1000, WEIGHT_BLOCK + 7, 3 * WEIGHT_BLOCK + 5]
+    pieces = [poisson_weights(3, a, b - a) for a, b in itertools.pairwise(cuts)]
+    np.testing.assert_array_equal(np.concatenate(pieces, axis=1), whole)
+
+    t = torch.linspace(0.0, 1.0, 3, dtype=torch.float64)
+    d = design.sobol({"C": design.uniform(0.0, 2.0), "K": design.normal(1.0, 0.5)}, n=8192, seed=4)
+    ds = sensitivity(
+        lambda x, C, K: torch.sin(C * x * t) + K**2 * x * t, torch.tensor([[1.0], [2.0]]), d, dtype="float64"
+    )
+    el = Elements.of(ds.y)
+    Y = el.array(ds.y)
+    weights = {}
+    for p, dist in (("C", design.uniform(0.0, 2.0)), ("K", design.normal(1.0, 0.5))):
+        dv = el.array(ds[f"dy_d{p}"])
+        weights[p] = (dv, dist.stein_weight(ds[p].values), dist.poincare_constant(), dist.variance())
+    total, sums = bounds.bootstrap_sums(Y, weights, seed=0)
+    parts = [
+        bounds.bootstrap_sums(Y[a:b], {p: (w[0][a:b], w[1][a:b], *w[2:]) for p, w in weights.items()}, 0, first=a)
+        for a, b in zip([0, 3000, 5000], [3000, 5000, 8192], strict=True)
+    ]
+    np.testing.assert_allclose(sum(p[0] for p in parts), total, rtol=0, atol=0)
+    np.testing.assert_allclose(sum(p[1] for p in parts), sums, rtol=1e-12)
+    args = (["C", "K"], [w[2] for w in weights.values()], [w[3] for w in weights.values()])
+    split = bounds.bootstrap_intervals(sum(p[0] for p in parts), sum(p[1] for p in parts), *args)
+    at_once = bounds.design_bounds(ds, ["C", "K"])
+    for p in ("C", "K"):
+        np.testing.assert_allclose(split[p]["upper"][0], at_once[f"sobol_total_upper_{p}_interval"].values, rtol=1e-10)
+        assert split[p]["lower"][2] == pytest.approx(
+            (
+                at_once[f"sobol_first_lower_{p}_aggregated"].attrs["ci_low"],
+                at_once[f"sobol_first_lower_{p}_aggregated"].attrs["ci_high"],
+            ),
+            rel=1e-10,
+        )

@@ -29,10 +29,11 @@ from pipeline.design.resampling import (
     BOOTSTRAP,
     BOOTSTRAP_BATCH_VALUES,
     CONFIDENCE,
+    WEIGHT_BLOCK,
     Elements,
     as_divisor,
     percentiles,
-    resample_counts,
+    poisson_weights,
 )
 from pipeline.storage.names import derivative_name
 
@@ -107,7 +108,7 @@ def _with_intervals(out: dict[str, tuple], el: Elements, intervals: dict[str, di
                 )
 
 
-def _gradient_outer_product(gradients: dict[str, np.ndarray], seed: int = 0) -> dict[str, tuple]:
+def _gradient_outer_product(gradients: dict[str, np.ndarray], seed: int = 0, first: int = 0) -> dict[str, tuple]:
     """E[grad y grad y^T] over the points, summed over elements, its eigenvalues and eigenvectors
     (active directions), activity scores, and their bootstrap: intervals on the eigenvalues and how
     far the resampled active subspaces of each dimension lie from the estimated one."""
@@ -116,7 +117,7 @@ def _gradient_outer_product(gradients: dict[str, np.ndarray], seed: int = 0) -> 
     per_point = np.einsum("nep,neq->npq", G, G)  # each point's outer product, summed over elements
     matrix = per_point.mean(axis=0)
     eigenvalues, eigenvectors = _eigen(matrix)
-    counts = resample_counts(np.random.default_rng(seed), BOOTSTRAP, len(G))
+    counts = poisson_weights(seed, first, len(G), BOOTSTRAP)
     resampled = np.einsum("rn,npq->rpq", counts, per_point) / counts.sum(axis=1)[:, None, None]
     values, vectors = np.linalg.eigh(resampled)
     values, vectors = values[:, ::-1], vectors[:, :, ::-1]
@@ -229,8 +230,9 @@ def design_bounds(ds: xr.Dataset, params: list[str], rng_seed: int = 0) -> xr.Da
         bounds, weights[p] = _parameter_bounds(el, p, dist, values, dv, D)
         out |= bounds
         gradients[p] = dv
+    first = int(ds["point"].values[0]) if "point" in ds.coords and ds.sizes["point"] else 0
     if weights:
-        _with_intervals(out, el, _bootstrap(Y, weights, rng_seed))
+        _with_intervals(out, el, _bootstrap(Y, weights, rng_seed, first))
     if weights:  # linearised variance: sum over parameters of E[dy/dv]^2 Var v (independent parameters)
         linear = sum(w[0].mean(axis=0) ** 2 * w[3] for w in weights.values())
         out["y_var_linear"] = el.var(
@@ -238,7 +240,7 @@ def design_bounds(ds: xr.Dataset, params: list[str], rng_seed: int = 0) -> xr.Da
         )
     coords = {**el.coords, "interval": ["low", "high"]}
     if len(gradients) > 1:
-        out |= _gradient_outer_product(gradients, rng_seed)
+        out |= _gradient_outer_product(gradients, rng_seed, first)
         if el.along:
             out |= _active_along(gradients, el.along[0])
         coords.update(parameter=list(gradients), parameter_2=list(gradients))
@@ -246,26 +248,60 @@ def design_bounds(ds: xr.Dataset, params: list[str], rng_seed: int = 0) -> xr.Da
 
 
 def _bootstrap(
-    Y: np.ndarray, weights: dict[str, tuple[np.ndarray, np.ndarray, float, float]], seed: int
+    Y: np.ndarray, weights: dict[str, tuple[np.ndarray, np.ndarray, float, float]], seed: int, first: int = 0
 ) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray, tuple[float, float]]]]:
     """Percentile intervals of every parameter's upper and lower bounds: per element ``(2, rows,
     last)``, along the last dim aggregated over rows ``(2, last)``, and aggregated over all, from
-    the same :data:`BOOTSTRAP` resamples of the points.
+    the same :data:`BOOTSTRAP` Poisson resamples of the points (``first``: the index of ``Y``'s first
+    point in the design): :func:`bootstrap_sums`, then :func:`bootstrap_intervals`."""
+    total, sums = bootstrap_sums(Y, weights, seed, first)
+    names = list(weights)
+    return bootstrap_intervals(total, sums, names, [weights[p][2] for p in names], [weights[p][3] for p in names])
 
-    A resample is its count of each point, so every mean over it is a product with the counts:
-    the columns every bound needs (y, y^2, then (dy/dv)^2 and k dy/dv of each parameter) are
-    stacked and multiplied at once, no resampled copies made; all parameters' bounds then go
-    through each percentile at once. Rows are taken in slabs so that the values held at once
-    stay under :data:`BOOTSTRAP_BATCH_VALUES`.
+
+def bootstrap_sums(
+    Y: np.ndarray, weights: dict[str, tuple[np.ndarray, np.ndarray, float, float]], seed: int, first: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per resample, the total weight ``(resample,)`` and the weighted sums of the columns every bound
+    needs, y, y^2, then (dy/dv)^2 and k dy/dv of each parameter: ``(resample, column, rows, last)``.
+
+    Both add up over parts of a design (the weights are :func:`~pipeline.design.resampling.poisson_weights`
+    of each point's index). No resampled copies are made: points are taken in blocks and rows in
+    slabs, so that the values held at once stay under :data:`BOOTSTRAP_BATCH_VALUES`.
     """
     n, rows, last = Y.shape
     names = list(weights)
     P = len(names)
-    constant = np.array([weights[p][2] for p in names])[:, None, None]  # (parameter, 1, 1)
-    var_v = np.array([weights[p][3] for p in names])[:, None, None]
-    columns = 2 + 2 * P  # y, y^2, (dy/dv)^2 of each parameter, k dy/dv of each parameter
-    slab = max(1, BOOTSTRAP_BATCH_VALUES // (max(BOOTSTRAP, n) * last * columns))
-    per_batch = max(1, BOOTSTRAP_BATCH_VALUES // n)  # resamples whose counts fit in 128 MiB
+    columns = 2 + 2 * P
+    slab = max(1, BOOTSTRAP_BATCH_VALUES // (WEIGHT_BLOCK * last * columns))
+    total, sums = np.zeros(BOOTSTRAP), np.zeros((BOOTSTRAP, columns, rows, last))
+    for a in range(0, n, WEIGHT_BLOCK):
+        b = min(n, a + WEIGHT_BLOCK)
+        w = poisson_weights(seed, first + a, b - a, BOOTSTRAP)
+        total += w.sum(axis=1)
+        for r0 in range(0, rows, slab):
+            r1 = min(rows, r0 + slab)
+            stacked = np.empty((b - a, columns, r1 - r0, last))
+            stacked[:, 0] = Y[a:b, r0:r1]
+            np.square(Y[a:b, r0:r1], out=stacked[:, 1])
+            for i, p in enumerate(names):
+                dv, k, _, _ = weights[p]
+                np.square(dv[a:b, r0:r1], out=stacked[:, 2 + i])
+                np.multiply(dv[a:b, r0:r1], k[a:b, None, None], out=stacked[:, 2 + P + i])
+            sums[:, :, r0:r1] += (w @ stacked.reshape(b - a, -1)).reshape(BOOTSTRAP, columns, r1 - r0, last)
+    return total, sums
+
+
+def bootstrap_intervals(
+    total: np.ndarray, sums: np.ndarray, names: list[str], constants: list[float], variances: list[float]
+) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray, tuple[float, float]]]]:
+    """The intervals of :func:`_bootstrap` from :func:`bootstrap_sums` (of one part, or added over parts)."""
+    _, columns, rows, last = sums.shape
+    P = len(names)
+    constant = np.array(constants)[:, None, None]  # (parameter, 1, 1)
+    var_v = np.array(variances)[:, None, None]
+    weight = total[:, None, None]
+    slab = max(1, BOOTSTRAP_BATCH_VALUES // (BOOTSTRAP * last * columns))
     element = np.empty((2, 2, P, rows, last))  # (low/high, upper/lower, parameter, rows, last)
     sum_D, sum_nu, sum_cov2 = (
         np.zeros((BOOTSTRAP, last)),
@@ -274,32 +310,21 @@ def _bootstrap(
     )
     for r0 in range(0, rows, slab):
         r1 = min(rows, r0 + slab)
-        stacked = np.empty((n, columns, r1 - r0, last))
-        stacked[:, 0] = Y[:, r0:r1]
-        np.square(Y[:, r0:r1], out=stacked[:, 1])
-        for i, p in enumerate(names):
-            dv, k, _, _ = weights[p]
-            np.square(dv[:, r0:r1], out=stacked[:, 2 + i])
-            np.multiply(dv[:, r0:r1], k[:, None, None], out=stacked[:, 2 + P + i])
-        stacked = stacked.reshape(n, -1)  # (point, column x rows x last)
-        means = np.empty((BOOTSTRAP, columns, r1 - r0, last))
-        rng = np.random.default_rng(seed)  # the same resamples for every slab
-        for start in range(0, BOOTSTRAP, per_batch):
-            stop = min(BOOTSTRAP, start + per_batch)
-            means[start:stop] = (resample_counts(rng, stop - start, n) @ stacked).reshape(means[start:stop].shape)
-        means /= n
-        D = (means[:, 1] - means[:, 0] ** 2) * n / (n - 1)
+        means = sums[:, :, r0:r1] / total[:, None, None, None]
+        D = (means[:, 1] - means[:, 0] ** 2) * weight / (weight - 1)
         nu, cov2 = means[:, 2 : 2 + P], means[:, 2 + P :] ** 2  # (resample, parameter, rows, last)
         sum_D += D.sum(axis=1)
         sum_nu += nu.sum(axis=2)
         sum_cov2 += cov2.sum(axis=2)
         positive = as_divisor(D)[:, None]
         element[..., r0:r1, :] = percentiles(np.stack([constant * nu / positive, cov2 / (var_v * positive)], axis=1))
-    D_along, total = as_divisor(sum_D)[:, None], as_divisor(sum_D.sum(axis=1))[:, None]
+    D_along, overall_D = as_divisor(sum_D)[:, None], as_divisor(sum_D.sum(axis=1))[:, None]
     constant, var_v = constant[..., 0], var_v[..., 0]  # (parameter, 1)
     along = percentiles(np.stack([constant * sum_nu / D_along, sum_cov2 / (var_v * D_along)], axis=1))
     overall = percentiles(
-        np.stack([constant[:, 0] * sum_nu.sum(axis=2) / total, sum_cov2.sum(axis=2) / (var_v[:, 0] * total)], axis=1)
+        np.stack(
+            [constant[:, 0] * sum_nu.sum(axis=2) / overall_D, sum_cov2.sum(axis=2) / (var_v[:, 0] * overall_D)], axis=1
+        )
     )
     return {
         p: {

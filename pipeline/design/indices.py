@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from pipeline.design.resampling import BOOTSTRAP, CONFIDENCE, Elements, as_divisor, percentiles, resample_counts
+from pipeline.design.resampling import BOOTSTRAP, CONFIDENCE, Elements, as_divisor, percentiles, poisson_weights
 from pipeline.design.sampling import saltelli_group
 
 
@@ -152,8 +152,8 @@ def sobol_indices(
     blocks = everything.rows(keep)
     n = len(blocks.a)
     estimate = moments(blocks, np.ones((1, n)))
-    rng = np.random.default_rng(seed)
-    resampled = moments(blocks, resample_counts(rng, BOOTSTRAP, n)) if n > 1 else estimate
+    weights = _base_point_weights(ds, len(y), len(everything.a), seed)[:, keep]
+    resampled = moments(blocks, weights) if n > 1 else estimate
     per_element, per_element_ci = estimate.indices(), {k: percentiles(v) for k, v in resampled.indices().items()}
     overall, overall_ci = estimate.aggregated(), {k: percentiles(v) for k, v in resampled.aggregated().items()}
     if el.along:  # at each entry of the last output dim (e.g. time), as the bounds are
@@ -216,7 +216,7 @@ def sobol_indices(
             overall_ci["second"],
             {"long_name": f"{CONFIDENCE:.0%} bootstrap interval of sobol_second_aggregated"},
         )
-    out |= _convergence(blocks, rng)
+    out |= _convergence(blocks, weights)
     out["sobol_failed_base_points"] = (
         [],
         int((~keep).sum()),
@@ -226,14 +226,23 @@ def sobol_indices(
     return xr.Dataset(out, coords=coords)
 
 
-def _convergence(blocks: Blocks, rng: np.random.Generator) -> dict[str, tuple]:
-    """The aggregated indices and their intervals from the first N/8, N/4, N/2 and N base points."""
+def _base_point_weights(ds: xr.Dataset, points: int, base_points: int, seed: int) -> np.ndarray:
+    """The bootstrap's Poisson weights of each base point, by its index in the design (the same in
+    any part of it): ``(resample, base point)``."""
+    group = points // max(base_points, 1)
+    first = int(ds["point"].values[0]) // group if "point" in ds.coords and points else 0
+    return poisson_weights(seed, first, base_points, BOOTSTRAP)
+
+
+def _convergence(blocks: Blocks, weights: np.ndarray) -> dict[str, tuple]:
+    """The aggregated indices and their intervals from the first N/8, N/4, N/2 and N base points
+    (``weights``: the bootstrap's weights of every base point)."""
     levels = _levels(len(blocks.a))
     rows: dict[str, list] = {"first": [], "total": [], "first_ci": [], "total_ci": []}
     for k in levels:
         head = Blocks(blocks.a[:k], blocks.b[:k], blocks.ab[:, :k], None)
         point = moments(head, np.ones((1, k))).aggregated()
-        spread = moments(head, resample_counts(rng, BOOTSTRAP, k)).aggregated()
+        spread = moments(head, weights[:, :k]).aggregated()
         for kind in ("first", "total"):
             rows[kind].append(point[kind][0])
             rows[f"{kind}_ci"].append(percentiles(spread[kind]))
