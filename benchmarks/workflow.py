@@ -78,6 +78,73 @@ def _benchmarks(outputs: Path, study: str) -> list[dict]:
     return rows
 
 
+PROBE = """
+import os, time
+
+def probe(x, C):
+    if not os.path.exists(os.environ["SENSWEEP_PROBE"]):  # the first call of the model
+        with open(os.environ["SENSWEEP_PROBE"], "w") as f:
+            f.write(repr(time.time()))
+    return C * x
+"""
+
+
+def _startup(repeats: int = 5) -> dict[str, float]:
+    """Median seconds from a process's start to: the end of ``import torch``; the first model call of
+    a compute job (``python -m pipeline.stages.compute``, a probe model); the end of that job (a
+    sweep of 4 values, written); and the end of a prepare job."""
+    env = {**os.environ, "SENSWEEP_CONF": str(ROOT / "conf")}
+    runs: dict[str, list[float]] = {
+        "import torch": [],
+        "compute: to the first model call": [],
+        "compute": [],
+        "prepare": [],
+    }
+    with tempfile.TemporaryDirectory(dir=ROOT / "outputs") as scratch:
+        folder = Path(scratch)
+        (folder / "startup_probe.py").write_text(PROBE)
+        model = [
+            "model=custom",
+            "model._target_=startup_probe.probe",
+            "sweep.num=4",
+            "sweep.parts=1",
+            "verify.enabled=false",
+        ]
+        for i in range(repeats):
+            probe = folder / f"first-call-{i}"
+            env["SENSWEEP_PROBE"] = str(probe)
+            for what, command in (
+                ("import torch", [sys.executable, "-c", "import torch"]),
+                (
+                    "compute",
+                    [
+                        sys.executable,
+                        "-m",
+                        "pipeline.stages.compute",
+                        "study=seed_linear",
+                        *model,
+                        f"output={folder / f'c{i}.nc'}",
+                    ],
+                ),
+                (
+                    "prepare",
+                    [
+                        sys.executable,
+                        "-m",
+                        "pipeline.stages.prepare",
+                        "study=seed_linear",
+                        f"output={folder / f'p{i}.nc'}",
+                    ],
+                ),
+            ):
+                start = time.time()
+                subprocess.run(command, cwd=folder, env=env, check=True, capture_output=True)
+                runs[what].append(time.time() - start)
+                if what == "compute":
+                    runs["compute: to the first model call"].append(float(probe.read_text()) - start)
+    return {what: float(sorted(times)[len(times) // 2]) for what, times in runs.items()}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.workflow", description=__doc__.splitlines()[0])
     parser.add_argument("--study", default="oscillator_large")
@@ -101,6 +168,7 @@ def main(argv: list[str] | None = None) -> None:
         parts = _snakemake(args.study, cfg.sweep.parts, args.cores, Path(scratch) / "parts" / "outputs", merge=False)
         parts_jobs = _benchmarks(Path(scratch) / "parts" / "outputs", args.study)
 
+    startup = _startup()
     sweep = " x ".join(f"{v.num} {k}" for k, v in [(cfg.sweep.param, cfg.sweep), *cfg.sweep.grid.items()])
     report = {
         "study": args.study,
@@ -116,6 +184,7 @@ def main(argv: list[str] | None = None) -> None:
         "ratio_parts": parts / floor,
         "jobs_merge": merged_jobs,
         "jobs_parts": parts_jobs,
+        "startup_s": startup,
     }
     lines = [
         f"Workflow overhead: study {args.study} ({sweep}, {cfg.sweep.parts} parts), "
@@ -132,6 +201,15 @@ def main(argv: list[str] | None = None) -> None:
         "| --- | --- | --- |",
     ]
     lines += [f"| {j['job']} | {j['seconds']:.1f} | {j['max_rss_mb'] or '-'} |" for j in merged_jobs]
+    lines += [
+        "",
+        "Job start-up (median of 5, seconds from the process's start; a compute job of `seed_linear`"
+        " with a probe model):",
+        "",
+        "| from process start to | [s] |",
+        "| --- | --- |",
+        *[f"| {what} | {seconds:.2f} |" for what, seconds in startup.items()],
+    ]
     text = "\n".join(lines) + "\n"
     print(text)
     out = Path(args.out)

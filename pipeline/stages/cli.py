@@ -30,6 +30,9 @@ def job_main(job: Callable[[DictConfig, str], object]) -> Callable[[], None]:
     """
 
     def main() -> None:
+        # These jobs hold their arrays in memory (numpy, torch) and never make a dask array, but
+        # xarray imports dask (half a second) to ask whether an array is one: they go without it.
+        sys.modules.setdefault("dask.array", None)  # type: ignore[assignment]
         conf: list[Path] = []
         run_cli(lambda: conf.append(conf_dir()))
         sys.argv[1:1] = searchpath_override()  # a user's project: its conf/ before the workflow's
