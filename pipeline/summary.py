@@ -122,7 +122,7 @@ def summarise(ds: xr.Dataset) -> xr.Dataset:
         summary[key] = da.assign_attrs(long_name=long_name, **attrs)
     extra: dict[str, str | int] = {}
     if sweep == ["point"]:
-        analyses, extra = design_summary(ds.load(), params)
+        analyses, extra = design_summary(ds, params)  # read a block of points at a time
         summary.update(analyses)
         _design_units(summary, ds, params)
     summary.attrs = {

@@ -81,16 +81,17 @@ def test_ishigami_dgsm_and_bounds(ishigami_summary):
 def test_bootstrap_intervals_per_element_along_time_and_aggregated(monkeypatch):
     """The weighted-sums bootstrap equals resampling copies of the points with the same Poisson draws:
     per element, along the last output dim (weighted over samples) and aggregated over all."""
-    from pipeline.design import bounds
+    from pipeline.design import bounds, sums
 
-    monkeypatch.setattr(bounds, "BOOTSTRAP", 40)
-    monkeypatch.setattr(bounds, "BOOTSTRAP_BATCH_VALUES", 3 * 40 * 4)  # slabs of one sample row of 4 times
+    monkeypatch.setattr(sums, "BOOTSTRAP", 40)
+    monkeypatch.setattr(sums, "BOOTSTRAP_BATCH_VALUES", 6 * 128 * 4)  # slabs of one sample row of 4 times
+    monkeypatch.setattr(bounds, "BOOTSTRAP_BATCH_VALUES", 6 * 40 * 4)
     t = torch.linspace(0.0, 1.0, 4, dtype=torch.float64)
     x = torch.tensor([[1.0], [2.0], [0.5]], dtype=torch.float64)
     d = design.sobol({"C": design.uniform(0.0, 2.0), "K": design.normal(1.0, 0.5)}, n=128, seed=2)
     ds = sensitivity(lambda x, C, K: torch.sin(C * x * t) + K**2 * x * t, x, d, dtype="float64")
     ds = ds.rename(output="t")
-    out = bounds.design_bounds(ds, ["C", "K"])
+    out = bounds.design_bounds(ds, ["C", "K"], block_values=37 * 3 * 4 * 3)  # blocks of 37 points, summed
     y, dy = ds.y.values, ds.dy_dC.values  # (point, sample, t)
     n = len(y)
     from pipeline.design.resampling import poisson_weights
@@ -372,45 +373,33 @@ def test_active_subspace_along_the_last_output_dim():
     np.testing.assert_allclose(vectors[2:], np.tile(b, (2, 1)), atol=1e-12)
 
 
-def test_the_bootstrap_of_a_design_adds_up_over_its_parts():
-    """Poisson weights are drawn per point index: any range of points gets the same weights, so the
-    bootstrap's weighted sums of parts (not aligned to the weight blocks) add up to the whole design's,
-    and the intervals from them equal the in-memory ones to round-off."""
+def test_the_summary_of_a_design_adds_up_over_its_parts():
+    """Poisson weights are drawn per point index: any range or selection of points gets the same
+    weights; a design's sums over blocks of points (not aligned to the weight blocks) add up to the
+    whole design's, so its bounds, intervals and active subspace read a block at a time equal the
+    ones from all points at once, to round-off."""
     from pipeline.design import bounds
-    from pipeline.design.resampling import WEIGHT_BLOCK, Elements, poisson_weights
+    from pipeline.design.resampling import WEIGHT_BLOCK, poisson_weights, poisson_weights_at
 
     whole = poisson_weights(3, 0, 3 * WEIGHT_BLOCK + 5)
     cuts = [0, 1000, WEIGHT_BLOCK + 7, 3 * WEIGHT_BLOCK + 5]
     pieces = [poisson_weights(3, a, b - a) for a, b in itertools.pairwise(cuts)]
     np.testing.assert_array_equal(np.concatenate(pieces, axis=1), whole)
+    picked = np.array([9000, 3, 4100, 4099])
+    np.testing.assert_array_equal(poisson_weights_at(3, picked), whole[:, picked])
 
     t = torch.linspace(0.0, 1.0, 3, dtype=torch.float64)
-    d = design.sobol({"C": design.uniform(0.0, 2.0), "K": design.normal(1.0, 0.5)}, n=8192, seed=4)
-    ds = sensitivity(
-        lambda x, C, K: torch.sin(C * x * t) + K**2 * x * t, torch.tensor([[1.0], [2.0]]), d, dtype="float64"
-    )
-    el = Elements.of(ds.y)
-    Y = el.array(ds.y)
-    weights = {}
-    for p, dist in (("C", design.uniform(0.0, 2.0)), ("K", design.normal(1.0, 0.5))):
-        dv = el.array(ds[f"dy_d{p}"])
-        weights[p] = (dv, dist.stein_weight(ds[p].values), dist.poincare_constant(), dist.variance())
-    total, sums = bounds.bootstrap_sums(Y, weights, seed=0)
-    parts = [
-        bounds.bootstrap_sums(Y[a:b], {p: (w[0][a:b], w[1][a:b], *w[2:]) for p, w in weights.items()}, 0, first=a)
-        for a, b in zip([0, 3000, 5000], [3000, 5000, 8192], strict=True)
-    ]
-    np.testing.assert_allclose(sum(p[0] for p in parts), total, rtol=0, atol=0)
-    np.testing.assert_allclose(sum(p[1] for p in parts), sums, rtol=1e-12)
-    args = (["C", "K"], [w[2] for w in weights.values()], [w[3] for w in weights.values()])
-    split = bounds.bootstrap_intervals(sum(p[0] for p in parts), sum(p[1] for p in parts), *args)
-    at_once = bounds.design_bounds(ds, ["C", "K"])
-    for p in ("C", "K"):
-        np.testing.assert_allclose(split[p]["upper"][0], at_once[f"sobol_total_upper_{p}_interval"].values, rtol=1e-10)
-        assert split[p]["lower"][2] == pytest.approx(
-            (
-                at_once[f"sobol_first_lower_{p}_aggregated"].attrs["ci_low"],
-                at_once[f"sobol_first_lower_{p}_aggregated"].attrs["ci_high"],
-            ),
-            rel=1e-10,
-        )
+    d = design.sobol({"C": design.uniform(0.0, 2.0), "K": design.lognormal(0.0, 0.5)}, n=8192, seed=4)
+    x = torch.tensor([[1.0], [2.0]], dtype=torch.float64)
+    ds = sensitivity(lambda x, C, K: torch.sin(C * x * t) + K**2 * x * t + 1e4, x, d, dtype="float64")
+    at_once = bounds.design_bounds(ds, ["C", "K"], block_values=10**9)
+    blocks = bounds.design_bounds(ds, ["C", "K"], block_values=3001 * 3 * 2 * 3)  # blocks of 1000 points
+    assert set(blocks.data_vars) == set(at_once.data_vars)
+    for name in blocks.data_vars:
+        np.testing.assert_allclose(blocks[name].values, at_once[name].values, rtol=1e-9, atol=1e-12, err_msg=name)
+        for key in ("ci_low", "ci_high"):
+            if key in at_once[name].attrs:
+                assert blocks[name].attrs[key] == pytest.approx(at_once[name].attrs[key], rel=1e-9)
+    # the spread of y (offset 1e4) and of dy/dp from merged blocks, without cancellation
+    np.testing.assert_allclose(blocks.y_var.values, ds.y.values.var(axis=0, ddof=1), rtol=1e-10)
+    np.testing.assert_allclose(blocks.sigma_C.values, ds.dy_dC.values.std(axis=0, ddof=1), rtol=1e-10)

@@ -26,29 +26,21 @@ import xarray as xr
 
 from pipeline.design.distributions import Distribution, parse
 from pipeline.design.resampling import (
-    BOOTSTRAP,
     BOOTSTRAP_BATCH_VALUES,
     CONFIDENCE,
-    WEIGHT_BLOCK,
     Elements,
     as_divisor,
     percentiles,
-    poisson_weights,
 )
+from pipeline.design.sums import DesignSums, Parameter
 from pipeline.storage.names import derivative_name
 
 
-def _parameter_bounds(
-    el: Elements, p: str, dist: Distribution, values: np.ndarray, dv: np.ndarray, D: np.ndarray
-) -> tuple[dict[str, tuple], tuple[np.ndarray, np.ndarray, float, float]]:
-    """The DGSM, the bounds and mu* of one parameter (``dv``: its derivatives in its variable), and
-    what the bootstrap needs: ``(dv, k, C, Var v)``."""
-    n = len(dv)
+def _parameter_bounds(el: Elements, p: str, dist: Distribution, sums: Parameter, D: np.ndarray) -> dict[str, tuple]:
+    """The DGSM, the bounds, mu* and sigma of one parameter from its sums over the points."""
+    n = sums.dv.n
     positive, D_along, total_D = as_divisor(D), as_divisor(D.sum(axis=0)), float(D.sum())
-    v = np.log(values) if dist.log else values
-    k = dist.stein_weight(v)
-    nu = np.einsum("nre,nre->re", dv, dv) / n
-    cov = np.einsum("nre,n->re", dv, k) / n
+    nu, cov, mean_abs = sums.dv2 / n, sums.kdv / n, sums.adv / n
     constant, var_v = dist.poincare_constant(), dist.variance()
     wrt = f"ln {p}" if dist.log else p
     out = {
@@ -62,13 +54,13 @@ def _parameter_bounds(
             cov**2 / (var_v * positive),
             f"lower bound on the first-order Sobol' index of {p}: E[dy/d{wrt} k]^2 / (Var {wrt} D)",
         ),
-        f"mu_star_{p}": el.var(np.abs(dv).mean(axis=0), f"mean over the points of |dy/d{wrt}|"),
+        f"mu_star_{p}": el.var(mean_abs, f"mean over the points of |dy/d{wrt}|"),
         f"mu_star_scaled_{p}": el.var(
-            np.abs(dv).mean(axis=0) * var_v**0.5,
+            mean_abs * var_v**0.5,
             f"mean over the points of |dy/d{wrt}| times the standard deviation of {wrt} (comparable across parameters)",
         ),
         f"sigma_{p}": el.var(
-            dv.std(axis=0, ddof=1) if n > 1 else np.zeros(dv.shape[1:]),
+            np.sqrt(sums.dv.var()),
             f"standard deviation over the points of dy/d{wrt} (Morris' sigma, from exact gradients)",
         ),
     }
@@ -90,7 +82,7 @@ def _parameter_bounds(
                 f"{name} at each {el.along[0]}, aggregated over the other element dims with variance weights",
                 along=True,
             )
-    return out, (dv, k, constant, var_v)
+    return out
 
 
 def _with_intervals(out: dict[str, tuple], el: Elements, intervals: dict[str, dict]) -> None:
@@ -108,21 +100,17 @@ def _with_intervals(out: dict[str, tuple], el: Elements, intervals: dict[str, di
                 )
 
 
-def _gradient_outer_product(gradients: dict[str, np.ndarray], seed: int = 0, first: int = 0) -> dict[str, tuple]:
+def _gradient_outer_product(sums: DesignSums, names: list[str]) -> dict[str, tuple]:
     """E[grad y grad y^T] over the points, summed over elements, its eigenvalues and eigenvectors
     (active directions), activity scores, and their bootstrap: intervals on the eigenvalues and how
     far the resampled active subspaces of each dimension lie from the estimated one."""
-    names = list(gradients)
-    G = np.stack([gradients[p].reshape(len(gradients[p]), -1) for p in names], axis=-1)  # (point, element, param)
-    per_point = np.einsum("nep,neq->npq", G, G)  # each point's outer product, summed over elements
-    matrix = per_point.mean(axis=0)
+    matrix = sums.outer / sums.y.n
     eigenvalues, eigenvectors = _eigen(matrix)
-    counts = poisson_weights(seed, first, len(G), BOOTSTRAP)
-    resampled = np.einsum("rn,npq->rpq", counts, per_point) / counts.sum(axis=1)[:, None, None]
+    resampled = sums.outer_boot.reshape(-1, len(names), len(names)) / sums.boot_total[:, None, None]
     values, vectors = np.linalg.eigh(resampled)
     values, vectors = values[:, ::-1], vectors[:, :, ::-1]
     dims = np.arange(1, len(names))
-    distance = np.empty((BOOTSTRAP, len(dims)))
+    distance = np.empty((len(resampled), len(dims)))
     for i, r in enumerate(dims):
         resampled_projector = vectors[:, :, :r] @ vectors[:, :, :r].transpose(0, 2, 1)
         distance[:, i] = np.linalg.norm(resampled_projector - _projector(eigenvectors, r), 2, axis=(1, 2))
@@ -181,11 +169,10 @@ def _eigen(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return eigenvalues, eigenvectors * np.where(sign == 0, 1.0, sign)
 
 
-def _active_along(gradients: dict[str, np.ndarray], along: str) -> dict[str, tuple]:
+def _active_along(matrix: np.ndarray, along: str) -> dict[str, tuple]:
     """The active subspace at each entry of the last output dim (e.g. time), over the other element
-    dims: where in the output a direction of parameter space takes over."""
-    G = np.stack(list(gradients.values()), axis=-1)  # (point, rows, last, parameter)
-    matrix = np.einsum("nrtp,nrtq->tpq", G, G) / len(G)
+    dims (``matrix``: ``(last, P, P)``, the mean over points of the gradient outer products there):
+    where in the output a direction of parameter space takes over."""
     eigenvalues, eigenvectors = _eigen(matrix)
     return {
         f"active_eigenvalues_per_{along}": (
@@ -205,108 +192,84 @@ def _projector(vectors: np.ndarray, r: int) -> np.ndarray:
     return vectors[:, :r] @ vectors[:, :r].T
 
 
-def design_bounds(ds: xr.Dataset, params: list[str], rng_seed: int = 0) -> xr.Dataset:
+BLOCK_VALUES = 2**22
+"""Values of y and the derivatives (32 MiB of float64) read at once: a design is summarised a
+block of points at a time (:class:`~pipeline.design.sums.DesignSums`)."""
+
+
+def design_bounds(ds: xr.Dataset, params: list[str], rng_seed: int = 0, block_values: int | None = None) -> xr.Dataset:
     """The variables of NOTE [Bounds from derivatives], each with its ``long_name``.
 
-    Computed on plain arrays of ``(point, rows, last)``; the results get their dims back in one
-    Dataset.
+    The points are read a block at a time (``block_values`` values of y and derivatives, default
+    :data:`BLOCK_VALUES`) into sums that add up; the results are computed from those sums on
+    plain arrays of ``(rows, last)`` and get their dims back in one Dataset.
     """
     el = Elements.of(ds["y"])
-    Y = el.array(ds["y"])
-    D = Y.var(axis=0, ddof=1)
-    out: dict[str, tuple] = {"y_var": el.var(D, "D: variance of y over the design's points")}
     dists = {
         p: parse(ds.attrs[f"distribution_{p}"])
         for p in params
         if f"distribution_{p}" in ds.attrs and derivative_name(p) in ds  # no derivatives: method "none"
     }
-    gradients: dict[str, np.ndarray] = {}
-    weights: dict[str, tuple[np.ndarray, np.ndarray, float, float]] = {}
+    per_point = int(np.prod(el.shape)) * (1 + len(dists))
+    block = max(1, (block_values or BLOCK_VALUES) // per_point)
+    sums = None
+    for start in range(0, ds.sizes["point"], block):
+        part = ds.isel(point=slice(start, start + block))
+        Y = el.array(part["y"])
+        gradients = {}
+        for p, dist in dists.items():
+            values = part[p].values.astype(np.float64).reshape(len(Y))
+            dv = el.array(part[derivative_name(p)])
+            if dist.log:  # the variable is ln p; dy/d(ln p) = p dy/dp
+                dv = dv * values[:, None, None]
+            gradients[p] = (dv, dist.stein_weight(np.log(values) if dist.log else values))
+        points = part["point"].values if "point" in part.coords else np.arange(start, start + len(Y))
+        found = DesignSums.of(Y, gradients, points, rng_seed)
+        sums = found if sums is None else sums + found
+    return _from_sums(sums, el, dists)
+
+
+def _from_sums(sums: DesignSums, el: Elements, dists: dict[str, Distribution]) -> xr.Dataset:
+    """The bounds' variables from a design's sums (:func:`design_bounds`)."""
+    D = sums.y.var()
+    out: dict[str, tuple] = {"y_var": el.var(D, "D: variance of y over the design's points")}
+    names = list(dists)
     for p, dist in dists.items():
-        values = ds[p].values.astype(np.float64).reshape(len(Y))
-        dv = el.array(ds[derivative_name(p)])
-        if dist.log:  # the variable is ln p; dy/d(ln p) = p dy/dp
-            dv = dv * values[:, None, None]
-        bounds, weights[p] = _parameter_bounds(el, p, dist, values, dv, D)
-        out |= bounds
-        gradients[p] = dv
-    first = int(ds["point"].values[0]) if "point" in ds.coords and ds.sizes["point"] else 0
-    if weights:
-        _with_intervals(out, el, _bootstrap(Y, weights, rng_seed, first))
-    if weights:  # linearised variance: sum over parameters of E[dy/dv]^2 Var v (independent parameters)
-        linear = sum(w[0].mean(axis=0) ** 2 * w[3] for w in weights.values())
+        out |= _parameter_bounds(el, p, dist, sums.params[p], D)
+    if names:
+        constants, variances = [dists[p].poincare_constant() for p in names], [dists[p].variance() for p in names]
+        _with_intervals(out, el, bootstrap_intervals(sums.boot_total, sums.boot, names, constants, variances))
+        # linearised variance: sum over parameters of E[dy/dv]^2 Var v (independent parameters)
+        linear = sum(sums.params[p].dv.mean ** 2 * dists[p].variance() for p in names)
         out["y_var_linear"] = el.var(
             linear, "delta-method variance of y: sum of E[dy/dv]^2 Var v over the parameters (compare y_var)"
         )
     coords = {**el.coords, "interval": ["low", "high"]}
-    if len(gradients) > 1:
-        out |= _gradient_outer_product(gradients, rng_seed, first)
+    if len(names) > 1:
+        out |= _gradient_outer_product(sums, names)
         if el.along:
-            out |= _active_along(gradients, el.along[0])
-        coords.update(parameter=list(gradients), parameter_2=list(gradients))
+            out |= _active_along(sums.outer_along / sums.y.n, el.along[0])
+        coords.update(parameter=names, parameter_2=names)
     return xr.Dataset(out, coords=coords)
-
-
-def _bootstrap(
-    Y: np.ndarray, weights: dict[str, tuple[np.ndarray, np.ndarray, float, float]], seed: int, first: int = 0
-) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray, tuple[float, float]]]]:
-    """Percentile intervals of every parameter's upper and lower bounds: per element ``(2, rows,
-    last)``, along the last dim aggregated over rows ``(2, last)``, and aggregated over all, from
-    the same :data:`BOOTSTRAP` Poisson resamples of the points (``first``: the index of ``Y``'s first
-    point in the design): :func:`bootstrap_sums`, then :func:`bootstrap_intervals`."""
-    total, sums = bootstrap_sums(Y, weights, seed, first)
-    names = list(weights)
-    return bootstrap_intervals(total, sums, names, [weights[p][2] for p in names], [weights[p][3] for p in names])
-
-
-def bootstrap_sums(
-    Y: np.ndarray, weights: dict[str, tuple[np.ndarray, np.ndarray, float, float]], seed: int, first: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per resample, the total weight ``(resample,)`` and the weighted sums of the columns every bound
-    needs, y, y^2, then (dy/dv)^2 and k dy/dv of each parameter: ``(resample, column, rows, last)``.
-
-    Both add up over parts of a design (the weights are :func:`~pipeline.design.resampling.poisson_weights`
-    of each point's index). No resampled copies are made: points are taken in blocks and rows in
-    slabs, so that the values held at once stay under :data:`BOOTSTRAP_BATCH_VALUES`.
-    """
-    n, rows, last = Y.shape
-    names = list(weights)
-    P = len(names)
-    columns = 2 + 2 * P
-    slab = max(1, BOOTSTRAP_BATCH_VALUES // (WEIGHT_BLOCK * last * columns))
-    total, sums = np.zeros(BOOTSTRAP), np.zeros((BOOTSTRAP, columns, rows, last))
-    for a in range(0, n, WEIGHT_BLOCK):
-        b = min(n, a + WEIGHT_BLOCK)
-        w = poisson_weights(seed, first + a, b - a, BOOTSTRAP)
-        total += w.sum(axis=1)
-        for r0 in range(0, rows, slab):
-            r1 = min(rows, r0 + slab)
-            stacked = np.empty((b - a, columns, r1 - r0, last))
-            stacked[:, 0] = Y[a:b, r0:r1]
-            np.square(Y[a:b, r0:r1], out=stacked[:, 1])
-            for i, p in enumerate(names):
-                dv, k, _, _ = weights[p]
-                np.square(dv[a:b, r0:r1], out=stacked[:, 2 + i])
-                np.multiply(dv[a:b, r0:r1], k[a:b, None, None], out=stacked[:, 2 + P + i])
-            sums[:, :, r0:r1] += (w @ stacked.reshape(b - a, -1)).reshape(BOOTSTRAP, columns, r1 - r0, last)
-    return total, sums
 
 
 def bootstrap_intervals(
     total: np.ndarray, sums: np.ndarray, names: list[str], constants: list[float], variances: list[float]
 ) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray, tuple[float, float]]]]:
-    """The intervals of :func:`_bootstrap` from :func:`bootstrap_sums` (of one part, or added over parts)."""
-    _, columns, rows, last = sums.shape
+    """Percentile intervals of every parameter's upper and lower bounds: per element ``(2, rows,
+    last)``, along the last dim aggregated over rows ``(2, last)``, and aggregated over all, from
+    the bootstrap's weighted sums of a design (:class:`~pipeline.design.sums.DesignSums`)."""
+    resamples, columns, rows, last = sums.shape
     P = len(names)
     constant = np.array(constants)[:, None, None]  # (parameter, 1, 1)
     var_v = np.array(variances)[:, None, None]
     weight = total[:, None, None]
-    slab = max(1, BOOTSTRAP_BATCH_VALUES // (BOOTSTRAP * last * columns))
+    slab = max(1, BOOTSTRAP_BATCH_VALUES // (resamples * last * columns))
     element = np.empty((2, 2, P, rows, last))  # (low/high, upper/lower, parameter, rows, last)
     sum_D, sum_nu, sum_cov2 = (
-        np.zeros((BOOTSTRAP, last)),
-        np.zeros((BOOTSTRAP, P, last)),
-        np.zeros((BOOTSTRAP, P, last)),
+        np.zeros((resamples, last)),
+        np.zeros((resamples, P, last)),
+        np.zeros((resamples, P, last)),
     )
     for r0 in range(0, rows, slab):
         r1 = min(rows, r0 + slab)

@@ -93,3 +93,16 @@ def poisson_weights(seed: int, first: int, count: int, resamples: int = BOOTSTRA
         lo, hi = max(first, start), min(end, start + WEIGHT_BLOCK)
         weights[:, lo - first : hi - first] = drawn[:, lo - start : hi - start]
     return weights
+
+
+def poisson_weights_at(seed: int, points: np.ndarray, resamples: int = BOOTSTRAP) -> np.ndarray:
+    """:func:`poisson_weights` of the points with indices ``points`` (any order, any gaps):
+    ``(resamples, len(points))``; only the blocks holding them are drawn."""
+    points = np.asarray(points, dtype=np.int64)
+    weights = np.empty((resamples, len(points)))
+    blocks = points // WEIGHT_BLOCK
+    for block in np.unique(blocks):
+        mine = np.flatnonzero(blocks == block)
+        drawn = poisson_weights(seed, int(block) * WEIGHT_BLOCK, WEIGHT_BLOCK, resamples)
+        weights[:, mine] = drawn[:, points[mine] - int(block) * WEIGHT_BLOCK]
+    return weights
