@@ -91,7 +91,7 @@ def test_bootstrap_intervals_per_element_along_time_and_aggregated(monkeypatch):
     d = design.sobol({"C": design.uniform(0.0, 2.0), "K": design.normal(1.0, 0.5)}, n=128, seed=2)
     ds = sensitivity(lambda x, C, K: torch.sin(C * x * t) + K**2 * x * t, x, d, dtype="float64")
     ds = ds.rename(output="t")
-    out = bounds.design_bounds(ds, ["C", "K"], block_values=37 * 3 * 4 * 3)  # blocks of 37 points, summed
+    out = bounds.design_bounds(ds, ["C", "K"], block_values=1_320)  # blocks of 33 points, summed
     y, dy = ds.y.values, ds.dy_dC.values  # (point, sample, t)
     n = len(y)
     from pipeline.design.resampling import poisson_weights
@@ -393,7 +393,7 @@ def test_the_summary_of_a_design_adds_up_over_its_parts():
     x = torch.tensor([[1.0], [2.0]], dtype=torch.float64)
     ds = sensitivity(lambda x, C, K: torch.sin(C * x * t) + K**2 * x * t + 1e4, x, d, dtype="float64")
     at_once = bounds.design_bounds(ds, ["C", "K"], block_values=10**9)
-    blocks = bounds.design_bounds(ds, ["C", "K"], block_values=3001 * 3 * 2 * 3)  # blocks of 1000 points
+    blocks = bounds.design_bounds(ds, ["C", "K"], block_values=18_000)  # blocks of 818 points
     assert set(blocks.data_vars) == set(at_once.data_vars)
     for name in blocks.data_vars:
         np.testing.assert_allclose(blocks[name].values, at_once[name].values, rtol=1e-9, atol=1e-12, err_msg=name)

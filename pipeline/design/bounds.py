@@ -210,7 +210,7 @@ def design_bounds(ds: xr.Dataset, params: list[str], rng_seed: int = 0, block_va
         for p in params
         if f"distribution_{p}" in ds.attrs and derivative_name(p) in ds  # no derivatives: method "none"
     }
-    per_point = int(np.prod(el.shape)) * (1 + len(dists))
+    per_point = int(np.prod(el.shape)) * (1 + len(dists)) + len(dists) ** 2  # y, derivatives, outer product
     block = max(1, (block_values or BLOCK_VALUES) // per_point)
     sums = None
     for start in range(0, ds.sizes["point"], block):
