@@ -192,9 +192,9 @@ def _projector(vectors: np.ndarray, r: int) -> np.ndarray:
     return vectors[:, :r] @ vectors[:, :r].T
 
 
-BLOCK_VALUES = 2**22
-"""Values of y and the derivatives (32 MiB of float64) read at once: a design is summarised a
-block of points at a time (:class:`~pipeline.design.sums.DesignSums`)."""
+BLOCK_VALUES = 2**24
+"""Values of y, the derivatives and the gradient outer products (128 MiB of float64) read at once:
+a design is summarised a block of points at a time (:class:`~pipeline.design.sums.DesignSums`)."""
 
 
 def design_bounds(ds: xr.Dataset, params: list[str], rng_seed: int = 0, block_values: int | None = None) -> xr.Dataset:
