@@ -66,6 +66,8 @@ def summarise(ds: xr.Dataset) -> xr.Dataset:
         return _summarise_outputs(ds, names)
     params = swept_parameters(ds)
     sweep = sweep_dims(ds)
+    if sweep == ["point"]:
+        return _design(ds, params)
     y = ds["y"].astype("float64")  # float64 sums: a float32 mean over 10^8 values is off by 1e-4
     variables = {
         "y_mean": (y.mean("sample"), "mean over samples of y", _units(y)),
@@ -120,15 +122,23 @@ def summarise(ds: xr.Dataset) -> xr.Dataset:
     summary = xr.Dataset()
     for key, (da, long_name, attrs) in variables.items():
         summary[key] = da.assign_attrs(long_name=long_name, **attrs)
-    extra: dict[str, str | int] = {}
-    if sweep == ["point"]:
-        analyses, extra = design_summary(ds, params)  # read a block of points at a time
-        summary.update(analyses)
-        _design_units(summary, ds, params)
+    return _with_attrs(summary, ds)
+
+
+def _design(ds: xr.Dataset, params: list[str]) -> xr.Dataset:
+    """A sampled design's summary: its answers over the points (module doc), read a block of points at
+    a time. No per-point reductions over samples: they would be as large as the data itself, which
+    ``ds.mean("sample")`` gives where wanted."""
+    summary, extra = design_summary(ds, params)
+    _design_units(summary, ds, params)
+    return _with_attrs(summary, ds, extra)
+
+
+def _with_attrs(summary: xr.Dataset, ds: xr.Dataset, extra: dict[str, str | int] | None = None) -> xr.Dataset:
     summary.attrs = {
         **header(ds.attrs.get("title", ""), "summary of the sensitivity dataset (pipeline.summary)"),
         **{k: ds.attrs[k] for k in KEPT_ATTRS if k in ds.attrs},
-        **extra,
+        **(extra or {}),
     }
     return summary
 
