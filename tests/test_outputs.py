@@ -144,5 +144,7 @@ def test_a_study_of_named_outputs_through_snakemake(workflow):
     )
     import matplotlib.image as mpimg
 
+    overview = (workflow / "outputs" / "overview.md").read_text()
+    assert "height: " in overview and ("range: speed" in overview or "range: angle" in overview), overview
     single = mpimg.imread(out / "plots" / DESIGN_PLOTS[1])
     assert single.shape[0] > 1.5 * single.shape[1] * 0.5  # two figures, one below the other

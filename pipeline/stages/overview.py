@@ -21,6 +21,7 @@ from pipeline.stages.cli import run_cli
 from pipeline.stages.html import body_html, page
 from pipeline.storage.read import reading
 from pipeline.storage.write import write_atomic
+from pipeline.summary import summary_of
 
 TOP = 3
 """Parameters named per study in the overview table."""
@@ -46,6 +47,26 @@ def _ranking(summary: xr.Dataset) -> str:
     return ", ".join(f"{p} ({what} {values[p]:.3g})" for p in order[:TOP]) + (" ..." if len(order) > TOP else "")
 
 
+def _rankings(summary: xr.Dataset) -> str:
+    """:func:`_ranking` of the study, or of each of its named outputs."""
+    names = str(summary.attrs.get("output_names", "")).split()
+    if not names:
+        return _ranking(summary)
+    return "; ".join(f"{name}: {_ranking(summary_of(summary, name)) or '-'}" for name in names)
+
+
+def _consistency(attrs: dict) -> str:
+    """Whether the Sobol' indices agree with their bounds (of each named output)."""
+    names = str(attrs.get("output_names", "")).split()
+    found = (
+        {n: attrs.get(f"{n}_sobol_consistent_with_bounds") for n in names}
+        if names
+        else {"": attrs.get("sobol_consistent_with_bounds")}
+    )
+    words = {n: "consistent" if c else "CONTRADICTED" for n, c in found.items() if c is not None}
+    return "; ".join(f"{n}: {w}" if n else w for n, w in words.items())
+
+
 def _verified(folder: Path) -> str:
     file = folder / "verify.nc"
     if not file.is_file():
@@ -63,14 +84,13 @@ def _row(folder: Path) -> tuple[list[str], str]:
     """The study's row of the table, and its sections below it."""
     with reading([folder / "summary.nc"], "summary file"), xr.open_dataset(folder / "summary.nc") as summary:
         attrs = summary.attrs
-        consistent = attrs.get("sobol_consistent_with_bounds")
         row = [
             f"[{folder.name}](#{folder.name})",
             str(attrs.get("title", "")),
             f"`{attrs.get('method', '?')}` on {attrs.get('device', '?')}, {attrs.get('dtype', '?')}",
             _verified(folder),
-            _ranking(summary),
-            "" if consistent is None else ("consistent" if consistent else "CONTRADICTED"),
+            _rankings(summary),
+            _consistency(attrs),
         ]
     sections = [folder / name for name in ("screening.md", "headline.md", "verify.md") if (folder / name).is_file()]
     body = "\n\n".join(f.read_text() for f in sections)
