@@ -157,23 +157,32 @@ def build_model(cfg: DictConfig) -> Callable | torch.nn.Module:
             raise ConfigError(
                 f"invalid model._target_={cfg.model._target_!r}: built a {type(model).__name__}, not a model"
             )
-        if cfg.sweep.fixed and not isinstance(model, torch.nn.Module):
-            fixed = _fixed_arguments(cfg, model)
-            return functools.partial(model, **fixed)
-        if cfg.sweep.fixed:
-            _hold_fixed(cfg, model)
-        return model
+        return _with_fixed(cfg, model)
     if not callable(target):
         raise ConfigError(f"invalid model._target_={cfg.model._target_!r}: not a function or class")
     if weights:
         raise ConfigError(f"invalid model.weights={weights!r}: {cfg.model._target_} is a function, not an nn.Module")
     _check_args("model", target, args, skip=2)
-    fixed = _fixed_arguments(cfg, target)
-    if not args and not fixed:
-        return target
-    model = functools.partial(target, **args, **fixed)
-    model.__dict__.update(getattr(target, "__dict__", {}))  # keep output_dims, units, ...
-    return model
+    return _with_fixed(cfg, _bound(target, args))
+
+
+def _bound(fn: Callable, kwargs: dict[str, Any]) -> Callable:
+    """``fn`` with ``kwargs`` given, keeping its attributes (``output_dims``, ``units``, ...)."""
+    if not kwargs:
+        return fn
+    bound = functools.partial(fn, **kwargs)
+    bound.__dict__.update(getattr(fn, "__dict__", {}))
+    return bound
+
+
+def _with_fixed(cfg: DictConfig, model: Callable | torch.nn.Module) -> Callable | torch.nn.Module:
+    """``model`` with ``sweep.fixed`` applied: a module's bound elements set, a function's arguments given."""
+    if not cfg.sweep.fixed:
+        return model
+    if isinstance(model, torch.nn.Module):
+        _hold_fixed(cfg, model)
+        return model
+    return _bound(model, _fixed_arguments(cfg, model))
 
 
 def swept_bind(cfg: DictConfig) -> dict[str, str] | None:
@@ -193,7 +202,7 @@ def _fixed_arguments(cfg: DictConfig, fn: Callable) -> dict[str, torch.Tensor]:
     for name in cfg.sweep.fixed:
         if name not in params and not takes_any:
             raise ConfigError(
-                f"invalid sweep.fixed.{name}: {getattr(fn, '__qualname__', fn)} has no argument {name} "
+                f"invalid sweep.fixed.{name}: {cfg.model._target_} has no argument {name} "
                 f"(it takes {', '.join(params)})"
             )
     return {name: torch.tensor(float(v), dtype=torch.float64) for name, v in cfg.sweep.fixed.items()}
