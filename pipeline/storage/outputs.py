@@ -123,15 +123,14 @@ def select_output(ds: xr.Dataset, name: str) -> xr.Dataset:
         return ds
     if name not in names:
         raise ValueError(f"no output {name!r}: the dataset's outputs are {', '.join(names)}")
-    keep, rename = {}, {}
-    for var in ds.data_vars:
-        owner = next((n for n in names if renamed("y", n) == var or _belongs(str(var), n)), None)
-        if owner is None:
-            keep[var] = True
-        elif owner == name:
-            keep[var] = True
-            rename[var] = "y" if var == name else "d" + str(var)[1:].replace(name, "y", 1)
-    view = ds[list(keep)].rename(rename)
+    keep, rename = [], {}
+    for var in map(str, ds.data_vars):
+        owner = next((n for n in names if var == n or _belongs(var, n)), None)
+        if owner in (None, name):  # the inputs, and this output's variables
+            keep.append(var)
+        if owner == name:  # the inverse of renamed(): T -> y, dT_dC -> dy_dC, d2T_dC2 -> d2y_dC2
+            rename[var] = "y" if var == name else "d" + var[1:].replace(name, "y", 1)
+    view = ds[keep].rename(rename)
     view.attrs = {**ds.attrs, "output_name": name}
     view.attrs.pop("output_names", None)
     return view
