@@ -131,11 +131,11 @@ def test_a_two_stage_study_through_snakemake(workflow):
 
     from helpers import run
 
-    small = [
-        "--config",
-        "studies=[sobol_g_screened]",
-        "overrides={sobol_g_screened: [sweep.n=256, sweep.screen.n=128]}",
-    ]
+    def config(*extra: str) -> list[str]:
+        overrides = ", ".join(["sweep.n=256", "sweep.screen.n=128", *extra])
+        return ["--config", "studies=[sobol_g_screened]", f"overrides={{sobol_g_screened: [{overrides}]}}"]
+
+    small = config()
     result = run(["snakemake", "--cores", "2", *small], cwd=workflow)
     assert result.returncode == 0, result.stderr[-3000:]
     out = workflow / "outputs" / "sobol_g_screened"
@@ -150,12 +150,7 @@ def test_a_two_stage_study_through_snakemake(workflow):
     assert "held fixed, not swept: x4 = 0.5" in (out / "headline.md").read_text()
     again = run(["snakemake", "--cores", "2", "-n", *small], cwd=workflow)
     assert "Nothing to be done" in again.stdout + again.stderr
-    wider = [
-        "--config",
-        "studies=[sobol_g_screened]",
-        "overrides={sobol_g_screened: [sweep.n=256, sweep.screen.n=128, sweep.screen.top=2]}",
-    ]
-    result = run(["snakemake", "--cores", "2", *wider], cwd=workflow)
+    result = run(["snakemake", "--cores", "2", *config("sweep.screen.top=2")], cwd=workflow)
     assert result.returncode == 0, result.stderr[-3000:]
     with xr.open_dataset(out / "sensitivity.nc") as ds:
         assert ds.attrs["swept_parameters"] == "x1 x2" and ds.sizes["point"] == 256 * 4
