@@ -103,7 +103,7 @@ def in_chunks(
         def run(chunk: Tensor) -> tuple[Tensor, ...]:
             """One batched pass; its results go into ``out`` (probes' results are kept too)."""
             try:
-                result = batched(chunk)
+                result = batched(_own_storage(chunk))
             except (RuntimeError, NotImplementedError) as err:
                 translated = translate_error(err, method)
                 if translated is None:
@@ -139,6 +139,15 @@ def in_chunks(
     y, *rest = out
     dy = rest[0] if rest else y.new_empty((*y.shape, 0))  # method "none": y only
     return Derivatives(y, dy, chunk_size, rest[1] if len(rest) > 1 else None)
+
+
+def _own_storage(chunk: Tensor) -> Tensor:
+    """``chunk`` in storage of its own size. A chunk is a view of all the points, and under ``vmap``
+    ``new_zeros`` of such a view (``jacfwd`` builds its basis with it) allocates and zeroes the size
+    of the whole storage: 625 MB and 0.15 s per pass for 8,192 points of 100 parameters, whatever the
+    chunk's size. Copying the chunk costs its own size once."""
+    whole = chunk.untyped_storage().nbytes() == chunk.numel() * chunk.element_size()
+    return chunk if whole and chunk.is_contiguous() else chunk.clone(memory_format=torch.contiguous_format)
 
 
 def _adoptable(t: Tensor) -> bool:
