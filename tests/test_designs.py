@@ -222,6 +222,29 @@ def test_design_parts_keep_their_point_indices(tmp_path):
     np.testing.assert_array_equal(np.concatenate([p.dy_dx3.values for p in parts]), whole.dy_dx3.values)
 
 
+@pytest.mark.parametrize(
+    ("kind", "options", "n", "rows"),
+    [
+        ("sobol", {}, 256, (96, 160)),
+        ("sobol", {}, 256, (0, 100)),
+        ("random", {}, 256, (1, 255)),
+        ("saltelli", {}, 32, (25, 61)),  # cuts base points: rows 25..60 of groups of 5
+        ("saltelli", {"second_order": True}, 32, (16, 48)),
+    ],
+)
+def test_a_part_of_a_design_is_drawn_without_the_rest(kind, options, n, rows):
+    """A compute job draws its own rows of a Sobol', random or Saltelli design (the generator moved
+    past the others): the same values as those rows of the whole design, with their indices."""
+    dists = {"a": design.uniform(0, 1), "b": design.normal(1, 2), "c": design.loguniform(0.1, 10)}
+    make = getattr(design, kind)
+    whole = make(dists, n, seed=7, **options)
+    part = make(dists, n, seed=7, rows=rows, **options)
+    np.testing.assert_array_equal(part.table, whole.table[slice(*rows)])
+    assert part.first_point == rows[0] and part.kind == whole.kind and part.second_order == whole.second_order
+    with pytest.raises(ValueError, match="not within"):
+        make(dists, n, seed=7, rows=(0, len(whole) + 1), **options)
+
+
 def test_points_from_a_table_file(tmp_path):
     """kind=points reads the user's table (.csv with a header); its bytes enter the fingerprint."""
     from pipeline.config.studies import compose_job

@@ -10,6 +10,7 @@ into an upper bound on the total Sobol' index (:mod:`pipeline.design.bounds`).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,24 +74,50 @@ def _check_seed(seed: int) -> None:
         raise ConfigError(f"invalid seed={seed!r}: a design's seed is a whole number >= 0")
 
 
-def _from_unit(distributions: Mapping[str, Distribution], unit: np.ndarray, kind: str, seed: int | None) -> Design:
+def _from_unit(
+    distributions: Mapping[str, Distribution], unit: np.ndarray, kind: str, seed: int | None, first: int = 0
+) -> Design:
     names = list(distributions)
-    table = np.column_stack([distributions[p].ppf(unit[:, i]) for i, p in enumerate(names)])
+    table = np.empty_like(unit)
+    for i, p in enumerate(names):  # column by column: no second copy of the table
+        table[:, i] = distributions[p].ppf(unit[:, i])
     if not np.isfinite(table).all():  # u = 0 maps to -inf for unbounded distributions
         raise ConfigError(f"invalid {kind} design: a point fell on an infinite quantile; use another seed")
-    return Design(names, table, dict(distributions), kind, seed)
+    return Design(names, table, dict(distributions), kind, seed, first)
 
 
-def sobol(distributions: Mapping[str, Distribution], n: int, seed: int = 0) -> Design:
-    """A scrambled Sobol' sequence of ``n`` points (a power of two, for its balance properties)."""
+def _rows(rows: tuple[int, int] | None, n: int) -> tuple[int, int]:
+    """``rows`` (start and stop point of a part), checked against the design's ``n`` points; all of them if None."""
+    start, stop = rows if rows is not None else (0, n)
+    if not 0 <= start <= stop <= n:
+        raise ValueError(f"rows {rows} are not within the design's {n} points")
+    return start, stop
+
+
+def _sobol_rows(dims: int, seed: int, start: int, stop: int) -> np.ndarray:
+    """Points ``start:stop`` of the scrambled Sobol' sequence of ``dims`` dims and ``seed``."""
+    from scipy.stats import qmc
+
+    engine = qmc.Sobol(d=dims, scramble=True, seed=seed)
+    if start:  # scipy's fast_forward(0) fails
+        engine.fast_forward(start)
+    with warnings.catch_warnings():  # the whole design has a power of two points; its parts need not
+        warnings.filterwarnings("ignore", "The balance properties of Sobol' points", UserWarning)
+        return engine.random(stop - start)
+
+
+def sobol(
+    distributions: Mapping[str, Distribution], n: int, seed: int = 0, rows: tuple[int, int] | None = None
+) -> Design:
+    """A scrambled Sobol' sequence of ``n`` points (a power of two, for its balance properties);
+    ``rows=(start, stop)``: only those points (a part), drawn without the others."""
     names = _checked(distributions, n)
     _check_seed(seed)
     if n & (n - 1):
         raise ConfigError(f"invalid n={n}: a Sobol' design needs a power of two (e.g. {1 << int(math.log2(n))})")
-    from scipy.stats import qmc
-
-    unit = qmc.Sobol(d=len(names), scramble=True, seed=seed).random(n)
-    return _from_unit(distributions, unit, "sobol", seed)
+    start, stop = _rows(rows, n)
+    unit = _sobol_rows(len(names), seed, start, stop)
+    return _from_unit(distributions, unit, "sobol", seed, start)
 
 
 def saltelli_group(parameters: int, second_order: bool = False) -> int:
@@ -114,7 +141,13 @@ def design_parameters(sweep: Mapping) -> int:
     return min(top, count) if top else count
 
 
-def saltelli(distributions: Mapping[str, Distribution], n: int, seed: int = 0, second_order: bool = False) -> Design:
+def saltelli(
+    distributions: Mapping[str, Distribution],
+    n: int,
+    seed: int = 0,
+    second_order: bool = False,
+    rows: tuple[int, int] | None = None,
+) -> Design:
     """A pick-freeze design for variance-based Sobol' indices (Saltelli 2010), ``n`` base points.
 
     Two independent matrices ``A`` and ``B`` (the two halves of one scrambled Sobol' sequence of
@@ -123,7 +156,8 @@ def saltelli(distributions: Mapping[str, Distribution], n: int, seed: int = 0, s
     base point: ``A_j, AB_1j, ..., AB_Pj, [BA_1j, ..., BA_Pj,] B_j`` (SALib's order), so the design
     has ``n (P + 2)`` points (``n (2P + 2)``), the first ``k`` groups of a larger design of the same
     seed are the design of ``k`` base points (``n`` grows as a Sobol' design does), and
-    :mod:`pipeline.design.indices` reads the blocks back from the order alone.
+    :mod:`pipeline.design.indices` reads the blocks back from the order alone. ``rows=(start,
+    stop)``: only those points (a part), from the base points they belong to.
     """
     names = _checked(distributions, n)
     _check_seed(seed)
@@ -131,20 +165,22 @@ def saltelli(distributions: Mapping[str, Distribution], n: int, seed: int = 0, s
         raise ConfigError(
             f"invalid n={n}: a Saltelli design needs a power of two base points (e.g. {1 << int(math.log2(n))})"
         )
-    from scipy.stats import qmc
-
     p = len(names)
-    unit = qmc.Sobol(d=2 * p, scramble=True, seed=seed).random(n)
+    group = saltelli_group(p, second_order)
+    start, stop = _rows(rows, n * group)
+    first, last = start // group, -(-stop // group)  # the base points of those rows
+    unit = _sobol_rows(2 * p, seed, first, last)
     a, b = unit[:, :p], unit[:, p:]
-    rows = [a]
+    blocks = [a]
     for swap_from, base in ((b, a), *([(a, b)] if second_order else [])):
         for i in range(p):
             mixed = base.copy()
             mixed[:, i] = swap_from[:, i]
-            rows.append(mixed)
-    rows.append(b)
-    group = np.stack(rows, axis=1)  # (n, group, P)
-    design = _from_unit(distributions, group.reshape(-1, p), "saltelli", seed)
+            blocks.append(mixed)
+    blocks.append(b)
+    cut = slice(start - first * group, stop - first * group)
+    unit_rows = np.stack(blocks, axis=1).reshape(-1, p)[cut]  # (base point, group, P), flattened
+    design = _from_unit(distributions, unit_rows, "saltelli", seed, start)
     design.second_order = second_order
     return design
 
@@ -158,12 +194,18 @@ def lhs(distributions: Mapping[str, Distribution], n: int, seed: int = 0) -> Des
     return _from_unit(distributions, qmc.LatinHypercube(d=len(names), seed=seed).random(n), "lhs", seed)
 
 
-def random(distributions: Mapping[str, Distribution], n: int, seed: int = 0) -> Design:
-    """``n`` independent random points."""
+def random(
+    distributions: Mapping[str, Distribution], n: int, seed: int = 0, rows: tuple[int, int] | None = None
+) -> Design:
+    """``n`` independent random points; ``rows=(start, stop)``: only those points (a part), the
+    generator advanced past the others (one draw per value)."""
     names = _checked(distributions, n)
     _check_seed(seed)
-    unit = np.random.default_rng(seed).random((n, len(names)))
-    return _from_unit(distributions, unit, "random", seed)
+    start, stop = _rows(rows, n)
+    generator = np.random.default_rng(seed)
+    generator.bit_generator.advance(start * len(names))
+    unit = generator.random((stop - start, len(names)))
+    return _from_unit(distributions, unit, "random", seed, start)
 
 
 def points(table: np.ndarray, names: list[str], distributions: Mapping[str, Distribution] | None = None) -> Design:
