@@ -301,3 +301,42 @@ def test_indices_along_the_last_output_dim_add_up_to_the_aggregate():
     low, high = s.sobol_total_per_t_interval.sel(parameter="x1").values
     assert (low <= exact + 1e-12).all() and (exact - 1e-12 <= high).all(), (low, high)
     np.testing.assert_allclose(s.sobol_total_per_t.sel(parameter="x1").values, exact, atol=0.03)
+
+
+@pytest.mark.parametrize("second_order", [False, True])
+def test_indices_read_a_block_of_base_points_at_a_time_equal_all_at_once(second_order):
+    """The Saltelli sums add up: a design read 7 base points at a time (blocks that end at the
+    convergence levels) gives every index, interval and convergence row of reading it at once, to
+    round-off, for a y offset by 1e4 (the sums are of y less the first block's mean) and with failed
+    base points; sums of two halves with their own shifts add up to the whole's."""
+    from pipeline.design.indices import SaltelliSums, sobol_indices
+
+    def offset(x, x1, x2, x3):
+        y = 1e4 + ishigami(x, x1, x2, x3)
+        return torch.where((x1 > 2.8) & (x2 > 0), torch.nan, y)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = ishigami_dataset(128, seed=3, second_order=second_order, model=offset)
+    params = ["x1", "x2", "x3"]
+    whole, complete = sobol_indices(ds, params, second_order)
+    group = saltelli_group(3, second_order)
+    blocked, same = sobol_indices(ds, params, second_order, block_values=7 * group)
+    assert 0 < (~complete).sum() < 20 and np.array_equal(complete, same)
+    for name in whole.data_vars:
+        np.testing.assert_allclose(blocked[name].values, whole[name].values, rtol=1e-9, atol=1e-12, err_msg=name)
+    # against the estimator written out on the complete base points (float64, no sums)
+    kept = Blocks.of(ds.y.values.reshape(-1, 1), 3, second_order).rows(complete)
+    centre = (kept.a.mean() + kept.b.mean()) / 2
+    variance = np.var(np.r_[kept.a, kept.b])
+    total = np.mean((kept.a - kept.ab[2]) ** 2) / 2 / variance
+    assert float(whole.sobol_total_aggregated[2]) == pytest.approx(total, rel=1e-9)
+    first = np.mean((kept.b - centre) * (kept.ab[0] - kept.a)) / variance
+    assert float(whole.sobol_first_aggregated[0]) == pytest.approx(first, rel=1e-9)
+    # two halves, each about its own mean, moved to one shift
+    halves = [kept.rows(np.arange(len(kept.a)) < 40), kept.rows(np.arange(len(kept.a)) >= 40)]
+    ones = [np.ones((1, len(h.a))) for h in halves]
+    added = (SaltelliSums.of(halves[0], ones[0]) + SaltelliSums.of(halves[1], ones[1])).moments().indices()
+    at_once = SaltelliSums.of(kept, np.ones((1, len(kept.a)))).moments().indices()
+    for kind in at_once:
+        np.testing.assert_allclose(added[kind], at_once[kind], rtol=1e-9, atol=1e-12, err_msg=kind)

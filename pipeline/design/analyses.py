@@ -9,7 +9,7 @@ import numpy as np
 import xarray as xr
 
 from pipeline.design.bounds import design_bounds
-from pipeline.design.indices import Blocks, sobol_indices
+from pipeline.design.indices import sobol_indices
 from pipeline.design.sampling import saltelli_group
 
 
@@ -18,7 +18,8 @@ def design_summary(ds: xr.Dataset, params: list[str]) -> tuple[xr.Dataset, dict[
 
     For a Saltelli design the bounds come from its ``A`` and ``B`` blocks (independent points of
     the distributions; the ``AB`` rows are not), from base points whose evaluations are all finite,
-    and every Sobol' estimate is checked against them (:func:`contradictions`).
+    and every Sobol' estimate is checked against them (:func:`contradictions`). Both read the design
+    a block of points at a time.
     """
     if ds.attrs.get("design") != "saltelli":
         return design_bounds(ds, params), {}
@@ -26,13 +27,11 @@ def design_summary(ds: xr.Dataset, params: list[str]) -> tuple[xr.Dataset, dict[
     if not ds.indexes["point"].is_monotonic_increasing:  # parts opened in another order
         ds = ds.sortby("point")
     group = saltelli_group(len(params), second_order)
-    y = ds["y"].values.reshape(ds.sizes["point"], -1).astype(np.float64)
-    complete = Blocks.of(y, len(params), second_order).complete()
+    indices, complete = sobol_indices(ds, params, second_order)
     role = np.arange(len(complete) * group) % group
     kept = np.repeat(complete, group)
     independent = np.flatnonzero(kept & ((role == 0) | (role == group - 1)))
     bounds = design_bounds(ds.isel(point=independent), params)
-    indices = sobol_indices(ds, params, second_order, complete=complete)
     found = contradictions(indices, bounds, params)
     failed = int(indices["sobol_failed_base_points"])
     if failed:

@@ -28,12 +28,21 @@ the indices at ``N/8``, ``N/4``, ``N/2`` and ``N`` come from the same evaluation
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
 import xarray as xr
 
-from pipeline.design.resampling import BOOTSTRAP, CONFIDENCE, Elements, as_divisor, percentiles, poisson_weights
+from pipeline.design.resampling import (
+    BOOTSTRAP,
+    BOOTSTRAP_BATCH_VALUES,
+    CONFIDENCE,
+    Elements,
+    as_divisor,
+    percentiles,
+    poisson_weights,
+)
 from pipeline.design.sampling import saltelli_group
 
 
@@ -75,6 +84,11 @@ class Moments:
     total: np.ndarray
     second: np.ndarray | None
 
+    def take(self, rows: slice) -> Moments:
+        """The moments of weight rows ``rows``."""
+        second = self.second[rows] if self.second is not None else None
+        return Moments(self.var[rows], self.first[rows], self.total[rows], second)
+
     def indices(self) -> dict[str, np.ndarray]:
         """Per element: ``first``, ``total`` ``(R, P, E)``, ``second`` ``(R, P, P, E)``; NaN where ``V = 0``."""
         v = as_divisor(self.var)[:, None]
@@ -109,30 +123,118 @@ def _off_diagonal(second: np.ndarray) -> np.ndarray:
     return second
 
 
+@dataclass
+class SaltelliSums:
+    """The weighted sums over base points every estimator is made of, per weight row ``R``: each
+    row's total weight ``w`` ``(R,)``, the sums of ``a``, ``b``, ``a^2``, ``b^2`` ``(R, E)``, of
+    ``d_i = ab_i - a``, ``b d_i``, ``d_i^2`` ``(R, P, E)`` and, for second order, of ``a b``,
+    ``ba_i`` and ``ba_i ab_j`` ``(R, P, P, E)``; values are of ``y - shift`` (``shift``: the first
+    block's mean), so a variance is not the difference of two large numbers. Two blocks' sums add
+    up (``+``, the other's moved to this shift: exact algebra), so a design is read a block of base
+    points at a time."""
+
+    w: np.ndarray
+    a: np.ndarray
+    b: np.ndarray
+    aa: np.ndarray
+    bb: np.ndarray
+    d: np.ndarray
+    bd: np.ndarray
+    dd: np.ndarray
+    ab: np.ndarray | None
+    ba: np.ndarray | None
+    x: np.ndarray | None
+    shift: np.ndarray
+
+    @classmethod
+    def of(cls, blocks: Blocks, weights: np.ndarray, shift: np.ndarray | None = None) -> SaltelliSums:
+        """The sums of ``blocks`` under ``weights`` ``(R, N)`` (ones: the estimate; counts: bootstrap
+        resamples), of ``y - shift`` (default: the mean of these ``a`` and ``b``)."""
+        if shift is None:
+            empty = not len(blocks.a)
+            shift = np.zeros(blocks.a.shape[1]) if empty else (blocks.a.mean(axis=0) + blocks.b.mean(axis=0)) / 2
+        a, b = blocks.a - shift, blocks.b - shift
+        d = blocks.ab - blocks.a  # (P, N, E): differences, free of the shift
+        second = blocks.ba is not None
+        ba = blocks.ba - shift if second else None
+        return cls(
+            weights.sum(axis=1),
+            weights @ a,
+            weights @ b,
+            weights @ (a * a),
+            weights @ (b * b),
+            np.stack([weights @ di for di in d], axis=1),
+            np.stack([weights @ (b * di) for di in d], axis=1),
+            np.stack([weights @ (di * di) for di in d], axis=1),
+            weights @ (a * b) if second else None,
+            np.stack([weights @ bai for bai in ba], axis=1) if second else None,
+            np.stack([np.stack([weights @ (bai * (a + dj)) for dj in d], axis=1) for bai in ba], axis=1)
+            if second
+            else None,
+            shift,
+        )
+
+    def _moved(self, shift: np.ndarray) -> SaltelliSums:
+        """The same sums of ``y - shift``: with ``y - old = v``, ``y - shift = v + t``, ``t = old - shift``."""
+        t, w = self.shift - shift, self.w[:, None]
+        second = self.ab is not None
+        abj = self.a[:, None] + self.d  # sums of ab_j - old
+        return SaltelliSums(
+            self.w,
+            self.a + t * w,
+            self.b + t * w,
+            self.aa + 2 * t * self.a + t * t * w,
+            self.bb + 2 * t * self.b + t * t * w,
+            self.d,
+            self.bd + t * self.d,
+            self.dd,
+            self.ab + t * (self.a + self.b) + t * t * w if second else None,
+            self.ba + t * w[:, None] if second else None,
+            self.x + t * (self.ba[:, :, None] + abj[:, None]) + t * t * w[:, None, None] if second else None,
+            shift,
+        )
+
+    def __add__(self, other: SaltelliSums) -> SaltelliSums:
+        o = other._moved(self.shift)
+        second = self.ab is not None
+        return SaltelliSums(
+            self.w + o.w,
+            self.a + o.a,
+            self.b + o.b,
+            self.aa + o.aa,
+            self.bb + o.bb,
+            self.d + o.d,
+            self.bd + o.bd,
+            self.dd + o.dd,
+            self.ab + o.ab if second else None,
+            self.ba + o.ba if second else None,
+            self.x + o.x if second else None,
+            self.shift,
+        )
+
+    def moments(self) -> Moments:
+        """The means of NOTE [Sobol' indices from a pick-freeze design], centring included."""
+        w = self.w[:, None]
+        mean_a, mean_b = self.a / w, self.b / w
+        centre = (mean_a + mean_b) / 2
+        var = (self.aa + self.bb) / (2 * w) - centre**2
+        mean_d = self.d / w[:, None]
+        first = self.bd / w[:, None] - centre[:, None] * mean_d
+        total = self.dd / (2 * w[:, None])
+        second = None
+        if self.x is not None:
+            base = self.ab / w - centre * (mean_a + mean_b)
+            mean_ab = mean_a[:, None] + mean_d  # (R, P, E)
+            mean_ba = self.ba / w[:, None]
+            c = centre[:, None, None]
+            second = self.x / w[:, None, None] - c * (mean_ba[:, :, None] + mean_ab[:, None]) - base[:, None, None]
+        return Moments(var, first, total, second)
+
+
 def moments(blocks: Blocks, weights: np.ndarray) -> Moments:
     """The means of NOTE [Sobol' indices from a pick-freeze design] under ``weights`` ``(R, N)``
-    (ones: the estimate; counts: bootstrap resamples), centring included."""
-    total_weight = weights.sum(axis=1, keepdims=True)
-
-    def mean(values: np.ndarray) -> np.ndarray:
-        return weights @ values / total_weight
-
-    a, b = blocks.a, blocks.b
-    centre = (mean(a) + mean(b)) / 2
-    var = (mean(a * a) + mean(b * b)) / 2 - centre**2
-    change = blocks.ab - a  # (P, N, E)
-    first = np.stack([mean(b * d) - centre * mean(d) for d in change], axis=1)
-    total = np.stack([mean(d * d) / 2 for d in change], axis=1)
-    second = None
-    if blocks.ba is not None:
-        p = len(change)
-        base = mean(a * b) - centre * mean(a + b)
-        second = np.empty((len(weights), p, p, a.shape[1]))
-        for i in range(p):
-            for j in range(p):
-                cross = blocks.ba[i] * blocks.ab[j]
-                second[:, i, j] = mean(cross) - centre * mean(blocks.ba[i] + blocks.ab[j]) - base
-    return Moments(var, first, total, second)
+    (ones: the estimate; counts: bootstrap resamples)."""
+    return SaltelliSums.of(blocks, weights).moments()
 
 
 def _levels(n: int) -> list[int]:
@@ -140,20 +242,64 @@ def _levels(n: int) -> list[int]:
     return [n // d for d in (8, 4, 2, 1) if n // d >= 2]
 
 
-def sobol_indices(
-    ds: xr.Dataset, params: list[str], second_order: bool, seed: int = 0, complete: np.ndarray | None = None
-) -> xr.Dataset:
-    """The variables of NOTE [Sobol' indices from a pick-freeze design] for a Saltelli dataset;
-    ``complete``: the base points to use, if the caller has found them (:meth:`Blocks.complete`)."""
+BLOCK_VALUES = 2**24
+"""Values of y (128 MiB of float64) read at once: a Saltelli design is summarised a block of base
+points at a time (:class:`SaltelliSums`)."""
+
+
+@dataclass
+class Streamed:
+    """What one pass over a Saltelli design's base points gives: the sums (row 0 the estimate, then
+    the bootstrap's resamples), which base points were complete, and the aggregated indices at each
+    convergence level (design base points: the count used there, and the indices of every row)."""
+
+    sums: SaltelliSums
+    complete: np.ndarray
+    levels: dict[int, tuple[int, dict[str, np.ndarray]]]
+
+
+def saltelli_sums(
+    ds: xr.Dataset, params: list[str], second_order: bool, seed: int = 0, block_values: int | None = None
+) -> Streamed:
+    """The design's :class:`SaltelliSums`, read a block of base points at a time (``block_values``
+    values of y, default :data:`BLOCK_VALUES`; blocks end at the convergence levels). A base point
+    any of whose evaluations is NaN or Inf is left out (module doc)."""
     el = Elements.of(ds["y"])
-    y = el.array(ds["y"]).reshape(ds.sizes["point"], -1)
-    everything = Blocks.of(y, len(params), second_order)
-    keep = everything.complete() if complete is None else complete
-    blocks = everything.rows(keep)
-    n = len(blocks.a)
-    estimate = moments(blocks, np.ones((1, n)))
-    weights = _base_point_weights(ds, len(y), len(everything.a), seed)[:, keep]
-    resampled = moments(blocks, weights) if n > 1 else estimate
+    group = saltelli_group(len(params), second_order)
+    n = ds.sizes["point"] // group
+    first = int(ds["point"].values[0]) // group if "point" in ds.coords and n else 0
+    elements = int(np.prod(el.shape))
+    step = max(1, min((block_values or BLOCK_VALUES) // (group * elements), BOOTSTRAP_BATCH_VALUES // (BOOTSTRAP + 1)))
+    levels = _levels(n)
+    edges = sorted({*range(0, n, step), *levels, n})
+    complete = np.zeros(n, dtype=bool)
+    sums, snapshots = None, {}
+    for b0, b1 in itertools.pairwise(edges):
+        y = el.array(ds["y"].isel(point=slice(b0 * group, b1 * group))).reshape((b1 - b0) * group, -1)
+        blocks = Blocks.of(y, len(params), second_order)
+        keep = complete[b0:b1] = blocks.complete()
+        weights = np.vstack([np.ones((1, int(keep.sum()))), poisson_weights(seed, first + b0, b1 - b0)[:, keep]])
+        found = SaltelliSums.of(blocks.rows(keep), weights, None if sums is None else sums.shift)
+        sums = found if sums is None else sums + found
+        if b1 in levels:
+            snapshots[b1] = (int(complete[:b1].sum()), sums.moments().aggregated())
+    if sums is None:  # no base point
+        empty = Blocks.of(np.zeros((0, elements)), len(params), second_order)
+        sums = SaltelliSums.of(empty, np.zeros((1 + BOOTSTRAP, 0)), np.zeros(elements))
+    return Streamed(sums, complete, snapshots)
+
+
+def sobol_indices(
+    ds: xr.Dataset, params: list[str], second_order: bool, seed: int = 0, block_values: int | None = None
+) -> tuple[xr.Dataset, np.ndarray]:
+    """The variables of NOTE [Sobol' indices from a pick-freeze design] for a Saltelli dataset, and
+    which base points were complete (all their evaluations finite)."""
+    el = Elements.of(ds["y"])
+    streamed = saltelli_sums(ds, params, second_order, seed, block_values)
+    keep = streamed.complete
+    every = streamed.sums.moments()
+    estimate = every.take(slice(0, 1))
+    resampled = every.take(slice(1, None)) if keep.sum() > 1 else estimate
     per_element, per_element_ci = estimate.indices(), {k: percentiles(v) for k, v in resampled.indices().items()}
     overall, overall_ci = estimate.aggregated(), {k: percentiles(v) for k, v in resampled.aggregated().items()}
     if el.along:  # at each entry of the last output dim (e.g. time), as the bounds are
@@ -216,47 +362,37 @@ def sobol_indices(
             overall_ci["second"],
             {"long_name": f"{CONFIDENCE:.0%} bootstrap interval of sobol_second_aggregated"},
         )
-    out |= _convergence(blocks, weights)
+    out |= _convergence(streamed.levels)
     out["sobol_failed_base_points"] = (
         [],
         int((~keep).sum()),
         {"long_name": "base points left out because an evaluation was NaN or Inf", "units": "1"},
     )
     coords = {**el.coords, "interval": ["low", "high"], "parameter": params, "parameter_2": params}
-    return xr.Dataset(out, coords=coords)
+    return xr.Dataset(out, coords=coords), keep
 
 
-def _base_point_weights(ds: xr.Dataset, points: int, base_points: int, seed: int) -> np.ndarray:
-    """The bootstrap's Poisson weights of each base point, by its index in the design (the same in
-    any part of it): ``(resample, base point)``."""
-    group = points // max(base_points, 1)
-    first = int(ds["point"].values[0]) // group if "point" in ds.coords and points else 0
-    return poisson_weights(seed, first, base_points, BOOTSTRAP)
-
-
-def _convergence(blocks: Blocks, weights: np.ndarray) -> dict[str, tuple]:
+def _convergence(levels: dict[int, tuple[int, dict[str, np.ndarray]]]) -> dict[str, tuple]:
     """The aggregated indices and their intervals from the first N/8, N/4, N/2 and N base points
-    (``weights``: the bootstrap's weights of every base point)."""
-    levels = _levels(len(blocks.a))
+    (``levels``: :attr:`Streamed.levels`)."""
     rows: dict[str, list] = {"first": [], "total": [], "first_ci": [], "total_ci": []}
-    for k in levels:
-        head = Blocks(blocks.a[:k], blocks.b[:k], blocks.ab[:, :k], None)
-        point = moments(head, np.ones((1, k))).aggregated()
-        spread = moments(head, weights[:, :k]).aggregated()
+    for _used, found in levels.values():
         for kind in ("first", "total"):
-            rows[kind].append(point[kind][0])
-            rows[f"{kind}_ci"].append(percentiles(spread[kind]))
+            rows[kind].append(found[kind][0])
+            rows[f"{kind}_ci"].append(percentiles(found[kind][1:]))
+    used = [count for count, _ in levels.values()]
     out = {}
     for kind in ("first", "total"):
         out[f"sobol_{kind}_convergence"] = (
             ["base_points", "parameter"],
-            np.array(rows[kind]).reshape(len(levels), -1),
+            np.array(rows[kind]).reshape(len(used), -1),
             {"long_name": f"sobol_{kind}_aggregated from the first base_points base points"},
         )
         out[f"sobol_{kind}_convergence_interval"] = (
             ["interval", "base_points", "parameter"],
-            np.array(rows[f"{kind}_ci"]).reshape(len(levels), 2, -1).transpose(1, 0, 2),
+            np.array(rows[f"{kind}_ci"]).reshape(len(used), 2, -1).transpose(1, 0, 2),
             {"long_name": f"{CONFIDENCE:.0%} bootstrap interval of sobol_{kind}_convergence"},
         )
-    out["base_points"] = (["base_points"], np.array(levels), {"long_name": "base points used", "units": "1"})
+    used_attrs = {"long_name": "base points used", "units": "1"}
+    out["base_points"] = (["base_points"], np.array(used, dtype=np.int64), used_attrs)
     return out
