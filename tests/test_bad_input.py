@@ -178,6 +178,7 @@ CASES = [
     ),
     ("unknown NaN policy", ["nan_policy=ignore"], "expected one of [warn, raise]"),
     ("verify with no samples", ["verify.samples=0"], "invalid verify.samples=0: must be >= 1"),
+    ("verify of no point", ["verify.max_points=0"], "invalid verify.max_points=0: must be >= 1"),
 ]
 if not torch.cuda.is_available():
     CASES.append(("device=cuda without CUDA", ["device=cuda"], "CUDA is not available on this machine"))

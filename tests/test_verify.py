@@ -191,3 +191,16 @@ def test_compare_along_a_dim_that_is_not_an_output_is_refused_before_any_referen
     cfg = compose_job("oscillator", [*OSCILLATOR, f"output={tmp_path / 'sensitivity.nc'}", "verify.compare_along=nope"])
     with pytest.raises(ConfigError, match=r"invalid verify.compare_along='nope': need an output dim .*valid: \['t'\]"):
         verify(oscillator_result, cfg)
+
+
+@pytest.mark.parametrize(("values", "max_points", "checked"), [(2, 100, 8), (5, 20, 20), (1, 20, 1)])
+def test_a_design_checks_values_to_the_p_points_at_most_max_points(values, max_points, checked):
+    """A design of P parameters is checked at values^P of its points (a grid's count), at most
+    verify.max_points: a design of 100 parameters would otherwise check every point, each with
+    finite differences of 2 x 100 evaluations."""
+    from pipeline.stages.compute import sweep_dataset
+
+    overrides = ["sweep.n=64", "sweep.part_size=null", f"verify.values={values}", f"verify.max_points={max_points}"]
+    cfg = compose_job("ishigami", [*overrides, "verify.methods=[finite_difference]"])
+    report = verify(sweep_dataset(cfg, "ishigami"), cfg)
+    assert report.attrs["checked_points"] == checked and report.attrs["passed"] == 1

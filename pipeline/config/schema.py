@@ -187,7 +187,8 @@ class VerifyConfig:
     """The verify step: other methods in float64 on a sample of points."""
 
     enabled: bool = _opt(True, "run the verify step for this study")
-    values: int = _opt(5, "values of each swept parameter checked")
+    values: int = _opt(5, "values of each swept parameter checked (a sampled design: values^P of its points)")
+    max_points: int = _opt(125, "at most this many points of a sampled design checked (values^P grows fast)")
     samples: int = _opt(8, "samples checked")
     methods: list[MethodName] = _opt(
         factory=lambda: [MethodName.forward, MethodName.reverse, MethodName.finite_difference],

@@ -190,7 +190,7 @@ def validate(cfg: DictConfig | JobConfig) -> None:
         check_parts(sweep.parts, count, cfg.part, sweep.param, prefix="sweep.")
     _check_fixed(sweep, list(counts))
     Options.from_config(cfg).checked(n_params=len(counts), prefix="method.")
-    for key in ("values", "samples"):
+    for key in ("values", "samples", "max_points"):
         if cfg.verify[key] < 1:
             fail(f"verify.{key}", cfg.verify[key], "must be >= 1 (verify.enabled=false turns the step off)")
     references = [m.value for m in MethodName if m.value != "none"]

@@ -229,7 +229,8 @@ def verify(ds: xr.Dataset, cfg: DictConfig) -> xr.Dataset:
     sweep = sweep_dims(ds)
     if opts.compare_along:  # before any reference is computed
         _check_variant_dim(ds, opts.compare_along, [*sweep, "sample"])
-    picks = {d: _pick(opts["values"] ** (len(params) if d == "point" else 1), ds.sizes[d]) for d in sweep}
+    count = {d: min(opts["values"] ** len(params), opts.max_points) if d == "point" else opts["values"] for d in sweep}
+    picks = {d: _pick(count[d], ds.sizes[d]) for d in sweep}
     named = output_names(ds) != ["y"]  # compared as the one flat output the engine computes
     sub = flat_outputs(ds.isel({**picks, "sample": _pick(opts.samples, ds.sizes["sample"])}), sweep, params)
     model = build_model(cfg)
