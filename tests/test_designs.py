@@ -426,3 +426,35 @@ def test_the_summary_of_a_design_adds_up_over_its_parts():
     # the spread of y (offset 1e4) and of dy/dp from merged blocks, without cancellation
     np.testing.assert_allclose(blocks.y_var.values, ds.y.values.var(axis=0, ddof=1), rtol=1e-10)
     np.testing.assert_allclose(blocks.sigma_C.values, ds.dy_dC.values.std(axis=0, ddof=1), rtol=1e-10)
+
+
+def test_the_active_subspace_bootstrap_weighs_buckets_of_points(monkeypatch):
+    """With 6 parameters the gradient outer products' bootstrap weighs buckets of 3 consecutive
+    points (one weight each, so that it costs about what the other statistics' does): blocks of 101
+    points, which cut buckets, add up to reading all points at once, and the intervals are those of
+    weighing each point, within the bootstrap's own noise."""
+    from pipeline.design import bounds, sums
+
+    w = np.array([0.6, 0.8, 0.3, 0.0, 0.1, 0.0])
+
+    def model(x, p0, p1, p2, p3, p4, p5):
+        p = torch.stack([p0, p1, p2, p3, p4, p5])
+        return (torch.sin(torch.tensor(w) @ p) + 0.5 * p2 * p3) * x
+
+    params = [f"p{i}" for i in range(6)]
+    d = design.sobol({p: design.uniform(-1, 1) for p in params}, 4096, seed=5)
+    ds = sensitivity(model, torch.ones(1, dtype=torch.float64), d)
+    assert sums.outer_bucket(6) == 3 and sums.outer_bucket(3) == 1
+    at_once = bounds.design_bounds(ds, params, block_values=10**9)
+    assert bounds.block_points(ds, params, 34 * 101) == 101
+    blocked = bounds.design_bounds(ds, params, block_values=34 * 101)
+    for name in ("active_eigenvalues_interval", "active_subspace_distance", "active_eigenvalues"):
+        np.testing.assert_allclose(blocked[name].values, at_once[name].values, rtol=1e-9, atol=1e-12, err_msg=name)
+    monkeypatch.setattr(sums, "outer_bucket", lambda parameters: 1)
+    per_point = bounds.design_bounds(ds, params)
+    width = np.diff(at_once.active_eigenvalues_interval.values[:, :2], axis=0)
+    reference = np.diff(per_point.active_eigenvalues_interval.values[:, :2], axis=0)
+    assert np.all((width / reference > 0.7) & (width / reference < 1.4)), width / reference
+    for interval in (at_once, per_point):
+        low, high = interval.active_eigenvalues_interval.values[:, 0]
+        assert low < float(at_once.active_eigenvalues[0]) < high

@@ -11,6 +11,7 @@ import xarray as xr
 from pipeline.design.bounds import design_bounds
 from pipeline.design.indices import sobol_indices
 from pipeline.design.sampling import saltelli_group
+from pipeline.storage.names import optional
 
 
 def design_summary(ds: xr.Dataset, params: list[str]) -> tuple[xr.Dataset, dict[str, str | int]]:
@@ -55,8 +56,8 @@ def contradictions(indices: xr.Dataset, bounds: xr.Dataset, params: list[str]) -
     lower bound's (the estimators or the bounds cannot both be right there)."""
     found = []
     for i, p in enumerate(params):
-        upper = bounds.get(f"sobol_total_upper_{p}_aggregated")
-        lower = bounds.get(f"sobol_first_lower_{p}_aggregated")
+        upper = optional(bounds, f"sobol_total_upper_{p}_aggregated")
+        lower = optional(bounds, f"sobol_first_lower_{p}_aggregated")
         total_low = float(indices["sobol_total_aggregated_interval"][0, i])
         first_high = float(indices["sobol_first_aggregated_interval"][1, i])
         if upper is not None and total_low > upper.attrs.get("ci_high", float(upper)):

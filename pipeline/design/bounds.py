@@ -32,7 +32,7 @@ from pipeline.design.resampling import (
     as_divisor,
     percentiles,
 )
-from pipeline.design.sums import DesignSums, Parameter
+from pipeline.design.sums import DesignSums, Parameter, outer_bucket
 from pipeline.storage.names import derivative_name
 
 
@@ -100,16 +100,22 @@ def _with_intervals(out: dict[str, tuple], el: Elements, intervals: dict[str, di
                 )
 
 
+MAX_SUBSPACE_DIMENSION = 10
+"""Active subspaces whose bootstrap distance is given: dimensions 1 to this (each costs a 2-norm of a
+P x P matrix per resample; a subspace of more dimensions than this reduces little)."""
+
+
 def _gradient_outer_product(sums: DesignSums, names: list[str]) -> dict[str, tuple]:
     """E[grad y grad y^T] over the points, summed over elements, its eigenvalues and eigenvectors
     (active directions), activity scores, and their bootstrap: intervals on the eigenvalues and how
     far the resampled active subspaces of each dimension lie from the estimated one."""
     matrix = sums.outer / sums.y.n
     eigenvalues, eigenvectors = _eigen(matrix)
-    resampled = sums.outer_boot.reshape(-1, len(names), len(names)) / sums.boot_total[:, None, None]
+    # a resample that weighs no point (a tiny design) is left out
+    resampled = sums.outer_boot[sums.outer_total > 0] / sums.outer_total[sums.outer_total > 0, None, None]
     values, vectors = np.linalg.eigh(resampled)
     values, vectors = values[:, ::-1], vectors[:, :, ::-1]
-    dims = np.arange(1, len(names))
+    dims = np.arange(1, min(len(names), MAX_SUBSPACE_DIMENSION + 1))
     distance = np.empty((len(resampled), len(dims)))
     for i, r in enumerate(dims):
         resampled_projector = vectors[:, :, :r] @ vectors[:, :, :r].transpose(0, 2, 1)
@@ -147,7 +153,7 @@ def _gradient_outer_product(sums: DesignSums, names: list[str]) -> dict[str, tup
             {
                 "long_name": f"{CONFIDENCE:.0%} percentile over bootstrap resamples of the distance (2-norm of the "
                 "projectors' difference, 0 to 1) between the estimated and the resampled active subspace of "
-                "each dimension: small means that subspace is well determined"
+                f"each dimension (up to {MAX_SUBSPACE_DIMENSION}): small means that subspace is well determined"
             },
         ),
         "subspace_dimension": (["subspace_dimension"], dims, {"long_name": "active subspace dimension"}),
@@ -193,8 +199,18 @@ def _projector(vectors: np.ndarray, r: int) -> np.ndarray:
 
 
 BLOCK_VALUES = 2**24
-"""Values of y, the derivatives and the gradient outer products (128 MiB of float64) read at once:
+"""Values of y, the derivatives and what the sums of a block hold (128 MiB of float64) at once:
 a design is summarised a block of points at a time (:class:`~pipeline.design.sums.DesignSums`)."""
+
+
+def block_points(ds: xr.Dataset, params: list[str], block_values: int | None = None) -> int:
+    """Points of a design :func:`design_bounds` reads at once: ``block_values`` (default
+    :data:`BLOCK_VALUES`) over what a point costs (y and its derivatives, the bootstrap's columns, its
+    share of the buckets' outer products). A summary reads the design in chunks of this many points."""
+    el = Elements.of(ds["y"])
+    P = sum(derivative_name(p) in ds for p in params)
+    per_point = int(np.prod(el.shape)) * (1 + P) + el.shape[-1] * (2 + 2 * P) + P**2 // outer_bucket(P) + 1
+    return max(1, (block_values or BLOCK_VALUES) // per_point)
 
 
 def design_bounds(ds: xr.Dataset, params: list[str], rng_seed: int = 0, block_values: int | None = None) -> xr.Dataset:
@@ -210,11 +226,11 @@ def design_bounds(ds: xr.Dataset, params: list[str], rng_seed: int = 0, block_va
         for p in params
         if f"distribution_{p}" in ds.attrs and derivative_name(p) in ds  # no derivatives: method "none"
     }
-    per_point = int(np.prod(el.shape)) * (1 + len(dists)) + len(dists) ** 2  # y, derivatives, outer product
-    block = max(1, (block_values or BLOCK_VALUES) // per_point)
+    block = block_points(ds, params, block_values)
+    names = ["y", *dists, *map(derivative_name, dists)]
     sums = None
     for start in range(0, ds.sizes["point"], block):
-        part = ds.isel(point=slice(start, start + block))
+        part = ds[names].isel(point=slice(start, start + block)).compute()  # one read of every variable
         Y = el.array(part["y"])
         gradients = {}
         for p, dist in dists.items():

@@ -81,21 +81,23 @@ WEIGHT_BLOCK = 4096
 is drawn from ``default_rng([seed, b])``, so any range of points gets the same weights."""
 
 
-def poisson_weights(seed: int, first: int, count: int, resamples: int = BOOTSTRAP) -> np.ndarray:
+def poisson_weights(seed: int, first: int, count: int, resamples: int = BOOTSTRAP, stream: int = 0) -> np.ndarray:
     """Each resample's Poisson(1) weight of points ``first .. first + count - 1``: ``(resamples, count)``,
-    the same whichever range of points asks (module doc)."""
+    the same whichever range of points asks (module doc); ``stream``: another set of weights from
+    the same seed (0: the points')."""
     weights = np.empty((resamples, count))
     end = first + count
     for block in range(first // WEIGHT_BLOCK, -(-end // WEIGHT_BLOCK)):
         start = block * WEIGHT_BLOCK
-        uniform = np.random.default_rng([seed, block]).random((resamples, WEIGHT_BLOCK), dtype=np.float32)
+        entropy = [seed, block, stream] if stream else [seed, block]
+        uniform = np.random.default_rng(entropy).random((resamples, WEIGHT_BLOCK), dtype=np.float32)
         drawn = np.searchsorted(_POISSON_CDF, uniform)  # inverse CDF: 3x faster than rng.poisson
         lo, hi = max(first, start), min(end, start + WEIGHT_BLOCK)
         weights[:, lo - first : hi - first] = drawn[:, lo - start : hi - start]
     return weights
 
 
-def poisson_weights_at(seed: int, points: np.ndarray, resamples: int = BOOTSTRAP) -> np.ndarray:
+def poisson_weights_at(seed: int, points: np.ndarray, resamples: int = BOOTSTRAP, stream: int = 0) -> np.ndarray:
     """:func:`poisson_weights` of the points with indices ``points`` (any order, any gaps):
     ``(resamples, len(points))``; only the blocks holding them are drawn."""
     points = np.asarray(points, dtype=np.int64)
@@ -103,6 +105,6 @@ def poisson_weights_at(seed: int, points: np.ndarray, resamples: int = BOOTSTRAP
     blocks = points // WEIGHT_BLOCK
     for block in np.unique(blocks):
         mine = np.flatnonzero(blocks == block)
-        drawn = poisson_weights(seed, int(block) * WEIGHT_BLOCK, WEIGHT_BLOCK, resamples)
+        drawn = poisson_weights(seed, int(block) * WEIGHT_BLOCK, WEIGHT_BLOCK, resamples, stream)
         weights[:, mine] = drawn[:, points[mine] - int(block) * WEIGHT_BLOCK]
     return weights

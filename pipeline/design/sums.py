@@ -7,6 +7,12 @@ of both. So a design is summarised a block at a time (a part of the workflow, or
 file), never holding more than one block's derivatives. Means and variances merge by Chan's
 formula (no cancellation where the mean is large against the spread); the bootstrap's weighted
 sums (:func:`~pipeline.design.resampling.poisson_weights`, by point index) are plain sums.
+
+The bootstrap of the gradient outer product (the active subspace's intervals) weighs buckets of
+:func:`outer_bucket` consecutive points, one Poisson weight each (a weight stream of its own):
+weighing each point's ``P x P`` matrix costs ``resamples x P^2`` per point, against ``resamples x
+2P`` for every other statistic. Resampling buckets of independent points resamples the points (each
+bucket's sum is a sum of independent terms); with up to 3 parameters a bucket is one point.
 """
 
 from __future__ import annotations
@@ -16,6 +22,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.design.resampling import BOOTSTRAP, BOOTSTRAP_BATCH_VALUES, poisson_weights_at
+
+
+def outer_bucket(parameters: int) -> int:
+    """Consecutive points (by index) whose gradient outer products share one bootstrap weight
+    (module doc): ``P / 2``, so that their bootstrap costs about what the other statistics' does."""
+    return max(1, parameters // 2)
 
 
 @dataclass
@@ -64,7 +76,8 @@ class DesignSums:
     (``shift``: the first block's mean of y, so that a variance is not the difference of two large
     numbers; adding moves the other block's sums to it); ``outer``
     ``(P, P)``: the sum over points of each point's gradient outer product (summed over elements),
-    ``outer_boot`` ``(resample, P, P)`` the same weighted, ``outer_along`` ``(last, P, P)`` the sum
+    ``outer_boot`` ``(resample, P, P)`` the same weighted by bucket (module doc), ``outer_total``
+    ``(resample,)`` each resample's weighted count of points, ``outer_along`` ``(last, P, P)`` the sum
     over points and rows at each entry of the last output dim.
     """
 
@@ -74,6 +87,7 @@ class DesignSums:
     boot: np.ndarray
     outer: np.ndarray
     outer_boot: np.ndarray
+    outer_total: np.ndarray
     outer_along: np.ndarray
     shift: np.ndarray  # (rows, last): the bootstrap's y columns are of y - shift (no cancellation)
 
@@ -90,6 +104,7 @@ class DesignSums:
             self.boot + boot,
             self.outer + other.outer,
             self.outer_boot + other.outer_boot,
+            self.outer_total + other.outer_total,
             self.outer_along + other.outer_along,
             self.shift,
         )
@@ -117,17 +132,8 @@ class DesignSums:
             G = np.stack([dv for dv, _ in gradients.values()], axis=-1)  # (point, rows, last, parameter)
         else:  # method "none": y only
             G = np.zeros((*Y.shape, 0))
-        per_point = np.einsum("nrtp,nrtq->npq", G, G)  # each point's outer product, summed over elements
-        return cls(
-            Running.of(Y),
-            params,
-            total,
-            boot,
-            per_point.sum(axis=0),
-            weights @ per_point.reshape(len(G), -1),
-            np.einsum("nrtp,nrtq->tpq", G, G),
-            shift,
-        )
+        outer, outer_boot, outer_total = _outer_sums(G, np.asarray(points), seed)
+        return cls(Running.of(Y), params, total, boot, outer, outer_boot, outer_total, _outer_along(G), shift)
 
 
 def _weighted_columns(
@@ -152,3 +158,31 @@ def _weighted_columns(
             np.multiply(dv[:, r0:r1], k[:, None, None], out=stacked[:, 2 + P + i])
         sums[:, :, r0:r1] = (weights @ stacked.reshape(n, -1)).reshape(resamples, columns, r1 - r0, last)
     return weights.sum(axis=1), sums
+
+
+def _outer_along(G: np.ndarray) -> np.ndarray:
+    """Sum over points and rows of the gradient outer products at each entry of the last dim:
+    ``(last, P, P)`` from ``G`` ``(point, rows, last, P)``, one matrix product per entry."""
+    n, rows, last, P = G.shape
+    out = np.empty((last, P, P))
+    for t in range(last):
+        g = G[:, :, t].reshape(n * rows, P)
+        out[t] = g.T @ g
+    return out
+
+
+def _outer_sums(G: np.ndarray, points: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The sum over points of the gradient outer products (summed over elements) ``(P, P)``, the
+    bootstrap's sums weighted by bucket ``(resample, P, P)`` and weighted counts ``(resample,)``
+    (module doc): each bucket's sum is one matrix product of its points' gradients."""
+    P = G.shape[-1]
+    flat = G.reshape(len(G), int(np.prod(G.shape[1:-1])), P)  # (point, element, P)
+    buckets, inverse, counts = np.unique(points // outer_bucket(P), return_inverse=True, return_counts=True)
+    order = np.argsort(inverse, kind="stable")
+    per_bucket = np.empty((len(buckets), P, P))
+    for k, mine in enumerate(np.split(order, np.cumsum(counts)[:-1])):
+        g = flat[mine].reshape(len(mine) * flat.shape[1], P)
+        per_bucket[k] = g.T @ g
+    weights = poisson_weights_at(seed, buckets, BOOTSTRAP, stream=1)
+    boot = (weights @ per_bucket.reshape(len(buckets), P * P)).reshape(len(weights), P, P)
+    return per_bucket.sum(axis=0), boot, weights @ counts

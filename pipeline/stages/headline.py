@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from pipeline.storage.names import swept_parameters
+from pipeline.storage.names import optional, swept_parameters
 from pipeline.storage.outputs import output_names, select_output
 from pipeline.summary import summary_of
 
@@ -25,7 +25,7 @@ def _value(summary: xr.Dataset, name: str, index: int | None = None) -> str:
         where = {d: da[d].values[i].item() for d, i in zip(da.dims, np.unravel_index(flat, da.shape), strict=True)}
         return f"{float(da.max()):.3g} (largest, at {', '.join(f'{d}={v}' for d, v in where.items())})"
     text = f"{float(da):.3g}"
-    interval = summary.get(f"{name}_interval")
+    interval = optional(summary, f"{name}_interval")
     if interval is not None:
         low, high = (interval[:, index] if index is not None else interval).values
         return f"{text} [{low:.3g}, {high:.3g}]"

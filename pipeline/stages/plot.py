@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from pipeline.errors import clipped
 from pipeline.paths import DESIGN_PLOTS, PLOTS
 from pipeline.stages.cli import run_cli
-from pipeline.storage.names import derivative_name, second_derivative_name, swept_parameters
+from pipeline.storage.names import derivative_name, optional, second_derivative_name, swept_parameters
 from pipeline.storage.outputs import output_names, select_output
 from pipeline.storage.parts import Source, one_or_many, open_sensitivity, source_files
 from pipeline.storage.read import reading
@@ -204,7 +204,7 @@ def _ranking(summary: xr.Dataset, params: list[str], ranked: list[str], study: s
     axes = fig.subplots(1, 2 if indices else 1, squeeze=False)[0]
     ax = axes[0]
     for row, p in enumerate(shown):
-        upper = summary.get(f"sobol_total_upper_{p}_aggregated")
+        upper = optional(summary, f"sobol_total_upper_{p}_aggregated")
         marks = (
             (
                 (upper, "s", "C0", "upper bound, total index"),

@@ -1,6 +1,7 @@
 """Workflow stage: reduce ``sensitivity.nc`` to ``summary.nc`` (:func:`pipeline.summary.summarise`).
 
-The input is opened lazily (dask), so the sweep need not fit in memory.
+The input is opened lazily (dask), so the sweep need not fit in memory; a design is read in chunks
+of the points its summary reads at once.
 
 ``python -m pipeline.stages.summarise SENSITIVITY [SENSITIVITY ...] -o SUMMARY`` (``sensitivity.nc``, the
 part files, or a ``parts/`` folder).
@@ -10,13 +11,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import warnings
 from collections.abc import Sequence
 
+import xarray as xr
+
+from pipeline.design.bounds import block_points
 from pipeline.stages.cli import run_cli
 from pipeline.stages.headline import headline
 from pipeline.stages.html import write_markdown
-from pipeline.storage.names import sweep_dims
-from pipeline.storage.outputs import output_names
+from pipeline.storage.names import sweep_dims, swept_parameters
+from pipeline.storage.outputs import output_names, select_output
 from pipeline.storage.parts import Source, one_or_many, open_sensitivity, source_files
 from pipeline.storage.read import reading
 from pipeline.storage.write import write_netcdf
@@ -39,14 +44,35 @@ def summarise_file(
 
     An input that turns out unreadable is moved aside and named (:func:`pipeline.storage.read.reading`).
     """
-    with reading(source_files(sensitivity), "sensitivity file"), open_sensitivity(sensitivity, chunks={}) as ds:
-        param = sweep_dims(ds)[0]
-        per_value = max(1, sum(ds[n].size for n in output_names(ds)) // ds.sizes[param])
-        ds = ds.chunk({param: max(1, REDUCE_CHUNK_ELEMENTS // per_value)})
-        summary = summarise(ds)
-        write_netcdf(summary, output)
-        if headline_md is not None:
-            write_markdown(headline_md, headline(ds, summary), headline_html)
+    with reading(source_files(sensitivity), "sensitivity file"):
+        with open_sensitivity(sensitivity) as probe:  # attrs and sizes only
+            chunks = _design_chunks(probe) if sweep_dims(probe) == ["point"] else None
+        with warnings.catch_warnings():  # a part's blocks need not align with its stored chunks: cached reads
+            warnings.filterwarnings("ignore", "The specified chunks separate the stored chunks", UserWarning)
+            opened = open_sensitivity(sensitivity, chunks=chunks or {})
+        with opened:
+            ds = opened
+            if chunks is None:
+                param = sweep_dims(ds)[0]
+                per_value = max(1, sum(ds[n].size for n in output_names(ds)) // ds.sizes[param])
+                ds = ds.chunk({param: max(1, REDUCE_CHUNK_ELEMENTS // per_value)})
+            summary = summarise(ds)
+            write_netcdf(summary, output)
+            if headline_md is not None:
+                write_markdown(headline_md, headline(ds, summary), headline_html)
+
+
+def _design_chunks(ds: xr.Dataset) -> dict[str, int]:
+    """Dask chunks of a design read by its summary: the points it reads at once
+    (:func:`~pipeline.design.bounds.block_points`), so that each block reads its own points and no
+    more; where that is less than the files' stored chunks, a divisor of them."""
+    params = swept_parameters(ds)
+    block = min(block_points(select_output(ds, name), params) for name in output_names(ds))
+    stored = [v.encoding.get("chunksizes") for v in ds.data_vars.values() if v.dims[:1] == ("point",)]
+    largest = max((c[0] for c in stored if c), default=0)
+    if block < largest:
+        block = largest // -(-largest // block)
+    return {"point": block}
 
 
 def main(argv: Sequence[str] | None = None) -> None:

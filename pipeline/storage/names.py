@@ -41,3 +41,10 @@ def sweep_dims(ds: xr.Dataset) -> list[str]:
 def swept_parameters(ds: xr.Dataset) -> list[str]:
     """The swept parameters of a sensitivity dataset, in grid order."""
     return ds.attrs["swept_parameters"].split()
+
+
+def optional(ds: xr.Dataset, name: str) -> xr.DataArray | None:
+    """Variable ``name`` of ``ds``, None where it has none. ``ds.get(name)`` would do, but a missing
+    name makes xarray search every name for a "did you mean": seconds per call in a summary of
+    thousands of variables."""
+    return ds[name] if name in ds.variables else None

@@ -41,8 +41,9 @@ def read_chunks(path: str | os.PathLike) -> dict[str, int]:
         return {var.dims[0]: stored[0] * max(1, READ_BYTES // block)}
 
 
-def open_parts(paths: Sequence[str | os.PathLike]) -> xr.Dataset:
-    """Open part files as one lazy dataset, concatenated along the swept parameter."""
+def open_parts(paths: Sequence[str | os.PathLike], chunks: dict[str, int] | None = None) -> xr.Dataset:
+    """Open part files as one lazy dataset, concatenated along the swept parameter, in ``chunks``
+    (default: :func:`read_chunks`)."""
     if not paths:
         raise MergeError("no part files to merge")
     chunk_cache()
@@ -55,7 +56,7 @@ def open_parts(paths: Sequence[str | os.PathLike]) -> xr.Dataset:
         compat="override",
         join="exact",
         combine_attrs="override",
-        chunks=read_chunks(files[0]),
+        chunks=chunks or read_chunks(files[0]),
     )
 
 
@@ -206,7 +207,8 @@ def open_sensitivity(source: Source, chunks: dict | None = None) -> xr.Dataset:
     """``sensitivity.nc``, a list of part files, or a ``parts/`` folder, opened as one dataset, lazily.
 
     ``chunks`` as for :func:`xarray.open_dataset` (``{}``: dask, the file's chunks; ``None``:
-    lazy indexing without dask); parts are always opened with dask, after :func:`check_one_sweep`.
+    lazy indexing without dask); parts are always opened with dask (``chunks`` naming dims, else
+    :func:`read_chunks`), after :func:`check_one_sweep`.
     """
     if isinstance(source, str | os.PathLike):
         path = Path(source)
@@ -225,4 +227,5 @@ def open_sensitivity(source: Source, chunks: dict | None = None) -> xr.Dataset:
     else:
         files, hint = [Path(p) for p in source], ""
     infos = checked_parts(files, hint)
-    return combined_parts(open_parts([i.path for i in infos]), infos, f"opened {len(infos)} parts (no merge)")
+    opened = open_parts([i.path for i in infos], chunks or None)
+    return combined_parts(opened, infos, f"opened {len(infos)} parts (no merge)")
