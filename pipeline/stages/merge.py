@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pipeline.stages.cli import run_cli
 from pipeline.storage.parts import checked_parts, combined_parts, open_parts
 from pipeline.storage.read import reading
-from pipeline.storage.write import drop_last_good, write_netcdf
+from pipeline.storage.write import drop_last_good, leading_chunks, write_netcdf
 
 
 def merge_parts(paths: Sequence[str | os.PathLike], output: str | os.PathLike, temporary: bool = False) -> None:
@@ -35,8 +35,11 @@ def merge_parts(paths: Sequence[str | os.PathLike], output: str | os.PathLike, t
     """
     infos = checked_parts(paths)
     files = [info.path for info in infos]
-    with reading(files, "part file"), open_parts(files) as ds:
-        write_netcdf(combined_parts(ds, infos, f"merged {len(files)} parts (pipeline.stages.merge)"), output)
+    # Each chunk of a part is read once and each of the output written once, whole (dask chunks of
+    # the output's chunks): no chunk cache, which per variable and file grew to GBs.
+    with reading(files, "part file"), open_parts(files, cache_bytes=0) as ds:
+        merged = combined_parts(ds, infos, f"merged {len(files)} parts (pipeline.stages.merge)")
+        write_netcdf(merged.chunk(leading_chunks(merged)), output, cache_bytes=0)
     if temporary:
         drop_last_good(files)
 

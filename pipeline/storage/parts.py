@@ -20,7 +20,7 @@ from pipeline.errors import MergeError
 from pipeline.storage.outputs import output_names
 from pipeline.storage.provenance import config_differences
 from pipeline.storage.read import READ_ERRORS, files_of, unreadable_error
-from pipeline.storage.write import chunk_cache
+from pipeline.storage.write import CHUNK_CACHE_BYTES, chunk_cache
 
 READ_BYTES = 32 * 2**20
 """About how much a merge or a no-merge reader reads at a time from a part (:func:`read_chunks`)."""
@@ -41,12 +41,14 @@ def read_chunks(path: str | os.PathLike) -> dict[str, int]:
         return {var.dims[0]: stored[0] * max(1, READ_BYTES // block)}
 
 
-def open_parts(paths: Sequence[str | os.PathLike], chunks: dict[str, int] | None = None) -> xr.Dataset:
+def open_parts(
+    paths: Sequence[str | os.PathLike], chunks: dict[str, int] | None = None, cache_bytes: int = CHUNK_CACHE_BYTES
+) -> xr.Dataset:
     """Open part files as one lazy dataset, concatenated along the swept parameter, in ``chunks``
-    (default: :func:`read_chunks`)."""
+    (default: :func:`read_chunks`), with a chunk cache of ``cache_bytes`` per variable."""
     if not paths:
         raise MergeError("no part files to merge")
-    chunk_cache()
+    chunk_cache(cache_bytes)
     files = sorted(map(str, paths))
     return xr.open_mfdataset(
         files,
@@ -155,14 +157,15 @@ def check_one_sweep(infos: Sequence[PartInfo], stale_hint: str = "") -> None:
 
 def combined_parts(ds: xr.Dataset, infos: Sequence[PartInfo], note: str) -> xr.Dataset:
     """The parts' dataset with connectivity OR'd over parts and every part's history line."""
-    flags = [flag for info in infos for flag in info.flags]
-    for flag in flags:  # connected anywhere in the sweep: the OR over parts
-        ds[flag.name] = (
-            xr.concat([f for f in flags if f.name == flag.name], "part").max("part").assign_attrs(flag.attrs)
-        )
-    if flags:
-        names = {flag.name for flag in flags}
-        ds.attrs["structurally_independent_outputs"] = sum(int((ds[name] == 0).sum()) for name in names)
+    by_name: dict[str, list[xr.DataArray]] = {}
+    for flag in (flag for info in infos for flag in info.flags):
+        by_name.setdefault(str(flag.name), []).append(flag)
+    # connected anywhere in the sweep: the OR over parts; assigned at once (each assignment merges)
+    ds = ds.assign(
+        {name: xr.concat(same, "part").max("part").assign_attrs(same[0].attrs) for name, same in by_name.items()}
+    )
+    if by_name:
+        ds.attrs["structurally_independent_outputs"] = sum(int((ds[name] == 0).sum()) for name in by_name)
     ds.attrs.pop("part", None)
     if ds.attrs.pop("part_size", None) and "config" in ds.attrs:  # a grown design: its size is the parts'
         config = yamltext.load(ds.attrs["config"], "config attr of the parts")

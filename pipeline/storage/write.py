@@ -59,6 +59,17 @@ largest (docs/bench/workflow.md has the figures). Blosc is left out: its HDF5 fi
 write on a chunk it cannot compress (random bytes)."""
 
 
+def leading_chunks(ds: xr.Dataset) -> dict[str, int]:
+    """The chunk size along each variable's leading dim that :func:`encoding` writes (the smallest
+    where variables differ): dask chunks of this size write whole chunks, none twice."""
+    found: dict[str, int] = {}
+    for name, enc in encoding(ds).items():
+        if "chunksizes" in enc:
+            dim = ds[name].dims[0]
+            found[dim] = min(found.get(dim, enc["chunksizes"][0]), enc["chunksizes"][0])
+    return found
+
+
 def encoding(ds: xr.Dataset, compression: str = COMPRESSIONS[0]) -> dict[str, dict[str, Any]]:
     """Compression, chunks of about :data:`CHUNK_ELEMENTS` and checksums for every numeric variable.
 
@@ -80,11 +91,12 @@ def encoding(ds: xr.Dataset, compression: str = COMPRESSIONS[0]) -> dict[str, di
     return enc
 
 
-def chunk_cache() -> None:
-    """Bound netCDF's chunk cache for the files this process opens from now on (see constant)."""
+def chunk_cache(per_variable: int = CHUNK_CACHE_BYTES) -> None:
+    """Bound netCDF's chunk cache for the files this process opens from now on (see constant); 0
+    where every chunk is read once (a merge), so that none is kept."""
     import netCDF4
 
-    netCDF4.set_chunk_cache(CHUNK_CACHE_BYTES, 1009, 0.75)
+    netCDF4.set_chunk_cache(per_variable, 1009, 0.75)
 
 
 def last_good(path: str | os.PathLike) -> Path:
@@ -202,14 +214,17 @@ def compression_of(ds: xr.Dataset) -> str:
     return COMPRESSIONS[0]
 
 
-def write_netcdf(ds: xr.Dataset, path: str | os.PathLike, compression: str | None = None) -> Path:
+def write_netcdf(
+    ds: xr.Dataset, path: str | os.PathLike, compression: str | None = None, cache_bytes: int = CHUNK_CACHE_BYTES
+) -> Path:
     """Write ``ds`` as compressed, chunked, checksummed NetCDF-4, atomically.
 
     ``compression``: one of :data:`~pipeline.checks.COMPRESSIONS`; ``None``, the one its config
     chose (:func:`compression_of`). Where HDF5 lacks the zstd plugin, zlib is used with a warning
-    instead of failing after the work is done.
+    instead of failing after the work is done. ``cache_bytes``: the chunk cache per variable, 0 where
+    every write is of whole chunks (dask chunks of :func:`leading_chunks`).
     """
-    chunk_cache()
+    chunk_cache(cache_bytes)
     compression = compression or compression_of(ds)
     if compression in FILTER_CHECKS and not _has_filter(compression):
         warnings.warn(
