@@ -49,6 +49,8 @@ rule prepare:
         f"{OUT}/{{study}}/inputs.nc",
     log:
         f"{OUT}/logs/{{study}}/prepare.log",
+    benchmark:
+        f"{OUT}/benchmarks/{{study}}/prepare.tsv"
     conda:
         "envs/sensweep.yaml"
     params:
@@ -176,6 +178,8 @@ rule screen:
         ),
     log:
         f"{OUT}/logs/{{study}}/screen.log",
+    benchmark:
+        f"{OUT}/benchmarks/{{study}}/screen.tsv"
     conda:
         "envs/sensweep.yaml"
     params:
@@ -242,6 +246,8 @@ rule plot:
         ],
     log:
         f"{OUT}/logs/{{study}}/plot.log",
+    benchmark:
+        f"{OUT}/benchmarks/{{study}}/plot.tsv"
     conda:
         "envs/sensweep.yaml"
     params:
@@ -266,6 +272,8 @@ use rule plot as plot_design with:
         ],
     log:
         f"{OUT}/logs/{{study}}/plot_design.log",
+    benchmark:
+        f"{OUT}/benchmarks/{{study}}/plot_design.tsv"
 
 
 # One page over every study (the report's first category): what each computed, what its checks
