@@ -200,7 +200,8 @@ def _ranking(summary: xr.Dataset, params: list[str], ranked: list[str], study: s
     indices = "sobol_total_aggregated" in summary
     shown = ranked[:MAX_RANKED]
     rest = len(params) - len(shown)
-    fig = Figure(figsize=(11 if indices else 6, max(3.6, 2.0 + 0.4 * len(shown))))
+    height = max(3.6, 2.0 + 0.4 * len(shown))
+    fig = Figure(figsize=(11 if indices else 6, height))
     axes = fig.subplots(1, 2 if indices else 1, squeeze=False)[0]
     ax = axes[0]
     for row, p in enumerate(shown):
@@ -227,7 +228,8 @@ def _ranking(summary: xr.Dataset, params: list[str], ranked: list[str], study: s
     ax.set_yticks(range(len(shown)), shown)
     ax.invert_yaxis()
     ax.axvline(1.0, color="0.6", lw=0.8)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)
+    below = 0.55 / (height - 1.3)  # the legend half an inch under the axes, however many rows
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -below), ncol=2)
     ax.set(
         xlabel="Sobol' index or bound (aggregated over outputs; 95% interval)",
         title=f"{study}: parameters ranked" + (f" (top {len(shown)}; {rest} more in summary.nc)" if rest else ""),
