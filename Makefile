@@ -51,6 +51,7 @@ bench: setup ## Benchmarks: every method against the primal floor, outputs/bench
 	$(BIN)/python -m benchmarks.designs --out outputs/bench
 	$(BIN)/python -m benchmarks.directions --out outputs/bench
 	$(BIN)/python -m benchmarks.workflow --out outputs/bench
+	$(BIN)/python -m benchmarks.streaming $(if $(QUICK),--quick) --out outputs/bench
 
 report: run ## HTML report of every study's plots: outputs/report.html
 	$(BIN)/snakemake --report outputs/report.html

@@ -61,8 +61,8 @@ def test_workflow_bench_reports_every_run_and_job(tmp_path):
     assert report["floor_s"] > 0 and report["snakemake_merge_s"] > report["floor_s"]
     assert report["ratio_merge"] == report["snakemake_merge_s"] / report["floor_s"]
     jobs = {j["job"] for j in report["jobs_merge"]}
-    assert {"compute-0", "compute-1", "merge"} <= jobs  # seed_linear has 2 parts
-    assert {j["job"] for j in report["jobs_parts"]} == {"compute-0", "compute-1"}  # no merge job
+    assert {"prepare", "compute-0", "compute-1", "merge"} <= jobs  # seed_linear has 2 parts
+    assert {j["job"] for j in report["jobs_parts"]} == {"prepare", "compute-0", "compute-1"}  # no merge job
     assert "snakemake to the parts (no-merge mode)" in (tmp_path / "workflow.md").read_text()
 
 
@@ -90,3 +90,22 @@ def test_design_bench_indices_agree_with_salib_and_the_reference():
     ours, _ = _indices_sensweep(512, seed=1)
     theirs, _ = _indices_salib(512, seed=1)
     assert np.abs(ours - reference).max() < 0.08 and np.abs(theirs - reference).max() < 0.08
+
+
+@pytest.mark.slow
+def test_streaming_bench_reports_time_and_memory_against_points(tmp_path, monkeypatch):
+    """The large-design harness on small designs: a row per design and size, each stage's time and
+    peak RSS read from its own process, the figures in the table."""
+    import json
+
+    from benchmarks import streaming
+
+    monkeypatch.setattr(streaming, "QUICK_SIZES", {"g100": (256, 512), "wave": (128,)})
+    streaming.main(["--quick", "--out", str(tmp_path)])
+    report = json.loads((tmp_path / "streaming.json").read_text())
+    assert [(r["design"], r["points"]) for r in report["rows"]] == [("g100", 256), ("g100", 512), ("wave", 128)]
+    for row in report["rows"]:
+        for stage in ("compute", "summarise"):
+            assert row[stage]["s"] > 0 and row[stage]["rss_mb"] > 50  # a Python process with torch or xarray
+    text = (tmp_path / "streaming.md").read_text()
+    assert "| G-function, 100 parameters, 1 output | 512 |" in text and "summarise peak RSS [MB]" in text

@@ -21,6 +21,8 @@ whose derivative is ``p dy/dp``), over the design's points, per sample and outpu
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import xarray as xr
 
@@ -226,11 +228,10 @@ def design_bounds(ds: xr.Dataset, params: list[str], rng_seed: int = 0, block_va
         for p in params
         if f"distribution_{p}" in ds.attrs and derivative_name(p) in ds  # no derivatives: method "none"
     }
-    block = block_points(ds, params, block_values)
     names = ["y", *dists, *map(derivative_name, dists)]
     sums = None
-    for start in range(0, ds.sizes["point"], block):
-        part = ds[names].isel(point=slice(start, start + block)).compute()  # one read of every variable
+    for start, stop in _blocks(ds, block_points(ds, params, block_values)):
+        part = ds[names].isel(point=slice(start, stop)).compute()  # one read of every variable
         Y = el.array(part["y"])
         gradients = {}
         for p, dist in dists.items():
@@ -239,10 +240,18 @@ def design_bounds(ds: xr.Dataset, params: list[str], rng_seed: int = 0, block_va
             if dist.log:  # the variable is ln p; dy/d(ln p) = p dy/dp
                 dv = dv * values[:, None, None]
             gradients[p] = (dv, dist.stein_weight(np.log(values) if dist.log else values))
-        points = part["point"].values if "point" in part.coords else np.arange(start, start + len(Y))
+        points = part["point"].values if "point" in part.coords else np.arange(start, stop)
         found = DesignSums.of(Y, gradients, points, rng_seed)
         sums = found if sums is None else sums + found
     return _from_sums(sums, el, dists)
+
+
+def _blocks(ds: xr.Dataset, block: int) -> list[tuple[int, int]]:
+    """Start and stop of each block of at most ``block`` points: within the dataset's dask chunks
+    along ``point`` where it has them (a block that straddled two would read both)."""
+    sizes = ds.chunksizes.get("point", (ds.sizes["point"],))
+    edges = np.cumsum([0, *sizes])
+    return [(int(b), int(min(b + block, hi))) for lo, hi in itertools.pairwise(edges) for b in range(lo, hi, block)]
 
 
 def _from_sums(sums: DesignSums, el: Elements, dists: dict[str, Distribution]) -> xr.Dataset:

@@ -206,17 +206,18 @@ def source_files(source: Source) -> list[Path]:
     return files_of([source] if isinstance(source, str | os.PathLike) else source)
 
 
-def open_sensitivity(source: Source, chunks: dict | None = None) -> xr.Dataset:
+def open_sensitivity(source: Source, chunks: dict | None = None, cache_bytes: int = CHUNK_CACHE_BYTES) -> xr.Dataset:
     """``sensitivity.nc``, a list of part files, or a ``parts/`` folder, opened as one dataset, lazily.
 
     ``chunks`` as for :func:`xarray.open_dataset` (``{}``: dask, the file's chunks; ``None``:
     lazy indexing without dask); parts are always opened with dask (``chunks`` naming dims, else
-    :func:`read_chunks`), after :func:`check_one_sweep`.
+    :func:`read_chunks`), after :func:`check_one_sweep`. ``cache_bytes``: netCDF's chunk cache per
+    variable (0 where every chunk is read once: chunks that are whole stored chunks).
     """
     if isinstance(source, str | os.PathLike):
         path = Path(source)
         if not path.is_dir():
-            chunk_cache()
+            chunk_cache(cache_bytes)
             try:
                 return xr.open_dataset(path, chunks=chunks)
             except READ_ERRORS as err:
@@ -230,5 +231,5 @@ def open_sensitivity(source: Source, chunks: dict | None = None) -> xr.Dataset:
     else:
         files, hint = [Path(p) for p in source], ""
     infos = checked_parts(files, hint)
-    opened = open_parts([i.path for i in infos], chunks or None)
+    opened = open_parts([i.path for i in infos], chunks or None, cache_bytes)
     return combined_parts(opened, infos, f"opened {len(infos)} parts (no merge)")

@@ -48,6 +48,11 @@ LOW_SPACE_BYTES = 8 * 2**20
 CHUNK_ELEMENTS = 2**18
 """Target number of elements per NetCDF chunk (1 MiB of float32 before compression)."""
 
+CHUNK_ROW_BYTES = 64 * 2**20
+"""At most this many bytes in one chunk of every variable (fewer elements per chunk where a dataset
+has many variables, e.g. the derivatives of 100 parameters): a reader of a block of points (a
+design's summary) holds a chunk of each variable, and reads each once."""
+
 COMPRESSION_ENCODING: dict[str, dict[str, Any]] = {
     "zstd": {"compression": "zstd", "complevel": 1},
     "zlib": {"zlib": True, "complevel": 1, "shuffle": True},
@@ -71,18 +76,22 @@ def leading_chunks(ds: xr.Dataset) -> dict[str, int]:
 
 
 def encoding(ds: xr.Dataset, compression: str = COMPRESSIONS[0]) -> dict[str, dict[str, Any]]:
-    """Compression, chunks of about :data:`CHUNK_ELEMENTS` and checksums for every numeric variable.
+    """Compression, chunks of about :data:`CHUNK_ELEMENTS` (fewer with many variables:
+    :data:`CHUNK_ROW_BYTES`) and checksums for every numeric variable.
 
     HDF5's Fletcher-32 checksum per chunk makes a corrupted chunk an error when it is read.
     """
     enc = {}
+    chunked = [v for n, v in ds.variables.items() if n not in ds.dims and v.dtype.kind in "fiu" and v.ndim]
+    row = CHUNK_ROW_BYTES // max(1, sum(v.dtype.itemsize for v in chunked))  # elements per variable
+    elements = min(CHUNK_ELEMENTS, 1 << max(12, row.bit_length() - 1))  # a power of two, 4,096 at least
     for name, var in ds.variables.items():
         if name in ds.dims:  # CF: coordinate variables carry no _FillValue
             enc[name] = {"_FillValue": None, **({"fletcher32": True} if var.dtype.kind in "fiu" else {})}
             continue
         if var.dtype.kind not in "fiu" or var.ndim == 0:
             continue
-        chunks, room = [], CHUNK_ELEMENTS
+        chunks, room = [], elements
         for size in reversed(var.shape):  # keep trailing dims whole, cut leading ones
             chunk = max(1, min(size, room))
             chunks.append(chunk)
