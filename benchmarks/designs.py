@@ -16,18 +16,16 @@ same batched call. Writes ``designs.md`` and ``designs.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from benchmarks import write_report
 from pipeline import design, sensitivity
 from pipeline.design.bounds import design_bounds
-from pipeline.storage.write import write_atomic
 
 RANGES = {
     "rw": (0.05, 0.15),
@@ -198,10 +196,7 @@ def main(argv: list[str] | None = None) -> None:
     ]
     text = "\n".join(lines) + "\n"
     print(text)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "designs.md", lambda tmp: Path(tmp).write_text(text))
-    write_atomic(out / "designs.json", lambda tmp: Path(tmp).write_text(json.dumps(rows, indent=1)))
+    write_report(args.out, "designs", text, rows)
 
 
 if __name__ == "__main__":

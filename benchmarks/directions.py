@@ -12,17 +12,15 @@ grid costs one evaluation per point, like a 1-parameter sweep of as many points.
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 import torch
 
+from benchmarks import write_report
 from benchmarks.methods import _timed
 from pipeline import design, sensitivity
 from pipeline.derivatives.chunking import ChunkHints
 from pipeline.derivatives.methods import FORWARD_MODE, METHODS
 from pipeline.derivatives.zerotensor import cheap_zero_tangents
-from pipeline.storage.write import write_atomic
 
 PARAMETERS = (1, 2, 4, 8, 16, 32)
 OUTPUTS = (1, 8, 64)
@@ -130,10 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     table, grid = rows(args.n), grid_rows(args.n)
     text = markdown(table, grid)
     print(text)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "directions.md", lambda tmp: Path(tmp).write_text(text))
-    write_atomic(out / "directions.json", lambda tmp: Path(tmp).write_text(json.dumps({"table": table, "grid": grid})))
+    write_report(args.out, "directions", text, {"table": table, "grid": grid})
 
 
 if __name__ == "__main__":

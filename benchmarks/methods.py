@@ -26,7 +26,6 @@ against ``forward`` (``allclose`` at the dtype's tolerance) inside the harness. 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
@@ -38,6 +37,7 @@ import numpy as np
 import torch
 from torch.func import jacfwd, vmap
 
+from benchmarks import write_report
 from pipeline.derivatives.chunking import ChunkHints
 from pipeline.derivatives.compiled import compiled_forward
 from pipeline.derivatives.heap import kept_heap, measure_peak_bytes
@@ -577,10 +577,9 @@ def main(argv: list[str] | None = None) -> None:
         print(chunking_markdown(chunk_rows), flush=True)
     out = Path(args.out)
     report = {"meta": meta, "rows": rows, "chunking": chunk_rows, "notes": notes}
-    write_atomic(out / "bench.json", lambda tmp: tmp.write_text(json.dumps(report, indent=1)))
     text = markdown(rows, meta) + "".join(f"\n{note}\n" for note in notes)
     text += ("\n" + chunking_markdown(chunk_rows)) if chunk_rows else ""
-    write_atomic(out / "bench.md", lambda tmp: tmp.write_text(text))
+    write_report(out, "bench", text, report)
     plot(rows, out / "bench.png")
     failed = [r for r in rows if r["check"] == "FAIL"]
     if failed:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.storage.write import write_atomic
+from benchmarks import write_report
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -132,9 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     text = "\n".join(lines) + "\n"
     print(text)
-    out = Path(args.out)
-    write_atomic(out / "streaming.json", lambda tmp: tmp.write_text(json.dumps(report, indent=1)))
-    write_atomic(out / "streaming.md", lambda tmp: tmp.write_text(text))
+    write_report(args.out, "streaming", text, report)
 
 
 if __name__ == "__main__":

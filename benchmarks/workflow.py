@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import subprocess
 import sys
@@ -29,9 +28,10 @@ from pathlib import Path
 import torch
 import yaml
 
+from benchmarks import write_report
 from pipeline.config.studies import compose_job
 from pipeline.stages.compute import sweep_dataset
-from pipeline.storage.write import write_atomic, write_netcdf
+from pipeline.storage.write import write_netcdf
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -212,9 +212,7 @@ def main(argv: list[str] | None = None) -> None:
     ]
     text = "\n".join(lines) + "\n"
     print(text)
-    out = Path(args.out)
-    write_atomic(out / "workflow.json", lambda tmp: tmp.write_text(json.dumps(report, indent=1)))
-    write_atomic(out / "workflow.md", lambda tmp: tmp.write_text(text))
+    write_report(args.out, "workflow", text, report)
 
 
 if __name__ == "__main__":
