@@ -19,6 +19,7 @@ from pipeline.config.studies import (
     to_yaml,
 )
 from pipeline.config.schema import DESIGN_KINDS
+from pipeline.config.hydratext import quoted as hydra_value
 from pipeline.config.screening import SCREEN_SUFFIX, stage_overrides
 from pipeline.config.validate import part_count
 from pipeline.paths import AGREEMENT_PLOT, DESIGN_PLOTS, PLOTS, PROJECT_ENV
@@ -94,16 +95,10 @@ def _checked_overrides(studies):
     return config["overrides"]
 
 
-def _hydra_value(path):
-    """A path as one Hydra override value, quoted for Hydra's grammar."""
-    escaped = str(path).replace("\\", "\\\\").replace("'", "\\'")
-    return f"'{escaped}'"
-
-
 def hydra_quoted(path):
     """A path as one Hydra override value, quoted for Hydra's grammar and then for the shell,
     so that any folder name works (spaces, quotes, $(...), non-ASCII letters)."""
-    return shlex.quote(_hydra_value(path))
+    return shlex.quote(hydra_value(path))
 
 
 STUDIES = _selected_studies()
@@ -118,7 +113,7 @@ STAGES = {
     if JOBS[s].sweep.screen.top is not None
 }
 SCREENED = {
-    s: [f"screened={_hydra_value(f'{OUT}/{s}/screening.yaml')}"]
+    s: [f"screened={hydra_value(f'{OUT}/{s}/screening.yaml')}"]
     for s, _ in STAGES.values()
 }
 STAGES.update({s: (s, SCREENED.get(s, [])) for s in STUDIES})

@@ -155,3 +155,16 @@ def test_conf_folder_comes_from_the_environment_or_the_working_folder(tmp_path, 
     monkeypatch.setenv(CONF_ENV, str(tmp_path / "elsewhere"))
     with pytest.raises(ConfigError, match=r"invalid SENSWEEP_CONF=.*elsewhere.*no job.yaml in that folder"):
         conf_dir()
+
+
+@pytest.mark.parametrize(
+    "text", ["plain", "a folder/with space", "it's", "back\\slash\\", "$(rm -rf x) 'q' \\'", "a\\\\'b\\"]
+)
+def test_a_quoted_value_is_one_hydra_value_that_reads_back_unchanged(text):
+    """Paths and titles go into Hydra overrides through one quoting (pipeline.config.hydratext)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from pipeline.config.hydratext import quoted
+
+    (override,) = OverridesParser.create().parse_overrides([f"title={quoted(text)}"])
+    assert override.value() == text

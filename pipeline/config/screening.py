@@ -15,6 +15,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from pipeline.config import yamltext
+from pipeline.config.hydratext import quoted
 from pipeline.errors import ConfigError
 
 SCREEN_SUFFIX = ".screen"
@@ -33,8 +34,8 @@ def stage_overrides(cfg: DictConfig) -> list[str]:
         "sweep.part_size=null",
         "sweep.parts=1",
     ]
-    title = f"{cfg.title or 'study'}: screening of every parameter".replace("\\", "\\\\").replace("'", "\\'")
-    overrides.append(f"title='{title}'")
+    title = f"{cfg.title or 'study'}: screening of every parameter"
+    overrides.append(f"title={quoted(title)}")
     if cfg.method.name.value == "none":  # the screening needs the derivatives
         overrides.append("method=forward")
     return overrides
