@@ -204,3 +204,16 @@ def test_a_design_checks_values_to_the_p_points_at_most_max_points(values, max_p
     cfg = compose_job("ishigami", [*overrides, "verify.methods=[finite_difference]"])
     report = verify(sweep_dataset(cfg, "ishigami"), cfg)
     assert report.attrs["checked_points"] == checked and report.attrs["passed"] == 1
+
+
+@pytest.mark.parametrize(("count", "size"), [(125, 2**20), (125, 64), (8, 64), (1, 64), (7, 7), (7, 8), (120, 160)])
+def test_a_designs_checked_points_are_a_few_runs_spread_over_it(count, size):
+    """Scattered points would read every stored chunk of every variable (a 100-parameter design of
+    2^20 points: the whole 1.5 GB file for 125 points); runs of consecutive points read a few."""
+    from pipeline.stages.verify import RUNS, _runs
+
+    picked = _runs(count, size)
+    assert len(picked) == min(count, size) and np.all(np.diff(picked) > 0)
+    assert picked[0] == 0 and (picked[-1] == size - 1 or count == 1)  # from the first point to the last
+    runs = 1 + int(np.sum(np.diff(picked) > 1))
+    assert runs <= RUNS or len(picked) < 2 * RUNS

@@ -46,7 +46,7 @@ from pipeline.stages.cli import run_cli
 from pipeline.stages.current import check_computed_from, study_arguments
 from pipeline.stages.html import write_markdown
 from pipeline.stages.plot import plot_agreement
-from pipeline.storage.names import connected_name, derivative_name, header, sweep_dims, swept_parameters
+from pipeline.storage.names import connected_name, derivative_name, header, optional, sweep_dims, swept_parameters
 from pipeline.storage.outputs import flat_outputs, output_names
 from pipeline.storage.parts import Source, one_or_many, open_sensitivity, source_files
 from pipeline.storage.read import reading
@@ -114,6 +114,26 @@ def _pick(count: int, size: int) -> np.ndarray:
     return np.unique(np.linspace(0, size - 1, min(count, size)).round().astype(int))
 
 
+RUNS = 5
+"""A design's checked points are this many runs of consecutive points, spread over the design: a
+run reads one or two stored chunks of each variable, where as many scattered points would read the
+whole file (a Sobol' sequence's consecutive points are spread over the parameters; a Saltelli
+design's are whole groups of a base point)."""
+
+
+def _runs(count: int, size: int) -> np.ndarray:
+    """``count`` of a design's ``size`` points (all of them if fewer) in :data:`RUNS` runs of
+    consecutive points, the runs evenly spaced from the first point to the last (evenly spaced points
+    where runs would overlap)."""
+    count = min(count, size)
+    runs = min(RUNS, count)
+    lengths = np.full(runs, count // runs) + (np.arange(runs) < count % runs)
+    starts = np.linspace(0, size - lengths[-1], runs).round().astype(int)
+    if np.any(starts[:-1] + lengths[:-1] > starts[1:]):  # runs that would overlap: a small design
+        return _pick(count, size)
+    return np.concatenate([np.arange(s, s + n) for s, n in zip(starts, lengths, strict=True)])
+
+
 def _differences(actual: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
     abs_diff = float(np.max(np.abs(actual - reference))) if actual.size else 0.0
     scale = float(np.max(np.abs(reference))) if reference.size else 0.0
@@ -178,7 +198,7 @@ def _compared(
         study, expected = sub[name].values.astype(np.float64), ref[name].values
         # Outputs the graph does not connect to p have dy/dp = 0 by construction; compare the
         # others. Finite differences still see a dependence a detach() hides: count it.
-        flag = sub.get(connected_name(p))
+        flag = optional(sub, connected_name(p))
         keep = (
             np.ones(study.shape, bool)
             if flag is None
@@ -229,8 +249,12 @@ def verify(ds: xr.Dataset, cfg: DictConfig) -> xr.Dataset:
     sweep = sweep_dims(ds)
     if opts.compare_along:  # before any reference is computed
         _check_variant_dim(ds, opts.compare_along, [*sweep, "sample"])
-    count = {d: min(opts["values"] ** len(params), opts.max_points) if d == "point" else opts["values"] for d in sweep}
-    picks = {d: _pick(count[d], ds.sizes[d]) for d in sweep}
+    picks = {
+        d: _runs(min(opts["values"] ** len(params), opts.max_points), ds.sizes[d])
+        if d == "point"
+        else _pick(opts["values"], ds.sizes[d])
+        for d in sweep
+    }
     named = output_names(ds) != ["y"]  # compared as the one flat output the engine computes
     sub = flat_outputs(ds.isel({**picks, "sample": _pick(opts.samples, ds.sizes["sample"])}), sweep, params)
     model = build_model(cfg)
