@@ -114,6 +114,11 @@ def _pick(count: int, size: int) -> np.ndarray:
     return np.unique(np.linspace(0, size - 1, min(count, size)).round().astype(int))
 
 
+VERIFY_CACHE_BYTES = 2**20
+"""netCDF's chunk cache per variable while verify reads its points: a run of points, read in order,
+lies in one or two stored chunks (the default cache, 4 MiB per variable, held 800 MB for a design
+of 100 parameters)."""
+
 RUNS = 5
 """A design's checked points are this many runs of consecutive points, spread over the design: a
 run reads one or two stored chunks of each variable, where as many scattered points would read the
@@ -454,7 +459,10 @@ def verify_file(
     """Verify sensitivity data against ``cfg``; write the NetCDF and Markdown (and HTML) reports, and the
     agreement plot."""
     # lazy: verify() reads only the points it checks
-    with reading(source_files(sensitivity), "sensitivity file"), open_sensitivity(sensitivity) as ds:
+    with (
+        reading(source_files(sensitivity), "sensitivity file"),
+        open_sensitivity(sensitivity, cache_bytes=VERIFY_CACHE_BYTES) as ds,
+    ):
         report = verify(ds, cfg)
     write_netcdf(report, output_nc)
     write_markdown(output_md, to_markdown(report), output_html)
