@@ -28,6 +28,7 @@ import xarray as xr
 
 from pipeline.design.distributions import Distribution, parse
 from pipeline.design.resampling import (
+    BLOCK_VALUES,
     BOOTSTRAP_BATCH_VALUES,
     CONFIDENCE,
     Elements,
@@ -198,11 +199,6 @@ def _active_along(matrix: np.ndarray, along: str) -> dict[str, tuple]:
 
 def _projector(vectors: np.ndarray, r: int) -> np.ndarray:
     return vectors[:, :r] @ vectors[:, :r].T
-
-
-BLOCK_VALUES = 2**24
-"""Values of y, the derivatives and what the sums of a block hold (128 MiB of float64) at once:
-a design is summarised a block of points at a time (:class:`~pipeline.design.sums.DesignSums`)."""
 
 
 def block_points(ds: xr.Dataset, params: list[str], block_values: int | None = None) -> int:

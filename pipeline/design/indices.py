@@ -35,6 +35,7 @@ import numpy as np
 import xarray as xr
 
 from pipeline.design.resampling import (
+    BLOCK_VALUES,
     BOOTSTRAP,
     BOOTSTRAP_BATCH_VALUES,
     CONFIDENCE,
@@ -231,20 +232,9 @@ class SaltelliSums:
         return Moments(var, first, total, second)
 
 
-def moments(blocks: Blocks, weights: np.ndarray) -> Moments:
-    """The means of NOTE [Sobol' indices from a pick-freeze design] under ``weights`` ``(R, N)``
-    (ones: the estimate; counts: bootstrap resamples)."""
-    return SaltelliSums.of(blocks, weights).moments()
-
-
 def _levels(n: int) -> list[int]:
     """Base points of the convergence table: ``N/8``, ``N/4``, ``N/2``, ``N`` (those of at least 2)."""
     return [n // d for d in (8, 4, 2, 1) if n // d >= 2]
-
-
-BLOCK_VALUES = 2**24
-"""Values of y (128 MiB of float64) read at once: a Saltelli design is summarised a block of base
-points at a time (:class:`SaltelliSums`)."""
 
 
 @dataclass

@@ -21,6 +21,11 @@ BOOTSTRAP = 200
 
 CONFIDENCE = 0.95
 
+BLOCK_VALUES = 2**24
+"""Values a design's summary holds at once (128 MiB of float64): the derivative bounds
+(:func:`~pipeline.design.bounds.design_bounds`) and the Sobol' indices
+(:func:`~pipeline.design.indices.saltelli_sums`) read a design a block of points at a time."""
+
 BOOTSTRAP_BATCH_VALUES = 2**24
 """Values held at once by the bootstrap's weighted sums (128 MiB of float64)."""
 
