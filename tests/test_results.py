@@ -195,6 +195,95 @@ def test_merge_ors_connectivity_over_parts(tmp_path):
         assert merged.dy_dC_connected.attrs["flag_meanings"] == "structurally_independent connected"
 
 
+def _file_contents(path: Path) -> dict:
+    """A NetCDF file as netCDF4 sees it: per variable its dims, type, chunks, filters, attrs and
+    values; the global attrs but the history (a time stamp)."""
+    import netCDF4
+
+    with netCDF4.Dataset(path) as nc:
+        found = {k: str(nc.getncattr(k)) for k in nc.ncattrs() if k != "history"}
+        for name, var in nc.variables.items():
+            var.set_auto_maskandscale(False)
+            attrs = {k: str(var.getncattr(k)) for k in var.ncattrs()}
+            found[name] = (var.dimensions, var.dtype, var.chunking(), var.filters(), attrs, var[:].tobytes())
+    return found
+
+
+@pytest.mark.parametrize(
+    ("kind", "n", "part_size", "copied"),
+    [("sobol", 256, 64, "7 of 13 variables copied as stored (28 of 28"), ("random", 200, 40, "(7 of 35")],
+)
+def test_a_merge_copies_aligned_chunks_as_stored_and_writes_the_same_file(
+    tmp_path, monkeypatch, capsys, kind, n, part_size, copied
+):
+    """Parts of 64 points in chunks of 16 are copied chunk for chunk (the 7 variables along point);
+    of parts of 40 points only the last starts on a chunk boundary and ends the file: it is copied,
+    the others decoded. Either way the file is the one the decoding merge writes, in every value,
+    chunk and attr."""
+    from pipeline.storage.parts import checked_parts, combined_parts
+    from pipeline.storage.write import leading_chunks
+
+    monkeypatch.setattr("pipeline.storage.write.CHUNK_ELEMENTS", 16)
+    paths = []
+    for part in range(n // part_size):
+        output = tmp_path / f"{part}.nc"
+        args = [
+            f"sweep.kind={kind}",
+            f"sweep.n={n}",
+            f"sweep.part_size={part_size}",
+            f"part={part}",
+            f"output='{output}'",
+        ]
+        compute(compose_job("ishigami", args), "ishigami")
+        paths.append(output)
+    merge_parts(paths, tmp_path / "merged.nc")
+    assert copied in capsys.readouterr().err
+    infos = checked_parts(paths)
+    with open_parts(paths) as ds:  # the decoding merge
+        merged = combined_parts(ds, infos, "merged")
+        write_netcdf(merged.chunk(leading_chunks(merged)), tmp_path / "decoded.nc")
+    assert _file_contents(tmp_path / "merged.nc") == _file_contents(tmp_path / "decoded.nc")
+    with xr.open_dataset(tmp_path / "merged.nc") as back:
+        assert back.dy_dx1.encoding["chunksizes"] == (16, 1) and back.sizes["point"] == n
+
+
+def test_coords_only_copied_variables_use_stay_theirs(tmp_path, monkeypatch):
+    """A coord along an output dim that only a copied variable names (``z_label``): xarray, writing
+    the rest, would list it in a global ``coordinates`` attr; the merged file is the decoding merge's."""
+    from pipeline.storage.chunkcopy import write_merged
+    from pipeline.storage.write import leading_chunks
+
+    monkeypatch.setattr("pipeline.storage.write.CHUNK_ELEMENTS", 64)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(2):
+        part = xr.Dataset(
+            {"y": (("point", "z"), rng.normal(size=(32, 4))), "x": ("sample", [1.0, 2.0])},
+            coords={"point": np.arange(32 * i, 32 * i + 32), "z_label": ("z", [1.0, 2.0, 3.0, 4.0])},
+        )
+        paths.append(write_netcdf(part, tmp_path / f"{i}.nc"))
+    with open_parts(paths) as merged:
+        assert write_merged(merged, paths, tmp_path / "merged.nc").startswith("1 of")
+        write_netcdf(merged.chunk(leading_chunks(merged)), tmp_path / "decoded.nc")
+    assert _file_contents(tmp_path / "merged.nc") == _file_contents(tmp_path / "decoded.nc")
+
+
+def test_parts_compressed_otherwise_are_decoded_not_copied(tmp_path, monkeypatch, capsys):
+    """Parts written with zlib, merged with the config's zstd: same chunks, another filter, so the
+    stored bytes are not copied (they would be zlib data in a zstd variable) but decoded."""
+    monkeypatch.setattr("pipeline.storage.write.CHUNK_ELEMENTS", 2**11)
+    x = torch.linspace(1, 2, 100, dtype=torch.float64)
+    paths = [
+        write_netcdf(sensitivity(seed_linear, x, {"C": c}, attrs={"part": i, "parts": 2}), tmp_path / f"{i}.nc", "zlib")
+        for i, c in enumerate((np.arange(16.0), np.arange(16.0, 32.0)))
+    ]
+    merge_parts(paths, tmp_path / "merged.nc")
+    assert "variables copied as stored (0 of" in capsys.readouterr().err
+    with xr.open_dataset(tmp_path / "merged.nc") as merged:
+        assert merged.dy_dC.encoding["zstd"] and merged.dy_dC.encoding["chunksizes"] == (16, 100)
+        np.testing.assert_array_equal(merged.dy_dC.values, np.broadcast_to(x.numpy(), (32, 100)))
+
+
 def _parts(tmp_path, x=None):
     x = torch.arange(3.0) if x is None else x
     return [
@@ -215,8 +304,12 @@ def test_corrupt_part_is_named_moved_aside_and_never_merged(tmp_path):
     assert (tmp_path / "1.nc.corrupt").read_bytes() == data[: len(data) // 2]  # kept, not deleted
 
 
-def test_a_corrupted_chunk_is_caught_while_merging(tmp_path):
-    """Bytes flipped inside a part's data (not its header): the checksum fails while the merge copies it."""
+@pytest.mark.parametrize("chunk_elements", [2**18, 2**13])
+def test_a_corrupted_chunk_is_caught_while_merging(tmp_path, monkeypatch, chunk_elements):
+    """Bytes flipped inside a part's data (not its header): the checksum fails while the merge reads
+    it, whether it decodes the part (chunks of 2 rows, the merged file's of 4) or copies its stored
+    chunks (chunks of 1 row in both)."""
+    monkeypatch.setattr("pipeline.storage.write.CHUNK_ELEMENTS", chunk_elements)
     good, bad = _parts(tmp_path, torch.linspace(1, 2, 5000))
     data = bytearray(bad.read_bytes())
     middle = len(data) // 2

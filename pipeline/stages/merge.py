@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Sequence
 
 from pipeline.stages.cli import run_cli
+from pipeline.storage.chunkcopy import write_merged
 from pipeline.storage.parts import checked_parts, combined_parts, open_parts
 from pipeline.storage.read import reading
-from pipeline.storage.write import drop_last_good, leading_chunks, write_netcdf
+from pipeline.storage.write import drop_last_good
 
 
 def merge_parts(paths: Sequence[str | os.PathLike], output: str | os.PathLike, temporary: bool = False) -> None:
@@ -35,11 +37,12 @@ def merge_parts(paths: Sequence[str | os.PathLike], output: str | os.PathLike, t
     """
     infos = checked_parts(paths)
     files = [info.path for info in infos]
-    # Each chunk of a part is read once and each of the output written once, whole (dask chunks of
-    # the output's chunks): no chunk cache, which per variable and file grew to GBs.
+    # Stored chunks are copied where the layouts allow; what is decoded is read once and written
+    # in whole chunks: no chunk cache, which per variable and file grew to GBs.
     with reading(files, "part file"), open_parts(files, cache_bytes=0) as ds:
         merged = combined_parts(ds, infos, f"merged {len(files)} parts (pipeline.stages.merge)")
-        write_netcdf(merged.chunk(leading_chunks(merged)), output, cache_bytes=0)
+        copied = write_merged(merged, files, output)
+    print(f"{output}: {copied}", file=sys.stderr)
     if temporary:
         drop_last_good(files)
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import xarray as xr
 import yaml
 
@@ -162,7 +163,7 @@ def combined_parts(ds: xr.Dataset, infos: Sequence[PartInfo], note: str) -> xr.D
         by_name.setdefault(str(flag.name), []).append(flag)
     # connected anywhere in the sweep: the OR over parts; assigned at once (each assignment merges)
     ds = ds.assign(
-        {name: xr.concat(same, "part").max("part").assign_attrs(same[0].attrs) for name, same in by_name.items()}
+        {name: same[0].copy(data=np.max([f.values for f in same], axis=0)) for name, same in by_name.items()}
     )
     if by_name:
         ds.attrs["structurally_independent_outputs"] = sum(int((ds[name] == 0).sum()) for name in by_name)

@@ -79,6 +79,10 @@ def encoding(ds: xr.Dataset, compression: str = COMPRESSIONS[0]) -> dict[str, di
     """Compression, chunks of about :data:`CHUNK_ELEMENTS` (fewer with many variables:
     :data:`CHUNK_ROW_BYTES`) and checksums for every numeric variable.
 
+    A leading dim that is cut is cut in a power of two, so that parts of a power of two of points
+    (designs) hold whole chunks of the merged file, which the merge then copies as stored
+    (:mod:`pipeline.storage.chunkcopy`).
+
     HDF5's Fletcher-32 checksum per chunk makes a corrupted chunk an error when it is read.
     """
     enc = {}
@@ -96,6 +100,8 @@ def encoding(ds: xr.Dataset, compression: str = COMPRESSIONS[0]) -> dict[str, di
             chunk = max(1, min(size, room))
             chunks.append(chunk)
             room = max(1, room // chunk)
+        if chunks[-1] < var.shape[0]:  # a cut leading dim: a power of two, so parts of 2^k points align
+            chunks[-1] = 1 << (chunks[-1].bit_length() - 1)
         enc[name] = {**COMPRESSION_ENCODING[compression], "fletcher32": True, "chunksizes": tuple(reversed(chunks))}
     return enc
 
@@ -223,24 +229,26 @@ def compression_of(ds: xr.Dataset) -> str:
     return COMPRESSIONS[0]
 
 
-def write_netcdf(
-    ds: xr.Dataset, path: str | os.PathLike, compression: str | None = None, cache_bytes: int = CHUNK_CACHE_BYTES
-) -> Path:
-    """Write ``ds`` as compressed, chunked, checksummed NetCDF-4, atomically.
-
-    ``compression``: one of :data:`~pipeline.checks.COMPRESSIONS`; ``None``, the one its config
-    chose (:func:`compression_of`). Where HDF5 lacks the zstd plugin, zlib is used with a warning
-    instead of failing after the work is done. ``cache_bytes``: the chunk cache per variable, 0 where
-    every write is of whole chunks (dask chunks of :func:`leading_chunks`).
-    """
-    chunk_cache(cache_bytes)
+def usable_compression(ds: xr.Dataset, path: str | os.PathLike, compression: str | None = None) -> str:
+    """``compression``, else the one ``ds``'s config chose (:func:`compression_of`); zlib, with a
+    warning, where HDF5 lacks the chosen filter, instead of failing after the work is done."""
     compression = compression or compression_of(ds)
     if compression in FILTER_CHECKS and not _has_filter(compression):
         warnings.warn(
             f"{path}: HDF5 has no {compression} filter here (HDF5_PLUGIN_PATH="
             f"{os.environ.get('HDF5_PLUGIN_PATH', 'unset')}); writing it with zlib instead",
-            stacklevel=2,
+            stacklevel=3,
         )
         compression = "zlib"
-    enc = encoding(ds, compression)
+    return compression
+
+
+def write_netcdf(ds: xr.Dataset, path: str | os.PathLike, compression: str | None = None) -> Path:
+    """Write ``ds`` as compressed, chunked, checksummed NetCDF-4, atomically.
+
+    ``compression``: one of :data:`~pipeline.checks.COMPRESSIONS`, else as :func:`usable_compression`
+    picks.
+    """
+    chunk_cache()
+    enc = encoding(ds, usable_compression(ds, path, compression))
     return write_atomic(path, lambda tmp: ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=enc))
