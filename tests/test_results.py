@@ -209,42 +209,58 @@ def _file_contents(path: Path) -> dict:
     return found
 
 
-@pytest.mark.parametrize(
-    ("kind", "n", "part_size", "copied"),
-    [("sobol", 256, 64, "7 of 13 variables copied as stored (28 of 28"), ("random", 200, 40, "(7 of 35")],
-)
-def test_a_merge_copies_aligned_chunks_as_stored_and_writes_the_same_file(
-    tmp_path, monkeypatch, capsys, kind, n, part_size, copied
-):
-    """Parts of 64 points in chunks of 16 are copied chunk for chunk (the 7 variables along point);
-    of parts of 40 points only the last starts on a chunk boundary and ends the file: it is copied,
-    the others decoded. Either way the file is the one the decoding merge writes, in every value,
-    chunk and attr."""
+def _decoding_merge(paths: list[Path], output: Path) -> Path:
+    """What the merge wrote before it copied chunks: every part decoded, the file encoded anew."""
     from pipeline.storage.parts import checked_parts, combined_parts
     from pipeline.storage.write import leading_chunks
 
+    infos = checked_parts(paths)
+    with open_parts(paths) as ds:
+        merged = combined_parts(ds, infos, "merged")
+        return write_netcdf(merged.chunk(leading_chunks(merged)), output)
+
+
+def test_a_merge_copies_aligned_chunks_as_stored_and_writes_the_same_file(tmp_path, monkeypatch, capsys):
+    """Parts of 64 points of a Sobol' design, in chunks of 16: every chunk of the 7 variables along
+    point is copied as stored, and the file is the one the decoding merge writes, in every value,
+    chunk and attr."""
     monkeypatch.setattr("pipeline.storage.write.CHUNK_ELEMENTS", 16)
     paths = []
-    for part in range(n // part_size):
+    for part in range(4):
         output = tmp_path / f"{part}.nc"
-        args = [
-            f"sweep.kind={kind}",
-            f"sweep.n={n}",
-            f"sweep.part_size={part_size}",
-            f"part={part}",
-            f"output='{output}'",
-        ]
+        args = ["sweep.kind=sobol", "sweep.n=256", "sweep.part_size=64", f"part={part}", f"output='{output}'"]
         compute(compose_job("ishigami", args), "ishigami")
         paths.append(output)
     merge_parts(paths, tmp_path / "merged.nc")
-    assert copied in capsys.readouterr().err
-    infos = checked_parts(paths)
-    with open_parts(paths) as ds:  # the decoding merge
-        merged = combined_parts(ds, infos, "merged")
-        write_netcdf(merged.chunk(leading_chunks(merged)), tmp_path / "decoded.nc")
-    assert _file_contents(tmp_path / "merged.nc") == _file_contents(tmp_path / "decoded.nc")
+    assert "7 of 13 variables copied as stored (28 of 28 part-variables)" in capsys.readouterr().err
+    assert _file_contents(tmp_path / "merged.nc") == _file_contents(_decoding_merge(paths, tmp_path / "decoded.nc"))
     with xr.open_dataset(tmp_path / "merged.nc") as back:
-        assert back.dy_dx1.encoding["chunksizes"] == (16, 1) and back.sizes["point"] == n
+        assert back.dy_dx1.encoding["chunksizes"] == (16, 1) and back.sizes["point"] == 256
+
+
+def test_a_merge_keeps_the_parts_chunks_and_decodes_a_last_part_laid_out_otherwise(tmp_path, monkeypatch, capsys):
+    """A grid of 168 values of C in parts of 64, 64 and 40, at most 20 rows per chunk: the parts of
+    64 are chunked in 16 rows (a divisor of 64), the last in 20, the whole sweep would be in 14.
+    The merged file keeps the parts' 16 and copies their chunks; the last part is decoded into it.
+    Values and attrs are the decoding merge's."""
+    monkeypatch.setattr("pipeline.storage.write.CHUNK_ELEMENTS", 1024)
+    x = torch.linspace(1, 2, 50, dtype=torch.float64)
+    values = np.linspace(-1, 1, 168)
+    paths = [
+        write_netcdf(sensitivity(seed_linear, x, {"C": c}, attrs={"part": i, "parts": 3}), tmp_path / f"{i}.nc")
+        for i, c in enumerate((values[:64], values[64:128], values[128:]))
+    ]
+    merge_parts(paths, tmp_path / "merged.nc")
+    assert "2 of 6 variables copied as stored (4 of 6 part-variables)" in capsys.readouterr().err
+    merged = _file_contents(tmp_path / "merged.nc")
+    decoded = _file_contents(_decoding_merge(paths, tmp_path / "decoded.nc"))
+    assert merged["y"][2] == [16, 50] and decoded["y"][2] == [14, 50]
+    for contents in (merged, decoded):  # all but the chunks
+        for name in ("y", "dy_dC"):
+            contents[name] = contents[name][:2] + contents[name][3:]
+    assert merged == decoded
+    with xr.open_dataset(tmp_path / "merged.nc") as back:
+        np.testing.assert_array_equal(back.y.values, np.outer(values, x.numpy()))
 
 
 def test_coords_only_copied_variables_use_stay_theirs(tmp_path, monkeypatch):

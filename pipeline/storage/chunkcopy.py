@@ -23,7 +23,7 @@ from pathlib import Path
 import xarray as xr
 
 from pipeline.storage.outputs import output_names
-from pipeline.storage.write import chunk_cache, encoding, leading_chunks, usable_compression, write_atomic
+from pipeline.storage.write import chunk_cache, chunk_limits, encoding, leading_chunks, usable_compression, write_atomic
 
 
 @dataclass
@@ -46,8 +46,22 @@ def _layout(var) -> tuple:
     return var.dimensions, var.dtype, var.chunking(), var.filters()
 
 
+def _chunks_of_parts(name: str, parts: Sequence, limit: tuple[int, ...], want: tuple[int, ...]) -> tuple[int, ...]:
+    """The chunks to write variable ``name`` in: those of ``parts`` (all but the last) where they
+    share them, each part is whole chunks, and the chunks are within ``limit`` and over half of it
+    (:func:`pipeline.storage.write.chunk_limits`); else ``want``, the merged file's own."""
+    found = {tuple(part.variables[name].chunking()) if name in part.variables else None for part in parts}
+    if len(found) != 1 or None in found:
+        return want
+    (shared,) = found
+    rows = shared[0]
+    whole = all(len(part.variables[name]) % rows == 0 for part in parts)
+    return shared if whole and shared[1:] == limit[1:] and limit[0] // 2 < rows <= limit[0] else want
+
+
 def plan_copy(merged: xr.Dataset, files: Sequence[Path], enc: dict) -> Plan:
-    """Which chunks of ``files`` (the parts, in order) are chunks of ``merged`` written with ``enc``."""
+    """Which chunks of ``files`` (the parts, in order) are chunks of ``merged`` written with ``enc``;
+    ``enc`` takes the parts' chunks where they are close to its own (:func:`_chunks_of_parts`)."""
     import netCDF4
 
     dim = merged[output_names(merged)[0]].dims[0]
@@ -56,7 +70,7 @@ def plan_copy(merged: xr.Dataset, files: Sequence[Path], enc: dict) -> Plan:
         for name, var in merged.variables.items()
         if name not in merged.dims and var.dims[:1] == (dim,) and "chunksizes" in enc.get(name, {})
     ]
-    plan = Plan(dim)
+    plan, limits = Plan(dim), chunk_limits(merged)
     chunk_cache(0)
     opened = [netCDF4.Dataset(f) for f in files]
     try:
@@ -65,11 +79,12 @@ def plan_copy(merged: xr.Dataset, files: Sequence[Path], enc: dict) -> Plan:
             return plan
         starts = [sum(sizes[:i]) for i in range(len(sizes))]
         for name in names:
-            want = list(enc[name]["chunksizes"])
+            want = _chunks_of_parts(name, opened[:-1] or opened, limits[name], enc[name]["chunksizes"])
+            enc[name]["chunksizes"] = want
             for i, (f, part, start, size) in enumerate(zip(files, opened, starts, sizes, strict=True)):
                 var = part.variables.get(name)
                 aligned = start % want[0] == 0 and (size % want[0] == 0 or i == len(opened) - 1)
-                whole = var is not None and var.dimensions == merged[name].dims and var.chunking() == want
+                whole = var is not None and var.dimensions == merged[name].dims and tuple(var.chunking()) == want
                 (plan.copied if aligned and whole else plan.decoded).setdefault(name, []).append((Path(f), start))
         for name in [n for n in plan.decoded if n not in plan.copied]:
             del plan.decoded[name]  # written by xarray with the rest
@@ -167,7 +182,7 @@ def write_merged(merged: xr.Dataset, files: Sequence[str | os.PathLike], path: s
         if plan.copied:
             _define(tmp, merged, plan, enc)
             mode = "a"
-        rest.chunk(leading_chunks(rest)).to_netcdf(
+        rest.chunk(leading_chunks(rest, enc)).to_netcdf(
             tmp, mode=mode, engine="netcdf4", format="NETCDF4", encoding={k: enc[k] for k in rest.variables if k in enc}
         )
         if plan.copied:

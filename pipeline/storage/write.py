@@ -64,45 +64,70 @@ largest (docs/bench/workflow.md has the figures). Blosc is left out: its HDF5 fi
 write on a chunk it cannot compress (random bytes)."""
 
 
-def leading_chunks(ds: xr.Dataset) -> dict[str, int]:
-    """The chunk size along each variable's leading dim that :func:`encoding` writes (the smallest
-    where variables differ): dask chunks of this size write whole chunks, none twice."""
+def leading_chunks(ds: xr.Dataset, encodings: dict[str, dict[str, Any]] | None = None) -> dict[str, int]:
+    """The chunk size along each variable's leading dim that ``encodings`` (default: :func:`encoding`)
+    writes (the smallest where variables differ): dask chunks of this size write whole chunks, none twice."""
     found: dict[str, int] = {}
-    for name, enc in encoding(ds).items():
-        if "chunksizes" in enc:
+    for name, enc in (encoding(ds) if encodings is None else encodings).items():
+        if "chunksizes" in enc and name in ds.variables:
             dim = ds[name].dims[0]
             found[dim] = min(found.get(dim, enc["chunksizes"][0]), enc["chunksizes"][0])
     return found
 
 
-def encoding(ds: xr.Dataset, compression: str = COMPRESSIONS[0]) -> dict[str, dict[str, Any]]:
-    """Compression, chunks of about :data:`CHUNK_ELEMENTS` (fewer with many variables:
-    :data:`CHUNK_ROW_BYTES`) and checksums for every numeric variable.
+@functools.cache
+def leading_chunk(size: int, at_most: int) -> int:
+    """Rows per chunk of a leading dim of ``size`` cut into chunks of ``at_most`` rows: the largest
+    divisor of ``size`` from ``at_most / 2`` up (2,500 -> 250 of at most 262), else a power of two.
 
-    A leading dim that is cut is cut in a power of two, so that parts of a power of two of points
-    (designs) hold whole chunks of the merged file, which the merge then copies as stored
-    (:mod:`pipeline.storage.chunkcopy`).
+    A part of a sweep is then whole chunks of the merged file when the parts are equal: a divisor
+    of a part is one of the whole sweep, and parts of 2^k points (designs) get 2^j rows.
 
-    HDF5's Fletcher-32 checksum per chunk makes a corrupted chunk an error when it is read.
+    >>> leading_chunk(2500, 262), leading_chunk(2**20, 5000), leading_chunk(1009, 100)
+    (250, 4096, 64)
     """
-    enc = {}
-    chunked = [v for n, v in ds.variables.items() if n not in ds.dims and v.dtype.kind in "fiu" and v.ndim]
-    row = CHUNK_ROW_BYTES // max(1, sum(v.dtype.itemsize for v in chunked))  # elements per variable
+    for rows in range(at_most, at_most // 2, -1):
+        if size % rows == 0:
+            return rows
+    return 1 << (at_most.bit_length() - 1)
+
+
+def chunk_limits(ds: xr.Dataset) -> dict[str, tuple[int, ...]]:
+    """The largest chunk of each numeric, non-coordinate variable: about :data:`CHUNK_ELEMENTS`
+    elements (fewer with many variables: :data:`CHUNK_ROW_BYTES`), trailing dims kept whole."""
+    chunked = {n: v for n, v in ds.variables.items() if n not in ds.dims and v.dtype.kind in "fiu" and v.ndim}
+    row = CHUNK_ROW_BYTES // max(1, sum(v.dtype.itemsize for v in chunked.values()))  # elements per variable
     elements = min(CHUNK_ELEMENTS, 1 << max(12, row.bit_length() - 1))  # a power of two, 4,096 at least
-    for name, var in ds.variables.items():
-        if name in ds.dims:  # CF: coordinate variables carry no _FillValue
-            enc[name] = {"_FillValue": None, **({"fletcher32": True} if var.dtype.kind in "fiu" else {})}
-            continue
-        if var.dtype.kind not in "fiu" or var.ndim == 0:
-            continue
+    limits = {}
+    for name, var in chunked.items():
         chunks, room = [], elements
         for size in reversed(var.shape):  # keep trailing dims whole, cut leading ones
             chunk = max(1, min(size, room))
             chunks.append(chunk)
             room = max(1, room // chunk)
-        if chunks[-1] < var.shape[0]:  # a cut leading dim: a power of two, so parts of 2^k points align
-            chunks[-1] = 1 << (chunks[-1].bit_length() - 1)
-        enc[name] = {**COMPRESSION_ENCODING[compression], "fletcher32": True, "chunksizes": tuple(reversed(chunks))}
+        limits[name] = tuple(reversed(chunks))
+    return limits
+
+
+def encoding(ds: xr.Dataset, compression: str = COMPRESSIONS[0]) -> dict[str, dict[str, Any]]:
+    """Compression, chunks within :func:`chunk_limits` and checksums for every numeric variable.
+
+    A leading dim that is cut is cut in chunks that divide it (:func:`leading_chunk`), so that equal
+    parts of a sweep hold whole chunks of the merged file, which the merge then copies as stored
+    (:mod:`pipeline.storage.chunkcopy`).
+
+    HDF5's Fletcher-32 checksum per chunk makes a corrupted chunk an error when it is read.
+    """
+    enc = {}
+    limits = chunk_limits(ds)
+    for name, var in ds.variables.items():
+        if name in ds.dims:  # CF: coordinate variables carry no _FillValue
+            enc[name] = {"_FillValue": None, **({"fletcher32": True} if var.dtype.kind in "fiu" else {})}
+        elif name in limits:
+            rows, *rest = limits[name]
+            if rows < var.shape[0]:
+                rows = leading_chunk(var.shape[0], rows)
+            enc[name] = {**COMPRESSION_ENCODING[compression], "fletcher32": True, "chunksizes": (rows, *rest)}
     return enc
 
 
