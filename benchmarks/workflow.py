@@ -1,7 +1,7 @@
 """Workflow overhead: a study through ``snakemake --cores N`` against one ``sensitivity()`` call.
 
 ``python -m benchmarks.workflow [--study oscillator_large] [--cores 2]`` runs, one after the
-other on the same machine:
+other on the same machine, for each of :data:`STUDIES` (or the one study given):
 
 1. the floor: the whole sweep in this process, one :func:`pipeline.stages.compute.sweep_dataset` call
    (what ``pipeline.sensitivity`` does for the study), no files; then writing it to one NetCDF
@@ -35,10 +35,18 @@ from pipeline.storage.write import write_netcdf
 
 ROOT = Path(__file__).resolve().parent.parent
 
+STUDIES: dict[str, list[str]] = {
+    "oscillator_large": [],
+    "example_heat": ["sweep.num=6400", "sweep.parts=4", "model.args.steps=2000"],
+}
+"""The studies measured, with their overrides: one whose results are large against its compute
+(1.5 GB of float32 from 10,000 short integrations), and one whose compute is long against its
+results (the user-model example, 6,400 values of C x 2,000 heat steps: about a minute in one call)."""
 
-def _snakemake(study: str, parts: int, cores: int, outputs: Path, merge: bool) -> float:
+
+def _snakemake(study: str, overrides: list[str], parts: int, cores: int, outputs: Path, merge: bool) -> float:
     """Wall seconds of ``snakemake`` building the study's merged dataset (or its ``parts`` files)."""
-    config = {"studies": [study], "outputs": str(outputs), "merge": merge}
+    config = {"studies": [study], "outputs": str(outputs), "merge": merge, "overrides": {study: overrides}}
     outputs.mkdir(parents=True)
     config_file = outputs.parent / "config.yaml"
     config_file.write_text(yaml.safe_dump(config))
@@ -145,17 +153,12 @@ def _startup(repeats: int = 5) -> dict[str, float]:
     return {what: float(sorted(times)[len(times) // 2]) for what, times in runs.items()}
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.workflow", description=__doc__.splitlines()[0])
-    parser.add_argument("--study", default="oscillator_large")
-    parser.add_argument("--cores", type=int, default=2)
-    parser.add_argument("--out", default="outputs/bench", help="folder for workflow.json and workflow.md")
-    args = parser.parse_args(argv)
-
-    cfg = compose_job(args.study)
-    torch.set_num_threads(args.cores)
+def _measure(study: str, overrides: list[str], cores: int) -> dict:
+    """The floor, the floor's write, and the two workflow runs of one study (module doc)."""
+    cfg = compose_job(study, overrides)
+    torch.set_num_threads(cores)
     start = time.perf_counter()
-    ds = sweep_dataset(cfg, args.study)
+    ds = sweep_dataset(cfg, study)
     floor = time.perf_counter() - start
     (ROOT / "outputs").mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=ROOT / "outputs") as scratch:
@@ -163,32 +166,34 @@ def main(argv: list[str] | None = None) -> None:
         write_netcdf(ds, Path(scratch) / "direct.nc")
         write = time.perf_counter() - start
         del ds
-        merged = _snakemake(args.study, cfg.sweep.parts, args.cores, Path(scratch) / "merge" / "outputs", merge=True)
-        merged_jobs = _benchmarks(Path(scratch) / "merge" / "outputs", args.study)
-        parts = _snakemake(args.study, cfg.sweep.parts, args.cores, Path(scratch) / "parts" / "outputs", merge=False)
-        parts_jobs = _benchmarks(Path(scratch) / "parts" / "outputs", args.study)
-
-    startup = _startup()
+        runs = {}
+        for merge, name in ((True, "merge"), (False, "parts")):
+            outputs = Path(scratch) / name / "outputs"
+            runs[name] = _snakemake(study, overrides, cfg.sweep.parts, cores, outputs, merge)
+            runs[f"jobs_{name}"] = _benchmarks(outputs, study)
     sweep = " x ".join(f"{v.num} {k}" for k, v in [(cfg.sweep.param, cfg.sweep), *cfg.sweep.grid.items()])
-    report = {
-        "study": args.study,
+    return {
+        "study": study,
+        "overrides": overrides,
         "sweep": sweep,
-        "cores": args.cores,
-        "date": time.strftime("%Y-%m-%d"),
-        "torch": torch.__version__,
+        "parts": cfg.sweep.parts,
         "floor_s": floor,
         "write_s": write,
-        "snakemake_merge_s": merged,
-        "snakemake_parts_s": parts,
-        "ratio_merge": merged / floor,
-        "ratio_parts": parts / floor,
-        "jobs_merge": merged_jobs,
-        "jobs_parts": parts_jobs,
-        "startup_s": startup,
+        "snakemake_merge_s": runs["merge"],
+        "snakemake_parts_s": runs["parts"],
+        "ratio_merge": runs["merge"] / floor,
+        "ratio_parts": runs["parts"] / floor,
+        "jobs_merge": runs["jobs_merge"],
+        "jobs_parts": runs["jobs_parts"],
     }
-    lines = [
-        f"Workflow overhead: study {args.study} ({sweep}, {cfg.sweep.parts} parts), "
-        f"`snakemake --cores {args.cores}`, {report['date']}, torch {torch.__version__}.",
+
+
+def _lines(run: dict, cores: int) -> list[str]:
+    """One study's tables."""
+    floor, merged, parts, write = run["floor_s"], run["snakemake_merge_s"], run["snakemake_parts_s"], run["write_s"]
+    changed = f", {' '.join(run['overrides'])}" if run["overrides"] else ""
+    return [
+        f"## {run['study']} ({run['sweep']}, {run['parts']} parts{changed}), `snakemake --cores {cores}`",
         "",
         "| run | wall [s] | ratio to one call |",
         "| --- | --- | --- |",
@@ -199,12 +204,35 @@ def main(argv: list[str] | None = None) -> None:
         "",
         "| job (merge run) | wall [s] | peak RSS [MB] |",
         "| --- | --- | --- |",
-    ]
-    lines += [f"| {j['job']} | {j['seconds']:.1f} | {j['max_rss_mb'] or '-'} |" for j in merged_jobs]
-    lines += [
+        *[f"| {j['job']} | {j['seconds']:.1f} | {j['max_rss_mb'] or '-'} |" for j in run["jobs_merge"]],
         "",
-        "Job start-up (median of 5, seconds from the process's start; a compute job of `seed_linear`"
-        " with a probe model):",
+    ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.workflow", description=__doc__.splitlines()[0])
+    parser.add_argument("--study", help="one study, as it is configured (default: every one of STUDIES)")
+    parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--out", default="outputs/bench", help="folder for workflow.json and workflow.md")
+    args = parser.parse_args(argv)
+
+    studies = {args.study: []} if args.study else STUDIES
+    runs = [_measure(study, overrides, args.cores) for study, overrides in studies.items()]
+    startup = _startup()
+    report = {
+        "cores": args.cores,
+        "date": time.strftime("%Y-%m-%d"),
+        "torch": torch.__version__,
+        "studies": runs,
+        "startup_s": startup,
+    }
+    lines = [
+        f"Workflow overhead against one in-memory call, {report['date']}, torch {torch.__version__}.",
+        "",
+        *[line for run in runs for line in _lines(run, args.cores)],
+        "## Job start-up",
+        "",
+        "Median of 5, seconds from the process's start; a compute job of `seed_linear` with a probe model:",
         "",
         "| from process start to | [s] |",
         "| --- | --- |",
