@@ -217,3 +217,37 @@ def test_a_designs_checked_points_are_a_few_runs_spread_over_it(count, size):
     assert picked[0] == 0 and (picked[-1] == size - 1 or count == 1)  # from the first point to the last
     runs = 1 + int(np.sum(np.diff(picked) > 1))
     assert runs <= RUNS or len(picked) < 2 * RUNS
+
+
+def test_many_comparisons_are_drawn_a_row_per_method_with_the_worst_and_the_failed_named(tmp_path):
+    """60 parameters x 2 reference methods: 2 rows (not 120), each bar the worst of its method's
+    derivatives, that derivative named, the failed ones listed; the figure stays a few inches tall."""
+    from matplotlib.image import imread
+
+    from pipeline.stages.plot import _agreement_rows, plot_agreement
+
+    params = [f"x{i}" for i in range(60)]
+    labels = [f"dy_d{p}: forward (float32) vs {m} (float64)" for m in ("reverse", "finite_difference") for p in params]
+    rel = np.geomspace(1e-9, 1e-7, 120)
+    rel[70] = 0.3  # finite differences at x10: far off
+    report = xr.Dataset(
+        {
+            "max_rel_diff": ("comparison", rel),
+            "tolerance": ("comparison", np.full(120, 3.5e-4)),
+            "passed": ("comparison", (rel < 3.5e-4).astype(int)),
+        },
+        coords={"comparison": labels},
+        attrs={"study": "many", "checked_points": 125, "checked_samples": 8},
+    )
+    rows = _agreement_rows(report)
+    assert [r.label for r in rows] == [
+        "forward (float32) vs reverse (float64)",
+        "forward (float32) vs finite_difference (float64)",
+    ]
+    assert rows[0].passed and rows[0].worst == rel[59] and rows[0].note == "worst dy_dx59"
+    assert not rows[1].passed and rows[1].worst == 0.3 and rows[1].note == "worst dy_dx10; FAIL: dy_dx10"
+    assert len(rows[1].values) == 60
+    image = imread(plot_agreement(report, tmp_path / "agreement.png"))
+    assert image.shape[0] < 400  # pixels: 2 rows, where a row per comparison took 6,800
+    report = report.isel(comparison=slice(0, 10))  # few comparisons: a row each, as before
+    assert [r.label for r in _agreement_rows(report)] == labels[:10]

@@ -14,6 +14,7 @@ import argparse
 import os
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib.image as mpimg
@@ -480,22 +481,73 @@ def matplotlib_colours(count: int) -> list:
     return [colormaps["viridis"](v) for v in np.linspace(0.05, 0.9, count)]
 
 
-def plot_agreement(report: xr.Dataset, path: str | os.PathLike) -> Path:
-    """Method agreement: each comparison's max relative difference against its tolerance (log scale)."""
+AGREEMENT_ROWS = 24
+"""At most this many comparisons drawn a row each; more (a study of many parameters) are drawn a
+row per reference method, its parameters' values as dots and the worst named."""
+
+
+@dataclass
+class _AgreementRow:
+    label: str
+    worst: float  # the max relative difference drawn as the bar
+    tolerance: float
+    passed: bool
+    values: np.ndarray  # every comparison's value in the row (one, or one per derivative)
+    note: str = ""
+
+
+def _agreement_rows(report: xr.Dataset) -> list[_AgreementRow]:
+    """A row per comparison, or (past :data:`AGREEMENT_ROWS`) per reference method: ``dy_dC: forward
+    vs reverse`` and ``dy_dK: forward vs reverse`` go to the row ``forward vs reverse``."""
     labels = [str(c) for c in report.comparison.values]
     raw = report.max_rel_diff.values.astype(float)
+    tolerance, passed = report.tolerance.values.astype(float), report.passed.values.astype(bool)
+    if len(labels) <= AGREEMENT_ROWS:
+        return [
+            _AgreementRow(label, value, tol, ok, np.array([value]))
+            for label, value, tol, ok in zip(labels, raw, tolerance, passed, strict=True)
+        ]
+    groups: dict[str, list[int]] = {}
+    for i, label in enumerate(labels):
+        groups.setdefault(label.split(": ", 1)[-1], []).append(i)
+    rows = []
+    for method, members in groups.items():
+        values = np.nan_to_num(raw[members], nan=np.inf)
+        worst = members[int(np.argmax(values))]
+        failed = [labels[i].split(": ", 1)[0] for i in members if not passed[i]]
+        note = f"worst {labels[worst].split(': ', 1)[0]}" + (
+            f"; FAIL: {', '.join(failed[:3])}{' ...' if len(failed) > 3 else ''}" if failed else ""
+        )
+        rows.append(
+            _AgreementRow(method, raw[worst], tolerance[worst], not failed, raw[members], note)
+        )
+    return rows
+
+
+def plot_agreement(report: xr.Dataset, path: str | os.PathLike) -> Path:
+    """Method agreement: each comparison's max relative difference against its tolerance (log scale);
+    many comparisons as a row per reference method (:func:`_agreement_rows`)."""
+    rows = _agreement_rows(report)
+    grouped = len(rows) < report.sizes["comparison"]
     floor = np.finfo(np.float64).eps / 10  # exact agreement is drawn at the floor and labelled 0
-    rel = np.maximum(raw, floor)
-    width = 4.5 + 0.055 * max(map(len, labels))  # room for the labels at 7 points
-    fig, ax = _figure((width, 0.5 * len(labels) + 1.8))
-    rows = np.arange(len(labels))
-    colors = ["tab:green" if ok else "tab:red" for ok in report.passed.values]
-    ax.barh(rows, rel, color=colors, label="max relative difference")
-    ax.scatter(report.tolerance.values, rows, marker="|", s=400, color="k", label="tolerance", zorder=3)
-    for row, value in zip(rows, raw, strict=True):
+    width = 4.5 + 0.055 * max(len(row.label) for row in rows)  # room for the labels at 7 points
+    fig, ax = _figure((width, 0.5 * len(rows) + 1.8))
+    at = np.arange(len(rows))
+    ax.barh(
+        at,
+        [max(row.worst, floor) for row in rows],
+        color=["tab:green" if row.passed else "tab:red" for row in rows],
+        label="max relative difference" + (" (the worst of the row)" if grouped else ""),
+    )
+    if grouped:
+        dots = [(max(v, floor), i) for i, row in enumerate(rows) for v in row.values]
+        ax.scatter(*zip(*dots, strict=True), s=6, color="k", alpha=0.4, zorder=3, label="each derivative")
+    ax.scatter([row.tolerance for row in rows], at, marker="|", s=400, color="k", label="tolerance", zorder=3)
+    for i, row in enumerate(rows):
+        text = "0 (exact)" if row.worst == 0 else f"{row.worst:.1e}"
         ax.annotate(
-            "0 (exact)" if value == 0 else f"{value:.1e}",
-            (max(value, floor), row),
+            f"{text}  {row.note}".rstrip(),
+            (max(row.worst, floor), i),
             xytext=(3, 0),
             textcoords="offset points",
             va="center",
@@ -504,19 +556,24 @@ def plot_agreement(report: xr.Dataset, path: str | os.PathLike) -> Path:
     ax.set(
         xscale="log",
         xlim=(floor / 2, 1),
-        yticks=rows,
-        yticklabels=labels,
+        yticks=at,
+        yticklabels=[row.label for row in rows],
         xlabel="max |study - reference| / max |reference|",
     )
+    per_row = f"; a row per method over its {report.sizes['comparison'] // len(rows)} derivatives" if grouped else ""
     ax.set_title(
         f"{report.attrs.get('study', '')}: method agreement\n"
-        f"({report.attrs['checked_points']} points x {report.attrs['checked_samples']} samples)",
+        f"({report.attrs['checked_points']} points x {report.attrs['checked_samples']} samples{per_row})",
         fontsize=9,
     )
     ax.tick_params(axis="y", labelsize=7)
-    ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3, axis="x")
-    fig.tight_layout()
+    if grouped:  # under the axes: a few rows leave no free corner
+        fig.set_layout_engine("constrained")
+        fig.legend(fontsize=7, loc="outside lower center", ncols=3, markerscale=0.5)
+    else:
+        ax.legend(fontsize=7, loc="lower right")
+        fig.tight_layout()
     written = write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight"))
     return written
 
