@@ -284,20 +284,33 @@ def test_coords_only_copied_variables_use_stay_theirs(tmp_path, monkeypatch):
     assert _file_contents(tmp_path / "merged.nc") == _file_contents(tmp_path / "decoded.nc")
 
 
-def test_parts_compressed_otherwise_are_decoded_not_copied(tmp_path, monkeypatch, capsys):
-    """Parts written with zlib, merged with the config's zstd: same chunks, another filter, so the
-    stored bytes are not copied (they would be zlib data in a zstd variable) but decoded."""
-    monkeypatch.setattr("pipeline.storage.write.CHUNK_ELEMENTS", 2**11)
-    x = torch.linspace(1, 2, 100, dtype=torch.float64)
-    paths = [
-        write_netcdf(sensitivity(seed_linear, x, {"C": c}, attrs={"part": i, "parts": 2}), tmp_path / f"{i}.nc", "zlib")
-        for i, c in enumerate((np.arange(16.0), np.arange(16.0, 32.0)))
-    ]
+@pytest.mark.parametrize(
+    ("compressions", "dtypes", "copied"),
+    [
+        (["zlib", "zlib", "zlib"], [torch.float64] * 3, "(0 of 6 part-variables)"),  # the config's zstd
+        (["zstd", "zlib", "zstd"], [torch.float64] * 3, "(4 of 6 part-variables)"),  # a zstd plugin missing once
+        (["zstd", "zstd", "zstd"], [torch.float64, torch.float32, torch.float64], "(0 of 0 part-variables)"),
+    ],
+)
+def test_parts_laid_out_otherwise_are_decoded_not_copied(tmp_path, monkeypatch, capsys, compressions, dtypes, copied):
+    """Parts whose stored bytes are not those of the merged file are decoded, not copied: another
+    filter (zlib data in a zstd variable would not read), or another type (float32 bytes in a
+    float64 variable; xarray's merge promotes them). The values are the parts' either way."""
+    monkeypatch.setattr("pipeline.storage.write.CHUNK_ELEMENTS", 2**10)
+    paths = []
+    for i, (compression, dtype) in enumerate(zip(compressions, dtypes, strict=True)):
+        x = torch.linspace(1, 2, 100, dtype=dtype)
+        part = sensitivity(seed_linear, x, {"C": np.arange(16.0 * i, 16.0 * i + 16)}, attrs={"part": i, "parts": 3})
+        paths.append(write_netcdf(part, tmp_path / f"{i}.nc", compression))
     merge_parts(paths, tmp_path / "merged.nc")
-    assert "variables copied as stored (0 of" in capsys.readouterr().err
+    assert copied in capsys.readouterr().err
     with xr.open_dataset(tmp_path / "merged.nc") as merged:
-        assert merged.dy_dC.encoding["zstd"] and merged.dy_dC.encoding["chunksizes"] == (16, 100)
-        np.testing.assert_array_equal(merged.dy_dC.values, np.broadcast_to(x.numpy(), (32, 100)))
+        assert merged.dy_dC.encoding["zstd"] and merged.dy_dC.encoding["chunksizes"] == (8, 100)
+        assert merged.dy_dC.dtype == np.float64
+        expected = np.concatenate(
+            [np.broadcast_to(torch.linspace(1, 2, 100, dtype=d).numpy(), (16, 100)) for d in dtypes]
+        )
+        np.testing.assert_array_equal(merged.dy_dC.values, expected)
 
 
 def _parts(tmp_path, x=None):

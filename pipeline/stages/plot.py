@@ -518,9 +518,7 @@ def _agreement_rows(report: xr.Dataset) -> list[_AgreementRow]:
         note = f"worst {labels[worst].split(': ', 1)[0]}" + (
             f"; FAIL: {', '.join(failed[:3])}{' ...' if len(failed) > 3 else ''}" if failed else ""
         )
-        rows.append(
-            _AgreementRow(method, raw[worst], tolerance[worst], not failed, raw[members], note)
-        )
+        rows.append(_AgreementRow(method, raw[worst], tolerance[worst], not failed, raw[members], note))
     return rows
 
 

@@ -79,13 +79,18 @@ def plan_copy(merged: xr.Dataset, files: Sequence[Path], enc: dict) -> Plan:
             return plan
         starts = [sum(sizes[:i]) for i in range(len(sizes))]
         for name in names:
+            stored = [part.variables.get(name) for part in opened]
+            if None in stored or len({(var.dimensions, var.dtype) for var in stored}) > 1:
+                continue  # parts that differ in type (or lack it): xarray's merge, which promotes
             want = _chunks_of_parts(name, opened[:-1] or opened, limits[name], enc[name]["chunksizes"])
             enc[name]["chunksizes"] = want
-            for i, (f, part, start, size) in enumerate(zip(files, opened, starts, sizes, strict=True)):
-                var = part.variables.get(name)
+            filters = stored[0].filters()
+            for i, (f, var, start, size) in enumerate(zip(files, stored, starts, sizes, strict=True)):
                 aligned = start % want[0] == 0 and (size % want[0] == 0 or i == len(opened) - 1)
-                whole = var is not None and var.dimensions == merged[name].dims and tuple(var.chunking()) == want
-                (plan.copied if aligned and whole else plan.decoded).setdefault(name, []).append((Path(f), start))
+                alike = (
+                    var.dimensions == merged[name].dims and tuple(var.chunking()) == want and var.filters() == filters
+                )
+                (plan.copied if aligned and alike else plan.decoded).setdefault(name, []).append((Path(f), start))
         for name in [n for n in plan.decoded if n not in plan.copied]:
             del plan.decoded[name]  # written by xarray with the rest
     finally:
@@ -135,7 +140,7 @@ def _define(tmp: Path, merged: xr.Dataset, plan: Plan, enc: dict) -> None:
                 fill = attrs.pop("_FillValue", None)
                 var = out.createVariable(name, src.dtype, src.dimensions, fill_value=fill, **enc[name])
                 var.setncatts(attrs)
-                if _layout(var) != _layout(src):  # e.g. parts zstd, and no zstd filter here: decode them all
+                if _layout(var) != _layout(src):  # e.g. parts zstd, no zstd filter here: decode them all
                     plan.decoded[name] = plan.decoded.get(name, []) + plan.copied[name]
                     plan.copied[name] = []
                 var.set_auto_maskandscale(False)
