@@ -256,3 +256,30 @@ def test_reverse_falls_back_to_a_loop_where_the_backward_cannot_be_batched():
     assert ds.attrs["method"] == "reverse_per_point", ds.attrs.get("fallback_reason")
     expected = 2 * (x.numpy() * np.sin(0.3)) * x.numpy() * np.cos(0.3)
     np.testing.assert_allclose(ds.dy_dC.values[0], expected, rtol=1e-14)
+
+
+def test_named_outputs_of_a_torchdiffeq_model_match_differences():
+    """A stranger's ODE (torchdiffeq rk4) returning a dict: a trajectory along t and a scalar energy,
+    over a grid of two parameters. Each output gets its variables, against per-point differences."""
+    from torchdiffeq import odeint
+
+    t = torch.linspace(0, 2, 11, dtype=torch.float64)
+
+    def oscillator(x, C, K):
+        def rhs(_, s):
+            return torch.stack([s[..., 1], -C * s[..., 1] - K * s[..., 0]], -1)
+
+        path = odeint(rhs, x, t, method="rk4", options={"step_size": 0.05})  # (t, sample, state)
+        end = path[-1]
+        return {"position": path[..., 0].transpose(0, 1), "energy": 0.5 * end[..., 1] ** 2 + 0.5 * K * end[..., 0] ** 2}
+
+    oscillator.output_dims = {"position": ("t",), "energy": ()}
+    x = torch.tensor([[1.0, 0.0], [0.5, -0.3], [0.0, 1.0]], dtype=torch.float64)
+    grid = {"C": [0.2, 0.5], "K": [1.0, 2.0, 3.0]}
+    with pytest.warns(RuntimeWarning, match="method=auto used forward_per_point"):  # torchdiffeq writes in place
+        ds = sensitivity(oscillator, x, grid, dtype="float64")
+    ref = sensitivity(oscillator, x, grid, dtype="float64", method="finite_difference_per_point")
+    assert ds.attrs["output_names"] == "position energy"
+    assert ds.dposition_dK.dims == ("C", "K", "sample", "t") and ds.denergy_dC.dims == ("C", "K", "sample")
+    for name in ("dposition_dC", "dposition_dK", "denergy_dC", "denergy_dK"):
+        assert relative_error(ds[name].values, ref[name].values) < 1e-8, name
