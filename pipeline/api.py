@@ -60,7 +60,9 @@ def _run_method(plan: Plan, hints: ChunkHints) -> tuple[Derivatives, str, str, f
     if options.method == "none":
         result = primal(routine.fn, x, points, **sizes)
     elif options.compile:
-        result = compiled_forward(routine.fn, x, points, stepper=routine.stepper, **sizes)
+        # a step's observation is one tensor; named outputs (flattened by routine.fn) compile whole
+        stepper = None if routine.outputs.named else routine.stepper
+        result = compiled_forward(routine.fn, x, points, stepper=stepper, **sizes)
     elif options.method == "auto" and options.order == 1:
         ladder = (REVERSE_LADDER if routine.tensors else REVERSE_FIRST) if plan.reverse_first else LADDER
         fallback = auto(routine.fn, x, points, ladder=ladder, **sizes)

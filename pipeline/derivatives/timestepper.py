@@ -8,6 +8,8 @@ functions of the swept parameters, and :mod:`pipeline.derivatives.compiled` comp
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import Tensor, nn
 
@@ -18,6 +20,8 @@ class TimeStepper(nn.Module):
     Subclasses define ``initial(x) -> state``, ``step(state) -> state`` and
     ``observe(state) -> Tensor`` (state: a tuple of tensors with the sample dim first);
     ``y`` stacks the observations of the initial state and of every step along a last dim.
+    ``observe`` may return a dict of named outputs instead: each is stacked so (compiled as a
+    whole model, not a step at a time).
     Written this way, ``method.compile=true`` compiles one step's batched ``jvp`` instead of
     the unrolled loop (:mod:`pipeline.derivatives.compiled`), so compiling takes seconds, not minutes.
     """
@@ -30,13 +34,15 @@ class TimeStepper(nn.Module):
     def step(self, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         raise NotImplementedError
 
-    def observe(self, state: tuple[Tensor, ...]) -> Tensor:
+    def observe(self, state: tuple[Tensor, ...]) -> Tensor | Mapping[str, Tensor]:
         raise NotImplementedError
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor) -> Tensor | dict[str, Tensor]:
         state = self.initial(x)
         path = [self.observe(state)]
         for _ in range(self.steps):
             state = self.step(state)
             path.append(self.observe(state))
+        if isinstance(path[0], Mapping):  # named outputs: each stacked along its own last dim
+            return {name: torch.stack([seen[name] for seen in path], dim=-1) for name in path[0]}
         return torch.stack(path, dim=-1)
