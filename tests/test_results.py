@@ -267,6 +267,7 @@ def test_coords_only_copied_variables_use_stay_theirs(tmp_path, monkeypatch):
     """A coord along an output dim that only a copied variable names (``z_label``): xarray, writing
     the rest, would list it in a global ``coordinates`` attr; the merged file is the decoding merge's."""
     from pipeline.storage.chunkcopy import write_merged
+    from pipeline.storage.parts import PartInfo, combined_parts
     from pipeline.storage.write import leading_chunks
 
     monkeypatch.setattr("pipeline.storage.write.CHUNK_ELEMENTS", 64)
@@ -278,9 +279,10 @@ def test_coords_only_copied_variables_use_stay_theirs(tmp_path, monkeypatch):
             coords={"point": np.arange(32 * i, 32 * i + 32), "z_label": ("z", [1.0, 2.0, 3.0, 4.0])},
         )
         paths.append(write_netcdf(part, tmp_path / f"{i}.nc"))
+    infos = [PartInfo(path, i, 2, None, None, "", "", "") for i, path in enumerate(paths)]
+    assert write_merged(infos, tmp_path / "merged.nc", "merged").startswith("1 of")
     with open_parts(paths) as merged:
-        assert write_merged(merged, paths, tmp_path / "merged.nc").startswith("1 of")
-        write_netcdf(merged.chunk(leading_chunks(merged)), tmp_path / "decoded.nc")
+        write_netcdf(combined_parts(merged, infos, "merged").chunk(leading_chunks(merged)), tmp_path / "decoded.nc")
     assert _file_contents(tmp_path / "merged.nc") == _file_contents(tmp_path / "decoded.nc")
 
 

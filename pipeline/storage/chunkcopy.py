@@ -20,9 +20,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import xarray as xr
 
 from pipeline.storage.outputs import output_names
+from pipeline.storage.parts import PartInfo, combined_parts, open_parts
 from pipeline.storage.write import chunk_cache, chunk_limits, encoding, leading_chunks, usable_compression, write_atomic
 
 
@@ -172,30 +174,51 @@ def _copy_chunks(tmp: Path, plan: Plan) -> None:
                         target.write_direct_chunk((start + offset[0], *offset[1:]), data, mask)
 
 
-def write_merged(merged: xr.Dataset, files: Sequence[str | os.PathLike], path: str | os.PathLike) -> str:
-    """Write ``merged`` (the lazy dataset of the parts ``files``, in order) to ``path``, atomically,
-    copying the parts' stored chunks where the layouts allow (module doc). Returns what was copied,
-    in words."""
-    enc = encoding(merged, usable_compression(merged, path))
-    plan = plan_copy(merged, [Path(f) for f in files], enc)
-    _check_readable(plan)
-    rest = merged.drop_vars(list(plan.copied))
-    chunk_cache(0)  # whole chunks are written (dask chunks of the output's chunks) and parts read once
+def _layout_of_parts(files: Sequence[Path]) -> xr.Dataset:
+    """The merged dataset's variables, dims, shapes and attrs, nothing read: the first part, lazily,
+    its swept dim indexed to the length of all parts (:func:`plan_copy` and the file's definition)."""
+    import netCDF4
 
-    def write(tmp: Path) -> None:
-        mode = "w"
-        if plan.copied:
-            _define(tmp, merged, plan, enc)
-            mode = "a"
-        rest.chunk(leading_chunks(rest, enc)).to_netcdf(
-            tmp, mode=mode, engine="netcdf4", format="NETCDF4", encoding={k: enc[k] for k in rest.variables if k in enc}
-        )
-        if plan.copied:
-            _drop_orphan_coordinates(tmp, merged)
-            _copy_chunks(tmp, plan)
+    first = xr.open_dataset(files[0])
+    dim = first[output_names(first)[0]].dims[0]
+    total = 0
+    for path in files:
+        with netCDF4.Dataset(path) as part:
+            total += len(part.dimensions[dim])
+    return first.isel({dim: np.zeros(total, dtype=int)})
 
-    write_atomic(path, write)
-    return plan.summary(len(merged.data_vars) + len(merged.coords))
+
+def write_merged(infos: Sequence[PartInfo], path: str | os.PathLike, note: str) -> str:
+    """Write the parts ``infos`` (checked, in order) to ``path`` as one dataset, atomically, copying
+    their stored chunks where the layouts allow (module doc); only the variables not copied are
+    opened with xarray. ``note``: the history line. Returns what was copied, in words."""
+    files = [info.path for info in infos]
+    chunk_cache(0)  # each stored chunk is read once, and whole chunks are written
+    with _layout_of_parts(files) as layout:
+        enc = encoding(layout, usable_compression(layout, path))
+        plan = plan_copy(layout, files, enc)
+        _check_readable(plan)
+        with open_parts(files, cache_bytes=0, drop=list(plan.copied)) as ds:
+            rest = combined_parts(ds, infos, note)
+
+            def write(tmp: Path) -> None:
+                mode = "w"
+                if plan.copied:
+                    _define(tmp, layout, plan, enc)
+                    mode = "a"
+                rest.chunk(leading_chunks(rest, enc)).to_netcdf(
+                    tmp,
+                    mode=mode,
+                    engine="netcdf4",
+                    format="NETCDF4",
+                    encoding={k: enc[k] for k in rest.variables if k in enc},
+                )
+                if plan.copied:
+                    _drop_orphan_coordinates(tmp, layout)
+                    _copy_chunks(tmp, plan)
+
+            write_atomic(path, write)
+        return plan.summary(len(layout.data_vars) + len(layout.coords))
 
 
 def _drop_orphan_coordinates(tmp: Path, merged: xr.Dataset) -> None:

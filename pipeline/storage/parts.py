@@ -43,10 +43,14 @@ def read_chunks(path: str | os.PathLike) -> dict[str, int]:
 
 
 def open_parts(
-    paths: Sequence[str | os.PathLike], chunks: dict[str, int] | None = None, cache_bytes: int = CHUNK_CACHE_BYTES
+    paths: Sequence[str | os.PathLike],
+    chunks: dict[str, int] | None = None,
+    cache_bytes: int = CHUNK_CACHE_BYTES,
+    drop: Sequence[str] = (),
 ) -> xr.Dataset:
     """Open part files as one lazy dataset, concatenated along the swept parameter, in ``chunks``
-    (default: :func:`read_chunks`), with a chunk cache of ``cache_bytes`` per variable."""
+    (default: :func:`read_chunks`), with a chunk cache of ``cache_bytes`` per variable, without the
+    variables ``drop``."""
     if not paths:
         raise MergeError("no part files to merge")
     chunk_cache(cache_bytes)
@@ -60,6 +64,7 @@ def open_parts(
         join="exact",
         combine_attrs="override",
         chunks=chunks or read_chunks(files[0]),
+        drop_variables=list(drop),
     )
 
 
