@@ -15,8 +15,9 @@ anything is copied (:func:`pipeline.storage.read.reading` then moves it aside).
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -174,18 +175,19 @@ def _copy_chunks(tmp: Path, plan: Plan) -> None:
                         target.write_direct_chunk((start + offset[0], *offset[1:]), data, mask)
 
 
-def _layout_of_parts(files: Sequence[Path]) -> xr.Dataset:
+@contextlib.contextmanager
+def _layout_of_parts(files: Sequence[Path]) -> Iterator[xr.Dataset]:
     """The merged dataset's variables, dims, shapes and attrs, nothing read: the first part, lazily,
     its swept dim indexed to the length of all parts (:func:`plan_copy` and the file's definition)."""
     import netCDF4
 
-    first = xr.open_dataset(files[0])
-    dim = first[output_names(first)[0]].dims[0]
-    total = 0
-    for path in files:
-        with netCDF4.Dataset(path) as part:
-            total += len(part.dimensions[dim])
-    return first.isel({dim: np.zeros(total, dtype=int)})
+    with xr.open_dataset(files[0]) as first:
+        dim = first[output_names(first)[0]].dims[0]
+        total = 0
+        for path in files:
+            with netCDF4.Dataset(path) as part:
+                total += len(part.dimensions[dim])
+        yield first.isel({dim: np.zeros(total, dtype=int)})
 
 
 def write_merged(infos: Sequence[PartInfo], path: str | os.PathLike, note: str) -> str:
