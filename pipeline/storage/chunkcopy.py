@@ -67,6 +67,15 @@ def _rows(var) -> int:
     return var.shape[0] if chunks == "contiguous" else chunks[0]
 
 
+def _stored_blocks(var) -> Iterator[tuple[int, np.ndarray]]:
+    """A part's variable (netCDF4) as stored (no masking or scaling), a stored chunk's rows at a
+    time, each read through its checksum: (first row, values)."""
+    var.set_auto_maskandscale(False)
+    step = _rows(var)
+    for row in range(0, var.shape[0], step):
+        yield row, var[row : row + step]
+
+
 def _chunks_of_parts(name: str, parts: Sequence, limit: tuple[int, ...], want: tuple[int, ...]) -> tuple[int, ...]:
     """The chunks to write variable ``name`` in: those of ``parts`` (all but the last) where they
     share them, each part is whole chunks, and the chunks are within ``limit`` and over half of it
@@ -123,11 +132,8 @@ def _check_readable(plan: Plan, parts: Parts) -> None:
     corrupted chunk raises here, before it could be copied)."""
     for path, names in _by_file(plan.copied).items():
         for name, _ in names:
-            var = parts[path].variables[name]
-            var.set_auto_maskandscale(False)
-            step = _rows(var)
-            for start in range(0, var.shape[0], step):
-                var[start : start + step]
+            for _ in _stored_blocks(parts[path].variables[name]):
+                pass  # the read is the check
 
 
 def _define(tmp: Path, merged: xr.Dataset, plan: Plan, enc: dict, parts: Parts) -> None:
@@ -150,11 +156,7 @@ def _define(tmp: Path, merged: xr.Dataset, plan: Plan, enc: dict, parts: Parts) 
                 plan.decoded[name] = plan.decoded.get(name, []) + plan.copied.pop(name)
             var.set_auto_maskandscale(False)
             for path, start in plan.decoded.get(name, []):
-                src = parts[path].variables[name]
-                src.set_auto_maskandscale(False)
-                step = _rows(src)
-                for row in range(0, src.shape[0], step):
-                    block = src[row : row + step]
+                for row, block in _stored_blocks(parts[path].variables[name]):
                     var[start + row : start + row + len(block)] = block
 
 
@@ -209,12 +211,11 @@ def write_merged(infos: Sequence[PartInfo], path: str | os.PathLike, note: str) 
         plan = plan_copy(layout, parts, enc)
         _check_readable(plan, parts)
         handled = plan.handled
-        combined = combined_parts(layout, infos, note)
+        source = layout
         if any(plan.dim in v.dims and n not in handled for n, v in layout.variables.items()):
             # along the swept dim, not numeric or not of one type: xarray concatenates (and promotes)
-            ds = stack.enter_context(open_parts(files, cache_bytes=0, drop=[n for n in handled if n != plan.dim]))
-            combined = combined_parts(ds, infos, note)
-        rest = combined.drop_vars(handled)
+            source = stack.enter_context(open_parts(files, cache_bytes=0, drop=[n for n in handled if n != plan.dim]))
+        rest = combined_parts(source, infos, note).drop_vars(handled)
 
         def write(tmp: Path) -> None:
             if handled:
